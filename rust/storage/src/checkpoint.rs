@@ -1,0 +1,70 @@
+//! The per-partition checkpoint file `log-state.checkpoint`, replaced atomically:
+//! write a temp file, fsync it, rename it over the old one, fsync the directory.
+//!
+//! ```text
+//! 0                     <- format version
+//! recovery-point 1234   <- every offset below this was fsynced
+//! log-start-offset 0
+//! clean-shutdown 1      <- written by close(); cleared again on open
+//! ```
+
+use std::fs::{self, File};
+use std::io::{self, Write};
+use std::path::Path;
+
+pub const CHECKPOINT_FILE: &str = "log-state.checkpoint";
+const CHECKPOINT_TEMP_FILE: &str = "log-state.checkpoint.tmp";
+const VERSION: &str = "0";
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Checkpoint {
+    pub recovery_point: i64,
+    pub log_start_offset: i64,
+    pub clean_shutdown: bool,
+}
+
+impl Checkpoint {
+    /// `Ok(None)` when there is no checkpoint or it does not parse (then the log is treated as
+    /// never flushed, and recovered in full).
+    pub fn read(dir: &Path) -> io::Result<Option<Checkpoint>> {
+        let text = match fs::read_to_string(dir.join(CHECKPOINT_FILE)) {
+            Ok(text) => text,
+            Err(error) if error.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(error) => return Err(error),
+        };
+        Ok(Self::parse(&text))
+    }
+
+    fn parse(text: &str) -> Option<Checkpoint> {
+        let mut lines = text.lines();
+        if lines.next()? != VERSION {
+            return None;
+        }
+        let mut field = |name: &str| -> Option<i64> {
+            let (key, value) = lines.next()?.split_once(' ')?;
+            (key == name).then_some(())?;
+            value.parse().ok()
+        };
+        let recovery_point = field("recovery-point")?;
+        let log_start_offset = field("log-start-offset")?;
+        let clean_shutdown = field("clean-shutdown")? == 1;
+        Some(Checkpoint { recovery_point, log_start_offset, clean_shutdown })
+    }
+
+    pub fn write(&self, dir: &Path) -> io::Result<()> {
+        let temp = dir.join(CHECKPOINT_TEMP_FILE);
+        let mut file = File::create(&temp)?;
+        write!(
+            file,
+            "{VERSION}\nrecovery-point {}\nlog-start-offset {}\nclean-shutdown {}\n",
+            self.recovery_point, self.log_start_offset, self.clean_shutdown as i32
+        )?;
+        file.sync_all()?;
+        fs::rename(&temp, dir.join(CHECKPOINT_FILE))?;
+        sync_dir(dir)
+    }
+}
+
+pub fn sync_dir(dir: &Path) -> io::Result<()> {
+    File::open(dir)?.sync_all()
+}

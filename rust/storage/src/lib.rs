@@ -1,0 +1,27 @@
+//! tidelog's storage engine: Kafka's on-disk log format with group-commit durability.
+//!
+//! A partition is a directory of segments (`<20-digit base offset>.log` / `.index` /
+//! `.timeindex`) in Apache Kafka's byte formats, plus `log-state.checkpoint`. This crate has no
+//! Python in it; `tidelog-py` binds it.
+//!
+//! Room is left, unbuilt, for producer-state snapshots (`<offset>.snapshot`), the aborted
+//! transaction index (`.txnindex`), control batches and leader epochs: batches already carry the
+//! leader epoch given to `append`, and `BatchHeader` exposes the producer and control fields.
+
+pub mod batch;
+pub mod checkpoint;
+pub mod config;
+pub mod error;
+pub mod index;
+pub mod limits;
+pub mod log;
+pub mod segment;
+pub mod shared;
+pub mod slice;
+
+pub use batch::BatchHeader;
+pub use config::{LogConfig, TimestampType};
+pub use error::{Result, StorageError};
+pub use log::{AppendInfo, DeletionReport, Log, RecoveryReport};
+pub use shared::SharedLog;
+pub use slice::FileSlice;

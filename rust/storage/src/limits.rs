@@ -1,0 +1,23 @@
+//! Every bound the storage engine enforces, in one place. Units come last in each name.
+
+/// Size of the fields before a batch's `batchLength` counts: baseOffset (8) + batchLength (4).
+pub const LOG_OVERHEAD_BYTES: usize = 12;
+/// Size of a magic-v2 record batch header, up to and including `recordCount`.
+pub const BATCH_HEADER_BYTES: usize = 61;
+/// The smallest legal `batchLength`: a header with no records.
+pub const BATCH_LENGTH_MIN: i32 = (BATCH_HEADER_BYTES - LOG_OVERHEAD_BYTES) as i32;
+/// Size of one `.index` entry: 4-byte relative offset + 4-byte position.
+pub const OFFSET_INDEX_ENTRY_BYTES: usize = 8;
+/// Size of one `.timeindex` entry: 8-byte timestamp + 4-byte relative offset.
+pub const TIME_INDEX_ENTRY_BYTES: usize = 12;
+/// Offsets inside a segment are stored relative to its base offset in 4 bytes.
+pub const RELATIVE_OFFSET_MAX: i64 = i32::MAX as i64;
+/// Positions inside a segment are 4-byte signed integers in Kafka's index format.
+pub const SEGMENT_BYTES_MAX: u64 = i32::MAX as u64;
+/// Buffer used when recovery streams a segment through the CRC check: memory stays bounded
+/// whatever length a corrupt header claims.
+pub const RECOVERY_READ_BUFFER_BYTES: usize = 1 << 20;
+/// Width of a segment file name: the base offset, zero-padded.
+pub const SEGMENT_NAME_DIGITS: usize = 20;
+/// Batches one append call may carry; a Produce carries one per partition.
+pub const APPEND_BATCHES_MAX: usize = 1024;

@@ -1,0 +1,552 @@
+//! A partition's log: a directory of segments, offsets, roll, retention, flush and recovery.
+//!
+//! Not thread-safe; `SharedLog` adds the locking and the group commit. Invariant, checked after
+//! every change: log start offset <= log end offset, recovery point <= log end offset.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fs::{self, File};
+use std::io::{self, IoSlice};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Instant;
+
+use crate::batch::{self, BatchHeader, NO_TIMESTAMP};
+use crate::checkpoint::{sync_dir, Checkpoint};
+use crate::config::{LogConfig, TimestampType};
+use crate::error::{Result, StorageError};
+use crate::limits::{APPEND_BATCHES_MAX, BATCH_HEADER_BYTES};
+use crate::segment::{Segment, LOG_SUFFIX, OFFSET_INDEX_SUFFIX, TIME_INDEX_SUFFIX};
+use crate::slice::FileSlice;
+
+/// Offsets an append was given.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct AppendInfo {
+    pub first_offset: i64,
+    pub last_offset: i64,
+    /// The broker time stamped into the batches, or -1 for CreateTime topics.
+    pub log_append_time_ms: i64,
+    pub log_start_offset: i64,
+    pub batch_count: usize,
+}
+
+/// What opening the log found and did.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RecoveryReport {
+    pub clean_shutdown: bool,
+    pub segments_scanned: usize,
+    pub indexes_rebuilt: usize,
+    pub bytes_truncated: u64,
+    pub segments_deleted: usize,
+    pub log_end_offset: i64,
+    pub duration_ms: u64,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct DeletionReport {
+    pub segments_deleted: usize,
+    pub bytes_deleted: u64,
+    pub log_start_offset: i64,
+}
+
+/// What one group commit must fsync, taken under the lock and run without it.
+pub struct FlushPlan {
+    files: Vec<Arc<File>>,
+    directory: Option<PathBuf>,
+    pub target_offset: i64,
+}
+
+impl FlushPlan {
+    /// fdatasync every file with unsynced appends, oldest segment first, then the directory if
+    /// segments were created or deleted. May take milliseconds: call it without locks held.
+    pub fn execute(&self) -> io::Result<()> {
+        for file in &self.files {
+            file.sync_data()?;
+        }
+        if let Some(directory) = &self.directory {
+            sync_dir(directory)?;
+        }
+        Ok(())
+    }
+}
+
+pub struct Log {
+    dir: PathBuf,
+    config: LogConfig,
+    segments: BTreeMap<i64, Segment>,
+    log_start_offset: i64,
+    recovery_point: i64,
+    unsynced_segments: BTreeSet<i64>,
+    unsynced_indexes: Vec<Arc<File>>,
+    directory_dirty: bool,
+    /// Set when an fsync failed: the page cache may have dropped the data, so nothing written
+    /// since the last good fsync can be trusted again (fsyncgate). The log refuses all writes.
+    failed: Option<String>,
+    closed: bool,
+}
+
+impl Log {
+    /// Opens (creating if needed) the log in `dir`, recovering it if it was not closed cleanly.
+    pub fn open(dir: &Path, config: LogConfig) -> Result<(Log, RecoveryReport)> {
+        config.validate()?;
+        let started = Instant::now();
+        if !dir.exists() {
+            fs::create_dir_all(dir)?;
+            if let Some(parent) = dir.parent() {
+                sync_dir(parent)?;
+            }
+        }
+        let checkpoint = Checkpoint::read(dir)?;
+        let mut report = RecoveryReport { clean_shutdown: checkpoint.map_or(false, |c| c.clean_shutdown), ..Default::default() };
+        let mut log = Log {
+            dir: dir.to_owned(),
+            config,
+            segments: BTreeMap::new(),
+            log_start_offset: checkpoint.map_or(0, |c| c.log_start_offset),
+            recovery_point: checkpoint.map_or(0, |c| c.recovery_point),
+            unsynced_segments: BTreeSet::new(),
+            unsynced_indexes: Vec::new(),
+            directory_dirty: false,
+            failed: None,
+            closed: false,
+        };
+        log.load_segments(report.clean_shutdown, &mut report)?;
+        log.delete_segments_below_log_start()?;
+        if !report.clean_shutdown {
+            log.sync_all_segments()?;
+            log.recovery_point = log.log_end_offset();
+        }
+        log.recovery_point = log.recovery_point.min(log.log_end_offset());
+        log.write_checkpoint(false)?;
+        log.check_invariants();
+        report.log_end_offset = log.log_end_offset();
+        report.duration_ms = started.elapsed().as_millis() as u64;
+        Ok((log, report))
+    }
+
+    fn segment_base_offsets(dir: &Path) -> Result<Vec<i64>> {
+        let mut bases = Vec::new();
+        for entry in fs::read_dir(dir)? {
+            let path = entry?.path();
+            let (Some(stem), Some(suffix)) = (path.file_stem().and_then(|s| s.to_str()), path.extension().and_then(|s| s.to_str())) else {
+                continue;
+            };
+            let Ok(base) = stem.parse::<i64>() else { continue };
+            if suffix == LOG_SUFFIX {
+                bases.push(base);
+            } else if (suffix == OFFSET_INDEX_SUFFIX || suffix == TIME_INDEX_SUFFIX) && !path.with_extension(LOG_SUFFIX).exists() {
+                fs::remove_file(&path)?; // an index whose segment is gone
+            }
+        }
+        bases.sort_unstable();
+        Ok(bases)
+    }
+
+    fn load_segments(&mut self, clean: bool, report: &mut RecoveryReport) -> Result<()> {
+        let bases = Self::segment_base_offsets(&self.dir)?;
+        if bases.is_empty() {
+            self.create_segment(self.log_start_offset)?;
+            return Ok(());
+        }
+        // Segments before the one holding the recovery point were flushed: their indexes are
+        // trusted if sane. From that segment on, an unclean stop means a full scan.
+        let first_unflushed = bases.iter().rev().find(|&&b| b <= self.recovery_point).copied().unwrap_or(bases[0]);
+        for (at, &base) in bases.iter().enumerate() {
+            let (mut segment, indexes_sane) = Segment::open(&self.dir, base)?;
+            let needs_scan = !indexes_sane || !segment.load_tail()? || (!clean && base >= first_unflushed);
+            if needs_scan {
+                report.segments_scanned += 1;
+                report.indexes_rebuilt += 1;
+                let outcome = segment.recover(&self.config)?;
+                if let Some(stop) = outcome.stop {
+                    let torn_tail = !stop.followed_by_valid_batch && outcome.next_offset >= self.recovery_point && !clean;
+                    if !torn_tail {
+                        return Err(self.corrupt(base, format!(
+                            "bad batch at position {} of segment {base} (offsets below {} were flushed): {}",
+                            stop.position, self.recovery_point, stop.reason
+                        )));
+                    }
+                    report.bytes_truncated += segment.size() - stop.position;
+                    segment.truncate_bytes(stop.position)?;
+                    self.segments.insert(base, segment);
+                    return self.drop_segments_after_torn_tail(&bases[at + 1..], report);
+                }
+            }
+            self.segments.insert(base, segment);
+        }
+        Ok(())
+    }
+
+    /// A torn tail in one segment means every later segment was written after the last good
+    /// fsync. Any of them holding a valid batch contradicts that: corruption, not a torn tail.
+    fn drop_segments_after_torn_tail(&mut self, later: &[i64], report: &mut RecoveryReport) -> Result<()> {
+        for &base in later {
+            let (segment, _) = Segment::open(&self.dir, base)?;
+            if segment.starts_with_valid_batch()? {
+                return Err(self.corrupt(base, format!("segment {base} holds valid batches after a torn segment")));
+            }
+            report.bytes_truncated += segment.size();
+            report.segments_deleted += 1;
+            segment.delete_files()?;
+            self.directory_dirty = true;
+        }
+        Ok(())
+    }
+
+    fn corrupt(&self, base: i64, detail: String) -> StorageError {
+        StorageError::CorruptLog { path: self.dir.join(format!("{base:020}.log")).display().to_string(), detail }
+    }
+
+    fn create_segment(&mut self, base_offset: i64) -> Result<()> {
+        let segment = Segment::create(&self.dir, base_offset)?;
+        self.segments.insert(base_offset, segment);
+        self.directory_dirty = true;
+        Ok(())
+    }
+
+    fn sync_all_segments(&mut self) -> Result<()> {
+        for segment in self.segments.values_mut() {
+            segment.persist_indexes()?;
+            segment.log_file().sync_data()?;
+            for file in segment.index_files() {
+                file.sync_data()?;
+            }
+        }
+        sync_dir(&self.dir)?;
+        self.directory_dirty = false;
+        Ok(())
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+    pub fn config(&self) -> &LogConfig {
+        &self.config
+    }
+    pub fn log_start_offset(&self) -> i64 {
+        self.log_start_offset
+    }
+    pub fn recovery_point(&self) -> i64 {
+        self.recovery_point
+    }
+    pub fn log_end_offset(&self) -> i64 {
+        self.active().next_offset()
+    }
+    pub fn segment_count(&self) -> usize {
+        self.segments.len()
+    }
+    pub fn size_bytes(&self) -> u64 {
+        self.segments.values().map(Segment::size).sum()
+    }
+    pub fn segment_base_offsets_loaded(&self) -> Vec<i64> {
+        self.segments.keys().copied().collect()
+    }
+
+    fn active(&self) -> &Segment {
+        self.segments.values().next_back().expect("a log always has an active segment")
+    }
+    fn active_mut(&mut self) -> &mut Segment {
+        self.segments.values_mut().next_back().expect("a log always has an active segment")
+    }
+
+    fn check_invariants(&self) {
+        let log_end_offset = self.log_end_offset();
+        assert!(self.log_start_offset <= log_end_offset, "log start {} > log end {log_end_offset}", self.log_start_offset);
+        assert!(self.recovery_point <= log_end_offset, "recovery point {} > log end {log_end_offset}", self.recovery_point);
+    }
+
+    fn writable(&self) -> Result<()> {
+        if self.closed {
+            return Err(StorageError::Closed);
+        }
+        if let Some(why) = &self.failed {
+            return Err(StorageError::Io(io::Error::other(format!("log failed earlier: {why}"))));
+        }
+        Ok(())
+    }
+
+    /// Reads and checks the headers of every batch in `records` without writing anything.
+    pub fn validate_batches(&self, records: &[u8], now_ms: i64) -> Result<Vec<(usize, BatchHeader)>> {
+        if records.is_empty() {
+            return Err(StorageError::InvalidRecord("no record batch to append".into()));
+        }
+        let mut batches = Vec::new();
+        let mut position = 0;
+        while position < records.len() {
+            if batches.len() == APPEND_BATCHES_MAX {
+                return Err(StorageError::InvalidRecord(format!("more than {APPEND_BATCHES_MAX} batches in one append")));
+            }
+            let header = batch::check_framing(&records[position..])?;
+            let size = header.size_bytes();
+            batch::validate(&records[position..position + size], &header)?;
+            if size > self.config.max_message_bytes {
+                return Err(StorageError::RecordTooLarge { size, max: self.config.max_message_bytes });
+            }
+            if self.config.message_timestamp_type == TimestampType::CreateTime {
+                let config = &self.config;
+                batch::validate_timestamps(&header, now_ms, config.message_timestamp_before_max_ms, config.message_timestamp_after_max_ms)?;
+            }
+            batches.push((position, header));
+            position += size;
+        }
+        if records.len() as u64 > self.config.segment_bytes {
+            return Err(StorageError::RecordListTooLarge { size: records.len(), max: self.config.segment_bytes as usize });
+        }
+        Ok(batches)
+    }
+
+    /// Validates `records` (one or more whole batches), assigns offsets from the log end offset
+    /// and appends them. The records are not copied: each batch is written with a short owned
+    /// prefix (offset, length, leader epoch; or a whole re-stamped header for LogAppendTime)
+    /// followed by the caller's bytes, in one vectored write. All or nothing.
+    pub fn append(&mut self, records: &[u8], now_ms: i64, leader_epoch: i32) -> Result<AppendInfo> {
+        self.writable()?;
+        let batches = self.validate_batches(records, now_ms)?;
+        let first_offset = self.log_end_offset();
+        let mut next_offset = first_offset;
+        let log_append_time = self.config.message_timestamp_type == TimestampType::LogAppendTime;
+        let mut headers = Vec::with_capacity(batches.len());
+        let mut prefixes: Vec<[u8; BATCH_HEADER_BYTES]> = Vec::with_capacity(batches.len());
+        for &(position, header) in &batches {
+            let batch_bytes = &records[position..position + header.size_bytes()];
+            let mut prefix = if log_append_time {
+                batch::stamp_log_append_time(batch_bytes, &batch_bytes[BATCH_HEADER_BYTES..], now_ms)
+            } else {
+                let mut copy = [0u8; BATCH_HEADER_BYTES];
+                copy.copy_from_slice(&batch_bytes[..BATCH_HEADER_BYTES]);
+                copy
+            };
+            prefix[0..8].copy_from_slice(&next_offset.to_be_bytes());
+            prefix[12..16].copy_from_slice(&leader_epoch.to_be_bytes());
+            let assigned = BatchHeader::read(&prefix);
+            next_offset = assigned.next_offset();
+            headers.push(assigned);
+            prefixes.push(prefix);
+        }
+        let prefix_len = if log_append_time { BATCH_HEADER_BYTES } else { 16 };
+        let mut pieces = Vec::with_capacity(batches.len() * 2);
+        for (prefix, &(position, header)) in prefixes.iter().zip(&batches) {
+            pieces.push(IoSlice::new(&prefix[..prefix_len]));
+            pieces.push(IoSlice::new(&records[position + prefix_len..position + header.size_bytes()]));
+        }
+        let last_offset = next_offset - 1;
+        if self.active().should_roll(&self.config, records.len() as u64, last_offset, now_ms) {
+            self.roll()?;
+        }
+        let config = self.config.clone();
+        let active = self.active_mut();
+        let base = active.base_offset;
+        active.append(&mut pieces, &headers, &config)?;
+        self.unsynced_segments.insert(base);
+        self.check_invariants();
+        Ok(AppendInfo {
+            first_offset,
+            last_offset,
+            log_append_time_ms: if log_append_time { now_ms } else { NO_TIMESTAMP },
+            log_start_offset: self.log_start_offset,
+            batch_count: headers.len(),
+        })
+    }
+
+    /// Seals the active segment and starts a new one at the log end offset.
+    pub fn roll(&mut self) -> Result<()> {
+        self.writable()?;
+        let log_end_offset = self.log_end_offset();
+        if self.active().is_empty() {
+            return Ok(());
+        }
+        let active = self.active_mut();
+        active.seal()?;
+        let index_files = active.index_files();
+        self.unsynced_indexes.extend(index_files);
+        self.create_segment(log_end_offset)
+    }
+
+    /// Whole batches from the one holding `offset`, up to `max_bytes` (at least one batch when
+    /// `min_one_batch`), stopping before any batch at or above `upper_bound` (the high watermark
+    /// or last stable offset). `None` when there is nothing to read yet.
+    pub fn read(&self, offset: i64, max_bytes: u64, upper_bound: i64, min_one_batch: bool) -> Result<Option<FileSlice>> {
+        let log_end_offset = self.log_end_offset();
+        if offset < self.log_start_offset || offset > log_end_offset {
+            return Err(StorageError::OffsetOutOfRange { offset, log_start_offset: self.log_start_offset, log_end_offset });
+        }
+        let upper_bound = upper_bound.min(log_end_offset);
+        if offset >= upper_bound {
+            return Ok(None);
+        }
+        let floor = self.segments.range(..=offset).next_back().map_or(i64::MIN, |(&b, _)| b);
+        for segment in self.segments.range(floor..).map(|(_, s)| s) {
+            if let Some(slice) = segment.slice(offset, max_bytes, upper_bound, min_one_batch)? {
+                return Ok(Some(slice));
+            }
+        }
+        Ok(None)
+    }
+
+    /// The first offset whose record timestamp is at least `timestamp_ms`, with that timestamp
+    /// (Kafka's ListOffsets by time). Compressed batches answer with their first offset at or
+    /// after the log start and the batch's max timestamp.
+    pub fn offset_for_timestamp(&self, timestamp_ms: i64) -> Result<Option<(i64, i64)>> {
+        for segment in self.segments.values() {
+            if segment.max_timestamp() >= timestamp_ms && segment.next_offset() > self.log_start_offset {
+                if let Some(found) = segment.find_offset_by_timestamp(timestamp_ms, self.log_start_offset)? {
+                    return Ok(Some(found));
+                }
+            }
+        }
+        Ok(None)
+    }
+
+    /// The largest timestamp in the log and the last offset of the batch that carries it.
+    pub fn max_timestamp_and_offset(&self) -> Option<(i64, i64)> {
+        self.segments
+            .values()
+            .filter(|s| s.max_timestamp() != NO_TIMESTAMP)
+            .max_by_key(|s| s.max_timestamp())
+            .map(|s| (s.max_timestamp(), s.offset_of_max_timestamp()))
+    }
+
+    /// First step of a group commit: writes out pending index entries and names the files whose
+    /// appends are not yet durable. Everything below `target_offset` is durable once the plan
+    /// has executed.
+    pub fn prepare_flush(&mut self) -> Result<FlushPlan> {
+        self.writable()?;
+        let mut files = Vec::new();
+        for base in std::mem::take(&mut self.unsynced_segments) {
+            if let Some(segment) = self.segments.get_mut(&base) {
+                segment.persist_indexes()?;
+                files.push(segment.log_file());
+            }
+        }
+        files.append(&mut self.unsynced_indexes);
+        let directory = std::mem::take(&mut self.directory_dirty).then(|| self.dir.clone());
+        Ok(FlushPlan { files, directory, target_offset: self.log_end_offset() })
+    }
+
+    /// Last step of a group commit: records the outcome. A failed fsync fails the log for good.
+    pub fn complete_flush(&mut self, target_offset: i64, outcome: io::Result<()>) -> Result<i64> {
+        if let Err(error) = outcome {
+            self.failed = Some(error.to_string());
+            return Err(StorageError::Io(error));
+        }
+        self.recovery_point = self.recovery_point.max(target_offset.min(self.log_end_offset()));
+        self.check_invariants();
+        Ok(self.recovery_point)
+    }
+
+    /// Writes the checkpoint file (recovery point, log start offset).
+    pub fn checkpoint(&self) -> Result<()> {
+        self.writable()?;
+        self.write_checkpoint(false)
+    }
+
+    fn write_checkpoint(&self, clean_shutdown: bool) -> Result<()> {
+        let checkpoint = Checkpoint { recovery_point: self.recovery_point, log_start_offset: self.log_start_offset, clean_shutdown };
+        Ok(checkpoint.write(&self.dir)?)
+    }
+
+    /// Deletes whole segments past `retention.ms` or beyond `retention.bytes`, oldest first,
+    /// only ever below `upper_bound` (the high watermark). May roll an expired active segment.
+    pub fn delete_old_segments(&mut self, now_ms: i64, upper_bound: i64) -> Result<DeletionReport> {
+        self.writable()?;
+        let retention_ms = self.config.retention_ms;
+        let by_time = |segment: &Segment, _: u64| retention_ms >= 0 && now_ms - segment.max_timestamp() > retention_ms;
+        let mut report = self.delete_prefix(upper_bound, now_ms, by_time)?;
+        if self.config.retention_bytes >= 0 {
+            let retention_bytes = self.config.retention_bytes as u64;
+            let total = self.size_bytes();
+            let by_size = |segment: &Segment, deleted_before: u64| total - deleted_before - segment.size() >= retention_bytes;
+            let more = self.delete_prefix(upper_bound, now_ms, by_size)?;
+            report.segments_deleted += more.segments_deleted;
+            report.bytes_deleted += more.bytes_deleted;
+        }
+        report.log_start_offset = self.log_start_offset;
+        Ok(report)
+    }
+
+    /// Deletes the longest run of oldest non-empty segments that `deletable(segment, bytes
+    /// deleted so far)` accepts and that end at or below `upper_bound`.
+    fn delete_prefix(&mut self, upper_bound: i64, now_ms: i64, deletable: impl Fn(&Segment, u64) -> bool) -> Result<DeletionReport> {
+        let mut doomed = Vec::new();
+        let mut bytes = 0;
+        for segment in self.segments.values() {
+            if segment.is_empty() || segment.next_offset() > upper_bound || !deletable(segment, bytes) {
+                break;
+            }
+            doomed.push(segment.base_offset);
+            bytes += segment.size();
+        }
+        if doomed.len() == self.segments.len() {
+            self.roll()?; // the active segment goes too: keep an empty one to append to
+        }
+        let _ = now_ms;
+        self.delete_segments(&doomed)
+    }
+
+    /// Moves the log start offset up to `offset` (Kafka's DeleteRecords) and deletes segments
+    /// wholly below it. `offset` must not pass `upper_bound` (the high watermark).
+    pub fn delete_records_before(&mut self, offset: i64, upper_bound: i64) -> Result<i64> {
+        self.writable()?;
+        let log_end_offset = self.log_end_offset();
+        if offset > upper_bound.min(log_end_offset) || offset < 0 {
+            return Err(StorageError::OffsetOutOfRange { offset, log_start_offset: self.log_start_offset, log_end_offset });
+        }
+        if offset > self.log_start_offset {
+            self.log_start_offset = offset;
+            self.write_checkpoint(false)?;
+            self.delete_segments_below_log_start()?;
+        }
+        self.check_invariants();
+        Ok(self.log_start_offset)
+    }
+
+    fn delete_segments_below_log_start(&mut self) -> Result<DeletionReport> {
+        let active_base = self.active().base_offset;
+        let doomed: Vec<i64> = self
+            .segments
+            .values()
+            .filter(|s| s.base_offset != active_base && s.next_offset() <= self.log_start_offset)
+            .map(|s| s.base_offset)
+            .collect();
+        self.delete_segments(&doomed)
+    }
+
+    /// The new log start offset is checkpointed before any file goes, so a crash in between
+    /// leaves files that the next open deletes, never a log start that points at nothing.
+    fn delete_segments(&mut self, bases: &[i64]) -> Result<DeletionReport> {
+        let mut report = DeletionReport { log_start_offset: self.log_start_offset, ..Default::default() };
+        if bases.is_empty() {
+            return Ok(report);
+        }
+        let new_first = self.segments.range(bases[bases.len() - 1] + 1..).next().map(|(&b, _)| b).expect("active segment stays");
+        if new_first > self.log_start_offset {
+            self.log_start_offset = new_first;
+            self.write_checkpoint(false)?;
+        }
+        for base in bases {
+            let segment = self.segments.remove(base).expect("segment to delete exists");
+            self.unsynced_segments.remove(base);
+            report.segments_deleted += 1;
+            report.bytes_deleted += segment.size();
+            segment.delete_files()?;
+        }
+        self.directory_dirty = true;
+        report.log_start_offset = self.log_start_offset;
+        self.check_invariants();
+        Ok(report)
+    }
+
+    /// Flushes everything, seals the indexes and writes a checkpoint marked clean, so the next
+    /// open skips recovery.
+    pub fn close(&mut self) -> Result<()> {
+        if self.closed {
+            return Ok(());
+        }
+        self.writable()?;
+        self.active_mut().seal()?;
+        self.sync_all_segments()?;
+        self.recovery_point = self.log_end_offset();
+        self.write_checkpoint(true)?;
+        self.closed = true;
+        Ok(())
+    }
+}

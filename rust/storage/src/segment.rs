@@ -1,0 +1,420 @@
+//! One segment: `<base offset>.log` plus its `.index` and `.timeindex`.
+//!
+//! Not thread-safe: the owning `Log` serializes access. The `.log` file holds whole batches
+//! back to back, exactly as they travel on the wire, with offsets already assigned.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, IoSlice, Write};
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use crate::batch::{self, BatchHeader, NO_TIMESTAMP};
+use crate::config::LogConfig;
+use crate::index::{OffsetIndex, Position, RelativeOffset, TimeIndex};
+use crate::limits::{BATCH_HEADER_BYTES, RECOVERY_READ_BUFFER_BYTES, RELATIVE_OFFSET_MAX, SEGMENT_NAME_DIGITS};
+use crate::slice::FileSlice;
+
+pub const LOG_SUFFIX: &str = "log";
+pub const OFFSET_INDEX_SUFFIX: &str = "index";
+pub const TIME_INDEX_SUFFIX: &str = "timeindex";
+
+pub fn segment_file(dir: &Path, base_offset: i64, suffix: &str) -> PathBuf {
+    dir.join(format!("{base_offset:0width$}.{suffix}", width = SEGMENT_NAME_DIGITS))
+}
+
+/// Where a full scan of a segment stopped before its end, and why.
+#[derive(Debug)]
+pub struct ScanStop {
+    pub position: u64,
+    pub reason: String,
+    /// A well-formed batch with a good CRC follows the bad one: damage in the middle of the
+    /// data, not a torn tail.
+    pub followed_by_valid_batch: bool,
+}
+
+#[derive(Debug)]
+pub struct ScanOutcome {
+    pub valid_bytes: u64,
+    pub next_offset: i64,
+    pub stop: Option<ScanStop>,
+}
+
+pub struct Segment {
+    pub base_offset: i64,
+    log_path: PathBuf,
+    log: Arc<File>,
+    size: u64,
+    next_offset: i64,
+    offset_index: OffsetIndex,
+    time_index: TimeIndex,
+    bytes_since_last_index_entry: u64,
+    max_timestamp: i64,
+    offset_of_max_timestamp: i64,
+    /// Max timestamp of the first batch: what `segment.ms` counts from, as in Kafka.
+    rolling_timestamp: Option<i64>,
+}
+
+impl Segment {
+    /// Creates the three files of a new, empty segment.
+    pub fn create(dir: &Path, base_offset: i64) -> io::Result<Segment> {
+        let log_path = segment_file(dir, base_offset, LOG_SUFFIX);
+        OpenOptions::new().write(true).create_new(true).open(&log_path)?;
+        let (segment, _) = Segment::open(dir, base_offset)?;
+        Ok(segment)
+    }
+
+    /// Opens a segment's files and loads its indexes. Returns whether both indexes passed their
+    /// sanity checks; the tail is not read yet (see `load_tail` and `recover`).
+    pub fn open(dir: &Path, base_offset: i64) -> io::Result<(Segment, bool)> {
+        let log_path = segment_file(dir, base_offset, LOG_SUFFIX);
+        let log = OpenOptions::new().read(true).append(true).open(&log_path)?;
+        let size = log.metadata()?.len();
+        let (offset_index, offset_sane) = OffsetIndex::open(&segment_file(dir, base_offset, OFFSET_INDEX_SUFFIX), size)?;
+        let (time_index, time_sane) = TimeIndex::open(&segment_file(dir, base_offset, TIME_INDEX_SUFFIX))?;
+        let segment = Segment {
+            base_offset,
+            log_path,
+            log: Arc::new(log),
+            size,
+            next_offset: base_offset,
+            offset_index,
+            time_index,
+            bytes_since_last_index_entry: 0,
+            max_timestamp: NO_TIMESTAMP,
+            offset_of_max_timestamp: base_offset,
+            rolling_timestamp: None,
+        };
+        Ok((segment, offset_sane && time_sane))
+    }
+
+    pub fn size(&self) -> u64 {
+        self.size
+    }
+    pub fn is_empty(&self) -> bool {
+        self.size == 0
+    }
+    pub fn next_offset(&self) -> i64 {
+        self.next_offset
+    }
+    pub fn max_timestamp(&self) -> i64 {
+        self.max_timestamp
+    }
+    pub fn offset_of_max_timestamp(&self) -> i64 {
+        self.offset_of_max_timestamp
+    }
+    pub fn log_file(&self) -> Arc<File> {
+        Arc::clone(&self.log)
+    }
+    pub fn index_files(&self) -> [Arc<File>; 2] {
+        [self.offset_index.file(), self.time_index.file()]
+    }
+
+    fn relative(&self, offset: i64) -> RelativeOffset {
+        let relative = offset - self.base_offset;
+        assert!((0..=RELATIVE_OFFSET_MAX).contains(&relative), "offset {offset} outside segment {}", self.base_offset);
+        RelativeOffset(relative as u32)
+    }
+
+    /// Kafka's roll rules, checked before an append of `append_bytes` ending at `last_offset`.
+    pub fn should_roll(&self, config: &LogConfig, append_bytes: u64, last_offset: i64, now_ms: i64) -> bool {
+        if self.is_empty() {
+            return false;
+        }
+        let full = self.size + append_bytes > config.segment_bytes;
+        let aged = self.rolling_timestamp.map_or(false, |t| now_ms.saturating_sub(t) > config.segment_ms);
+        let index_full = self.offset_index.len() >= config.offset_index_entries_max()
+            || self.time_index.len() >= config.time_index_entries_max();
+        let offsets_overflow = last_offset - self.base_offset > RELATIVE_OFFSET_MAX;
+        full || aged || index_full || offsets_overflow
+    }
+
+    /// Records one batch that now sits at `position`: max timestamp and, every
+    /// `index.interval.bytes`, an entry in both indexes (Kafka's `LogSegment.append` rule).
+    fn index_batch(&mut self, header: &BatchHeader, position: u64, config: &LogConfig) {
+        if self.rolling_timestamp.is_none() {
+            self.rolling_timestamp = Some(header.max_timestamp);
+        }
+        if header.max_timestamp > self.max_timestamp {
+            self.max_timestamp = header.max_timestamp;
+            self.offset_of_max_timestamp = header.last_offset();
+        }
+        if self.bytes_since_last_index_entry > config.index_interval_bytes {
+            self.offset_index.append(self.relative(header.last_offset()), Position(position as u32));
+            self.time_index.maybe_append(self.max_timestamp, self.relative(self.offset_of_max_timestamp));
+            self.bytes_since_last_index_entry = 0;
+        }
+        self.bytes_since_last_index_entry += header.size_bytes() as u64;
+        self.next_offset = header.next_offset();
+    }
+
+    /// Writes `pieces` (whole batches, offsets assigned) at the end of the log, then indexes
+    /// `batches`. On a failed write the file is cut back so nothing of the append remains.
+    pub fn append(&mut self, pieces: &mut [IoSlice<'_>], batches: &[BatchHeader], config: &LogConfig) -> io::Result<()> {
+        let start = self.size;
+        let total: u64 = batches.iter().map(|b| b.size_bytes() as u64).sum();
+        if let Err(error) = write_all_vectored(&self.log, pieces) {
+            self.log.set_len(start)?;
+            return Err(error);
+        }
+        let mut position = start;
+        for header in batches {
+            assert!(header.base_offset >= self.next_offset, "offsets must increase");
+            self.index_batch(header, position, config);
+            position += header.size_bytes() as u64;
+        }
+        assert_eq!(position, start + total);
+        self.size = position;
+        Ok(())
+    }
+
+    /// Called when the segment stops being the active one (roll) and on close: the final time
+    /// index entry, and every index entry written out.
+    pub fn seal(&mut self) -> io::Result<()> {
+        if self.max_timestamp != NO_TIMESTAMP {
+            self.time_index.maybe_append(self.max_timestamp, self.relative(self.offset_of_max_timestamp));
+        }
+        self.persist_indexes()
+    }
+
+    pub fn persist_indexes(&mut self) -> io::Result<()> {
+        self.offset_index.persist()?;
+        self.time_index.persist()
+    }
+
+    /// Header of the batch at `position`, or `None` when fewer than a header's bytes remain.
+    pub fn read_header_at(&self, position: u64) -> io::Result<Option<BatchHeader>> {
+        if position + BATCH_HEADER_BYTES as u64 > self.size {
+            return Ok(None);
+        }
+        let mut bytes = [0u8; BATCH_HEADER_BYTES];
+        self.log.read_exact_at(&mut bytes, position)?;
+        Ok(Some(BatchHeader::read(&bytes)))
+    }
+
+    /// Position and header of the first batch whose last offset is at least `offset`.
+    pub fn translate_offset(&self, offset: i64) -> io::Result<Option<(u64, BatchHeader)>> {
+        let target = (offset - self.base_offset).clamp(0, RELATIVE_OFFSET_MAX);
+        let mut position = self.offset_index.lookup(RelativeOffset(target as u32)).map_or(0, |(_, p)| p.0 as u64);
+        while let Some(header) = self.read_header_at(position)? {
+            if header.last_offset() >= offset {
+                return Ok(Some((position, header)));
+            }
+            position += header.size_bytes() as u64;
+        }
+        Ok(None)
+    }
+
+    /// Whole batches from the one holding `offset`: at most `max_bytes` (but at least one batch
+    /// when `min_one_batch`), none starting at or above `upper_bound`.
+    pub fn slice(&self, offset: i64, max_bytes: u64, upper_bound: i64, min_one_batch: bool) -> io::Result<Option<FileSlice>> {
+        let Some((start, first)) = self.translate_offset(offset)? else { return Ok(None) };
+        let mut end = start;
+        let mut header = first;
+        let mut last_offset = first.base_offset - 1;
+        loop {
+            let size = header.size_bytes() as u64;
+            let fits = end - start + size <= max_bytes || (min_one_batch && end == start);
+            if header.base_offset >= upper_bound || !fits {
+                break;
+            }
+            end += size;
+            last_offset = header.last_offset();
+            match self.read_header_at(end)? {
+                Some(next) => header = next,
+                None => break,
+            }
+        }
+        Ok((end > start).then(|| FileSlice::new(Arc::clone(&self.log), start, end - start, first.base_offset, last_offset)))
+    }
+
+    /// First record at or after `start_offset` whose timestamp is at least `target_ms`.
+    pub fn find_offset_by_timestamp(&self, target_ms: i64, start_offset: i64) -> io::Result<Option<(i64, i64)>> {
+        let from_offset = self.time_index.lookup(target_ms).map_or(self.base_offset, |(_, r)| self.base_offset + r.0 as i64);
+        let Some((mut position, _)) = self.translate_offset(from_offset.max(start_offset))? else { return Ok(None) };
+        while let Some(header) = self.read_header_at(position)? {
+            if header.max_timestamp >= target_ms && header.last_offset() >= start_offset {
+                let mut batch = vec![0u8; header.size_bytes()];
+                self.log.read_exact_at(&mut batch, position)?;
+                let found = batch::find_record_by_timestamp(&batch, &header, target_ms)
+                    .filter(|&(offset, _)| offset >= start_offset)
+                    .unwrap_or((header.base_offset.max(start_offset), header.max_timestamp));
+                return Ok(Some(found));
+            }
+            position += header.size_bytes() as u64;
+        }
+        Ok(None)
+    }
+
+    /// After a clean shutdown: reads batch headers from the last index entry to the end to find
+    /// the next offset and the max timestamp. `false` if the tail is malformed (then the caller
+    /// recovers the segment instead).
+    pub fn load_tail(&mut self) -> io::Result<bool> {
+        let (mut position, skipped) = match self.offset_index.last() {
+            Some((relative, position)) => (position.0 as u64, self.base_offset + relative.0 as i64),
+            None => (0, self.base_offset - 1),
+        };
+        if let Some((timestamp, relative)) = self.time_index.last() {
+            self.max_timestamp = timestamp;
+            self.offset_of_max_timestamp = self.base_offset + relative.0 as i64;
+        }
+        self.next_offset = skipped + 1;
+        // Bytes since the last index entry are counted again so appends keep Kafka's cadence.
+        self.bytes_since_last_index_entry = 0;
+        let first = self.read_header_at(0)?;
+        self.rolling_timestamp = first.map(|h| h.max_timestamp);
+        while position < self.size {
+            let Some(header) = self.read_header_at(position)? else { return Ok(false) };
+            if batch::check_header(&header, self.size - position).is_err() || header.next_offset() <= skipped {
+                return Ok(false);
+            }
+            if header.max_timestamp > self.max_timestamp {
+                self.max_timestamp = header.max_timestamp;
+                self.offset_of_max_timestamp = header.last_offset();
+            }
+            self.next_offset = header.next_offset();
+            self.bytes_since_last_index_entry += header.size_bytes() as u64;
+            position += header.size_bytes() as u64;
+        }
+        Ok(self.time_index.points_below(self.relative_end()))
+    }
+
+    fn relative_end(&self) -> RelativeOffset {
+        RelativeOffset((self.next_offset - self.base_offset).clamp(0, RELATIVE_OFFSET_MAX) as u32)
+    }
+
+    /// Reads every batch, checks framing, CRC, contents and increasing offsets, and rebuilds
+    /// both indexes from scratch. Stops at the first bad batch; truncates nothing.
+    pub fn recover(&mut self, config: &LogConfig) -> io::Result<ScanOutcome> {
+        self.offset_index.reset()?;
+        self.time_index.reset()?;
+        self.size = self.log.metadata()?.len();
+        self.next_offset = self.base_offset;
+        self.max_timestamp = NO_TIMESTAMP;
+        self.offset_of_max_timestamp = self.base_offset;
+        self.rolling_timestamp = None;
+        self.bytes_since_last_index_entry = 0;
+        let log = Arc::clone(&self.log);
+        let mut reader = WindowReader::new(&log, self.size);
+        let mut position = 0u64;
+        while position < self.size {
+            let header = match check_batch(&mut reader, position, self.next_offset, self.base_offset) {
+                Ok(header) => header,
+                Err(reason) => {
+                    let followed_by_valid_batch = reader
+                        .header_at(position)?
+                        .filter(|h| batch::check_header(h, self.size - position).is_ok())
+                        .map_or(false, |h| {
+                            check_batch(&mut reader, position + h.size_bytes() as u64, self.next_offset, self.base_offset).is_ok()
+                        });
+                    let stop = ScanStop { position, reason, followed_by_valid_batch };
+                    return Ok(ScanOutcome { valid_bytes: position, next_offset: self.next_offset, stop: Some(stop) });
+                }
+            };
+            self.index_batch(&header, position, config);
+            position += header.size_bytes() as u64;
+        }
+        Ok(ScanOutcome { valid_bytes: position, next_offset: self.next_offset, stop: None })
+    }
+
+    /// Whether the segment starts with a whole, valid batch.
+    pub fn starts_with_valid_batch(&self) -> io::Result<bool> {
+        let mut reader = WindowReader::new(&self.log, self.size);
+        Ok(check_batch(&mut reader, 0, self.base_offset, self.base_offset).is_ok())
+    }
+
+    pub fn truncate_bytes(&mut self, size: u64) -> io::Result<()> {
+        assert!(size <= self.size);
+        self.log.set_len(size)?;
+        self.size = size;
+        Ok(())
+    }
+
+    pub fn delete_files(self) -> io::Result<()> {
+        for suffix in [LOG_SUFFIX, OFFSET_INDEX_SUFFIX, TIME_INDEX_SUFFIX] {
+            let path = self.log_path.with_extension(suffix);
+            match fs::remove_file(&path) {
+                Err(error) if error.kind() != io::ErrorKind::NotFound => return Err(error),
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+}
+
+fn write_all_vectored(file: &File, mut pieces: &mut [IoSlice<'_>]) -> io::Result<()> {
+    let mut writer = file;
+    while !pieces.is_empty() {
+        let written = writer.write_vectored(pieces)?;
+        if written == 0 {
+            return Err(io::Error::new(io::ErrorKind::WriteZero, "log write made no progress"));
+        }
+        IoSlice::advance_slices(&mut pieces, written);
+    }
+    Ok(())
+}
+
+/// Checks the whole batch at `position`: framing, CRC, contents, offsets at or after
+/// `expected_offset` and inside the segment. Errors are the reason, for the recovery log.
+fn check_batch(reader: &mut WindowReader<'_>, position: u64, expected_offset: i64, base_offset: i64) -> Result<BatchHeader, String> {
+    let header = reader
+        .header_at(position)
+        .map_err(|e| e.to_string())?
+        .ok_or_else(|| format!("{} bytes left, too few for a batch header", reader.file_size - position))?;
+    batch::check_header(&header, reader.file_size - position).map_err(|e| e.to_string())?;
+    let crc = reader.crc(position + batch::CRC_START as u64, header.size_bytes() as u64 - batch::CRC_START as u64).map_err(|e| e.to_string())?;
+    batch::check_crc(&header, crc).map_err(|e| e.to_string())?;
+    batch::check_contents(&header).map_err(|e| e.to_string())?;
+    if header.base_offset < expected_offset || header.last_offset() - base_offset > RELATIVE_OFFSET_MAX {
+        return Err(format!("batch offsets {}..={} out of order (expected {expected_offset} or more)", header.base_offset, header.last_offset()));
+    }
+    Ok(header)
+}
+
+/// Positional reads through one bounded buffer, so a scan costs a few syscalls per MiB and a
+/// corrupt length can never make it allocate.
+struct WindowReader<'a> {
+    file: &'a File,
+    file_size: u64,
+    buffer: Vec<u8>,
+    window_start: u64,
+    window_len: usize,
+}
+
+impl<'a> WindowReader<'a> {
+    fn new(file: &'a File, file_size: u64) -> Self {
+        WindowReader { file, file_size, buffer: vec![0; RECOVERY_READ_BUFFER_BYTES], window_start: 0, window_len: 0 }
+    }
+
+    /// `len` bytes at `position` (`len` at most the buffer size, all inside the file).
+    fn bytes(&mut self, position: u64, len: usize) -> io::Result<&[u8]> {
+        assert!(len <= self.buffer.len() && position + len as u64 <= self.file_size);
+        let inside = position >= self.window_start && position + len as u64 <= self.window_start + self.window_len as u64;
+        if !inside {
+            let want = (self.file_size - position).min(self.buffer.len() as u64) as usize;
+            self.file.read_exact_at(&mut self.buffer[..want], position)?;
+            self.window_start = position;
+            self.window_len = want;
+        }
+        let at = (position - self.window_start) as usize;
+        Ok(&self.buffer[at..at + len])
+    }
+
+    fn header_at(&mut self, position: u64) -> io::Result<Option<BatchHeader>> {
+        if position + BATCH_HEADER_BYTES as u64 > self.file_size {
+            return Ok(None);
+        }
+        Ok(Some(BatchHeader::read(self.bytes(position, BATCH_HEADER_BYTES)?)))
+    }
+
+    fn crc(&mut self, mut position: u64, mut len: u64) -> io::Result<u32> {
+        let mut crc = 0u32;
+        while len > 0 {
+            let chunk = len.min(self.buffer.len() as u64) as usize;
+            crc = crc32c::crc32c_append(crc, self.bytes(position, chunk)?);
+            position += chunk as u64;
+            len -= chunk as u64;
+        }
+        Ok(crc)
+    }
+}

@@ -1,0 +1,49 @@
+//! Test helper: builds uncompressed magic-v2 batches the way a producer does.
+#![allow(dead_code)]
+
+fn put_varint(out: &mut Vec<u8>, value: i64) {
+    let mut zigzag = ((value << 1) ^ (value >> 63)) as u64;
+    while zigzag >= 0x80 {
+        out.push((zigzag as u8) | 0x80);
+        zigzag >>= 7;
+    }
+    out.push(zigzag as u8);
+}
+
+/// A batch of `count` records with `value_bytes`-byte values, timestamps `base_ms + i`.
+pub fn batch(count: i32, value_bytes: usize, base_ms: i64) -> Vec<u8> {
+    let mut records = Vec::new();
+    for i in 0..count {
+        let mut body = vec![0u8]; // attributes
+        put_varint(&mut body, i as i64); // timestamp delta
+        put_varint(&mut body, i as i64); // offset delta
+        put_varint(&mut body, -1); // null key
+        put_varint(&mut body, value_bytes as i64);
+        body.extend(std::iter::repeat((i % 251) as u8).take(value_bytes));
+        put_varint(&mut body, 0); // no headers
+        put_varint(&mut records, body.len() as i64);
+        records.extend(body);
+    }
+    let mut out = Vec::new();
+    out.extend(0i64.to_be_bytes());
+    out.extend(((49 + records.len()) as i32).to_be_bytes());
+    out.extend((-1i32).to_be_bytes());
+    out.push(2);
+    out.extend(0u32.to_be_bytes()); // crc, filled below
+    out.extend(0i16.to_be_bytes());
+    out.extend((count - 1).to_be_bytes());
+    out.extend(base_ms.to_be_bytes());
+    out.extend((base_ms + count as i64 - 1).to_be_bytes());
+    out.extend((-1i64).to_be_bytes());
+    out.extend((-1i16).to_be_bytes());
+    out.extend((-1i32).to_be_bytes());
+    out.extend(count.to_be_bytes());
+    out.extend(records);
+    let crc = crc32c::crc32c(&out[21..]);
+    out[17..21].copy_from_slice(&crc.to_be_bytes());
+    out
+}
+
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as i64
+}

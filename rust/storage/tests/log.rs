@@ -1,0 +1,228 @@
+mod common;
+
+use std::fs;
+use std::sync::Arc;
+
+use common::{batch, now_ms};
+use tidelog_storage::{Log, LogConfig, SharedLog, StorageError, TimestampType};
+
+fn small_config() -> LogConfig {
+    LogConfig { segment_bytes: 64 * 1024, ..LogConfig::default() }
+}
+
+fn read_all(log: &Log) -> Vec<u8> {
+    let mut out = Vec::new();
+    let mut offset = log.log_start_offset();
+    while let Some(slice) = log.read(offset, 1 << 20, i64::MAX, true).unwrap() {
+        out.extend(slice.to_vec().unwrap());
+        offset = slice.last_offset + 1;
+    }
+    out
+}
+
+#[test]
+fn append_assigns_offsets_and_reads_back_whole_batches() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut log, report) = Log::open(dir.path(), LogConfig::default()).unwrap();
+    assert!(!report.clean_shutdown);
+    let t = now_ms();
+    let first = log.append(&batch(3, 10, t), t, 0).unwrap();
+    let second = log.append(&batch(2, 10, t), t, 0).unwrap();
+    assert_eq!((first.first_offset, first.last_offset), (0, 2));
+    assert_eq!((second.first_offset, second.last_offset), (3, 4));
+    let slice = log.read(3, 1 << 20, i64::MAX, true).unwrap().unwrap();
+    let bytes = slice.to_vec().unwrap();
+    assert_eq!(i64::from_be_bytes(bytes[0..8].try_into().unwrap()), 3);
+    assert_eq!(i32::from_be_bytes(bytes[12..16].try_into().unwrap()), 0, "leader epoch stamped");
+    assert_eq!(&bytes[16..], &batch(2, 10, t)[16..]);
+    assert!(log.read(5, 1 << 20, i64::MAX, true).unwrap().is_none());
+    assert!(matches!(log.read(6, 100, i64::MAX, true), Err(StorageError::OffsetOutOfRange { .. })));
+    assert!(log.read(0, 1 << 20, 3, true).unwrap().unwrap().last_offset == 2, "upper bound stops the read");
+}
+
+#[test]
+fn bad_batches_are_refused_and_nothing_is_written() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut log, _) = Log::open(dir.path(), LogConfig::default()).unwrap();
+    let t = now_ms();
+    let good = batch(2, 10, t);
+    let mut bad_crc = good.clone();
+    bad_crc[70] ^= 1;
+    let mut bad_magic = good.clone();
+    bad_magic[16] = 1;
+    let mut negative = good.clone();
+    negative[8..12].copy_from_slice(&(-5i32).to_be_bytes());
+    let mut huge = good.clone();
+    huge[8..12].copy_from_slice(&i32::MAX.to_be_bytes());
+    let mut two = good.clone();
+    two.extend(&bad_crc);
+    let cases: Vec<(&str, Vec<u8>)> = vec![
+        ("truncated", good[..good.len() - 1].to_vec()),
+        ("crc", bad_crc),
+        ("magic", bad_magic),
+        ("negative length", negative),
+        ("huge length", huge),
+        ("second batch bad", two),
+        ("empty", vec![]),
+    ];
+    for (name, bytes) in cases {
+        assert!(log.append(&bytes, t, 0).is_err(), "{name} accepted");
+    }
+    assert_eq!(log.log_end_offset(), 0);
+    assert_eq!(log.size_bytes(), 0);
+    let future = batch(1, 10, t + 2 * 3_600_000);
+    assert!(matches!(log.append(&future, t, 0), Err(StorageError::InvalidTimestamp(_))));
+}
+
+#[test]
+fn rolls_segments_and_writes_kafka_index_entries() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut log, _) = Log::open(dir.path(), small_config()).unwrap();
+    let t = now_ms();
+    let one = batch(4, 1000, t); // ~4 KiB batches
+    for _ in 0..40 {
+        log.append(&one, t, 0).unwrap();
+    }
+    assert!(log.segment_count() > 2, "64 KiB segments roll");
+    log.close().unwrap();
+    let index = fs::read(dir.path().join("00000000000000000000.index")).unwrap();
+    assert!(!index.is_empty() && index.len() % 8 == 0);
+    // First entry: Kafka indexes once more than 4096 bytes were appended since the last entry.
+    let relative = u32::from_be_bytes(index[0..4].try_into().unwrap());
+    let position = u32::from_be_bytes(index[4..8].try_into().unwrap()) as usize;
+    assert_eq!(position, one.len(), "the second batch follows more than 4096 bytes");
+    assert_eq!(relative, 7, "entry names the last offset of the batch at that position");
+    let (reopened, report) = Log::open(dir.path(), small_config()).unwrap();
+    assert!(report.clean_shutdown);
+    assert_eq!(report.segments_scanned, 0);
+    assert_eq!(reopened.log_end_offset(), 160);
+    assert_eq!(read_all(&reopened).len(), 40 * one.len());
+}
+
+#[test]
+fn torn_tail_is_cut_at_the_last_whole_batch() {
+    let dir = tempfile::tempdir().unwrap();
+    let t = now_ms();
+    let one = batch(3, 100, t);
+    {
+        let (mut log, _) = Log::open(dir.path(), LogConfig::default()).unwrap();
+        for _ in 0..10 {
+            log.append(&one, t, 0).unwrap();
+        }
+    } // dropped without close: a crash
+    let path = dir.path().join("00000000000000000000.log");
+    let cut = one.len() * 7 + 30;
+    fs::OpenOptions::new().write(true).open(&path).unwrap().set_len(cut as u64).unwrap();
+    let (mut log, report) = Log::open(dir.path(), LogConfig::default()).unwrap();
+    assert_eq!(report.bytes_truncated, 30);
+    assert_eq!(log.log_end_offset(), 21);
+    assert_eq!(log.append(&one, t, 0).unwrap().first_offset, 21);
+}
+
+#[test]
+fn flipped_bit_in_the_middle_is_corruption_not_a_torn_tail() {
+    let dir = tempfile::tempdir().unwrap();
+    let t = now_ms();
+    let one = batch(3, 100, t);
+    {
+        let (mut log, _) = Log::open(dir.path(), LogConfig::default()).unwrap();
+        for _ in 0..10 {
+            log.append(&one, t, 0).unwrap();
+        }
+    }
+    let path = dir.path().join("00000000000000000000.log");
+    let mut bytes = fs::read(&path).unwrap();
+    bytes[one.len() * 4 + 80] ^= 0x10;
+    fs::write(&path, bytes).unwrap();
+    let error = Log::open(dir.path(), LogConfig::default()).err().expect("corruption detected");
+    assert!(matches!(error, StorageError::CorruptLog { .. }), "{error}");
+}
+
+#[test]
+fn retention_and_delete_records_move_the_log_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = LogConfig { retention_bytes: 100 * 1024, ..small_config() };
+    let (mut log, _) = Log::open(dir.path(), config).unwrap();
+    let t = now_ms();
+    for _ in 0..100 {
+        log.append(&batch(4, 1000, t), t, 0).unwrap();
+    }
+    let before = log.size_bytes();
+    let report = log.delete_old_segments(t, log.log_end_offset()).unwrap();
+    assert!(report.segments_deleted > 0);
+    assert!(log.size_bytes() < before && log.size_bytes() >= 100 * 1024);
+    assert_eq!(log.log_start_offset(), log.segment_base_offsets_loaded()[0]);
+    let start = log.delete_records_before(log.log_start_offset() + 50, log.log_end_offset()).unwrap();
+    assert!(matches!(log.read(start - 1, 10, i64::MAX, true), Err(StorageError::OffsetOutOfRange { .. })));
+    let slice = log.read(start, 10, i64::MAX, true).unwrap().unwrap();
+    assert!(slice.first_offset <= start && start <= slice.last_offset);
+    log.close().unwrap();
+    let (reopened, _) = Log::open(dir.path(), LogConfig::default()).unwrap();
+    assert_eq!(reopened.log_start_offset(), start);
+}
+
+#[test]
+fn retention_by_time_rolls_and_deletes_an_expired_active_segment() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = LogConfig { retention_ms: 1000, ..LogConfig::default() };
+    let (mut log, _) = Log::open(dir.path(), config).unwrap();
+    let t = now_ms();
+    log.append(&batch(5, 10, t - 5000), t, 0).unwrap();
+    log.delete_old_segments(t, log.log_end_offset()).unwrap();
+    assert_eq!(log.log_start_offset(), 5);
+    assert_eq!(log.log_end_offset(), 5);
+}
+
+#[test]
+fn timestamp_lookup_finds_the_first_record_at_or_after() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut log, _) = Log::open(dir.path(), LogConfig::default()).unwrap();
+    let t = now_ms() - 100_000;
+    for i in 0..50 {
+        log.append(&batch(10, 500, t + i * 100), t + 100_000, 0).unwrap();
+    }
+    assert_eq!(log.offset_for_timestamp(t + 1234).unwrap(), Some((130, t + 1300)), "batch 12 ends at t+1209");
+    let (offset, timestamp) = log.offset_for_timestamp(t + 1205).unwrap().unwrap();
+    assert_eq!((offset, timestamp), (125, t + 1205));
+    assert_eq!(log.offset_for_timestamp(t + 10_000).unwrap(), None);
+    assert_eq!(log.max_timestamp_and_offset(), Some((t + 4909, 499)));
+}
+
+#[test]
+fn log_append_time_restamps_the_batch_with_a_valid_crc() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = LogConfig { message_timestamp_type: TimestampType::LogAppendTime, ..LogConfig::default() };
+    let (mut log, _) = Log::open(dir.path(), config).unwrap();
+    let info = log.append(&batch(3, 10, 1), 777_000, 0).unwrap();
+    assert_eq!(info.log_append_time_ms, 777_000);
+    let bytes = log.read(0, 1 << 20, i64::MAX, true).unwrap().unwrap().to_vec().unwrap();
+    let header = tidelog_storage::BatchHeader::read(&bytes);
+    assert!(header.is_log_append_time());
+    assert_eq!(header.max_timestamp, 777_000);
+    tidelog_storage::batch::validate(&bytes, &header).unwrap();
+}
+
+#[test]
+fn group_commit_covers_concurrent_appends() {
+    let dir = tempfile::tempdir().unwrap();
+    let (shared, _) = SharedLog::open(dir.path(), LogConfig::default()).unwrap();
+    let shared = Arc::new(shared);
+    let t = now_ms();
+    let writer = {
+        let shared = Arc::clone(&shared);
+        std::thread::spawn(move || {
+            for _ in 0..500 {
+                shared.lock().append(&batch(2, 100, t), t, 0).unwrap();
+            }
+        })
+    };
+    let mut last = 0;
+    while !writer.is_finished() {
+        let durable = shared.flush().unwrap();
+        assert!(durable >= last);
+        last = durable;
+    }
+    writer.join().unwrap();
+    assert_eq!(shared.flush().unwrap(), 1000);
+    assert_eq!(shared.lock().recovery_point(), 1000);
+}
