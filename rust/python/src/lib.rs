@@ -1,1 +1,378 @@
+//! `tidelog.storage._engine`: the Python face of `tidelog-storage`. Conversions only; every
+//! rule lives in the storage crate. Calls that touch the disk for long (open, flush, close,
+//! retention) run with the GIL released; appends and reads are short and keep it.
 
+use std::path::PathBuf;
+
+use pyo3::buffer::PyBuffer;
+use pyo3::create_exception;
+use pyo3::exceptions::{PyBufferError, PyException};
+use pyo3::prelude::*;
+use pyo3::types::PyBytes;
+
+use tidelog_storage::{self as storage, StorageError as Error};
+
+create_exception!(_engine, StorageError, PyException, "Base of every storage engine error.");
+create_exception!(_engine, CorruptRecordError, StorageError, "Malformed batch bytes (Kafka CORRUPT_MESSAGE).");
+create_exception!(_engine, InvalidRecordError, StorageError, "A batch breaking a rule (Kafka INVALID_RECORD).");
+create_exception!(_engine, UnsupportedMagicError, StorageError, "A batch in a format other than magic v2.");
+create_exception!(_engine, InvalidTimestampError, StorageError, "Timestamp out of bounds (Kafka INVALID_TIMESTAMP).");
+create_exception!(_engine, RecordTooLargeError, StorageError, "Batch above max.message.bytes (Kafka MESSAGE_TOO_LARGE).");
+create_exception!(_engine, RecordListTooLargeError, StorageError, "Append above segment.bytes (Kafka RECORD_LIST_TOO_LARGE).");
+create_exception!(_engine, OffsetOutOfRangeError, StorageError, "Offset outside the log (Kafka OFFSET_OUT_OF_RANGE).");
+create_exception!(_engine, CorruptLogError, StorageError, "Recovery found damaged flushed data (Kafka KAFKA_STORAGE_ERROR).");
+create_exception!(_engine, LogClosedError, StorageError, "The log was closed.");
+create_exception!(_engine, StorageIOError, StorageError, "A failed disk operation (Kafka KAFKA_STORAGE_ERROR).");
+create_exception!(_engine, InvalidConfigError, StorageError, "A log config value out of range.");
+
+fn to_py(error: Error) -> PyErr {
+    let message = error.to_string();
+    match error {
+        Error::CorruptRecord(_) => CorruptRecordError::new_err(message),
+        Error::InvalidRecord(_) => InvalidRecordError::new_err(message),
+        Error::UnsupportedMagic(_) => UnsupportedMagicError::new_err(message),
+        Error::InvalidTimestamp(_) => InvalidTimestampError::new_err(message),
+        Error::RecordTooLarge { .. } => RecordTooLargeError::new_err(message),
+        Error::RecordListTooLarge { .. } => RecordListTooLargeError::new_err(message),
+        Error::OffsetOutOfRange { .. } => OffsetOutOfRangeError::new_err(message),
+        Error::CorruptLog { .. } => CorruptLogError::new_err(message),
+        Error::InvalidConfig(_) => InvalidConfigError::new_err(message),
+        Error::Closed => LogClosedError::new_err(message),
+        Error::Io(_) => StorageIOError::new_err(message),
+    }
+}
+
+/// Settings of one log; field names are Kafka's topic config keys with `_` for `.`.
+#[pyclass(name = "LogConfig", frozen, get_all, module = "tidelog.storage._engine")]
+#[derive(Clone)]
+struct PyLogConfig {
+    segment_bytes: u64,
+    segment_ms: i64,
+    segment_index_bytes: u64,
+    index_interval_bytes: u64,
+    retention_ms: i64,
+    retention_bytes: i64,
+    max_message_bytes: usize,
+    log_append_time: bool,
+    message_timestamp_before_max_ms: i64,
+    message_timestamp_after_max_ms: i64,
+}
+
+#[pymethods]
+impl PyLogConfig {
+    #[new]
+    #[pyo3(signature = (*, segment_bytes, segment_ms, segment_index_bytes, index_interval_bytes, retention_ms,
+        retention_bytes, max_message_bytes, log_append_time, message_timestamp_before_max_ms, message_timestamp_after_max_ms))]
+    #[allow(clippy::too_many_arguments)]
+    fn new(
+        segment_bytes: u64,
+        segment_ms: i64,
+        segment_index_bytes: u64,
+        index_interval_bytes: u64,
+        retention_ms: i64,
+        retention_bytes: i64,
+        max_message_bytes: usize,
+        log_append_time: bool,
+        message_timestamp_before_max_ms: i64,
+        message_timestamp_after_max_ms: i64,
+    ) -> PyResult<Self> {
+        let config = PyLogConfig {
+            segment_bytes,
+            segment_ms,
+            segment_index_bytes,
+            index_interval_bytes,
+            retention_ms,
+            retention_bytes,
+            max_message_bytes,
+            log_append_time,
+            message_timestamp_before_max_ms,
+            message_timestamp_after_max_ms,
+        };
+        config.to_storage().validate().map_err(to_py)?;
+        Ok(config)
+    }
+}
+
+impl PyLogConfig {
+    fn to_storage(&self) -> storage::LogConfig {
+        storage::LogConfig {
+            segment_bytes: self.segment_bytes,
+            segment_ms: self.segment_ms,
+            segment_index_bytes: self.segment_index_bytes,
+            index_interval_bytes: self.index_interval_bytes,
+            retention_ms: self.retention_ms,
+            retention_bytes: self.retention_bytes,
+            max_message_bytes: self.max_message_bytes,
+            message_timestamp_type: if self.log_append_time {
+                storage::TimestampType::LogAppendTime
+            } else {
+                storage::TimestampType::CreateTime
+            },
+            message_timestamp_before_max_ms: self.message_timestamp_before_max_ms,
+            message_timestamp_after_max_ms: self.message_timestamp_after_max_ms,
+        }
+    }
+}
+
+#[pyclass(name = "AppendInfo", frozen, get_all, module = "tidelog.storage._engine")]
+struct PyAppendInfo {
+    first_offset: i64,
+    last_offset: i64,
+    log_append_time_ms: i64,
+    log_start_offset: i64,
+    batch_count: usize,
+}
+
+#[pyclass(name = "RecoveryReport", frozen, get_all, module = "tidelog.storage._engine")]
+struct PyRecoveryReport {
+    clean_shutdown: bool,
+    segments_scanned: usize,
+    indexes_rebuilt: usize,
+    bytes_truncated: u64,
+    segments_deleted: usize,
+    log_end_offset: i64,
+    duration_ms: u64,
+}
+
+#[pyclass(name = "DeletionReport", frozen, get_all, module = "tidelog.storage._engine")]
+struct PyDeletionReport {
+    segments_deleted: usize,
+    bytes_deleted: u64,
+    log_start_offset: i64,
+}
+
+/// The fixed fields of one record batch, as the producer sent them.
+#[pyclass(name = "BatchHeader", frozen, get_all, module = "tidelog.storage._engine")]
+struct PyBatchHeader {
+    position: usize,
+    size_bytes: usize,
+    base_offset: i64,
+    last_offset_delta: i32,
+    record_count: i32,
+    base_timestamp: i64,
+    max_timestamp: i64,
+    producer_id: i64,
+    producer_epoch: i16,
+    base_sequence: i32,
+    is_transactional: bool,
+    is_control: bool,
+    compression_id: i16,
+}
+
+/// Whole batches in one segment file: `fileno()`, `position` and `size` for `os.sendfile`.
+#[pyclass(name = "FileSlice", frozen, module = "tidelog.storage._engine")]
+struct PyFileSlice {
+    inner: storage::FileSlice,
+}
+
+#[pymethods]
+impl PyFileSlice {
+    fn fileno(&self) -> i32 {
+        self.inner.raw_fd()
+    }
+    #[getter]
+    fn position(&self) -> u64 {
+        self.inner.position
+    }
+    #[getter]
+    fn size(&self) -> u64 {
+        self.inner.size
+    }
+    #[getter]
+    fn first_offset(&self) -> i64 {
+        self.inner.first_offset
+    }
+    #[getter]
+    fn last_offset(&self) -> i64 {
+        self.inner.last_offset
+    }
+    /// A copy of the bytes (for TLS and in-process readers).
+    fn read<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyBytes>> {
+        let bytes = self.inner.to_vec().map_err(|e| to_py(e.into()))?;
+        Ok(PyBytes::new(py, &bytes))
+    }
+    /// Copies the bytes into a writable buffer of exactly `size` bytes.
+    fn read_into(&self, buffer: PyBuffer<u8>) -> PyResult<()> {
+        if buffer.readonly() || !buffer.is_c_contiguous() || buffer.len_bytes() as u64 != self.inner.size {
+            return Err(PyBufferError::new_err("need a writable contiguous buffer of exactly `size` bytes"));
+        }
+        // SAFETY: checked writable, contiguous and of the right length; the buffer stays
+        // exported (and so alive and unmoved) while `buffer` is held.
+        let target = unsafe { std::slice::from_raw_parts_mut(buffer.buf_ptr() as *mut u8, buffer.len_bytes()) };
+        self.inner.read_into(target).map_err(|e| to_py(e.into()))
+    }
+}
+
+/// One partition's log. Safe to share between threads.
+#[pyclass(name = "PartitionLog", frozen, module = "tidelog.storage._engine")]
+struct PyPartitionLog {
+    inner: storage::SharedLog,
+    directory: PathBuf,
+}
+
+/// Borrows the bytes of any contiguous buffer (bytes, bytearray, memoryview) without a copy.
+fn with_bytes<T>(buffer: &PyBuffer<u8>, f: impl FnOnce(&[u8]) -> T) -> PyResult<T> {
+    if !buffer.is_c_contiguous() {
+        return Err(PyBufferError::new_err("records must be a contiguous buffer"));
+    }
+    // SAFETY: contiguous, and exported for as long as `buffer` lives, which outlives `f`.
+    let bytes = unsafe { std::slice::from_raw_parts(buffer.buf_ptr() as *const u8, buffer.len_bytes()) };
+    Ok(f(bytes))
+}
+
+#[pymethods]
+impl PyPartitionLog {
+    /// Opens the log in `directory` (created if missing), recovering it after an unclean stop.
+    #[staticmethod]
+    fn open(py: Python<'_>, directory: PathBuf, config: &PyLogConfig) -> PyResult<(Self, PyRecoveryReport)> {
+        let config = config.to_storage();
+        let dir = directory.clone();
+        let (inner, r) = py.detach(move || storage::SharedLog::open(&dir, config)).map_err(to_py)?;
+        let report = PyRecoveryReport {
+            clean_shutdown: r.clean_shutdown,
+            segments_scanned: r.segments_scanned,
+            indexes_rebuilt: r.indexes_rebuilt,
+            bytes_truncated: r.bytes_truncated,
+            segments_deleted: r.segments_deleted,
+            log_end_offset: r.log_end_offset,
+            duration_ms: r.duration_ms,
+        };
+        Ok((PyPartitionLog { inner, directory }, report))
+    }
+
+    #[getter]
+    fn directory(&self) -> PathBuf {
+        self.directory.clone()
+    }
+    #[getter]
+    fn log_start_offset(&self) -> i64 {
+        self.inner.lock().log_start_offset()
+    }
+    #[getter]
+    fn log_end_offset(&self) -> i64 {
+        self.inner.lock().log_end_offset()
+    }
+    /// Every offset below this is durable (fsynced).
+    #[getter]
+    fn recovery_point(&self) -> i64 {
+        self.inner.lock().recovery_point()
+    }
+    #[getter]
+    fn size_bytes(&self) -> u64 {
+        self.inner.lock().size_bytes()
+    }
+    #[getter]
+    fn segment_count(&self) -> usize {
+        self.inner.lock().segment_count()
+    }
+
+    /// Checks every batch in `records` (framing, CRC, contents, timestamps) and returns their
+    /// headers; writes nothing.
+    fn batch_headers(&self, records: PyBuffer<u8>, now_ms: i64) -> PyResult<Vec<PyBatchHeader>> {
+        let batches = with_bytes(&records, |bytes| self.inner.lock().validate_batches(bytes, now_ms))?.map_err(to_py)?;
+        Ok(batches
+            .into_iter()
+            .map(|(position, h)| PyBatchHeader {
+                position,
+                size_bytes: h.size_bytes(),
+                base_offset: h.base_offset,
+                last_offset_delta: h.last_offset_delta,
+                record_count: h.record_count,
+                base_timestamp: h.base_timestamp,
+                max_timestamp: h.max_timestamp,
+                producer_id: h.producer_id,
+                producer_epoch: h.producer_epoch,
+                base_sequence: h.base_sequence,
+                is_transactional: h.is_transactional(),
+                is_control: h.is_control(),
+                compression_id: h.compression_id(),
+            })
+            .collect())
+    }
+
+    /// Validates and appends whole batches, assigning offsets; all or nothing.
+    #[pyo3(signature = (records, now_ms, leader_epoch = -1))]
+    fn append(&self, records: PyBuffer<u8>, now_ms: i64, leader_epoch: i32) -> PyResult<PyAppendInfo> {
+        let info = with_bytes(&records, |bytes| self.inner.lock().append(bytes, now_ms, leader_epoch))?.map_err(to_py)?;
+        Ok(PyAppendInfo {
+            first_offset: info.first_offset,
+            last_offset: info.last_offset,
+            log_append_time_ms: info.log_append_time_ms,
+            log_start_offset: info.log_start_offset,
+            batch_count: info.batch_count,
+        })
+    }
+
+    /// Whole batches from the one holding `offset`; `None` when there is nothing below
+    /// `upper_bound` to read yet.
+    #[pyo3(signature = (offset, max_bytes, upper_bound, min_one_batch = true))]
+    fn read(&self, offset: i64, max_bytes: u64, upper_bound: i64, min_one_batch: bool) -> PyResult<Option<PyFileSlice>> {
+        let slice = self.inner.lock().read(offset, max_bytes, upper_bound, min_one_batch).map_err(to_py)?;
+        Ok(slice.map(|inner| PyFileSlice { inner }))
+    }
+
+    /// Group commit: makes every append made before the call durable; returns the recovery point.
+    fn flush(&self, py: Python<'_>) -> PyResult<i64> {
+        py.detach(|| self.inner.flush()).map_err(to_py)
+    }
+
+    fn checkpoint(&self, py: Python<'_>) -> PyResult<()> {
+        py.detach(|| self.inner.lock().checkpoint()).map_err(to_py)
+    }
+
+    fn roll(&self) -> PyResult<()> {
+        self.inner.lock().roll().map_err(to_py)
+    }
+
+    fn close(&self, py: Python<'_>) -> PyResult<()> {
+        py.detach(|| self.inner.close()).map_err(to_py)
+    }
+
+    fn delete_old_segments(&self, py: Python<'_>, now_ms: i64, upper_bound: i64) -> PyResult<PyDeletionReport> {
+        let r = py.detach(|| self.inner.lock().delete_old_segments(now_ms, upper_bound)).map_err(to_py)?;
+        Ok(PyDeletionReport { segments_deleted: r.segments_deleted, bytes_deleted: r.bytes_deleted, log_start_offset: r.log_start_offset })
+    }
+
+    fn delete_records_before(&self, py: Python<'_>, offset: i64, upper_bound: i64) -> PyResult<i64> {
+        py.detach(|| self.inner.lock().delete_records_before(offset, upper_bound)).map_err(to_py)
+    }
+
+    /// `(offset, timestamp)` of the first record with a timestamp at or after `timestamp_ms`.
+    fn offset_for_timestamp(&self, timestamp_ms: i64) -> PyResult<Option<(i64, i64)>> {
+        self.inner.lock().offset_for_timestamp(timestamp_ms).map_err(to_py)
+    }
+
+    /// `(max timestamp, last offset of its batch)`, or `None` for an empty log.
+    fn max_timestamp_and_offset(&self) -> Option<(i64, i64)> {
+        self.inner.lock().max_timestamp_and_offset()
+    }
+}
+
+#[pymodule]
+fn _engine(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    let py = m.py();
+    m.add_class::<PyLogConfig>()?;
+    m.add_class::<PyPartitionLog>()?;
+    m.add_class::<PyFileSlice>()?;
+    m.add_class::<PyAppendInfo>()?;
+    m.add_class::<PyRecoveryReport>()?;
+    m.add_class::<PyDeletionReport>()?;
+    m.add_class::<PyBatchHeader>()?;
+    for (name, class) in [
+        ("StorageError", py.get_type::<StorageError>()),
+        ("CorruptRecordError", py.get_type::<CorruptRecordError>()),
+        ("InvalidRecordError", py.get_type::<InvalidRecordError>()),
+        ("UnsupportedMagicError", py.get_type::<UnsupportedMagicError>()),
+        ("InvalidTimestampError", py.get_type::<InvalidTimestampError>()),
+        ("RecordTooLargeError", py.get_type::<RecordTooLargeError>()),
+        ("RecordListTooLargeError", py.get_type::<RecordListTooLargeError>()),
+        ("OffsetOutOfRangeError", py.get_type::<OffsetOutOfRangeError>()),
+        ("CorruptLogError", py.get_type::<CorruptLogError>()),
+        ("LogClosedError", py.get_type::<LogClosedError>()),
+        ("StorageIOError", py.get_type::<StorageIOError>()),
+        ("InvalidConfigError", py.get_type::<InvalidConfigError>()),
+    ] {
+        m.add(name, class)?;
+    }
+    Ok(())
+}

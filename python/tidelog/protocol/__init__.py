@@ -1,0 +1,1 @@
+"""The Kafka wire formats, sans-IO: bytes in, values out."""

@@ -1,0 +1,198 @@
+"""The log manager: topics, their partitions' logs in one data directory, and housekeeping.
+
+Layout of the data directory, after Kafka's:
+    <data-dir>/.lock                      held (flock) while a broker owns the directory
+    <data-dir>/topics.json                topic ids, partition counts, config overrides
+    <data-dir>/<topic>-<partition>/       one log: segments, indexes, log-state.checkpoint
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import logging
+import os
+import shutil
+import uuid
+from collections.abc import Iterator, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any
+
+from tidelog import limits
+from tidelog.config import TopicConfig
+from tidelog.storage._engine import DeletionReport, PartitionLog, RecoveryReport
+from tidelog.storage.partition import Partition, TopicPartition, log_config_for, now_ms
+
+log = logging.getLogger(__name__)
+
+TOPICS_FILE = "topics.json"
+LOCK_FILE = ".lock"
+
+
+class TopicError(ValueError):
+    """A topic request that cannot be done: exists already, unknown, bad name or count."""
+
+
+@dataclass
+class TopicMetadata:
+    name: str
+    topic_id: uuid.UUID
+    partitions: int
+    overrides: dict[str, str] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"topic_id": str(self.topic_id), "partitions": self.partitions, "configs": self.overrides}
+
+
+def check_topic_name(name: str) -> None:
+    if not name or name in (".", ".."):
+        raise TopicError(f"invalid topic name {name!r}")
+    if len(name) > limits.TOPIC_NAME_LENGTH_MAX:
+        raise TopicError(f"topic name longer than {limits.TOPIC_NAME_LENGTH_MAX} characters")
+    if not set(name) <= limits.TOPIC_NAME_CHARACTERS:
+        raise TopicError(f"topic name {name!r} may hold only ASCII letters, digits, '.', '_' and '-'")
+
+
+def write_atomically(path: Path, text: str) -> None:
+    """Temp file, fsync, rename, directory fsync: the file is the old or the new, whole."""
+    temp = path.with_name(path.name + ".tmp")
+    with open(temp, "w") as out:
+        out.write(text)
+        out.flush()
+        os.fsync(out.fileno())
+    os.replace(temp, path)
+    directory = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(directory)
+    finally:
+        os.close(directory)
+
+
+class LogManager:
+    """Maps topic-partitions to open logs in one data directory. Use from one thread."""
+
+    def __init__(self, data_dir: Path, default_config: TopicConfig, lock: IO[bytes]) -> None:
+        self.data_dir = data_dir
+        self.default_config = default_config
+        self._lock = lock
+        self.topics: dict[str, TopicMetadata] = {}
+        self.partitions: dict[TopicPartition, Partition] = {}
+        self.executor = ThreadPoolExecutor(limits.FLUSH_THREADS, thread_name_prefix="tidelog-flush")
+        self.recovery_reports: dict[TopicPartition, RecoveryReport] = {}
+
+    @classmethod
+    def open(cls, data_dir: str | os.PathLike[str], default_config: TopicConfig | None = None) -> LogManager:
+        """Takes the directory's lock, loads topics and opens (recovering if needed) every log."""
+        path = Path(data_dir)
+        path.mkdir(parents=True, exist_ok=True)
+        lock = open(path / LOCK_FILE, "wb")
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            lock.close()
+            raise RuntimeError(f"{path} is in use by another tidelog process") from None
+        manager = cls(path, default_config or TopicConfig(), lock)
+        manager._load()
+        return manager
+
+    def _load(self) -> None:
+        topics_file = self.data_dir / TOPICS_FILE
+        if topics_file.exists():
+            for name, entry in json.loads(topics_file.read_text()).items():
+                self.topics[name] = TopicMetadata(name, uuid.UUID(entry["topic_id"]), entry["partitions"], entry["configs"])
+        wanted = [tp for meta in self.topics.values() for tp in self._partitions_of(meta)]
+        with ThreadPoolExecutor(limits.RECOVERY_THREADS, thread_name_prefix="tidelog-recovery") as pool:
+            for topic_partition, (partition_log, report) in zip(wanted, pool.map(self._open_log, wanted)):
+                self._adopt(topic_partition, partition_log, report)
+
+    @staticmethod
+    def _partitions_of(meta: TopicMetadata) -> Iterator[TopicPartition]:
+        return (TopicPartition(meta.name, p) for p in range(meta.partitions))
+
+    def topic_config(self, topic: str) -> TopicConfig:
+        return self.default_config.with_overrides(self.topics[topic].overrides)
+
+    def _open_log(self, topic_partition: TopicPartition) -> tuple[PartitionLog, RecoveryReport]:
+        config = log_config_for(self.topic_config(topic_partition.topic))
+        return PartitionLog.open(self.data_dir / topic_partition.directory_name(), config)
+
+    def _adopt(self, topic_partition: TopicPartition, partition_log: PartitionLog, report: RecoveryReport) -> None:
+        self.recovery_reports[topic_partition] = report
+        if report.segments_scanned or report.bytes_truncated or report.segments_deleted:
+            log.warning(
+                "recovered %s after an unclean stop: scanned %d segment(s), truncated %d byte(s), "
+                "deleted %d segment(s), log end offset %d, in %d ms",
+                topic_partition.directory_name(), report.segments_scanned, report.bytes_truncated,
+                report.segments_deleted, report.log_end_offset, report.duration_ms,
+            )  # fmt: skip
+        self.partitions[topic_partition] = Partition(topic_partition, partition_log, self.executor)
+
+    def _save_topics(self) -> None:
+        text = json.dumps({name: meta.to_json() for name, meta in sorted(self.topics.items())}, indent=1)
+        write_atomically(self.data_dir / TOPICS_FILE, text)
+
+    def create_topic(self, name: str, partitions: int, configs: Mapping[str, Any] | None = None) -> TopicMetadata:
+        check_topic_name(name)
+        if name in self.topics:
+            raise TopicError(f"topic {name!r} already exists")
+        if not 1 <= partitions <= limits.PARTITIONS_PER_TOPIC_MAX:
+            raise TopicError(f"partition count must be in [1, {limits.PARTITIONS_PER_TOPIC_MAX}]")
+        config = self.default_config.with_overrides(configs or {})
+        meta = TopicMetadata(name, uuid.uuid4(), partitions, config.overrides_against(self.default_config))
+        self.topics[name] = meta
+        for topic_partition in self._partitions_of(meta):
+            self._adopt(topic_partition, *self._open_log(topic_partition))
+        self._save_topics()
+        return meta
+
+    def create_partitions(self, name: str, total: int) -> None:
+        meta = self._topic(name)
+        if not meta.partitions < total <= limits.PARTITIONS_PER_TOPIC_MAX:
+            raise TopicError(f"topic {name!r} has {meta.partitions} partitions; the new count must be larger")
+        for partition in range(meta.partitions, total):
+            topic_partition = TopicPartition(name, partition)
+            self._adopt(topic_partition, *self._open_log(topic_partition))
+        meta.partitions = total
+        self._save_topics()
+
+    def delete_topic(self, name: str) -> None:
+        """Forgets the topic durably first, then removes its directories."""
+        meta = self._topic(name)
+        del self.topics[name]
+        self._save_topics()
+        for topic_partition in self._partitions_of(meta):
+            self.partitions.pop(topic_partition).log.close()
+            shutil.rmtree(self.data_dir / topic_partition.directory_name(), ignore_errors=True)
+
+    def _topic(self, name: str) -> TopicMetadata:
+        if name not in self.topics:
+            raise TopicError(f"unknown topic {name!r}")
+        return self.topics[name]
+
+    def get(self, topic_partition: TopicPartition) -> Partition | None:
+        return self.partitions.get(topic_partition)
+
+    def checkpoint_all(self) -> None:
+        """Writes every log's checkpoint (recovery point, log start offset)."""
+        for partition in self.partitions.values():
+            partition.log.checkpoint()
+
+    def enforce_retention(self) -> dict[TopicPartition, DeletionReport]:
+        """Deletes expired segments of `delete`-policy topics, up to each log's end."""
+        reports = {}
+        for topic_partition, partition in self.partitions.items():
+            if "delete" in self.topic_config(topic_partition.topic).cleanup_policy:
+                report = partition.log.delete_old_segments(now_ms(), partition.log.log_end_offset)
+                if report.segments_deleted:
+                    reports[topic_partition] = report
+        return reports
+
+    def close(self) -> None:
+        """Flushes and closes every log cleanly, then releases the directory."""
+        for partition in self.partitions.values():
+            partition.log.close()
+        self.partitions.clear()
+        self.executor.shutdown(wait=True)
+        self._lock.close()

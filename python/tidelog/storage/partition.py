@@ -1,0 +1,123 @@
+"""One partition: its native log plus the group commit that makes `acks=all` durable."""
+
+from __future__ import annotations
+
+import asyncio
+import heapq
+import itertools
+import time
+from concurrent.futures import Executor
+from typing import NamedTuple
+
+from tidelog.config import TopicConfig
+from tidelog.storage._engine import AppendInfo, FileSlice, LogConfig, PartitionLog
+
+
+class TopicPartition(NamedTuple):
+    topic: str
+    partition: int
+
+    def directory_name(self) -> str:
+        """Kafka's partition directory name, `<topic>-<partition>`."""
+        return f"{self.topic}-{self.partition}"
+
+
+def log_config_for(config: TopicConfig) -> LogConfig:
+    return LogConfig(
+        segment_bytes=config.segment_bytes,
+        segment_ms=config.segment_ms,
+        segment_index_bytes=config.segment_index_bytes,
+        index_interval_bytes=config.index_interval_bytes,
+        retention_ms=config.retention_ms,
+        retention_bytes=config.retention_bytes,
+        max_message_bytes=config.max_message_bytes,
+        log_append_time=config.message_timestamp_type == "LogAppendTime",
+        message_timestamp_before_max_ms=config.message_timestamp_before_max_ms,
+        message_timestamp_after_max_ms=config.message_timestamp_after_max_ms,
+    )
+
+
+def now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+class GroupCommit:
+    """Waits for durability with one fdatasync in flight per log at a time.
+
+    A caller waits for an offset; when no flush is running one starts in `executor` (off the
+    event loop, GIL released in Rust). When it ends, every waiter whose offset it covers is
+    released, and if others are left (they appended during that flush) exactly one more flush
+    starts and covers all of them. So producers never queue behind each other's fsyncs.
+    """
+
+    def __init__(self, log: PartitionLog, executor: Executor) -> None:
+        self._log = log
+        self._executor = executor
+        self._waiters: list[tuple[int, int, asyncio.Future[None]]] = []
+        self._sequence = itertools.count()
+        self._flushing = False
+        self.flushes = 0
+
+    async def wait_durable(self, offset: int) -> None:
+        """Returns once every offset up to and including `offset` is on disk."""
+        if offset < self._log.recovery_point:
+            return
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        heapq.heappush(self._waiters, (offset, next(self._sequence), future))
+        self._start_flush()
+        await future
+
+    def _start_flush(self) -> None:
+        if self._flushing or not self._waiters:
+            return
+        self._flushing = True
+        self.flushes += 1
+        flush = asyncio.get_running_loop().run_in_executor(self._executor, self._log.flush)
+        flush.add_done_callback(self._flush_done)
+
+    def _flush_done(self, flush: asyncio.Future[int]) -> None:
+        self._flushing = False
+        error = flush.exception()
+        if error is not None:  # fsync failed: nothing waiting can be called durable
+            waiters, self._waiters = self._waiters, []
+            for _, _, future in waiters:
+                if not future.done():
+                    future.set_exception(error)
+            return
+        durable = flush.result()
+        while self._waiters and self._waiters[0][0] < durable:
+            _, _, future = heapq.heappop(self._waiters)
+            if not future.done():
+                future.set_result(None)
+        self._start_flush()
+
+
+class Partition:
+    """A topic-partition's log as the broker uses it. Not for use from several event loops."""
+
+    def __init__(self, topic_partition: TopicPartition, log: PartitionLog, executor: Executor) -> None:
+        self.topic_partition = topic_partition
+        self.log = log
+        self.group_commit = GroupCommit(log, executor)
+
+    @property
+    def log_start_offset(self) -> int:
+        return self.log.log_start_offset
+
+    @property
+    def log_end_offset(self) -> int:
+        return self.log.log_end_offset
+
+    def append(self, records: bytes | bytearray | memoryview) -> AppendInfo:
+        """Validates and appends; the data is in the page cache, not yet durable."""
+        return self.log.append(records, now_ms())
+
+    async def append_durable(self, records: bytes | bytearray | memoryview) -> AppendInfo:
+        """Appends, then waits for the group commit that makes it durable (acks=all)."""
+        info = self.log.append(records, now_ms())
+        await self.group_commit.wait_durable(info.last_offset)
+        return info
+
+    def read(self, offset: int, max_bytes: int, upper_bound: int | None = None) -> FileSlice | None:
+        bound = self.log.log_end_offset if upper_bound is None else upper_bound
+        return self.log.read(offset, max_bytes, bound)
