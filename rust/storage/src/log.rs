@@ -110,6 +110,11 @@ impl Log {
             closed: false,
         };
         log.load_segments(report.clean_shutdown, &mut report)?;
+        if log.log_start_offset > log.log_end_offset() {
+            // Records were deleted past what survived the crash: start empty at the log start,
+            // as Kafka's truncateFullyAndStartAt does.
+            report.segments_deleted += log.truncate_fully_and_start_at(log.log_start_offset)?;
+        }
         log.delete_segments_below_log_start()?;
         if !report.clean_shutdown {
             log.sync_all_segments()?;
@@ -190,6 +195,17 @@ impl Log {
             self.directory_dirty = true;
         }
         Ok(())
+    }
+
+    fn truncate_fully_and_start_at(&mut self, offset: i64) -> Result<usize> {
+        let segments = std::mem::take(&mut self.segments);
+        let count = segments.len();
+        for (_, segment) in segments {
+            segment.delete_files()?;
+        }
+        self.unsynced_segments.clear();
+        self.create_segment(offset)?;
+        Ok(count)
     }
 
     fn corrupt(&self, base: i64, detail: String) -> StorageError {

@@ -1,0 +1,156 @@
+"""Shared fixtures for the storage benchmarks, and the ratio summary printed after them.
+
+Each benchmark names itself in `benchmark.extra_info`:
+
+- `case`: the label shown in the summary, e.g. "append";
+- `baseline` (optional): the `case` of the benchmark it is compared with, e.g. "raw os.write";
+- `bytes_per_round` (optional): bytes moved by one timed round, for MiB/s;
+- `calls_per_round` (optional): calls made by one timed round, for µs per call.
+
+After the run the summary prints every case's figures and, for each case with a baseline
+measured in the same run, `case / baseline = baseline time / case time`: the fraction of the
+baseline's speed the case reaches (1.0 = as fast, 0.5 = half as fast).
+"""
+
+from __future__ import annotations
+
+import random
+import shutil
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tidelog.protocol.records import build_batch
+
+KiB = 1 << 10
+MiB = 1 << 20
+RECORD_BYTES = 1 * KiB
+RECORDS_PER_BATCH = 16
+PAYLOAD_SEED = 20240601
+TEMP_PREFIX = "tidelog-bench-"
+
+
+@dataclass(frozen=True)
+class Figures:
+    """One benchmark's result, reduced to what the summary needs (times in seconds per round)."""
+
+    case: str
+    baseline: str | None
+    median: float
+    best: float
+    bytes_per_round: int | None
+    calls_per_round: int | None
+
+
+RESULTS = pytest.StashKey[dict[str, Figures]]()
+
+
+def now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+def make_batch(timestamp_ms: int) -> bytes:
+    """A producer's batch: RECORDS_PER_BATCH records of RECORD_BYTES (seeded) each."""
+    payload = random.Random(PAYLOAD_SEED).randbytes(RECORD_BYTES)
+    return build_batch([(timestamp_ms, None, payload, [])] * RECORDS_PER_BATCH)
+
+
+@pytest.fixture(scope="session")
+def batch() -> bytes:
+    """One 16 KiB batch (16 records of 1 KiB, about 16.6 KB with framing), stamped now."""
+    return make_batch(now_ms())
+
+
+def make_scratch_dir() -> Path:
+    return Path(tempfile.mkdtemp(prefix=TEMP_PREFIX, dir=tempfile.gettempdir()))
+
+
+@pytest.fixture
+def scratch() -> Iterator[Path]:
+    """A fresh directory under tempfile.gettempdir(), deleted after the test."""
+    path = make_scratch_dir()
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+# --- the ratio summary -------------------------------------------------------------------
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.stash[RESULTS] = {}
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
+    report = yield
+    if call.when == "call" and report.passed:
+        figures = figures_of(item)
+        if figures is not None:
+            item.config.stash[RESULTS][figures.case] = figures
+    return report
+
+
+def figures_of(item: pytest.Item) -> Figures | None:
+    """The item's benchmark figures, or None if it did not run one (or ran disabled)."""
+    fixture = getattr(item, "funcargs", {}).get("benchmark")
+    metadata = getattr(fixture, "stats", None)
+    if not metadata:
+        return None
+    info: dict[str, Any] = fixture.extra_info
+    return Figures(
+        case=info.get("case", item.name),
+        baseline=info.get("baseline"),
+        median=metadata.stats.median,
+        best=metadata.stats.min,
+        bytes_per_round=info.get("bytes_per_round"),
+        calls_per_round=info.get("calls_per_round"),
+    )
+
+
+def describe(f: Figures) -> str:
+    parts = []
+    if f.bytes_per_round:
+        parts.append(f"{f.bytes_per_round / f.median / MiB:9.1f} MiB/s (best {f.bytes_per_round / f.best / MiB:.1f})")
+    calls = f.calls_per_round or 1
+    parts.append(f"{f.median / calls * 1e6:9.2f} µs/call (best {f.best / calls * 1e6:.2f})")
+    return f"{f.case:<34} " + "   ".join(parts)
+
+
+def ratios(results: dict[str, Figures]) -> list[tuple[str, str, float, float]]:
+    """(case, baseline, median ratio, best ratio) for every case whose baseline also ran."""
+    found = []
+    for f in results.values():
+        base = results.get(f.baseline) if f.baseline else None
+        if base is not None:
+            found.append((f.case, base.case, base.median / f.median, base.best / f.best))
+    return found
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> None:
+    results = config.stash.get(RESULTS, {})
+    if not results:
+        return
+    terminalreporter.section("storage figures (median per call; best round in brackets)")
+    for f in results.values():
+        terminalreporter.write_line(describe(f))
+    found = ratios(results)
+    if found:
+        terminalreporter.section("ratios against baselines measured in this run (1.0 = baseline speed)")
+        for case, base, median_ratio, best_ratio in found:
+            terminalreporter.write_line(f"{case} / {base} = {median_ratio:.2f}   (best rounds: {best_ratio:.2f})")
+
+
+def pytest_benchmark_update_json(config: pytest.Config, benchmarks: Any, output_json: dict[str, Any]) -> None:
+    """With --benchmark-json, also store the ratios in the JSON file."""
+    output_json["ratios"] = [
+        {"case": case, "baseline": base, "median": median_ratio, "best": best_ratio}
+        for case, base, median_ratio, best_ratio in ratios(config.stash.get(RESULTS, {}))
+    ]

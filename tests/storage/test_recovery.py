@@ -1,0 +1,131 @@
+"""Crash recovery: torn tails at random cuts, scrambled indexes, flipped bits, clean restarts."""
+
+from __future__ import annotations
+
+import os
+import random
+import shutil
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import make_batch, now_ms, open_log, read_everything
+from tidelog.config import TopicConfig
+from tidelog.storage import CorruptLogError, PartitionLog, log_config_for
+
+CUTS = 2000
+SEGMENT = "00000000000000000000"
+
+
+def write_unflushed_log(directory: Path, batches: list[bytes]) -> None:
+    """Appends without a clean close: the next open sees an unclean stop."""
+    log = open_log(directory)
+    for batch in batches:
+        log.append(batch, now_ms())
+    del log
+
+
+def test_recovery_serves_exactly_the_whole_batches_before_a_random_cut(tmp_path: Path) -> None:
+    rng = random.Random(20261127)
+    batches = [make_batch(count=rng.randint(1, 5), value_bytes=rng.randint(10, 400), tag=i) for i in range(40)]
+    pristine = tmp_path / "pristine"
+    write_unflushed_log(pristine, batches)
+    log_bytes = (pristine / f"{SEGMENT}.log").read_bytes()
+    ends = []  # byte position after each batch, with the next offset it leaves
+    position, next_offset = 0, 0
+    for batch in batches:
+        position += len(batch)
+        next_offset += int.from_bytes(batch[57:61], "big")
+        ends.append((position, next_offset))
+    work = tmp_path / "work"
+    for _ in range(CUTS):
+        cut = rng.randrange(len(log_bytes) + 1)
+        shutil.rmtree(work, ignore_errors=True)
+        shutil.copytree(pristine, work)
+        os.truncate(work / f"{SEGMENT}.log", cut)
+        scramble_indexes(work, rng)
+        whole = [(p, o) for p, o in ends if p <= cut]
+        kept_bytes, kept_next = whole[-1] if whole else (0, 0)
+        log, report = PartitionLog.open(work, log_config_for(TopicConfig()))
+        assert report.bytes_truncated == cut - kept_bytes
+        assert log.log_end_offset == kept_next
+        assert read_everything(log) == log_bytes[:kept_bytes] if kept_bytes else log.read(0, 1, 1) is None
+        assert log.append(batches[0], now_ms()).first_offset == kept_next
+        log.close()
+
+
+def scramble_indexes(directory: Path, rng: random.Random) -> None:
+    """Deletes, truncates or fills the indexes with noise, at random."""
+    for suffix in ("index", "timeindex"):
+        path = directory / f"{SEGMENT}.{suffix}"
+        choice = rng.randrange(4)
+        if choice == 0 and path.exists():
+            path.unlink()
+        elif choice == 1:
+            path.write_bytes(os.urandom(rng.randrange(64)))
+        elif choice == 2 and path.exists():
+            os.truncate(path, rng.randrange(path.stat().st_size + 1))
+
+
+def test_a_flipped_bit_inside_a_batch_is_detected_and_never_served(tmp_path: Path) -> None:
+    rng = random.Random(7)
+    batches = [make_batch(count=3, value_bytes=200, tag=i) for i in range(30)]
+    pristine = tmp_path / "pristine"
+    write_unflushed_log(pristine, batches)
+    size = (pristine / f"{SEGMENT}.log").stat().st_size
+    last_batch_start = size - len(batches[-1])
+    work = tmp_path / "work"
+    for _ in range(200):
+        shutil.rmtree(work, ignore_errors=True)
+        shutil.copytree(pristine, work)
+        at = rng.randrange(last_batch_start)  # any batch that has a whole batch after it
+        with open(work / f"{SEGMENT}.log", "r+b") as segment:
+            segment.seek(at)
+            byte = segment.read(1)[0]
+            segment.seek(at)
+            segment.write(bytes([byte ^ (1 << rng.randrange(8))]))
+        with pytest.raises(CorruptLogError):
+            PartitionLog.open(work, log_config_for(TopicConfig()))
+
+
+def test_flushed_and_checkpointed_data_is_never_truncated(tmp_path: Path) -> None:
+    directory = tmp_path / "t-0"
+    log = open_log(directory)
+    for i in range(10):
+        log.append(make_batch(tag=i), now_ms())
+    log.flush()
+    log.checkpoint()
+    del log
+    with open(directory / f"{SEGMENT}.log", "r+b") as segment:  # damage the flushed tail
+        segment.seek(-5, os.SEEK_END)
+        segment.write(b"\xff" * 5)
+    with pytest.raises(CorruptLogError):
+        open_log(directory)
+
+
+def test_clean_shutdown_skips_the_scan(tmp_path: Path) -> None:
+    directory = tmp_path / "t-0"
+    log = open_log(directory, **{"segment.bytes": 4096})
+    for i in range(50):
+        log.append(make_batch(tag=i), now_ms())
+    content = read_everything(log)
+    log.close()
+    log, report = PartitionLog.open(directory, log_config_for(TopicConfig(segment_bytes=4096)))
+    assert report.clean_shutdown and report.segments_scanned == 0
+    assert read_everything(log) == content
+    del log  # crash: the clean mark was cleared at open
+    log, report = PartitionLog.open(directory, log_config_for(TopicConfig(segment_bytes=4096)))
+    assert not report.clean_shutdown and report.segments_scanned >= 1
+    assert read_everything(log) == content
+
+
+def test_torn_tail_in_an_older_segment_with_valid_later_segments_is_corruption(tmp_path: Path) -> None:
+    directory = tmp_path / "t-0"
+    write_unflushed_log_small = open_log(directory, **{"segment.bytes": 2048})
+    for i in range(20):
+        write_unflushed_log_small.append(make_batch(tag=i), now_ms())
+    del write_unflushed_log_small
+    first = directory / f"{SEGMENT}.log"
+    os.truncate(first, first.stat().st_size - 3)
+    with pytest.raises(CorruptLogError):
+        open_log(directory, **{"segment.bytes": 2048})
