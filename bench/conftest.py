@@ -18,7 +18,8 @@ import random
 import shutil
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -54,16 +55,30 @@ def now_ms() -> int:
     return time.time_ns() // 1_000_000
 
 
+PAYLOAD = random.Random(PAYLOAD_SEED).randbytes(RECORD_BYTES)
+
+
 def make_batch(timestamp_ms: int) -> bytes:
-    """A producer's batch: RECORDS_PER_BATCH records of RECORD_BYTES (seeded) each."""
-    payload = random.Random(PAYLOAD_SEED).randbytes(RECORD_BYTES)
-    return build_batch([(timestamp_ms, None, payload, [])] * RECORDS_PER_BATCH)
+    """A producer's batch: RECORDS_PER_BATCH records of RECORD_BYTES each, all at `timestamp_ms`."""
+    return build_batch([(timestamp_ms, None, PAYLOAD, [])] * RECORDS_PER_BATCH)
 
 
 @pytest.fixture(scope="session")
-def batch() -> bytes:
-    """One 16 KiB batch (16 records of 1 KiB, about 16.6 KB with framing), stamped now."""
-    return make_batch(now_ms())
+def now() -> int:
+    """Wall clock (ms) at the start of the session: the `now_ms` passed to appends."""
+    return now_ms()
+
+
+@pytest.fixture(scope="session")
+def batch_at() -> Callable[[int], bytes]:
+    """`batch_at(timestamp_ms)`: a 16 KiB batch (16 records of 1 KiB) stamped `timestamp_ms`."""
+    return make_batch
+
+
+@pytest.fixture(scope="session")
+def batch(now: int) -> bytes:
+    """One 16 KiB batch (16 records of 1 KiB, about 16.6 KB with framing), stamped `now`."""
+    return make_batch(now)
 
 
 def make_scratch_dir() -> Path:
@@ -78,6 +93,15 @@ def scratch() -> Iterator[Path]:
         yield path
     finally:
         shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def uncaptured(pytestconfig: pytest.Config) -> Callable[[], AbstractContextManager[object]]:
+    """`with uncaptured(): ...` writes straight to the terminal (progress of long fixtures)."""
+    capture = pytestconfig.pluginmanager.getplugin("capturemanager")
+    if capture is None:
+        return nullcontext
+    return capture.global_and_fixture_disabled  # type: ignore[no-any-return]
 
 
 # --- the ratio summary -------------------------------------------------------------------

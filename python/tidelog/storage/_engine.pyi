@@ -2,7 +2,31 @@
 # compiled module by tests/storage/test_stub.py (mypy.stubtest).
 from os import PathLike
 
+from typing import final
+
 from typing_extensions import Buffer
+
+__all__ = [
+    "AppendInfo",
+    "BatchHeader",
+    "CorruptLogError",
+    "CorruptRecordError",
+    "DeletionReport",
+    "FileSlice",
+    "InvalidConfigError",
+    "InvalidRecordError",
+    "InvalidTimestampError",
+    "LogClosedError",
+    "LogConfig",
+    "OffsetOutOfRangeError",
+    "PartitionLog",
+    "RecordListTooLargeError",
+    "RecordTooLargeError",
+    "RecoveryReport",
+    "StorageError",
+    "StorageIOError",
+    "UnsupportedMagicError",
+]
 
 class StorageError(Exception): ...
 class CorruptRecordError(StorageError): ...
@@ -17,6 +41,7 @@ class LogClosedError(StorageError): ...
 class StorageIOError(StorageError): ...
 class InvalidConfigError(StorageError): ...
 
+@final
 class LogConfig:
     def __new__(
         cls,
@@ -53,6 +78,7 @@ class LogConfig:
     @property
     def message_timestamp_after_max_ms(self) -> int: ...
 
+@final
 class AppendInfo:
     @property
     def first_offset(self) -> int: ...
@@ -65,6 +91,7 @@ class AppendInfo:
     @property
     def batch_count(self) -> int: ...
 
+@final
 class RecoveryReport:
     @property
     def clean_shutdown(self) -> bool: ...
@@ -81,6 +108,7 @@ class RecoveryReport:
     @property
     def duration_ms(self) -> int: ...
 
+@final
 class DeletionReport:
     @property
     def segments_deleted(self) -> int: ...
@@ -89,6 +117,7 @@ class DeletionReport:
     @property
     def log_start_offset(self) -> int: ...
 
+@final
 class BatchHeader:
     @property
     def position(self) -> int: ...
@@ -117,6 +146,7 @@ class BatchHeader:
     @property
     def compression_id(self) -> int: ...
 
+@final
 class FileSlice:
     def fileno(self) -> int: ...
     @property
@@ -130,6 +160,7 @@ class FileSlice:
     def read(self) -> bytes: ...
     def read_into(self, buffer: Buffer) -> None: ...
 
+@final
 class PartitionLog:
     @staticmethod
     def open(directory: str | PathLike[str], config: LogConfig) -> tuple[PartitionLog, RecoveryReport]: ...
@@ -146,7 +177,7 @@ class PartitionLog:
     @property
     def segment_count(self) -> int: ...
     def batch_headers(self, records: Buffer, now_ms: int) -> list[BatchHeader]: ...
-    def append(self, records: Buffer, now_ms: int, leader_epoch: int = -1) -> AppendInfo: ...
+    def append(self, records: Buffer, now_ms: int, leader_epoch: int = ...) -> AppendInfo: ...
     def read(self, offset: int, max_bytes: int, upper_bound: int, min_one_batch: bool = True) -> FileSlice | None: ...
     def flush(self) -> int: ...
     def checkpoint(self) -> None: ...
