@@ -40,6 +40,10 @@ async def housekeeping(manager: LogManager, stop: asyncio.Event) -> None:
 
 async def serve(data_dir: str) -> None:
     started = time.monotonic()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
     manager = LogManager.open(data_dir)
     partitions = len(manager.partitions)
     log.info(
@@ -47,10 +51,6 @@ async def serve(data_dir: str) -> None:
         data_dir, len(manager.topics), partitions, (time.monotonic() - started) * 1000,
     )  # fmt: skip
     log.warning("the Kafka wire listener is not built yet: the logs are open, no client can connect")
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(signum, stop.set)
     try:
         await housekeeping(manager, stop)
     finally:

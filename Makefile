@@ -1,0 +1,42 @@
+# One entry point. `make test` and `make serve` work on a fresh machine: they build a local
+# virtualenv (.venv) with the package installed in editable mode (Rust via setuptools-rust,
+# Cython from ext/) the first time, and again whenever the build inputs change.
+
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+BUILD_INPUTS := pyproject.toml setup.py $(wildcard ext/*.pyx) $(shell find rust -name '*.rs' -o -name Cargo.toml -not -path 'rust/target/*')
+DATA_DIR ?= tidelog-data
+
+.PHONY: dev serve test test-rust test-python kafka-jars bench clean
+
+dev: $(STAMP)
+
+$(STAMP): $(BUILD_INPUTS)
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[test]'
+	@touch $(STAMP)
+
+serve: $(STAMP)
+	$(BIN)/tidelog serve --data-dir $(DATA_DIR)
+
+# Kafka's own tools read our files in the tests; fetched once into .cache/ (skipped without Java).
+kafka-jars:
+	@if command -v java >/dev/null && command -v mvn >/dev/null; then bash bench/kafka/fetch.sh; \
+	else echo "java or mvn missing: tests that need Kafka's jars will be skipped"; fi
+
+test-rust:
+	cargo test --manifest-path rust/Cargo.toml -p tidelog-storage
+
+test-python: $(STAMP) kafka-jars
+	$(BIN)/python -m pytest
+
+test: test-rust test-python
+
+bench: $(STAMP)
+	$(BIN)/python -m pytest bench --benchmark-enable -p no:cacheprovider
+
+clean:
+	rm -rf $(VENV) build rust/target python/tidelog/**/*.so ext/*.c
