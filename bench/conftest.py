@@ -139,12 +139,13 @@ def figures_of(item: pytest.Item) -> Figures | None:
 
 
 def describe(f: Figures) -> str:
-    parts = []
+    """One summary line: MiB/s (if the case moves bytes) and µs per call, median then best round."""
+    throughput = ""
     if f.bytes_per_round:
-        parts.append(f"{f.bytes_per_round / f.median / MiB:9.1f} MiB/s (best {f.bytes_per_round / f.best / MiB:.1f})")
+        throughput = f"{f.bytes_per_round / f.median / MiB:8.1f} MiB/s [{f.bytes_per_round / f.best / MiB:8.1f}]"
     calls = f.calls_per_round or 1
-    parts.append(f"{f.median / calls * 1e6:9.2f} µs/call (best {f.best / calls * 1e6:.2f})")
-    return f"{f.case:<34} " + "   ".join(parts)
+    latency = f"{f.median / calls * 1e6:8.2f} µs/call [{f.best / calls * 1e6:8.2f}]"
+    return f"{f.case:<34} {throughput:<27}   {latency}"
 
 
 def ratios(results: dict[str, Figures]) -> list[tuple[str, str, float, float]]:
@@ -162,7 +163,7 @@ def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> Non
     results = config.stash.get(RESULTS, {})
     if not results:
         return
-    terminalreporter.section("storage figures (median per call; best round in brackets)")
+    terminalreporter.section("storage figures: median [best round]")
     for f in results.values():
         terminalreporter.write_line(describe(f))
     found = ratios(results)
