@@ -18,7 +18,7 @@ import random
 import shutil
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
@@ -109,10 +109,13 @@ def uncaptured(pytestconfig: pytest.Config) -> Callable[[], AbstractContextManag
 
 def pytest_configure(config: pytest.Config) -> None:
     config.stash[RESULTS] = {}
+    json_path = config.getoption("benchmark_json", None)
+    if json_path is not None:
+        Path(json_path).parent.mkdir(parents=True, exist_ok=True)  # e.g. bench/results/
 
 
 @pytest.hookimpl(wrapper=True)
-def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Generator[None, pytest.TestReport, pytest.TestReport]:
     report = yield
     if call.when == "call" and report.passed:
         figures = figures_of(item)
@@ -123,7 +126,7 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
 
 def figures_of(item: pytest.Item) -> Figures | None:
     """The item's benchmark figures, or None if it did not run one (or ran disabled)."""
-    fixture = getattr(item, "funcargs", {}).get("benchmark")
+    fixture: Any = getattr(item, "funcargs", {}).get("benchmark")
     metadata = getattr(fixture, "stats", None)
     if not metadata:
         return None
