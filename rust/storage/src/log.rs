@@ -466,12 +466,12 @@ impl Log {
         self.writable()?;
         let retention_ms = self.config.retention_ms;
         let by_time = |segment: &Segment, _: u64| retention_ms >= 0 && now_ms - segment.max_timestamp() > retention_ms;
-        let mut report = self.delete_prefix(upper_bound, now_ms, by_time)?;
+        let mut report = self.delete_prefix(upper_bound, by_time)?;
         if self.config.retention_bytes >= 0 {
             let retention_bytes = self.config.retention_bytes as u64;
             let total = self.size_bytes();
             let by_size = |segment: &Segment, deleted_before: u64| total - deleted_before - segment.size() >= retention_bytes;
-            let more = self.delete_prefix(upper_bound, now_ms, by_size)?;
+            let more = self.delete_prefix(upper_bound, by_size)?;
             report.segments_deleted += more.segments_deleted;
             report.bytes_deleted += more.bytes_deleted;
         }
@@ -481,7 +481,7 @@ impl Log {
 
     /// Deletes the longest run of oldest non-empty segments that `deletable(segment, bytes
     /// deleted so far)` accepts and that end at or below `upper_bound`.
-    fn delete_prefix(&mut self, upper_bound: i64, now_ms: i64, deletable: impl Fn(&Segment, u64) -> bool) -> Result<DeletionReport> {
+    fn delete_prefix(&mut self, upper_bound: i64, deletable: impl Fn(&Segment, u64) -> bool) -> Result<DeletionReport> {
         let mut doomed = Vec::new();
         let mut bytes = 0;
         for segment in self.segments.values() {
@@ -494,7 +494,6 @@ impl Log {
         if doomed.len() == self.segments.len() {
             self.roll()?; // the active segment goes too: keep an empty one to append to
         }
-        let _ = now_ms;
         self.delete_segments(&doomed)
     }
 

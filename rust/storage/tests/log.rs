@@ -226,3 +226,32 @@ fn group_commit_covers_concurrent_appends() {
     assert_eq!(shared.flush().unwrap(), 1000);
     assert_eq!(shared.lock().recovery_point(), 1000);
 }
+
+#[test]
+fn rolls_on_segment_ms_and_on_a_full_index() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = LogConfig { segment_ms: 1000, ..LogConfig::default() };
+    let (mut log, _) = Log::open(dir.path(), config).unwrap();
+    let t = now_ms();
+    log.append(&batch(1, 10, t), t, 0).unwrap();
+    log.append(&batch(1, 10, t), t + 500, 0).unwrap();
+    assert_eq!(log.segment_count(), 1);
+    log.append(&batch(1, 10, t), t + 1500, 0).unwrap();
+    assert_eq!(log.segment_count(), 2, "segment.ms passed since the first batch");
+
+    let dir = tempfile::tempdir().unwrap();
+    let config = LogConfig { segment_index_bytes: 24, index_interval_bytes: 1, ..LogConfig::default() };
+    let (mut log, _) = Log::open(dir.path(), config).unwrap();
+    for _ in 0..10 {
+        log.append(&batch(1, 10, t), t, 0).unwrap();
+    }
+    // Two time-index entries (12 bytes each) fill 24 bytes: every third batch starts a segment.
+    assert!(log.segment_count() >= 3, "{} segments", log.segment_count());
+    log.close().unwrap();
+    for entry in fs::read_dir(dir.path()).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().map_or(false, |e| e == "timeindex") {
+            assert!(fs::metadata(&path).unwrap().len() <= 24 + 12, "{path:?} overfull");
+        }
+    }
+}

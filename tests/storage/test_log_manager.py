@@ -1,0 +1,90 @@
+"""The log manager: topics and partitions in a data directory, across restarts."""
+
+from __future__ import annotations
+
+import os
+import socket
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import make_batch
+from tidelog.config import TopicConfig
+from tidelog.storage import LogManager, TopicError, TopicPartition
+
+
+def test_topics_partitions_and_configs_survive_a_restart(tmp_path: Path) -> None:
+    manager = LogManager.open(tmp_path)
+    meta = manager.create_topic("orders", 3, {"retention.ms": "60000"})
+    manager.get(TopicPartition("orders", 2)).append(make_batch(count=7))  # type: ignore[union-attr]
+    manager.create_partitions("orders", 5)
+    manager.close()
+    reopened = LogManager.open(tmp_path)
+    assert reopened.topics["orders"].topic_id == meta.topic_id
+    assert reopened.topics["orders"].partitions == 5
+    assert reopened.topic_config("orders").retention_ms == 60000
+    assert reopened.get(TopicPartition("orders", 2)).log_end_offset == 7  # type: ignore[union-attr]
+    assert sorted(p.name for p in tmp_path.iterdir() if p.is_dir()) == [f"orders-{i}" for i in range(5)]
+    reopened.close()
+
+
+def test_topic_rules(tmp_path: Path) -> None:
+    manager = LogManager.open(tmp_path)
+    manager.create_topic("a", 1)
+    for bad_name in ["", ".", "..", "a/b", "x" * 250, "spaces here"]:
+        with pytest.raises(TopicError):
+            manager.create_topic(bad_name, 1)
+    with pytest.raises(TopicError, match="already exists"):
+        manager.create_topic("a", 1)
+    with pytest.raises(TopicError):
+        manager.create_topic("b", 0)
+    with pytest.raises(TopicError):
+        manager.create_partitions("a", 1)
+    manager.delete_topic("a")
+    assert not (tmp_path / "a-0").exists() and manager.get(TopicPartition("a", 0)) is None
+    manager.close()
+    assert LogManager.open(tmp_path).topics == {}
+
+
+def test_the_data_directory_is_locked(tmp_path: Path) -> None:
+    manager = LogManager.open(tmp_path)
+    with pytest.raises(RuntimeError, match="in use"):
+        LogManager.open(tmp_path)
+    manager.close()
+    LogManager.open(tmp_path).close()
+
+
+def test_retention_applies_to_delete_policy_topics_only(tmp_path: Path) -> None:
+    config = TopicConfig(segment_bytes=2048, retention_bytes=0)
+    manager = LogManager.open(tmp_path, config)
+    manager.create_topic("deleting", 1)
+    manager.create_topic("compacted", 1, {"cleanup.policy": "compact"})
+    for topic in ("deleting", "compacted"):
+        for i in range(20):
+            manager.get(TopicPartition(topic, 0)).append(make_batch(tag=i))  # type: ignore[union-attr]
+    reports = manager.enforce_retention()
+    assert list(reports) == [TopicPartition("deleting", 0)]
+    assert manager.get(TopicPartition("compacted", 0)).log_start_offset == 0  # type: ignore[union-attr]
+    manager.close()
+
+
+def test_a_file_slice_goes_out_with_sendfile(tmp_path: Path) -> None:
+    manager = LogManager.open(tmp_path)
+    manager.create_topic("t", 1)
+    partition = manager.get(TopicPartition("t", 0))
+    assert partition is not None
+    for i in range(5):
+        partition.append(make_batch(tag=i))
+    piece = partition.read(0, 1 << 20)
+    assert piece is not None
+    sender, receiver = socket.socketpair()
+    with sender, receiver:
+        sent = os.sendfile(sender.fileno(), piece.fileno(), piece.position, piece.size)
+        received = b""
+        while len(received) < sent:
+            received += receiver.recv(1 << 16)
+    assert sent == piece.size and received == piece.read()
+    target = bytearray(piece.size)
+    piece.read_into(target)
+    assert target == received
+    manager.close()
