@@ -14,6 +14,9 @@ setup(
             path="rust/python/Cargo.toml",
             binding=Binding.PyO3,
             py_limited_api="cp311",
+            # Editable installs would default to a debug build, which runs the hot path about
+            # 2.5x slower (bench/bench_storage.py); tests and benchmarks use the release build.
+            debug=False,
         )
     ],
     ext_modules=cythonize(

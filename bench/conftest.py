@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import random
 import shutil
+import sys
 import tempfile
 import time
 from collections.abc import Callable, Generator, Iterator
@@ -27,6 +28,7 @@ from typing import Any
 import pytest
 
 from tidelog.protocol.records import build_batch
+from tidelog.storage import PartitionLog
 
 KiB = 1 << 10
 MiB = 1 << 20
@@ -161,12 +163,22 @@ def ratios(results: dict[str, Figures]) -> list[tuple[str, str, float, float]]:
     return found
 
 
+def engine_build() -> str:
+    """Which engine binary ran, and whether it looks like a cargo debug build (one with debug
+    assertions: its UB-check helpers are named `precondition_check`). Editable installs build
+    debug by default, and a debug engine is several times slower than a release one."""
+    path = Path(sys.modules[PartitionLog.__module__].__file__ or "")
+    debug = b"precondition_check" in path.read_bytes()
+    return f"engine: {path} ({'DEBUG build: figures understate a release engine' if debug else 'optimised build'})"
+
+
 @pytest.hookimpl(trylast=True)
 def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> None:
     results = config.stash.get(RESULTS, {})
     if not results:
         return
     terminalreporter.section("storage figures: median [best round]")
+    terminalreporter.write_line(engine_build())
     for f in results.values():
         terminalreporter.write_line(describe(f))
     found = ratios(results)

@@ -188,8 +188,8 @@ impl PyFileSlice {
     }
     /// A copy of the bytes (for TLS and in-process readers).
     fn read<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyBytes>> {
-        let bytes = self.inner.to_vec().map_err(|e| to_py(e.into()))?;
-        Ok(PyBytes::new(py, &bytes))
+        // Straight into the new bytes object: one copy, no zeroed scratch buffer.
+        PyBytes::new_with(py, self.inner.size as usize, |target| self.inner.read_into(target).map_err(|e| to_py(e.into())))
     }
     /// Copies the bytes into a writable buffer of exactly `size` bytes.
     fn read_into(&self, buffer: PyBuffer<u8>) -> PyResult<()> {

@@ -121,6 +121,13 @@ impl OffsetIndex {
         (at > 0).then(|| entries[at - 1])
     }
 
+    /// The last entry at or below both `position` and `relative` (entries grow in both).
+    pub fn floor(&self, position: Position, relative: RelativeOffset) -> Option<(RelativeOffset, Position)> {
+        let entries = &self.inner.entries;
+        let at = entries.partition_point(|&(r, p)| p <= position && r <= relative);
+        (at > 0).then(|| entries[at - 1])
+    }
+
     pub fn last(&self) -> Option<(RelativeOffset, Position)> {
         self.inner.entries.last().copied()
     }

@@ -210,22 +210,42 @@ impl Segment {
     pub fn slice(&self, offset: i64, max_bytes: u64, upper_bound: i64, min_one_batch: bool) -> io::Result<Option<FileSlice>> {
         let Some((start, first)) = self.translate_offset(offset)? else { return Ok(None) };
         let mut end = start;
-        let mut header = first;
-        let mut last_offset = first.base_offset - 1;
-        loop {
+        let mut next = Some(first);
+        let first_fits = min_one_batch || first.size_bytes() as u64 <= max_bytes;
+        if first.base_offset < upper_bound && first_fits {
+            end += first.size_bytes() as u64;
+            next = self.read_header_at(end)?;
+            end = self.skip_by_index(end, start + max_bytes, upper_bound, &mut next)?;
+        }
+        while let Some(header) = next {
             let size = header.size_bytes() as u64;
-            let fits = end - start + size <= max_bytes || (min_one_batch && end == start);
-            if header.base_offset >= upper_bound || !fits {
+            if header.base_offset >= upper_bound || end - start + size > max_bytes {
                 break;
             }
             end += size;
-            last_offset = header.last_offset();
-            match self.read_header_at(end)? {
-                Some(next) => header = next,
-                None => break,
-            }
+            next = self.read_header_at(end)?;
         }
-        Ok((end > start).then(|| FileSlice::new(Arc::clone(&self.log), start, end - start, first.base_offset, last_offset)))
+        if end == start {
+            return Ok(None);
+        }
+        // The batch after the slice starts right after its last offset (or the slice ends the segment).
+        let last_offset = next.map_or(self.next_offset, |h| h.base_offset) - 1;
+        Ok(Some(FileSlice::new(Arc::clone(&self.log), start, end - start, first.base_offset, last_offset)))
+    }
+
+    /// Jumps from `end` to the last indexed batch that starts at or below `position_limit` and
+    /// whose last offset is below `upper_bound`: every batch before it is whole and readable, so
+    /// the header walk that follows only covers the last index interval.
+    fn skip_by_index(&self, end: u64, position_limit: u64, upper_bound: i64, next: &mut Option<BatchHeader>) -> io::Result<u64> {
+        let relative_bound = (upper_bound - 1 - self.base_offset).clamp(0, RELATIVE_OFFSET_MAX) as u32;
+        let limit = Position(position_limit.min(self.size).min(u32::MAX as u64) as u32);
+        match self.offset_index.floor(limit, RelativeOffset(relative_bound)) {
+            Some((_, position)) if position.0 as u64 > end => {
+                *next = self.read_header_at(position.0 as u64)?;
+                Ok(position.0 as u64)
+            }
+            _ => Ok(end),
+        }
     }
 
     /// First record at or after `start_offset` whose timestamp is at least `target_ms`.
