@@ -73,3 +73,129 @@ class TopicConfig:
 
 def kafka_key(field_name: str) -> str:
     return field_name.replace("_", ".")
+
+
+# Broker keys that set a topic config's default: server.properties name → topic name.
+BROKER_TO_TOPIC_KEYS = {
+    "log.segment.bytes": "segment.bytes",
+    "log.roll.ms": "segment.ms",
+    "log.index.size.max.bytes": "segment.index.bytes",
+    "log.index.interval.bytes": "index.interval.bytes",
+    "log.retention.ms": "retention.ms",
+    "log.retention.bytes": "retention.bytes",
+    "message.max.bytes": "max.message.bytes",
+    "log.message.timestamp.type": "message.timestamp.type",
+    "log.message.timestamp.before.max.ms": "message.timestamp.before.max.ms",
+    "log.message.timestamp.after.max.ms": "message.timestamp.after.max.ms",
+    "log.cleanup.policy": "cleanup.policy",
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class BrokerConfig:
+    """The broker's settings under Kafka's `server.properties` names (`log.dirs` → `log_dirs`).
+
+    Keys under `tidelog.` are ours, for behaviour Kafka does not have.
+    """
+
+    log_dirs: str = "tidelog-data"
+    listeners: str = "PLAINTEXT://127.0.0.1:9092"
+    advertised_listeners: str = ""
+    node_id: int = 1
+    num_partitions: int = 1
+    default_replication_factor: int = 1
+    auto_create_topics_enable: bool = True
+    socket_request_max_bytes: int = 104_857_600
+    max_connections: int = 10_000
+    queued_max_requests: int = 500
+    connections_max_idle_ms: int = 600_000
+    log_retention_check_interval_ms: int = 300_000
+    log_flush_offset_checkpoint_interval_ms: int = 60_000
+    # `acks=all` is answered only once the data is fsynced (group commit). `false` answers as
+    # soon as it is in the page cache, as Kafka does, and makes the high watermark the log end.
+    tidelog_flush_before_ack: bool = True
+    # A request frame must arrive whole within this long after its first byte (slowloris).
+    tidelog_frame_deadline_ms: int = 30_000
+    # Requests read from one connection but not yet answered; reading pauses at this count.
+    tidelog_inflight_requests_max: int = 64
+    topic_defaults: TopicConfig = TopicConfig()
+
+    @classmethod
+    def keys(cls) -> list[str]:
+        own = [kafka_key(f.name) for f in dataclasses.fields(cls) if f.name != "topic_defaults"]
+        return own + list(BROKER_TO_TOPIC_KEYS)
+
+    @classmethod
+    def from_properties(cls, properties: Mapping[str, str]) -> BrokerConfig:
+        """From `key=value` settings; unknown keys and bad values raise ConfigError naming them."""
+        fields = {f.name: f for f in dataclasses.fields(cls) if f.name != "topic_defaults"}
+        values: dict[str, Any] = {}
+        topic_overrides = {}
+        for key, raw in properties.items():
+            if key in BROKER_TO_TOPIC_KEYS:
+                topic_overrides[BROKER_TO_TOPIC_KEYS[key]] = raw
+                continue
+            name = key.replace(".", "_")
+            if name not in fields:
+                raise ConfigError(f"unknown broker config {key!r}")
+            values[name] = _parse(key, fields[name].type, raw)
+        try:
+            values["topic_defaults"] = TopicConfig().with_overrides(topic_overrides)
+        except ConfigError as error:
+            broker_key = {v: k for k, v in BROKER_TO_TOPIC_KEYS.items()}
+            message = str(error)
+            for topic_key, server_key in broker_key.items():
+                message = message.replace(topic_key, server_key)
+            raise ConfigError(message) from None
+        config = cls(**values)
+        config.listener_address()
+        return config
+
+    def listener_address(self) -> tuple[str, int]:
+        """Host and port of the PLAINTEXT listener."""
+        return _parse_listener(self.listeners, "listeners")
+
+    def advertised_address(self) -> tuple[str, int]:
+        if self.advertised_listeners:
+            return _parse_listener(self.advertised_listeners, "advertised.listeners")
+        return self.listener_address()
+
+
+def _parse(key: str, kind: Any, raw: str) -> Any:
+    if kind == "bool":
+        if str(raw).lower() not in ("true", "false"):
+            raise ConfigError(f"{key} must be true or false, not {raw!r}")
+        return str(raw).lower() == "true"
+    if kind == "int":
+        try:
+            value = int(raw)
+        except ValueError:
+            raise ConfigError(f"{key} must be an integer, not {raw!r}") from None
+        if value < 0:
+            raise ConfigError(f"{key} must not be negative")
+        return value
+    return str(raw)
+
+
+def _parse_listener(text: str, key: str) -> tuple[str, int]:
+    first = text.split(",")[0].strip()
+    protocol, _, address = first.partition("://")
+    host, _, port = address.rpartition(":")
+    if protocol != "PLAINTEXT" or not port.isdigit():
+        raise ConfigError(f"{key} must look like PLAINTEXT://host:port, not {text!r}")
+    return host or "127.0.0.1", int(port)
+
+
+def read_properties(path: str) -> dict[str, str]:
+    """A `server.properties` file: `key=value` lines, `#` comments."""
+    properties = {}
+    with open(path) as source:
+        for number, line in enumerate(source, 1):
+            line = line.strip()
+            if not line or line.startswith(("#", "!")):
+                continue
+            key, separator, value = line.partition("=")
+            if not separator:
+                raise ConfigError(f"{path}:{number}: expected key=value, got {line!r}")
+            properties[key.strip()] = value.strip()
+    return properties

@@ -13,3 +13,6 @@ RECOVERY_THREADS = 2
 # Kafka's log.flush.offset.checkpoint.interval.ms and log.retention.check.interval.ms.
 CHECKPOINT_INTERVAL_MS = 60_000
 RETENTION_CHECK_INTERVAL_MS = 300_000
+
+# Wire protocol.
+TAGGED_FIELDS_MAX = 64

@@ -75,6 +75,8 @@ def test_a_file_slice_goes_out_with_sendfile(tmp_path: Path) -> None:
     assert partition is not None
     for i in range(5):
         partition.append(make_batch(tag=i))
+    assert partition.read(0, 1 << 20) is None, "nothing is readable above the high watermark"
+    partition.log.flush()
     piece = partition.read(0, 1 << 20)
     assert piece is not None
     sender, receiver = socket.socketpair()

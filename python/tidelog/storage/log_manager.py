@@ -73,8 +73,9 @@ def write_atomically(path: Path, text: str) -> None:
 class LogManager:
     """Maps topic-partitions to open logs in one data directory. Use from one thread."""
 
-    def __init__(self, data_dir: Path, default_config: TopicConfig, lock: IO[bytes]) -> None:
+    def __init__(self, data_dir: Path, default_config: TopicConfig, lock: IO[bytes], durable_acks: bool = True) -> None:
         self.data_dir = data_dir
+        self.durable_acks = durable_acks
         self.default_config = default_config
         self._lock = lock
         self.topics: dict[str, TopicMetadata] = {}
@@ -83,7 +84,9 @@ class LogManager:
         self.recovery_reports: dict[TopicPartition, RecoveryReport] = {}
 
     @classmethod
-    def open(cls, data_dir: str | os.PathLike[str], default_config: TopicConfig | None = None) -> LogManager:
+    def open(
+        cls, data_dir: str | os.PathLike[str], default_config: TopicConfig | None = None, durable_acks: bool = True
+    ) -> LogManager:
         """Takes the directory's lock, loads topics and opens (recovering if needed) every log."""
         path = Path(data_dir)
         path.mkdir(parents=True, exist_ok=True)
@@ -93,7 +96,7 @@ class LogManager:
         except BlockingIOError:
             lock.close()
             raise RuntimeError(f"{path} is in use by another tidelog process") from None
-        manager = cls(path, default_config or TopicConfig(), lock)
+        manager = cls(path, default_config or TopicConfig(), lock, durable_acks)
         manager._load()
         return manager
 
@@ -127,7 +130,7 @@ class LogManager:
                 topic_partition.directory_name(), report.segments_scanned, report.bytes_truncated,
                 report.segments_deleted, report.log_end_offset, report.duration_ms,
             )  # fmt: skip
-        self.partitions[topic_partition] = Partition(topic_partition, partition_log, self.executor)
+        self.partitions[topic_partition] = Partition(topic_partition, partition_log, self.executor, self.durable_acks)
 
     def _save_topics(self) -> None:
         text = json.dumps({name: meta.to_json() for name, meta in sorted(self.topics.items())}, indent=1)
@@ -156,6 +159,17 @@ class LogManager:
             self._adopt(topic_partition, *self._open_log(topic_partition))
         meta.partitions = total
         self._save_topics()
+
+    def alter_topic_config(self, name: str, overrides: dict[str, str]) -> TopicConfig:
+        """Replaces the topic's overrides (validated first) and applies them to its open logs."""
+        meta = self._topic(name)
+        config = self.default_config.with_overrides(overrides)
+        engine_config = log_config_for(config)
+        meta.overrides = config.overrides_against(self.default_config)
+        self._save_topics()
+        for topic_partition in self._partitions_of(meta):
+            self.partitions[topic_partition].log.set_config(engine_config)
+        return config
 
     def delete_topic(self, name: str) -> None:
         """Forgets the topic durably first, then removes its directories."""

@@ -6,6 +6,7 @@ import asyncio
 import heapq
 import itertools
 import time
+from collections.abc import Callable
 from concurrent.futures import Executor
 from typing import NamedTuple
 
@@ -50,13 +51,20 @@ class GroupCommit:
     starts and covers all of them. So producers never queue behind each other's fsyncs.
     """
 
-    def __init__(self, log: PartitionLog, executor: Executor) -> None:
+    def __init__(self, log: PartitionLog, executor: Executor, on_durable: Callable[[int], None] | None = None) -> None:
         self._log = log
         self._executor = executor
+        self._on_durable = on_durable
         self._waiters: list[tuple[int, int, asyncio.Future[None]]] = []
         self._sequence = itertools.count()
         self._flushing = False
+        self._requested = False
         self.flushes = 0
+
+    def request_flush(self) -> None:
+        """Asks for a flush soon with nobody waiting on it (to move the high watermark)."""
+        self._requested = True
+        self._start_flush()
 
     async def wait_durable(self, offset: int) -> None:
         """Returns once every offset up to and including `offset` is on disk."""
@@ -68,9 +76,10 @@ class GroupCommit:
         await future
 
     def _start_flush(self) -> None:
-        if self._flushing or not self._waiters:
+        if self._flushing or not (self._waiters or self._requested):
             return
         self._flushing = True
+        self._requested = False
         self.flushes += 1
         flush = asyncio.get_running_loop().run_in_executor(self._executor, self._log.flush)
         flush.add_done_callback(self._flush_done)
@@ -89,16 +98,25 @@ class GroupCommit:
             _, _, future = heapq.heappop(self._waiters)
             if not future.done():
                 future.set_result(None)
+        if self._on_durable is not None:
+            self._on_durable(durable)
         self._start_flush()
 
 
 class Partition:
-    """A topic-partition's log as the broker uses it. Not for use from several event loops."""
+    """A topic-partition's log as the broker uses it. Not for use from several event loops.
 
-    def __init__(self, topic_partition: TopicPartition, log: PartitionLog, executor: Executor) -> None:
+    The high watermark is the end of what consumers may read. With `durable_acks` (the default)
+    it is the recovery point, so consumers never see a record a crash could still take away;
+    without, it is the log end offset, as on a single Kafka broker.
+    """
+
+    def __init__(self, topic_partition: TopicPartition, log: PartitionLog, executor: Executor, durable_acks: bool = True) -> None:
         self.topic_partition = topic_partition
         self.log = log
-        self.group_commit = GroupCommit(log, executor)
+        self.durable_acks = durable_acks
+        self.group_commit = GroupCommit(log, executor, self._high_watermark_moved)
+        self._watchers: set[asyncio.Future[None]] = set()
 
     @property
     def log_start_offset(self) -> int:
@@ -107,6 +125,11 @@ class Partition:
     @property
     def log_end_offset(self) -> int:
         return self.log.log_end_offset
+
+    @property
+    def high_watermark(self) -> int:
+        high_watermark = self.log.recovery_point if self.durable_acks else self.log.log_end_offset
+        return max(high_watermark, self.log.log_start_offset)
 
     def append(self, records: bytes | bytearray | memoryview) -> AppendInfo:
         """Validates and appends; the data is in the page cache, not yet durable."""
@@ -118,6 +141,32 @@ class Partition:
         await self.group_commit.wait_durable(info.last_offset)
         return info
 
-    def read(self, offset: int, max_bytes: int, upper_bound: int | None = None) -> FileSlice | None:
-        bound = self.log.log_end_offset if upper_bound is None else upper_bound
-        return self.log.read(offset, max_bytes, bound)
+    async def produce(self, records: bytes | bytearray | memoryview, wait_durable: bool) -> AppendInfo:
+        """The broker's append: schedules the group commit that moves the high watermark, and
+        waits for it when `wait_durable` (acks=all) and acks are durable."""
+        info = self.log.append(records, now_ms())
+        if not self.durable_acks:
+            self._high_watermark_moved(info.last_offset + 1)
+            return info
+        if wait_durable:
+            await self.group_commit.wait_durable(info.last_offset)
+        else:
+            self.group_commit.request_flush()
+        return info
+
+    def read(self, offset: int, max_bytes: int, upper_bound: int | None = None, min_one_batch: bool = True) -> FileSlice | None:
+        bound = self.high_watermark if upper_bound is None else upper_bound
+        return self.log.read(offset, max_bytes, bound, min_one_batch)
+
+    def watch(self, waiter: asyncio.Future[None]) -> None:
+        """`waiter` gets a result when the high watermark next moves (fetch long polls)."""
+        self._watchers.add(waiter)
+
+    def unwatch(self, waiter: asyncio.Future[None]) -> None:
+        self._watchers.discard(waiter)
+
+    def _high_watermark_moved(self, _: int) -> None:
+        watchers, self._watchers = self._watchers, set()
+        for waiter in watchers:
+            if not waiter.done():
+                waiter.set_result(None)

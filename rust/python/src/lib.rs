@@ -320,6 +320,11 @@ impl PyPartitionLog {
         py.detach(|| self.inner.lock().checkpoint()).map_err(to_py)
     }
 
+    /// New settings, applied from the next append, roll or retention pass.
+    fn set_config(&self, config: &PyLogConfig) -> PyResult<()> {
+        self.inner.lock().set_config(config.to_storage()).map_err(to_py)
+    }
+
     fn roll(&self) -> PyResult<()> {
         self.inner.lock().roll().map_err(to_py)
     }

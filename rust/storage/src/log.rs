@@ -232,6 +232,13 @@ impl Log {
         Ok(())
     }
 
+    /// Replaces the settings; they apply from the next append, roll or retention pass.
+    pub fn set_config(&mut self, config: LogConfig) -> Result<()> {
+        config.validate()?;
+        self.config = config;
+        Ok(())
+    }
+
     pub fn dir(&self) -> &Path {
         &self.dir
     }

@@ -1,0 +1,114 @@
+"""The APIs tidelog implements, the versions it advertises, and their kio message classes.
+
+kio (Kafka's message schemas as Python dataclasses, with a native decoder) decodes every
+request and encodes the responses that are not on the hot path; `produce.py` and `fetch.py`
+encode the hot ones by hand, checked byte for byte against kio in the tests.
+"""
+
+from __future__ import annotations
+
+import enum
+import functools
+import io
+from typing import Any
+
+import kio.index
+import kio.serial
+
+
+class ApiKey(enum.IntEnum):
+    PRODUCE = 0
+    FETCH = 1
+    LIST_OFFSETS = 2
+    METADATA = 3
+    API_VERSIONS = 18
+    CREATE_TOPICS = 19
+    DELETE_TOPICS = 20
+    DELETE_RECORDS = 21
+    DESCRIBE_CONFIGS = 32
+    CREATE_PARTITIONS = 37
+    INCREMENTAL_ALTER_CONFIGS = 44
+    DESCRIBE_CLUSTER = 60
+
+
+# Advertised (min, max). Produce advertises 0 as Kafka 4 does (librdkafka 2.0 stops
+# compressing otherwise) but v0-2 requests are refused; kio has no schema for them.
+SUPPORTED_VERSIONS: dict[ApiKey, tuple[int, int]] = {
+    ApiKey.PRODUCE: (0, 11),
+    ApiKey.FETCH: (4, 16),
+    ApiKey.LIST_OFFSETS: (1, 10),
+    ApiKey.METADATA: (0, 13),
+    ApiKey.API_VERSIONS: (0, 4),
+    ApiKey.CREATE_TOPICS: (2, 7),
+    ApiKey.DELETE_TOPICS: (1, 6),
+    ApiKey.DELETE_RECORDS: (0, 2),
+    ApiKey.DESCRIBE_CONFIGS: (1, 4),
+    ApiKey.CREATE_PARTITIONS: (0, 3),
+    ApiKey.INCREMENTAL_ALTER_CONFIGS: (0, 1),
+    ApiKey.DESCRIBE_CLUSTER: (0, 2),
+}
+PRODUCE_VERSION_MIN_ACCEPTED = 3
+
+
+def is_supported(api_key: int, version: int) -> bool:
+    if api_key not in SUPPORTED_VERSIONS:
+        return False
+    low, high = SUPPORTED_VERSIONS[ApiKey(api_key)]
+    if api_key == ApiKey.PRODUCE:
+        low = PRODUCE_VERSION_MIN_ACCEPTED
+    return low <= version <= high
+
+
+@functools.cache
+def request_class(api_key: int, version: int) -> Any:
+    return kio.index.load_request_schema(api_key, version)
+
+
+@functools.cache
+def response_class(api_key: int, version: int) -> Any:
+    return kio.index.load_response_schema(api_key, version)
+
+
+@functools.cache
+def is_flexible(api_key: int, version: int) -> bool:
+    return bool(request_class(api_key, version).__flexible__)
+
+
+def response_is_flexible(api_key: int, version: int) -> bool:
+    """Whether the response header is v1. ApiVersions always answers with header v0."""
+    return api_key != ApiKey.API_VERSIONS and is_flexible(api_key, version)
+
+
+@functools.cache
+def _reader(api_key: int, version: int) -> Any:
+    return kio.serial.entity_reader(request_class(api_key, version))
+
+
+@functools.cache
+def _writer(api_key: int, version: int) -> Any:
+    return kio.serial.entity_writer(response_class(api_key, version))
+
+
+def decode_request(api_key: int, version: int, frame: bytes, body_offset: int) -> Any:
+    """The request body as a kio dataclass. Raises kio.serial.errors.SerialError if malformed."""
+    message, _ = _reader(api_key, version)(frame, body_offset)
+    return message
+
+
+def encode_response(api_key: int, version: int, response: Any) -> bytes:
+    out = io.BytesIO()
+    _writer(api_key, version)(out, response)
+    return out.getvalue()
+
+
+__all__ = [
+    "ApiKey",
+    "SUPPORTED_VERSIONS",
+    "decode_request",
+    "encode_response",
+    "is_flexible",
+    "is_supported",
+    "request_class",
+    "response_class",
+    "response_is_flexible",
+]
