@@ -1,8 +1,8 @@
-"""`tidelog serve`: opens the data directory and keeps its logs until SIGTERM or Ctrl-C.
+"""`tidelog serve`: the broker. Reads a server.properties file and `--set key=value` overrides
+(Kafka's key names), opens and recovers the logs, and serves Kafka clients until SIGTERM.
 
-The Kafka wire listener arrives with the server work; until then `serve` opens (and, after an
-unclean stop, recovers) every log, runs checkpoints and retention, and says plainly that it
-does not accept Kafka clients yet.
+SIGTERM or Ctrl-C: stop accepting, let in-flight requests finish, flush, write checkpoints and
+the clean-shutdown marks. After SIGKILL the next start recovers every log.
 """
 
 from __future__ import annotations
@@ -15,58 +15,86 @@ import sys
 import time
 from collections.abc import Sequence
 
-from tidelog import limits
-from tidelog.storage import LogManager
+from tidelog.config import BrokerConfig, ConfigError, read_properties
+from tidelog.server.broker import Broker
+from tidelog.server.listener import Listener
 
 log = logging.getLogger("tidelog")
 
-DEFAULT_DATA_DIR = "tidelog-data"
 
-
-async def housekeeping(manager: LogManager, stop: asyncio.Event) -> None:
-    """Checkpoints and retention on Kafka's default intervals, until `stop` is set."""
+async def housekeeping(broker: Broker, stop: asyncio.Event) -> None:
+    """Checkpoints and retention on the configured intervals, until `stop` is set."""
     loop = asyncio.get_running_loop()
-    next_retention = loop.time()
+    config = broker.config
+    next_retention = loop.time() + config.log_retention_check_interval_ms / 1000
     while not stop.is_set():
-        if loop.time() >= next_retention:
-            for topic_partition, report in manager.enforce_retention().items():
-                log.info("retention deleted %d segment(s) of %s", report.segments_deleted, topic_partition.directory_name())
-            next_retention = loop.time() + limits.RETENTION_CHECK_INTERVAL_MS / 1000
         try:
-            await asyncio.wait_for(stop.wait(), limits.CHECKPOINT_INTERVAL_MS / 1000)
+            await asyncio.wait_for(stop.wait(), config.log_flush_offset_checkpoint_interval_ms / 1000)
         except TimeoutError:
-            manager.checkpoint_all()
+            broker.logs.checkpoint_all()
+        if loop.time() >= next_retention:
+            for topic_partition, report in broker.logs.enforce_retention().items():
+                log.info("retention deleted %d segment(s) of %s", report.segments_deleted, topic_partition.directory_name())
+            next_retention = loop.time() + config.log_retention_check_interval_ms / 1000
 
 
-async def serve(data_dir: str) -> None:
+async def serve(config: BrokerConfig) -> None:
     started = time.monotonic()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
-    manager = LogManager.open(data_dir)
-    partitions = len(manager.partitions)
-    log.info(
-        "opened %s: %d topic(s), %d partition(s) in %.0f ms",
-        data_dir, len(manager.topics), partitions, (time.monotonic() - started) * 1000,
-    )  # fmt: skip
-    log.warning("the Kafka wire listener is not built yet: the logs are open, no client can connect")
+    broker = Broker.open(config)
+    listener = Listener(broker)
     try:
-        await housekeeping(manager, stop)
+        host, port = await listener.start()
+        log.info(
+            "ready: listening on %s:%d, data in %s, %d topic(s), %d partition(s), started in %.0f ms",
+            host, port, config.log_dirs, len(broker.logs.topics), len(broker.logs.partitions),
+            (time.monotonic() - started) * 1000,
+        )  # fmt: skip
+        await housekeeping(broker, stop)
+        log.info("stopping: draining %d connection(s)", len(listener.connections))
+        await listener.stop()
     finally:
-        manager.close()
+        broker.close()
         log.info("closed cleanly")
+
+
+def build_config(args: argparse.Namespace) -> BrokerConfig:
+    properties = read_properties(args.config) if args.config else {}
+    for setting in args.set:
+        key, separator, value = setting.partition("=")
+        if not separator:
+            raise ConfigError(f"--set takes key=value, not {setting!r}")
+        properties[key.strip()] = value.strip()
+    if args.data_dir:
+        properties["log.dirs"] = args.data_dir
+    if args.listen:
+        properties["listeners"] = f"PLAINTEXT://{args.listen}"
+    return BrokerConfig.from_properties(properties)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="tidelog", description="A Kafka-compatible log broker.")
     commands = parser.add_subparsers(dest="command", required=True)
     serve_parser = commands.add_parser("serve", help="run the broker")
-    serve_parser.add_argument("--data-dir", default=DEFAULT_DATA_DIR, help="where the logs live (default: %(default)s)")
+    serve_parser.add_argument("--data-dir", help="where the logs live (log.dirs; default tidelog-data)")
+    serve_parser.add_argument("--listen", metavar="HOST:PORT", help="listener address (default 127.0.0.1:9092)")
+    serve_parser.add_argument("--config", metavar="FILE", help="a server.properties file")
+    serve_parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="one setting, Kafka's key names")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    if args.command == "serve":
-        asyncio.run(serve(args.data_dir))
+    try:
+        config = build_config(args)
+    except (ConfigError, OSError) as error:
+        print(f"tidelog: {error}", file=sys.stderr)
+        return 2
+    try:
+        asyncio.run(serve(config))
+    except RuntimeError as error:  # the data directory is locked by another broker
+        print(f"tidelog: {error}", file=sys.stderr)
+        return 1
     return 0
 
 

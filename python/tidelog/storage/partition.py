@@ -68,12 +68,18 @@ class GroupCommit:
 
     async def wait_durable(self, offset: int) -> None:
         """Returns once every offset up to and including `offset` is on disk."""
+        future = self.durable_future(offset)
+        if future is not None:
+            await future
+
+    def durable_future(self, offset: int) -> asyncio.Future[None] | None:
+        """A future done once `offset` is on disk; None if it already is."""
         if offset < self._log.recovery_point:
-            return
+            return None
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         heapq.heappush(self._waiters, (offset, next(self._sequence), future))
         self._start_flush()
-        await future
+        return future
 
     def _start_flush(self) -> None:
         if self._flushing or not (self._waiters or self._requested):
@@ -141,18 +147,17 @@ class Partition:
         await self.group_commit.wait_durable(info.last_offset)
         return info
 
-    async def produce(self, records: bytes | bytearray | memoryview, wait_durable: bool) -> AppendInfo:
-        """The broker's append: schedules the group commit that moves the high watermark, and
-        waits for it when `wait_durable` (acks=all) and acks are durable."""
+    def produce(self, records: bytes | bytearray | memoryview, wait_durable: bool) -> tuple[AppendInfo, asyncio.Future[None] | None]:
+        """The broker's append. Schedules the group commit that moves the high watermark and,
+        when `wait_durable` (acks=all) and acks are durable, returns a future to await first."""
         info = self.log.append(records, now_ms())
         if not self.durable_acks:
             self._high_watermark_moved(info.last_offset + 1)
-            return info
+            return info, None
         if wait_durable:
-            await self.group_commit.wait_durable(info.last_offset)
-        else:
-            self.group_commit.request_flush()
-        return info
+            return info, self.group_commit.durable_future(info.last_offset)
+        self.group_commit.request_flush()
+        return info, None
 
     def read(self, offset: int, max_bytes: int, upper_bound: int | None = None, min_one_batch: bool = True) -> FileSlice | None:
         bound = self.high_watermark if upper_bound is None else upper_bound

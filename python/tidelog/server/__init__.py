@@ -1,0 +1,1 @@
+"""The Kafka wire server: the only layer with sockets in it."""

@@ -1,0 +1,281 @@
+"""One client connection: frames in, handlers, responses out in request order.
+
+Reading: bytes accumulate in one buffer; whole frames are cut out and dispatched. A size prefix
+that is negative or above `socket.request.max.bytes`, a header or body that does not parse, an
+unknown API or version: the connection is closed (as Kafka does) with one log line. Memory
+grows only with bytes that arrived, never with a claimed length. A frame must arrive whole
+within `tidelog.frame.deadline.ms` of its first byte.
+
+Writing: each request that expects an answer takes a slot in a queue; answers go out strictly in
+slot order. All ready answers are joined into one write per read event; record bytes of a fetch
+go out with sendfile. Reading pauses while too many requests are unanswered or the socket's
+write buffer is full.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+import os
+import socket
+import struct
+import time
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any
+
+from kio.serial.errors import SerialError
+
+from tidelog.protocol import apis, framing
+from tidelog.protocol.wire import Sendable, parts_size
+from tidelog.server.handlers import api_versions
+from tidelog.server.handlers.common import CloseConnection
+
+if TYPE_CHECKING:
+    from tidelog.server.broker import Broker
+
+log = logging.getLogger(__name__)
+
+Parts = list[bytes | Sendable]
+HandlerResult = Parts | bytes | None | Awaitable[Parts | bytes | None]
+Handler = Callable[["Broker", framing.RequestHeader, Any], HandlerResult]
+FRAME_HEAD = struct.Struct(">ihh")  # size prefix, api key, api version
+
+
+class Slot:
+    """One answer owed, in request order. `parts` is None while its handler is still running."""
+
+    __slots__ = ("parts", "task")
+
+    def __init__(self) -> None:
+        self.parts: Parts | None = None
+        self.task: asyncio.Future[Any] | None = None
+
+
+class Connection(asyncio.Protocol):
+    def __init__(self, broker: Broker, handlers: dict[int, Handler], registry: set[Connection]) -> None:
+        self.broker = broker
+        self.handlers = handlers
+        self.registry = registry
+        self.config = broker.config
+        self.transport: asyncio.Transport | None = None
+        self.peer = "?"
+        self.buffer = bytearray()
+        self.slots: collections.deque[Slot] = collections.deque()
+        self.frame_deadline: asyncio.TimerHandle | None = None
+        self.pause_reasons: set[str] = set()
+        self.sending = False
+        self.closed = False
+        self.last_activity = time.monotonic()
+
+    # --- lifecycle -------------------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+        self.peer = "%s:%s" % (transport.get_extra_info("peername") or ("?", "?"))[:2]
+        sock = transport.get_extra_info("socket")
+        if sock is not None:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        if len(self.registry) >= self.config.max_connections:
+            self.close(f"max.connections {self.config.max_connections} reached")
+            return
+        self.registry.add(self)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        self.registry.discard(self)
+        if self.frame_deadline is not None:
+            self.frame_deadline.cancel()
+        for slot in self.slots:
+            if slot.task is not None:
+                slot.task.cancel()
+        self.slots.clear()
+
+    def close(self, reason: str) -> None:
+        if not self.closed:
+            log.warning("closing connection from %s: %s", self.peer, reason)
+        self.closed = True
+        if self.transport is not None:
+            self.transport.close()
+
+    # --- reading ---------------------------------------------------------------------------
+
+    def data_received(self, data: bytes) -> None:
+        self.last_activity = time.monotonic()
+        self.buffer += data
+        consumed = self._dispatch_whole_frames()
+        if self.closed:
+            return
+        if consumed:
+            del self.buffer[:consumed]
+        self._watch_partial_frame()
+        self._pump()
+
+    def _dispatch_whole_frames(self) -> int:
+        at = 0
+        buffer = self.buffer
+        while len(buffer) - at >= 4 and not self.closed:
+            (size,) = framing.SIZE_PREFIX.unpack_from(buffer, at)
+            if size < framing.HEADER_FIXED.size or size > self.config.socket_request_max_bytes:
+                self.close(f"frame size {size} outside [{framing.HEADER_FIXED.size}, socket.request.max.bytes]")
+                return at
+            if len(buffer) - at - 4 < size:
+                break
+            frame = bytes(buffer[at + 4 : at + 4 + size])
+            at += 4 + size
+            self._dispatch(frame)
+        return at
+
+    def _watch_partial_frame(self) -> None:
+        if not self.buffer:
+            if self.frame_deadline is not None:
+                self.frame_deadline.cancel()
+                self.frame_deadline = None
+        elif self.frame_deadline is None:
+            loop = asyncio.get_running_loop()
+            deadline_s = self.config.tidelog_frame_deadline_ms / 1000
+            self.frame_deadline = loop.call_later(deadline_s, self._frame_too_slow)
+
+    def _frame_too_slow(self) -> None:
+        self.close(f"frame not complete within tidelog.frame.deadline.ms ({len(self.buffer)} bytes buffered)")
+
+    def _dispatch(self, frame: bytes) -> None:
+        if self.frame_deadline is not None:
+            self.frame_deadline.cancel()
+            self.frame_deadline = None
+        api_key, api_version = framing.HEADER_FIXED.unpack_from(frame, 0)[:2]
+        if api_key == apis.ApiKey.API_VERSIONS and not apis.is_supported(api_key, api_version):
+            try:
+                header = framing.parse_request_header(frame, flexible=False)
+            except framing.FrameError as error:
+                self.close(f"malformed ApiVersions header: {error}")
+                return
+            self._answer_now(header, api_versions.unsupported_version_body(), flexible_header=False)
+            return
+        if not apis.is_supported(api_key, api_version):
+            self.close(f"unsupported api key {api_key} version {api_version}")
+            return
+        try:
+            header = framing.parse_request_header(frame, apis.is_flexible(api_key, api_version))
+            request = apis.decode_request(api_key, api_version, frame, header.body_offset)
+        except (framing.FrameError, SerialError, UnicodeDecodeError, ValueError) as error:
+            self.close(f"malformed {apis.ApiKey(api_key).name} v{api_version} request: {error}")
+            return
+        try:
+            result = self.handlers[api_key](self.broker, header, request)
+        except CloseConnection as reason:
+            self.close(str(reason))
+            return
+        except Exception:
+            log.exception("handler for %s v%d failed", apis.ApiKey(api_key).name, api_version)
+            self.close("internal error")
+            return
+        flexible = apis.response_is_flexible(api_key, api_version)
+        if result is None:
+            return  # acks=0: no answer
+        if isinstance(result, (bytes, list)):
+            self._answer_now(header, result, flexible)
+            return
+        slot = Slot()
+        self.slots.append(slot)
+        slot.task = asyncio.ensure_future(result)
+        slot.task.add_done_callback(lambda task: self._completed(slot, header, flexible, task))
+        self._limit_inflight()
+
+    def _answer_now(self, header: framing.RequestHeader, body: Parts | bytes, flexible_header: bool) -> None:
+        slot = Slot()
+        slot.parts = self._frame(header, body, flexible_header)
+        self.slots.append(slot)
+        self._limit_inflight()
+
+    def _completed(self, slot: Slot, header: framing.RequestHeader, flexible: bool, task: asyncio.Future[Any]) -> None:
+        if task.cancelled() or self.closed:
+            return
+        error = task.exception()
+        if isinstance(error, CloseConnection):
+            self.close(str(error))
+            return
+        if error is not None:
+            log.error("handler for api %d failed", header.api_key, exc_info=error)
+            self.close("internal error")
+            return
+        result = task.result()
+        if result is None:  # a handler that decided not to answer (acks=0)
+            self.slots.remove(slot)
+        else:
+            slot.parts = self._frame(header, result, flexible)
+        self._pump()
+
+    @staticmethod
+    def _frame(header: framing.RequestHeader, body: Parts | bytes, flexible_header: bool) -> Parts:
+        parts: Parts = [body] if isinstance(body, bytes) else body
+        response_header = framing.response_header(header.correlation_id, flexible_header)
+        size = len(response_header) + parts_size(parts)
+        first = framing.SIZE_PREFIX.pack(size) + response_header
+        return [first, *parts]
+
+    # --- writing ---------------------------------------------------------------------------
+
+    def _pump(self) -> None:
+        """Writes every ready answer at the head of the queue, joined into one write."""
+        if self.sending or self.closed or self.transport is None:
+            return
+        ready: list[bytes] = []
+        while self.slots and self.slots[0].parts is not None:
+            parts = self.slots[0].parts
+            if not all(isinstance(p, bytes) for p in parts):
+                break
+            ready.extend(parts)  # type: ignore[arg-type]
+            self.slots.popleft()
+        if ready:
+            self.transport.write(b"".join(ready))
+        if self.slots and self.slots[0].parts is not None:
+            self.sending = True
+            asyncio.ensure_future(self._send_with_files())
+        self._limit_inflight()
+
+    async def _send_with_files(self) -> None:
+        loop = asyncio.get_running_loop()
+        transport = self.transport
+        assert transport is not None
+        try:
+            while self.slots and self.slots[0].parts is not None and not self.closed:
+                parts = self.slots.popleft().parts
+                assert parts is not None
+                for part in parts:
+                    if isinstance(part, bytes):
+                        transport.write(part)
+                        continue
+                    with os.fdopen(part.fileno(), "rb", buffering=0, closefd=False) as file:
+                        await loop.sendfile(transport, file, part.position, part.size)
+        except (ConnectionError, RuntimeError) as error:
+            self.close(f"send failed: {error}")
+        finally:
+            self.sending = False
+        self._pump()
+
+    def _limit_inflight(self) -> None:
+        limit = self.config.tidelog_inflight_requests_max
+        if len(self.slots) >= limit:
+            self._pause("inflight")
+        elif len(self.slots) <= limit // 2:
+            self._resume("inflight")
+
+    def pause_writing(self) -> None:
+        self._pause("writing")
+
+    def resume_writing(self) -> None:
+        self._resume("writing")
+
+    def _pause(self, reason: str) -> None:
+        if not self.pause_reasons and self.transport is not None and not self.closed:
+            self.transport.pause_reading()
+        self.pause_reasons.add(reason)
+
+    def _resume(self, reason: str) -> None:
+        if reason not in self.pause_reasons:
+            return
+        self.pause_reasons.discard(reason)
+        if not self.pause_reasons and self.transport is not None and not self.closed:
+            self.transport.resume_reading()

@@ -1,0 +1,54 @@
+"""What several handlers share: storage errors as Kafka error codes, and time conversions."""
+
+from __future__ import annotations
+
+import datetime
+
+from kio.schema.errors import ErrorCode
+
+from tidelog.storage import (
+    CorruptLogError,
+    CorruptRecordError,
+    InvalidRecordError,
+    InvalidTimestampError,
+    LogClosedError,
+    OffsetOutOfRangeError,
+    RecordListTooLargeError,
+    RecordTooLargeError,
+    StorageError,
+    StorageIOError,
+    UnsupportedMagicError,
+)
+
+NO_THROTTLE = datetime.timedelta(0)
+
+
+class CloseConnection(Exception):
+    """Raised by a handler when Kafka would close the connection (acks=0 produce failures)."""
+
+# Kafka's "not requested" value for authorized-operation bit sets.
+AUTHORIZED_OPERATIONS_OMITTED = -(2**31)
+
+STORAGE_ERRORS: dict[type[StorageError], ErrorCode] = {
+    CorruptRecordError: ErrorCode.corrupt_message,
+    InvalidRecordError: ErrorCode.invalid_record,
+    UnsupportedMagicError: ErrorCode.invalid_record,
+    InvalidTimestampError: ErrorCode.invalid_timestamp,
+    RecordTooLargeError: ErrorCode.message_too_large,
+    RecordListTooLargeError: ErrorCode.record_list_too_large,
+    OffsetOutOfRangeError: ErrorCode.offset_out_of_range,
+    CorruptLogError: ErrorCode.kafka_storage_error,
+    LogClosedError: ErrorCode.not_leader_or_follower,
+    StorageIOError: ErrorCode.kafka_storage_error,
+}
+
+
+def error_code_for(error: StorageError) -> ErrorCode:
+    return STORAGE_ERRORS.get(type(error), ErrorCode.kafka_storage_error)
+
+
+def datetime_from_ms(ms: int) -> datetime.datetime | None:
+    """kio's form of an int64 timestamp field: None stands for -1."""
+    if ms < 0:
+        return None
+    return datetime.datetime.fromtimestamp(ms / 1000, tz=datetime.UTC)

@@ -1,0 +1,37 @@
+"""DeleteTopics v1-v6, by name or (v6) by topic id."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from kio.schema.errors import ErrorCode
+
+from tidelog.protocol import apis
+from tidelog.protocol.apis import ApiKey
+from tidelog.protocol.framing import RequestHeader
+from tidelog.server.handlers.build import element, make
+from tidelog.server.handlers.common import NO_THROTTLE
+
+if TYPE_CHECKING:
+    from tidelog.server.broker import Broker
+
+
+def handle(broker: Broker, header: RequestHeader, request: Any) -> bytes:
+    version = header.api_version
+    cls = apis.response_class(ApiKey.DELETE_TOPICS, version)
+    result_cls = element(cls, "responses")
+    if hasattr(request, "topic_names"):
+        wanted = [(name, None) for name in request.topic_names]
+    else:
+        wanted = [(t.name, t.topic_id) for t in request.topics]
+    results = []
+    for name, topic_id in wanted:
+        meta = broker.logs.topics.get(name) if name else broker.topic_by_id(topic_id)
+        if meta is None:
+            error = ErrorCode.unknown_topic_or_partition if name else ErrorCode.unknown_topic_id
+            results.append(make(result_cls, name=name, topic_id=topic_id, error_code=error, error_message=None))
+            continue
+        broker.logs.delete_topic(meta.name)
+        broker.topics_changed()
+        results.append(make(result_cls, name=meta.name, topic_id=meta.topic_id, error_code=ErrorCode.none, error_message=None))
+    return apis.encode_response(ApiKey.DELETE_TOPICS, version, make(cls, throttle_time=NO_THROTTLE, responses=tuple(results)))

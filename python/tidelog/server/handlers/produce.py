@@ -1,0 +1,92 @@
+"""Produce v3-v11: validate and append one batch per partition; answer per `acks`.
+
+acks=0 gets no answer (an error closes the connection instead, as in Kafka); acks=1 is answered
+once the batch is in the log; acks=-1 once it is durable (group commit), unless
+`tidelog.flush.before.ack=false`. Appends run inline; only the durable wait is asynchronous.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import struct
+from typing import TYPE_CHECKING, Any
+
+from kio.schema.errors import ErrorCode
+
+from tidelog.protocol.framing import RequestHeader
+from tidelog.protocol.produce import PartitionResult, encode_produce_response
+from tidelog.server.handlers.common import CloseConnection, error_code_for
+from tidelog.storage import StorageError
+
+if TYPE_CHECKING:
+    from collections.abc import Awaitable
+
+    from tidelog.server.broker import Broker
+
+ACKS_NONE, ACKS_LEADER, ACKS_ALL = 0, 1, -1
+BATCH_LENGTH = struct.Struct(">i")
+LOG_OVERHEAD = 12
+ATTRIBUTES_LOW_BYTE = 22
+CONTROL_FLAG = 0x20
+
+Results = list[tuple[str, list[PartitionResult]]]
+
+
+def handle(broker: Broker, header: RequestHeader, request: Any) -> Awaitable[bytes | None] | bytes | None:
+    if request.acks not in (ACKS_NONE, ACKS_LEADER, ACKS_ALL):
+        results = [(t.name, [PartitionResult(p.index, ErrorCode.invalid_required_acks) for p in t.partition_data])
+                   for t in request.topic_data]  # fmt: skip
+        return encode_produce_response(header.api_version, results)
+    results: Results = []
+    durable: list[tuple[PartitionResult, asyncio.Future[None]]] = []
+    for topic in request.topic_data:
+        answers = []
+        for data in topic.partition_data:
+            answer, future = append_one(broker, topic.name, data.index, data.records, request.acks == ACKS_ALL)
+            answers.append(answer)
+            if future is not None:
+                durable.append((answer, future))
+        results.append((topic.name, answers))
+    if request.acks == ACKS_NONE:
+        if any(a.error_code != ErrorCode.none for _, answers in results for a in answers):
+            raise CloseConnection("produce with acks=0 failed")
+        return None
+    if durable:
+        return answer_when_durable(header.api_version, results, durable)
+    return encode_produce_response(header.api_version, results)
+
+
+async def answer_when_durable(version: int, results: Results, durable: list[tuple[PartitionResult, asyncio.Future[None]]]) -> bytes:
+    for answer, future in durable:
+        try:
+            await future
+        except StorageError as error:  # the fsync failed: nothing of this append is acknowledged
+            answer.error_code, answer.base_offset, answer.error_message = error_code_for(error), -1, str(error)
+    return encode_produce_response(version, results)
+
+
+def refusal(records: bytes | None) -> tuple[ErrorCode, str] | None:
+    """Checks Kafka makes before the log sees the bytes: exactly one batch, not a control batch."""
+    if not records:
+        return ErrorCode.invalid_record, "no record batch"
+    if len(records) >= LOG_OVERHEAD:
+        (length,) = BATCH_LENGTH.unpack_from(records, 8)
+        if 0 <= length and LOG_OVERHEAD + length < len(records):
+            return ErrorCode.invalid_record, "produce v3+ carries exactly one record batch per partition"
+    if len(records) > ATTRIBUTES_LOW_BYTE and records[ATTRIBUTES_LOW_BYTE] & CONTROL_FLAG:
+        return ErrorCode.invalid_record, "clients may not produce control batches"
+    return None
+
+
+def append_one(broker: Broker, topic: str, index: int, records: bytes | None, acks_all: bool) -> tuple[PartitionResult, asyncio.Future[None] | None]:
+    partition = broker.partition(topic, index)
+    if partition is None:
+        return PartitionResult(index, ErrorCode.unknown_topic_or_partition), None
+    refused = refusal(records)
+    if refused is not None:
+        return PartitionResult(index, refused[0], error_message=refused[1]), None
+    try:
+        info, durable = partition.produce(records, acks_all)  # type: ignore[arg-type]
+    except StorageError as error:
+        return PartitionResult(index, error_code_for(error), error_message=str(error)), None
+    return PartitionResult(index, ErrorCode.none, info.first_offset, info.log_append_time_ms, info.log_start_offset), durable
