@@ -22,8 +22,8 @@ def records_for(codec: str, base_ms: int | None = None) -> list[Sent]:
     base = base_ms if base_ms is not None else int(time.time() * 1000) - 60_000
     out = []
     for i in range(RECORDS_PER_CODEC):
-        key = None if i % 17 == 0 else f"{codec}-key-{i}".encode()
         value = None if i % 29 == 0 else (f"{codec}-value-{i}-".encode() * (1 + i % 40))
+        key = None if i % 17 == 0 and value is not None else f"{codec}-key-{i}".encode()
         headers = tuple((f"h{j}", f"{codec}-{i}-{j}".encode()) for j in range(i % 3))
         out.append(Sent(key, value, headers, base + i * 10))
     return out
