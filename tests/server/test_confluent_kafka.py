@@ -79,7 +79,7 @@ def test_offsets_earliest_latest_and_by_time(broker: BrokerProcess) -> None:
     create(broker, NewTopic("offsets", 1, 1))
     sent = records_for("none")
     produce(broker, "offsets", sent)
-    consumer = Consumer({"bootstrap.servers": broker.bootstrap, "group.id": "unused"})
+    consumer = Consumer({"bootstrap.servers": broker.bootstrap, "group.id": "unused", "enable.auto.commit": False})
     low, high = consumer.get_watermark_offsets(TopicPartition("offsets", 0), TIMEOUT_S)
     assert (low, high) == (0, len(sent))
     wanted = [TopicPartition("offsets", 0, sent[57].timestamp_ms - 3)]
@@ -116,7 +116,7 @@ def test_admin_calls(broker: BrokerProcess) -> None:
     produce(broker, "admin-t", records_for("none")[:50])
     deleted = client.delete_records([TopicPartition("admin-t", 0, 20)])
     assert deleted[TopicPartition("admin-t", 0, 20)].result(TIMEOUT_S).low_watermark == 20  # type: ignore[index]
-    consumer = Consumer({"bootstrap.servers": broker.bootstrap, "group.id": "unused"})
+    consumer = Consumer({"bootstrap.servers": broker.bootstrap, "group.id": "unused", "enable.auto.commit": False})
     assert consumer.get_watermark_offsets(TopicPartition("admin-t", 0), TIMEOUT_S) == (20, 50)
     consumer.close()
 
