@@ -62,6 +62,9 @@ def test_retention_applies_to_delete_policy_topics_only(tmp_path: Path) -> None:
     for topic in ("deleting", "compacted"):
         for i in range(20):
             manager.get(TopicPartition(topic, 0)).append(make_batch(tag=i))  # type: ignore[union-attr]
+    assert manager.enforce_retention() == {}, "nothing below the high watermark yet"
+    for topic in ("deleting", "compacted"):
+        manager.get(TopicPartition(topic, 0)).log.flush()  # type: ignore[union-attr]
     reports = manager.enforce_retention()
     assert list(reports) == [TopicPartition("deleting", 0)]
     assert manager.get(TopicPartition("compacted", 0)).log_start_offset == 0  # type: ignore[union-attr]

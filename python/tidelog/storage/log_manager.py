@@ -22,7 +22,7 @@ from typing import IO, Any
 
 from tidelog import limits
 from tidelog.config import TopicConfig
-from tidelog.storage._engine import DeletionReport, PartitionLog, RecoveryReport
+from tidelog.storage._engine import DeletionReport, PartitionLog, RecoveryReport, StorageError
 from tidelog.storage.partition import Partition, TopicPartition, log_config_for, now_ms
 
 log = logging.getLogger(__name__)
@@ -189,24 +189,36 @@ class LogManager:
         return self.partitions.get(topic_partition)
 
     def checkpoint_all(self) -> None:
-        """Writes every log's checkpoint (recovery point, log start offset)."""
-        for partition in self.partitions.values():
-            partition.log.checkpoint()
+        """Writes every log's checkpoint (recovery point, log start offset). A log that fails
+        is reported and skipped; the others still get theirs."""
+        for topic_partition, partition in self.partitions.items():
+            try:
+                partition.log.checkpoint()
+            except StorageError as error:
+                log.error("checkpoint of %s failed: %s", topic_partition.directory_name(), error)
 
     def enforce_retention(self) -> dict[TopicPartition, DeletionReport]:
         """Deletes expired segments of `delete`-policy topics, up to each log's end."""
         reports = {}
         for topic_partition, partition in self.partitions.items():
-            if "delete" in self.topic_config(topic_partition.topic).cleanup_policy:
-                report = partition.log.delete_old_segments(now_ms(), partition.log.log_end_offset)
-                if report.segments_deleted:
-                    reports[topic_partition] = report
+            if "delete" not in self.topic_config(topic_partition.topic).cleanup_policy:
+                continue
+            try:
+                report = partition.log.delete_old_segments(now_ms(), partition.high_watermark)
+            except StorageError as error:
+                log.error("retention on %s failed: %s", topic_partition.directory_name(), error)
+                continue
+            if report.segments_deleted:
+                reports[topic_partition] = report
         return reports
 
     def close(self) -> None:
         """Flushes and closes every log cleanly, then releases the directory."""
-        for partition in self.partitions.values():
-            partition.log.close()
+        for topic_partition, partition in self.partitions.items():
+            try:
+                partition.log.close()
+            except StorageError as error:
+                log.error("closing %s failed: %s", topic_partition.directory_name(), error)
         self.partitions.clear()
         self.executor.shutdown(wait=True)
         self._lock.close()
