@@ -9,6 +9,7 @@ from typing import Any
 INT64_MAX = 2**63 - 1
 TIMESTAMP_TYPES = ("CreateTime", "LogAppendTime")
 CLEANUP_POLICIES = ("delete", "compact", "compact,delete", "delete,compact")
+EVENT_LOOPS = ("asyncio", "uvloop")
 
 
 class ConfigError(ValueError):
@@ -107,13 +108,14 @@ class BrokerConfig:
     auto_create_topics_enable: bool = True
     socket_request_max_bytes: int = 104_857_600
     max_connections: int = 10_000
-    queued_max_requests: int = 500
     connections_max_idle_ms: int = 600_000
     log_retention_check_interval_ms: int = 300_000
     log_flush_offset_checkpoint_interval_ms: int = 60_000
     # `acks=all` is answered only once the data is fsynced (group commit). `false` answers as
     # soon as it is in the page cache, as Kafka does, and makes the high watermark the log end.
     tidelog_flush_before_ack: bool = True
+    # The asyncio event loop implementation: "asyncio" (sendfile for fetches) or "uvloop".
+    tidelog_event_loop: str = "asyncio"
     # A request frame must arrive whole within this long after its first byte (slowloris).
     tidelog_frame_deadline_ms: int = 30_000
     # Requests read from one connection but not yet answered; reading pauses at this count.
@@ -149,6 +151,8 @@ class BrokerConfig:
             raise ConfigError(message) from None
         config = cls(**values)
         config.listener_address()
+        if config.tidelog_event_loop not in EVENT_LOOPS:
+            raise ConfigError(f"tidelog.event.loop must be one of {EVENT_LOOPS}, not {config.tidelog_event_loop!r}")
         return config
 
     def listener_address(self) -> tuple[str, int]:

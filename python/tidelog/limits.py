@@ -5,6 +5,10 @@ TOPIC_NAME_LENGTH_MAX = 249
 TOPIC_NAME_CHARACTERS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-")
 PARTITIONS_PER_TOPIC_MAX = 10_000
 
+# Flushes nobody waits on (they move the high watermark after acks=1 appends) start at most
+# this often, so they stay large: about 1.5 MB per fsync at 300 MiB/s.
+BACKGROUND_FLUSH_INTERVAL_S = 0.005
+
 # Threads that run fdatasync for group commits; each flush holds one for its duration.
 FLUSH_THREADS = 4
 # Threads that open (and recover) logs at start, Kafka's num.recovery.threads.per.data.dir.

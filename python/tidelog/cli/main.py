@@ -90,6 +90,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ConfigError, OSError) as error:
         print(f"tidelog: {error}", file=sys.stderr)
         return 2
+    if config.tidelog_event_loop == "uvloop":
+        import uvloop  # an optional dependency: `pip install uvloop`
+
+        uvloop.install()
     try:
         asyncio.run(serve(config))
     except RuntimeError as error:  # the data directory is locked by another broker

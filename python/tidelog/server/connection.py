@@ -65,14 +65,14 @@ class Connection(asyncio.Protocol):
         self.frame_deadline: asyncio.TimerHandle | None = None
         self.pause_reasons: set[str] = set()
         self.sending = False
+        self.sendfile_supported = True
         self.closed = False
         self.last_activity = time.monotonic()
 
     # --- lifecycle -------------------------------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        self.transport = transport  # type: ignore[assignment]  # uvloop's transports are not asyncio subclasses
         self.peer = "%s:%s" % (transport.get_extra_info("peername") or ("?", "?"))[:2]
         sock = transport.get_extra_info("socket")
         if sock is not None:
@@ -122,7 +122,8 @@ class Connection(asyncio.Protocol):
                 return at
             if len(buffer) - at - 4 < size:
                 break
-            frame = bytes(buffer[at + 4 : at + 4 + size])
+            with memoryview(buffer) as view:  # one copy out of the buffer, released before it resizes
+                frame = bytes(view[at + 4 : at + 4 + size])
             at += 4 + size
             self._dispatch(frame)
         return at
@@ -247,13 +248,23 @@ class Connection(asyncio.Protocol):
                     if isinstance(part, bytes):
                         transport.write(part)
                         continue
-                    with os.fdopen(part.fileno(), "rb", buffering=0, closefd=False) as file:
-                        await loop.sendfile(transport, file, part.position, part.size)
+                    await self._send_file_part(loop, transport, part)
         except (ConnectionError, RuntimeError) as error:
             self.close(f"send failed: {error}")
         finally:
             self.sending = False
         self._pump()
+
+    async def _send_file_part(self, loop: asyncio.AbstractEventLoop, transport: asyncio.Transport, part: Sendable) -> None:
+        """sendfile where the loop and transport can; a copy where they cannot (uvloop, TLS)."""
+        if self.sendfile_supported:
+            try:
+                with os.fdopen(part.fileno(), "rb", buffering=0, closefd=False) as file:
+                    await loop.sendfile(transport, file, part.position, part.size)
+                return
+            except NotImplementedError:
+                self.sendfile_supported = False
+        transport.write(part.read())
 
     def _limit_inflight(self) -> None:
         limit = self.config.tidelog_inflight_requests_max

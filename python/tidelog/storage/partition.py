@@ -10,6 +10,7 @@ from collections.abc import Callable
 from concurrent.futures import Executor
 from typing import NamedTuple
 
+from tidelog import limits
 from tidelog.config import TopicConfig
 from tidelog.storage._engine import AppendInfo, FileSlice, LogConfig, PartitionLog
 
@@ -59,11 +60,28 @@ class GroupCommit:
         self._sequence = itertools.count()
         self._flushing = False
         self._requested = False
+        self._timer: asyncio.TimerHandle | None = None
+        self._last_start = 0.0
         self.flushes = 0
 
     def request_flush(self) -> None:
-        """Asks for a flush soon with nobody waiting on it (to move the high watermark)."""
+        """Asks for a flush soon with nobody waiting on it (to move the high watermark).
+
+        Such flushes start at most every `limits.BACKGROUND_FLUSH_INTERVAL_S`, so acks=1 traffic
+        gets few large fsyncs rather than many small ones; a waiter (acks=all) starts one at once.
+        """
         self._requested = True
+        if self._flushing or self._timer is not None:
+            return
+        loop = asyncio.get_running_loop()
+        delay = self._last_start + limits.BACKGROUND_FLUSH_INTERVAL_S - loop.time()
+        if delay <= 0:
+            self._start_flush()
+        else:
+            self._timer = loop.call_later(delay, self._timer_fired)
+
+    def _timer_fired(self) -> None:
+        self._timer = None
         self._start_flush()
 
     async def wait_durable(self, offset: int) -> None:
@@ -86,8 +104,13 @@ class GroupCommit:
             return
         self._flushing = True
         self._requested = False
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
         self.flushes += 1
-        flush = asyncio.get_running_loop().run_in_executor(self._executor, self._log.flush)
+        loop = asyncio.get_running_loop()
+        self._last_start = loop.time()
+        flush = loop.run_in_executor(self._executor, self._log.flush)
         flush.add_done_callback(self._flush_done)
 
     def _flush_done(self, flush: asyncio.Future[int]) -> None:
@@ -106,7 +129,11 @@ class GroupCommit:
                 future.set_result(None)
         if self._on_durable is not None:
             self._on_durable(durable)
-        self._start_flush()
+        if self._waiters:
+            self._start_flush()
+        elif self._requested:
+            self._requested = False
+            self.request_flush()
 
 
 class Partition:
