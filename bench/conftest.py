@@ -177,7 +177,7 @@ def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> Non
     results = config.stash.get(RESULTS, {})
     if not results:
         return
-    terminalreporter.section("storage figures: median [best round]")
+    terminalreporter.section("benchmark figures: median [best round]")
     terminalreporter.write_line(engine_build())
     for f in results.values():
         terminalreporter.write_line(describe(f))
