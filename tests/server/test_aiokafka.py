@@ -6,7 +6,8 @@ import asyncio
 
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.admin import AIOKafkaAdminClient, NewPartitions, NewTopic, RecordsToDelete
+from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 
 from tests.server.conftest import BrokerProcess
 from tests.server.scenario import CODECS, records_for
@@ -71,3 +72,33 @@ async def offsets(bootstrap: str) -> None:
 
 def test_offsets_on_an_auto_created_topic(broker: BrokerProcess) -> None:
     asyncio.run(offsets(broker.bootstrap))
+
+
+async def admin_calls(bootstrap: str) -> None:
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    await admin.create_topics([NewTopic("aio-admin", 2, 1, topic_configs={"retention.ms": "120000"})])
+    assert "aio-admin" in await admin.list_topics()
+    (described,) = await admin.describe_configs([ConfigResource(ConfigResourceType.TOPIC, "aio-admin")])
+    entries = {entry[0]: entry[1] for entry in described.resources[0][4]}
+    assert entries["retention.ms"] == "120000" and entries["segment.bytes"] == str(1 << 30)
+    await admin.create_partitions({"aio-admin": NewPartitions(total_count=3)})
+    (topic,) = await admin.describe_topics(["aio-admin"])
+    assert len(topic["partitions"]) == 3
+    cluster = await admin.describe_cluster()
+    assert [b["port"] for b in cluster["brokers"]] == [int(bootstrap.rsplit(":", 1)[1])]
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap)
+    await producer.start()
+    for i in range(30):
+        await producer.send("aio-admin", value=b"v%d" % i, partition=0)
+    await producer.flush()
+    await producer.stop()
+    deleted = await admin.delete_records({TopicPartition("aio-admin", 0): RecordsToDelete(before_offset=10)})
+    assert deleted[TopicPartition("aio-admin", 0)] == 10
+    await admin.delete_topics(["aio-admin"])
+    assert "aio-admin" not in await admin.list_topics()
+    await admin.close()
+
+
+def test_admin_calls(broker: BrokerProcess) -> None:
+    asyncio.run(admin_calls(broker.bootstrap))
