@@ -87,10 +87,12 @@ def produce(args: argparse.Namespace) -> Result:
     started = time.perf_counter()
     for sent in range(args.records):
         if interval:
-            # Wait in poll(): delivery reports are served as they arrive, and librdkafka's
-            # latency() counts until the report is served.
-            while (wait := started + sent * interval - time.perf_counter()) > 0:
-                producer.poll(wait)
+            # Serve delivery reports (librdkafka's latency() counts until a report is served),
+            # then sleep rather than spin, so librdkafka's own threads get the CPU meanwhile.
+            producer.poll(0)
+            wait = started + sent * interval - time.perf_counter()
+            if wait > 0:
+                time.sleep(wait)
         while True:
             try:
                 producer.produce(args.topic, payload, partition=sent % args.partitions, on_delivery=on_delivery)
