@@ -52,10 +52,10 @@ def rss_kib(pid: int) -> int:
 
 BAD_BATCH_ERRORS = {
     "bad crc": (lambda b: b[:-1] + bytes([b[-1] ^ 1]), ErrorCode.corrupt_message),
-    "truncated batch": (lambda b: b[:-10], ErrorCode.corrupt_message),
+    "truncated batch": (lambda b: b[:-10], ErrorCode.invalid_record),
     "wrong magic": (lambda b: b[:16] + b"\x01" + b[17:], ErrorCode.invalid_record),
     "two batches": (lambda b: b + b, ErrorCode.invalid_record),
-    "control batch": (lambda b: b[:22] + bytes([b[22] | 0x20]) + b[23:], ErrorCode.invalid_record),
+    "control batch": (lambda b: b[:22] + bytes([b[22] | 0x20]) + b[23:], ErrorCode.corrupt_message),  # CRC first, as Kafka
     "negative length": (lambda b: b[:8] + struct.pack(">i", -7) + b[12:], ErrorCode.corrupt_message),
 }
 

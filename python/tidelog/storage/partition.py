@@ -177,7 +177,7 @@ class Partition:
     def produce(self, records: bytes | bytearray | memoryview, wait_durable: bool) -> tuple[AppendInfo, asyncio.Future[None] | None]:
         """The broker's append. Schedules the group commit that moves the high watermark and,
         when `wait_durable` (acks=all) and acks are durable, returns a future to await first."""
-        info = self.log.append(records, now_ms())
+        info = self.log.append(records, now_ms(), from_client=True)
         if not self.durable_acks:
             self._high_watermark_moved(info.last_offset + 1)
             return info, None

@@ -269,7 +269,7 @@ impl PyPartitionLog {
     /// Checks every batch in `records` (framing, CRC, contents, timestamps) and returns their
     /// headers; writes nothing.
     fn batch_headers(&self, records: PyBuffer<u8>, now_ms: i64) -> PyResult<Vec<PyBatchHeader>> {
-        let batches = with_bytes(&records, |bytes| self.inner.lock().validate_batches(bytes, now_ms))?.map_err(to_py)?;
+        let batches = with_bytes(&records, |bytes| self.inner.lock().validate_batches(bytes, now_ms, false))?.map_err(to_py)?;
         Ok(batches
             .into_iter()
             .map(|(position, h)| PyBatchHeader {
@@ -290,10 +290,19 @@ impl PyPartitionLog {
             .collect())
     }
 
-    /// Validates and appends whole batches, assigning offsets; all or nothing.
-    #[pyo3(signature = (records, now_ms, leader_epoch = -1))]
-    fn append(&self, records: PyBuffer<u8>, now_ms: i64, leader_epoch: i32) -> PyResult<PyAppendInfo> {
-        let info = with_bytes(&records, |bytes| self.inner.lock().append(bytes, now_ms, leader_epoch))?.map_err(to_py)?;
+    /// Validates and appends whole batches, assigning offsets; all or nothing. With
+    /// `from_client`, control batches are refused (only coordinators write them).
+    #[pyo3(signature = (records, now_ms, leader_epoch = -1, from_client = false))]
+    fn append(&self, records: PyBuffer<u8>, now_ms: i64, leader_epoch: i32, from_client: bool) -> PyResult<PyAppendInfo> {
+        let info = with_bytes(&records, |bytes| {
+            let mut log = self.inner.lock();
+            if from_client {
+                log.append_from_client(bytes, now_ms, leader_epoch)
+            } else {
+                log.append(bytes, now_ms, leader_epoch)
+            }
+        })?
+        .map_err(to_py)?;
         Ok(PyAppendInfo {
             first_offset: info.first_offset,
             last_offset: info.last_offset,

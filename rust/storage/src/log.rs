@@ -288,7 +288,9 @@ impl Log {
     }
 
     /// Reads and checks the headers of every batch in `records` without writing anything.
-    pub fn validate_batches(&self, records: &[u8], now_ms: i64) -> Result<Vec<(usize, BatchHeader)>> {
+    /// Batches from clients may not be control batches (those come from coordinators only);
+    /// that is checked after the CRC, as Kafka does.
+    pub fn validate_batches(&self, records: &[u8], now_ms: i64, from_client: bool) -> Result<Vec<(usize, BatchHeader)>> {
         if records.is_empty() {
             return Err(StorageError::InvalidRecord("no record batch to append".into()));
         }
@@ -301,6 +303,9 @@ impl Log {
             let header = batch::check_framing(&records[position..])?;
             let size = header.size_bytes();
             batch::validate(&records[position..position + size], &header)?;
+            if from_client && header.is_control() {
+                return Err(StorageError::InvalidRecord("clients may not produce control batches".into()));
+            }
             if size > self.config.max_message_bytes {
                 return Err(StorageError::RecordTooLarge { size, max: self.config.max_message_bytes });
             }
@@ -322,8 +327,17 @@ impl Log {
     /// prefix (offset, length, leader epoch; or a whole re-stamped header for LogAppendTime)
     /// followed by the caller's bytes, in one vectored write. All or nothing.
     pub fn append(&mut self, records: &[u8], now_ms: i64, leader_epoch: i32) -> Result<AppendInfo> {
+        self.append_checked(records, now_ms, leader_epoch, false)
+    }
+
+    /// `append` for a producer's batches: control batches are refused.
+    pub fn append_from_client(&mut self, records: &[u8], now_ms: i64, leader_epoch: i32) -> Result<AppendInfo> {
+        self.append_checked(records, now_ms, leader_epoch, true)
+    }
+
+    fn append_checked(&mut self, records: &[u8], now_ms: i64, leader_epoch: i32, from_client: bool) -> Result<AppendInfo> {
         self.writable()?;
-        let batches = self.validate_batches(records, now_ms)?;
+        let batches = self.validate_batches(records, now_ms, from_client)?;
         let first_offset = self.log_end_offset();
         let mut next_offset = first_offset;
         let log_append_time = self.config.message_timestamp_type == TimestampType::LogAppendTime;
@@ -352,7 +366,8 @@ impl Log {
             pieces.push(IoSlice::new(&records[position + prefix_len..position + header.size_bytes()]));
         }
         let last_offset = next_offset - 1;
-        if self.active().should_roll(&self.config, records.len() as u64, last_offset, now_ms) {
+        let max_timestamp = headers.iter().map(|h| h.max_timestamp).max().unwrap_or(NO_TIMESTAMP);
+        if self.active().should_roll(&self.config, records.len() as u64, last_offset, max_timestamp, now_ms) {
             self.roll()?;
         }
         let config = self.config.clone();

@@ -53,6 +53,12 @@ pub struct Segment {
     offset_of_max_timestamp: i64,
     /// Max timestamp of the first batch: what `segment.ms` counts from, as in Kafka.
     rolling_timestamp: Option<i64>,
+    /// Wall clock when this segment object was made: the fallback for batches without timestamps.
+    created_ms: i64,
+}
+
+fn wall_clock_ms() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
 }
 
 impl Segment {
@@ -84,6 +90,7 @@ impl Segment {
             max_timestamp: NO_TIMESTAMP,
             offset_of_max_timestamp: base_offset,
             rolling_timestamp: None,
+            created_ms: wall_clock_ms(),
         };
         Ok((segment, offset_sane && time_sane))
     }
@@ -116,13 +123,20 @@ impl Segment {
         RelativeOffset(relative as u32)
     }
 
-    /// Kafka's roll rules, checked before an append of `append_bytes` ending at `last_offset`.
-    pub fn should_roll(&self, config: &LogConfig, append_bytes: u64, last_offset: i64, now_ms: i64) -> bool {
+    /// Kafka's roll rules, checked before an append of `append_bytes` ending at `last_offset`
+    /// whose largest timestamp is `max_timestamp`. Age is measured as Kafka does: from the first
+    /// batch's timestamp to the new batch's, so old timestamps do not roll every append; the wall
+    /// clock serves only when batches carry no timestamp.
+    pub fn should_roll(&self, config: &LogConfig, append_bytes: u64, last_offset: i64, max_timestamp: i64, now_ms: i64) -> bool {
         if self.is_empty() {
             return false;
         }
         let full = self.size + append_bytes > config.segment_bytes;
-        let aged = self.rolling_timestamp.map_or(false, |t| now_ms.saturating_sub(t) > config.segment_ms);
+        let waited_ms = match self.rolling_timestamp {
+            Some(first) if first >= 0 => max_timestamp.saturating_sub(first),
+            _ => now_ms.saturating_sub(self.created_ms),
+        };
+        let aged = waited_ms > config.segment_ms;
         let index_full = self.offset_index.len() >= config.offset_index_entries_max()
             || self.time_index.len() >= config.time_index_entries_max();
         let offsets_overflow = last_offset - self.base_offset > RELATIVE_OFFSET_MAX;

@@ -233,11 +233,12 @@ fn rolls_on_segment_ms_and_on_a_full_index() {
     let config = LogConfig { segment_ms: 1000, ..LogConfig::default() };
     let (mut log, _) = Log::open(dir.path(), config).unwrap();
     let t = now_ms();
-    log.append(&batch(1, 10, t), t, 0).unwrap();
-    log.append(&batch(1, 10, t), t + 500, 0).unwrap();
+    let old = t - 3_600_000; // old timestamps alone never roll: Kafka measures batch to batch
+    log.append(&batch(1, 10, old), t, 0).unwrap();
+    log.append(&batch(1, 10, old + 500), t + 5000, 0).unwrap();
     assert_eq!(log.segment_count(), 1);
-    log.append(&batch(1, 10, t), t + 1500, 0).unwrap();
-    assert_eq!(log.segment_count(), 2, "segment.ms passed since the first batch");
+    log.append(&batch(1, 10, old + 1500), t + 5000, 0).unwrap();
+    assert_eq!(log.segment_count(), 2, "segment.ms passed between the first batch and this one");
 
     let dir = tempfile::tempdir().unwrap();
     let config = LogConfig { segment_index_bytes: 24, index_interval_bytes: 1, ..LogConfig::default() };
@@ -254,4 +255,23 @@ fn rolls_on_segment_ms_and_on_a_full_index() {
             assert!(fs::metadata(&path).unwrap().len() <= 24 + 12, "{path:?} overfull");
         }
     }
+}
+
+#[test]
+fn a_read_fills_max_bytes_with_whole_batches() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut log, _) = Log::open(dir.path(), LogConfig::default()).unwrap();
+    let t = now_ms();
+    let one = batch(4, 300, t);
+    for _ in 0..30 {
+        log.append(&one, t, 0).unwrap();
+    }
+    let size = one.len() as u64;
+    let end = log.log_end_offset();
+    assert_eq!(log.read(0, 1 << 20, end, true).unwrap().unwrap().size, 30 * size, "everything fits");
+    assert_eq!(log.read(0, 7 * size + 10, end, true).unwrap().unwrap().size, 7 * size);
+    assert_eq!(log.read(8, 5 * size, end, true).unwrap().unwrap().size, 5 * size);
+    let bounded = log.read(0, 1 << 20, 24, true).unwrap().unwrap();
+    assert_eq!((bounded.size, bounded.last_offset), (6 * size, 23), "stops before the upper bound");
+    assert_eq!(log.read(0, 10, end, true).unwrap().unwrap().size, size, "one whole batch at least");
 }

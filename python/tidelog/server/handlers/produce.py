@@ -26,8 +26,6 @@ if TYPE_CHECKING:
 ACKS_NONE, ACKS_LEADER, ACKS_ALL = 0, 1, -1
 BATCH_LENGTH = struct.Struct(">i")
 LOG_OVERHEAD = 12
-ATTRIBUTES_LOW_BYTE = 22
-CONTROL_FLAG = 0x20
 
 Results = list[tuple[str, list[PartitionResult]]]
 
@@ -66,15 +64,16 @@ async def answer_when_durable(version: int, results: Results, durable: list[tupl
 
 
 def refusal(records: bytes | None) -> tuple[ErrorCode, str] | None:
-    """Checks Kafka makes before the log sees the bytes: exactly one batch, not a control batch."""
+    """Checks Kafka makes on the request before the log sees the bytes: one whole batch.
+    (A batch cut short is INVALID_RECORD here, as in Kafka; a bad CRC is the log's CORRUPT_MESSAGE.)"""
     if not records:
         return ErrorCode.invalid_record, "no record batch"
     if len(records) >= LOG_OVERHEAD:
         (length,) = BATCH_LENGTH.unpack_from(records, 8)
         if 0 <= length and LOG_OVERHEAD + length < len(records):
             return ErrorCode.invalid_record, "produce v3+ carries exactly one record batch per partition"
-    if len(records) > ATTRIBUTES_LOW_BYTE and records[ATTRIBUTES_LOW_BYTE] & CONTROL_FLAG:
-        return ErrorCode.invalid_record, "clients may not produce control batches"
+        if 0 <= length and LOG_OVERHEAD + length > len(records):
+            return ErrorCode.invalid_record, "the record batch is cut short"
     return None
 
 

@@ -1,0 +1,138 @@
+"""Scenarios whose observable results must match Apache Kafka's: offsets assigned, ListOffsets
+answers, error codes for bad requests, and fetch limits."""
+
+from __future__ import annotations
+
+import datetime
+import itertools
+import struct
+from typing import Any
+
+import crc32c
+import pytest
+from kio.schema.create_topics.v5.request import CreatableTopic, CreatableTopicConfig, CreateTopicsRequest
+from kio.schema.errors import ErrorCode
+from kio.schema.fetch.v11.request import FetchPartition, FetchRequest, FetchTopic
+from kio.schema.list_offsets.v7.request import ListOffsetsPartition, ListOffsetsRequest, ListOffsetsTopic
+
+from tests.conftest import make_batch
+from tidelog.protocol.records import iter_batches
+from tests.server.test_bad_input import produce
+from tests.server.wire_client import WireClient, encode_request
+
+from kio.schema.api_versions.v3.request import ApiVersionsRequest
+
+SECOND = datetime.timedelta(seconds=5)
+names = (f"compat-{i}" for i in itertools.count())
+BASE_MS = 1_700_000_000_000
+
+
+def create_topic(client: WireClient, **configs: str) -> str:
+    name = next(names)
+    topic = CreatableTopic(name=name, num_partitions=1, replication_factor=1, assignments=(),
+                           configs=tuple(CreatableTopicConfig(name=k, value=v) for k, v in configs.items()))  # fmt: skip
+    response = client.request(19, 5, CreateTopicsRequest(topics=(topic,), timeout=SECOND, validate_only=False))
+    assert response.topics[0].error_code == ErrorCode.none
+    return name
+
+
+def list_offset(client: WireClient, topic: str, timestamp: int) -> tuple[int, int, int]:
+    request = ListOffsetsRequest(replica_id=-1, isolation_level=0, topics=(ListOffsetsTopic(
+        name=topic, partitions=(ListOffsetsPartition(partition_index=0, current_leader_epoch=-1, timestamp=timestamp),)),))  # fmt: skip
+    answer = client.request(2, 7, request).topics[0].partitions[0]
+    return int(answer.error_code), int(answer.timestamp), int(answer.offset)
+
+
+def test_offsets_assigned(port: int) -> None:
+    client = WireClient(port)
+    topic = create_topic(client)
+    answers = [produce(client, topic, make_batch(count=n, timestamp_ms=BASE_MS)) for n in (3, 1, 5, 2)]
+    assert [(a.error_code, a.base_offset) for a in answers] == [(0, 0), (0, 3), (0, 4), (0, 9)]
+    client.close()
+
+
+def test_list_offsets_answers(port: int) -> None:
+    client = WireClient(port)
+    topic = create_topic(client)
+    for i in range(4):  # records at BASE_MS + 100*i + j, j < 5
+        produce(client, topic, make_batch(count=5, timestamp_ms=BASE_MS + 100 * i))
+    assert list_offset(client, topic, -2) == (0, -1, 0)
+    assert list_offset(client, topic, -1) == (0, -1, 20)
+    assert list_offset(client, topic, BASE_MS + 102) == (0, BASE_MS + 102, 7)
+    assert list_offset(client, topic, BASE_MS + 150) == (0, BASE_MS + 200, 10)
+    assert list_offset(client, topic, BASE_MS + 10_000) == (0, -1, -1)
+    assert list_offset(client, topic, -3) == (0, BASE_MS + 304, 19)
+    client.close()
+
+
+def with_crc(batch: bytes) -> bytes:
+    return batch[:17] + struct.pack(">I", crc32c.crc32c(batch[21:])) + batch[21:]
+
+
+def corrupt_crc(batch: bytes) -> bytes:
+    return batch[:-1] + bytes([batch[-1] ^ 1])
+
+
+BAD_PRODUCES = {
+    "bad crc": (corrupt_crc, ErrorCode.corrupt_message),
+    "two batches": (lambda b: b + b, ErrorCode.invalid_record),
+    "truncated batch": (lambda b: b[:-10], ErrorCode.invalid_record),
+    "negative length": (lambda b: b[:8] + struct.pack(">i", -7) + b[12:], ErrorCode.corrupt_message),
+    "wrong magic": (lambda b: b[:16] + b"\x01" + b[17:], ErrorCode.invalid_record),
+    "control bit, CRC not fixed": (lambda b: b[:22] + bytes([b[22] | 0x20]) + b[23:], ErrorCode.corrupt_message),
+    "control batch": (lambda b: with_crc(b[:22] + bytes([b[22] | 0x20]) + b[23:]), ErrorCode.invalid_record),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_PRODUCES))
+def test_error_codes_for_bad_batches(port: int, case: str) -> None:
+    client = WireClient(port)
+    topic = create_topic(client)
+    mangle, expected = BAD_PRODUCES[case]
+    assert produce(client, topic, mangle(make_batch(count=3))).error_code == expected
+    assert produce(client, topic, make_batch(count=3)).base_offset == 0, "nothing was appended"
+    client.close()
+
+
+def test_error_codes_for_unknown_topic_and_oversize(port: int) -> None:
+    client = WireClient(port)
+    assert produce(client, "compat-no-such-topic", make_batch()).error_code == ErrorCode.unknown_topic_or_partition
+    topic = create_topic(client, **{"max.message.bytes": "2000"})
+    assert produce(client, topic, make_batch(count=10, value_bytes=500)).error_code == ErrorCode.message_too_large
+    client.close()
+
+
+def test_unsupported_api_versions_version(port: int) -> None:
+    client = WireClient(port)
+    request = ApiVersionsRequest(client_software_name="compat", client_software_version="1")
+    frame = encode_request(18, 3, request)  # header v2, as clients send from v3 on
+    client.send_raw(frame[:6] + struct.pack(">h", 99) + frame[8:])
+    answer = client.read_frame()
+    assert answer is not None
+    assert struct.unpack_from(">ih", answer) == (1, ErrorCode.unsupported_version)
+    client.close()
+
+
+def fetch(client: WireClient, topic: str, offset: int, max_bytes: int, partition_max_bytes: int) -> Any:
+    request = FetchRequest(replica_id=-1, max_wait=datetime.timedelta(0), min_bytes=1, max_bytes=max_bytes, isolation_level=0,
+                           session_id=0, session_epoch=-1, topics=(FetchTopic(topic=topic, partitions=(FetchPartition(
+                               partition=0, current_leader_epoch=-1, fetch_offset=offset, log_start_offset=-1,
+                               partition_max_bytes=partition_max_bytes),)),), forgotten_topics_data=(), rack_id="")  # fmt: skip
+    return client.request(1, 11, request).responses[0].partitions[0]
+
+
+def test_fetch_limits(port: int) -> None:
+    client = WireClient(port)
+    topic = create_topic(client)
+    batch_size = len(make_batch(count=4, value_bytes=300))
+    for i in range(6):
+        produce(client, topic, make_batch(count=4, value_bytes=300, timestamp_ms=BASE_MS + i))
+    # Kafka may end an answer with part of a batch, which consumers drop; whole batches compare.
+    whole = fetch(client, topic, 0, 1 << 20, 1 << 20)
+    assert whole.high_watermark == 24
+    assert [h.base_offset for h, _ in iter_batches(whole.records)] == [0, 4, 8, 12, 16, 20]
+    one = fetch(client, topic, 5, 1 << 20, 10)  # smaller than a batch: still one whole batch
+    assert [h.base_offset for h, _ in iter_batches(one.records)] == [4]
+    two = fetch(client, topic, 0, int(2.5 * batch_size), 1 << 20)
+    assert [h.base_offset for h, _ in iter_batches(two.records)] == [0, 4]
+    client.close()
