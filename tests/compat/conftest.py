@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.server.conftest import BrokerProcess, free_port
+from tests.server.conftest import BrokerProcess, broker, free_port  # noqa: F401  (broker: a fixture for this folder too)
 
 ROOT = Path(__file__).parents[2]
 KAFKA_LIBS = ROOT / ".cache" / "kafka" / "libs"
