@@ -6,6 +6,7 @@ from __future__ import annotations
 import datetime
 import itertools
 import struct
+import time
 from typing import Any
 
 import crc32c
@@ -14,6 +15,7 @@ from kio.schema.create_topics.v5.request import CreatableTopic, CreatableTopicCo
 from kio.schema.errors import ErrorCode
 from kio.schema.fetch.v11.request import FetchPartition, FetchRequest, FetchTopic
 from kio.schema.list_offsets.v7.request import ListOffsetsPartition, ListOffsetsRequest, ListOffsetsTopic
+from kio.schema.metadata.v12.request import MetadataRequest, MetadataRequestTopic
 
 from tests.conftest import make_batch
 from tidelog.protocol.records import iter_batches
@@ -25,6 +27,7 @@ from kio.schema.api_versions.v3.request import ApiVersionsRequest
 SECOND = datetime.timedelta(seconds=5)
 names = (f"compat-{i}" for i in itertools.count())
 BASE_MS = 1_700_000_000_000
+LEADER_TIMEOUT_S = 10
 
 
 def create_topic(client: WireClient, **configs: str) -> str:
@@ -33,7 +36,21 @@ def create_topic(client: WireClient, **configs: str) -> str:
                            configs=tuple(CreatableTopicConfig(name=k, value=v) for k, v in configs.items()))  # fmt: skip
     response = client.request(19, 5, CreateTopicsRequest(topics=(topic,), timeout=SECOND, validate_only=False))
     assert response.topics[0].error_code == ErrorCode.none
+    wait_for_leader(client, name)
     return name
+
+
+def wait_for_leader(client: WireClient, name: str) -> None:
+    """Kafka answers CreateTopics before the new partition has a leader; wait until it has."""
+    request = MetadataRequest(topics=(MetadataRequestTopic(topic_id=None, name=name),), allow_auto_topic_creation=False,
+                              include_topic_authorized_operations=False)  # fmt: skip
+    deadline = time.monotonic() + LEADER_TIMEOUT_S
+    while time.monotonic() < deadline:
+        (topic,) = client.request(3, 12, request).topics
+        if topic.error_code == ErrorCode.none and all(p.leader_id >= 0 for p in topic.partitions):
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"{name} got no leader in {LEADER_TIMEOUT_S} s")
 
 
 def list_offset(client: WireClient, topic: str, timestamp: int) -> tuple[int, int, int]:
