@@ -138,7 +138,7 @@ def start_tidelog(durable: bool) -> Running:
 def create_topic(broker: Running, topic: str) -> None:
     from confluent_kafka.admin import AdminClient, NewTopic
 
-    admin = AdminClient({"bootstrap.servers": broker.bootstrap})
+    admin = AdminClient({"bootstrap.servers": broker.bootstrap, "log_level": 4})
     for future in admin.create_topics([NewTopic(topic, 1, 1)], request_timeout=30).values():
         future.result(30)
     broker.topics.append(topic)
@@ -150,7 +150,7 @@ def delete_topics(broker: Running, keep: set[str] = frozenset()) -> None:  # typ
     doomed = [t for t in broker.topics if t not in keep]
     if not doomed:
         return
-    admin = AdminClient({"bootstrap.servers": broker.bootstrap})
+    admin = AdminClient({"bootstrap.servers": broker.bootstrap, "log_level": 4})
     for topic, future in admin.delete_topics(doomed, request_timeout=30).items():
         try:
             future.result(30)
@@ -174,8 +174,9 @@ def measured(broker: Running, command: list[str]) -> tuple[str, float, float]:
     seconds = time.perf_counter() - started
     cpu = broker.cpu_seconds() - before
     if result.returncode != 0:
-        tail = (result.stderr or result.stdout).strip().splitlines()[-3:]
-        raise RuntimeError(f"exit {result.returncode}: {' | '.join(tail)}")
+        lines = (result.stderr or result.stdout).strip().splitlines()
+        causes = [line for line in lines if "Exception" in line and not line.lstrip().startswith("at ")]
+        raise RuntimeError(f"exit {result.returncode}: {(causes or lines or [''])[-1].strip()}")
     return result.stdout, cpu, seconds
 
 
@@ -183,8 +184,9 @@ def producer_performance(broker: Running, topic: str, records: int, size: int, a
     command = [*e2e.pinned(1), rb.java(), "-Xmx1g", "-cp", CLASSPATH, "org.apache.kafka.tools.ProducerPerformance",
                "--bootstrap-server", broker.bootstrap, "--topic", topic, "--num-records", str(records),
                "--record-size", str(size), "--throughput", str(int(rate) if rate else -1),
-               "--command-property", f"acks={acks}", "--command-property", "enable.idempotence=false",
-               "--command-property", f"linger.ms={linger_ms}", "--command-property", "batch.size=262144"]  # fmt: skip
+               # One --command-property with every setting: repeating the flag keeps only the last one.
+               "--command-property", f"acks={acks}", "enable.idempotence=false", f"linger.ms={linger_ms}",
+               "batch.size=262144"]  # fmt: skip
     stdout, cpu, _ = measured(broker, command)
     match = None
     for line in stdout.splitlines():

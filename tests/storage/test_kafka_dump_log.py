@@ -15,6 +15,7 @@ import pytest
 
 from tests.conftest import make_batch, now_ms, open_log
 from tidelog.protocol.records import iter_batches
+from tidelog.storage import PartitionLog
 
 LIBS = Path(__file__).parents[2] / ".cache" / "kafka" / "libs"
 DUMPER = "org.apache.kafka.tools.DumpLogSegments"
@@ -66,8 +67,9 @@ def assert_no_complaints(stdout: str, stderr: str, batches: int) -> None:
     assert all("magic: 2" in line for line in batch_lines)
 
 
-def fill(directory: Path) -> int:
-    """Several segments of batches of varied sizes and timestamps, some going back in time."""
+def fill(directory: Path) -> tuple[int, PartitionLog]:
+    """Several segments of batches of varied sizes and timestamps, some going back in time;
+    returns the batch count and the still open log."""
     rng = random.Random(5)
     log = open_log(directory, **{"segment.bytes": 64 * 1024})
     base = now_ms() - 1_000_000
@@ -76,19 +78,19 @@ def fill(directory: Path) -> int:
         log.append(make_batch(count=rng.randint(1, 12), value_bytes=rng.randint(10, 900), timestamp_ms=timestamp, tag=i), now_ms())
     count = sum(len(iter_batches(p.read_bytes())) for p in directory.glob("*.log"))
     assert log.segment_count > 3
-    return count, log  # type: ignore[return-value]
+    return count, log
 
 
 def test_dump_log_reads_cleanly_closed_segments(tmp_path: Path) -> None:
     directory = tmp_path / "t-0"
-    batches, log = fill(directory)  # type: ignore[misc]
+    batches, log = fill(directory)
     log.close()
     assert_no_complaints(*dump(directory), batches)
 
 
 def test_dump_log_reads_segments_with_indexes_rebuilt_by_recovery(tmp_path: Path) -> None:
     directory = tmp_path / "t-0"
-    batches, log = fill(directory)  # type: ignore[misc]
+    batches, log = fill(directory)
     del log  # crash
     for index in directory.glob("*index"):
         index.unlink()

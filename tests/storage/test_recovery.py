@@ -121,10 +121,10 @@ def test_clean_shutdown_skips_the_scan(tmp_path: Path) -> None:
 
 def test_torn_tail_in_an_older_segment_with_valid_later_segments_is_corruption(tmp_path: Path) -> None:
     directory = tmp_path / "t-0"
-    write_unflushed_log_small = open_log(directory, **{"segment.bytes": 2048})
+    log = open_log(directory, **{"segment.bytes": 2048})
     for i in range(20):
-        write_unflushed_log_small.append(make_batch(tag=i), now_ms())
-    del write_unflushed_log_small
+        log.append(make_batch(tag=i), now_ms())
+    del log  # a crash: nothing flushed
     first = directory / f"{SEGMENT}.log"
     os.truncate(first, first.stat().st_size - 3)
     with pytest.raises(CorruptLogError):

@@ -51,20 +51,23 @@ def refusal(broker: Broker, topic: Any) -> tuple[ErrorCode, str] | None:
     return None
 
 
+def failed(result_cls: type, name: str, error: ErrorCode, message: str) -> Any:
+    return make(result_cls, name=name, topic_id=None, error_code=error, error_message=message,
+                topic_config_error_code=0, num_partitions=-1, replication_factor=-1, configs=None)  # fmt: skip
+
+
 def create_one(broker: Broker, result_cls: type, topic: Any, validate_only: bool) -> Any:
     partitions = broker.config.num_partitions if topic.num_partitions == USE_DEFAULT else topic.num_partitions
     refused = refusal(broker, topic)
     if refused is not None:
-        return make(result_cls, name=topic.name, topic_id=None, error_code=refused[0], error_message=refused[1],
-                    topic_config_error_code=0, num_partitions=-1, replication_factor=-1, configs=None)  # fmt: skip
+        return failed(result_cls, topic.name, *refused)
     configs = {c.name: c.value for c in topic.configs}
     topic_id = None
     if not validate_only:
         try:
             topic_id = broker.create_topic(topic.name, partitions, configs).topic_id
         except TopicError as error:
-            return make(result_cls, name=topic.name, topic_id=None, error_code=ErrorCode.invalid_request,
-                        error_message=str(error), topic_config_error_code=0, num_partitions=-1, replication_factor=-1, configs=None)  # fmt: skip
+            return failed(result_cls, topic.name, ErrorCode.invalid_request, str(error))
     entries: tuple[Any, ...] = ()
     if has(result_cls, "configs"):
         config_cls = element(result_cls, "configs")
