@@ -43,7 +43,7 @@ test-python: $(STAMP) kafka-jars system-tools
 test: test-rust test-python
 
 bench: $(STAMP)
-	$(BIN)/python -m pytest bench --benchmark-enable -p no:cacheprovider
+	$(BIN)/python -m pytest bench/bench_storage.py bench/bench_protocol.py --benchmark-enable -p no:cacheprovider
 
 clean:
 	rm -rf $(VENV) build rust/target python/tidelog/**/*.so ext/*.c
