@@ -12,7 +12,7 @@ Workloads, for records of 100 B and 1 KiB, acks=1 and acks=all:
   (confluent-kafka), against each broker;
 - produce at a fixed rate of half the maximum that client measured on that broker for that case
   (linger.ms=1): latency under load rather than queueing;
-- consume the acks=1 topic from the page cache with bench/load.py (assign, no group) and kcat
+- consume (at most 1M records of) the acks=1 topic from the page cache with bench/load.py (assign, no group) and kcat
   against every broker, and with Kafka's ConsumerPerformance against Kafka only (it subscribes
   through a consumer group, which tidelog does not serve yet).
 
@@ -41,13 +41,14 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, Callable
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE / "kafka"))
 
 import e2e  # noqa: E402
-import reference_broker as rb  # noqa: E402
+import reference_broker as rb  # type: ignore[import-not-found]  # noqa: E402
 
 MiB = 1 << 20
 CLASSPATH = rb.CLASSPATH
@@ -94,7 +95,7 @@ class Running:
     bootstrap: str
     ready_s: float
     idle_rss_mib: float
-    stop: object  # callable
+    stop: Callable[[], None]
     topics: list[str] = field(default_factory=list)
 
     def cpu_seconds(self) -> float:
@@ -136,7 +137,7 @@ def start_tidelog(durable: bool) -> Running:
 # --- topics --------------------------------------------------------------------------------------
 
 def create_topic(broker: Running, topic: str) -> None:
-    from confluent_kafka.admin import AdminClient, NewTopic
+    from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
 
     admin = AdminClient({"bootstrap.servers": broker.bootstrap, "log_level": 4})
     for future in admin.create_topics([NewTopic(topic, 1, 1)], request_timeout=30).values():
@@ -180,7 +181,7 @@ def measured(broker: Running, command: list[str]) -> tuple[str, float, float]:
     return result.stdout, cpu, seconds
 
 
-def producer_performance(broker: Running, topic: str, records: int, size: int, acks: str, rate: float, linger_ms: int) -> dict:
+def producer_performance(broker: Running, topic: str, records: int, size: int, acks: str, rate: float, linger_ms: int) -> dict[str, Any]:
     command = [*e2e.pinned(1), rb.java(), "-Xmx1g", "-cp", CLASSPATH, "org.apache.kafka.tools.ProducerPerformance",
                "--bootstrap-server", broker.bootstrap, "--topic", topic, "--num-records", str(records),
                "--record-size", str(size), "--throughput", str(int(rate) if rate else -1),
@@ -200,30 +201,30 @@ def producer_performance(broker: Running, topic: str, records: int, size: int, a
     return row
 
 
-def load_produce(broker: Running, topic: str, records: int, size: int, acks: str, rate: float, linger_ms: int) -> dict:
+def load_produce(broker: Running, topic: str, records: int, size: int, acks: str, rate: float, linger_ms: int) -> dict[str, Any]:
     command = [*e2e.pinned(1), sys.executable, str(HERE / "load.py"), "produce", "--bootstrap", broker.bootstrap,
                "--topic", topic, "--records", str(records), "--record-size", str(size), "--acks", acks,
                "--linger-ms", str(linger_ms)] + (["--rate", str(rate)] if rate else [])  # fmt: skip
     stdout, cpu, _ = measured(broker, command)
-    row = json.loads(stdout.strip().splitlines()[-1])
+    row: dict[str, Any] = json.loads(stdout.strip().splitlines()[-1])
     row["broker_cpu_s"] = cpu
     if row.get("errors"):
         raise RuntimeError(f"{row['errors']} delivery errors")
     return row
 
 
-def load_consume(broker: Running, topic: str, records: int, size: int) -> dict:
+def load_consume(broker: Running, topic: str, records: int, size: int) -> dict[str, Any]:
     command = [*e2e.pinned(1), sys.executable, str(HERE / "load.py"), "consume", "--bootstrap", broker.bootstrap,
                "--topic", topic, "--records", str(records), "--record-size", str(size)]  # fmt: skip
     stdout, cpu, _ = measured(broker, command)
-    row = json.loads(stdout.strip().splitlines()[-1])
+    row: dict[str, Any] = json.loads(stdout.strip().splitlines()[-1])
     row["broker_cpu_s"] = cpu
     return row
 
 
-def kcat_consume(broker: Running, topic: str, records: int, size: int) -> dict:
+def kcat_consume(broker: Running, topic: str, records: int, size: int) -> dict[str, Any]:
     command = [*e2e.pinned(1), "kcat", "-b", broker.bootstrap, "-C", "-t", topic, "-p", "0", "-o", "beginning",
-               "-e", "-q", "-f", "%p", "-X", "fetch.max.bytes=67108864", "-X", "max.partition.fetch.bytes=16777216"]  # fmt: skip
+               "-c", str(records), "-e", "-q", "-f", "%p", "-X", "fetch.max.bytes=67108864", "-X", "max.partition.fetch.bytes=16777216"]  # fmt: skip
     stdout, cpu, seconds = measured(broker, command)
     count = len(stdout)  # one character (the partition, 0) per record
     if count < records:
@@ -231,7 +232,7 @@ def kcat_consume(broker: Running, topic: str, records: int, size: int) -> dict:
     return {"records_per_s": count / seconds, "mib_per_s": count * size / seconds / MiB, "broker_cpu_s": cpu}
 
 
-def consumer_performance(broker: Running, topic: str, records: int, size: int) -> dict:
+def consumer_performance(broker: Running, topic: str, records: int, size: int) -> dict[str, Any]:
     command = [*e2e.pinned(1), rb.java(), "-Xmx1g", "-cp", CLASSPATH, "org.apache.kafka.tools.ConsumerPerformance",
                "--bootstrap-server", broker.bootstrap, "--topic", topic, "--num-records", str(records),
                "--group", f"perf-{topic}", "--timeout", "60000",
@@ -256,7 +257,7 @@ class Row:
     workload: str
     client: str
     broker: str
-    figures: dict
+    figures: dict[str, Any]
     error: str = ""
 
 
@@ -265,7 +266,7 @@ def rotated(brokers: list[Running], turn: int) -> list[Running]:
     return brokers[k:] + brokers[:k]
 
 
-def run_one(rows: list[Row], broker: Running, workload: str, client: str, action) -> dict | None:  # noqa: ANN001
+def run_one(rows: list[Row], broker: Running, workload: str, client: str, action: Callable[[], dict[str, Any]]) -> dict[str, Any] | None:
     log(f"   {workload} | {client} | {broker.name}")
     try:
         figures = action()
@@ -284,6 +285,7 @@ def run(brokers: list[Running], quick: bool) -> list[Row]:
     rows: list[Row] = []
     scale = 10 if quick else 1
     turn = 0
+    consume_records = 1_000_000 // scale  # consumers are client-bound: read at most this many records
     for size, records in ((100, 3_000_000 // scale), (1024, 1_000_000 // scale)):
         maxima: dict[tuple[str, str, str], float] = {}
         consume_topic = {}
@@ -327,7 +329,7 @@ def run(brokers: list[Running], quick: bool) -> list[Row]:
             if broker.name in consume_topic:
                 topic, count = consume_topic[broker.name]
                 try:
-                    kcat_consume(broker, topic, count, size)
+                    kcat_consume(broker, topic, min(count, consume_records), size)
                 except Exception as error:  # noqa: BLE001
                     log(f"   warm-up read failed on {broker.name}: {error}")
         for client, consume in CONSUMERS.items():
@@ -336,6 +338,7 @@ def run(brokers: list[Running], quick: bool) -> list[Row]:
                 if broker.name not in consume_topic or ("Kafka only" in client and broker.name != KAFKA):
                     continue
                 topic, count = consume_topic[broker.name]
+                count = min(count, consume_records)
                 run_one(rows, broker, workload, client, lambda: consume(broker, topic, count, size))  # noqa: B023
             turn += 1
         for broker in brokers:
@@ -387,11 +390,11 @@ acks from the page cache like Kafka (`tidelog.flush.before.ack=false`).
 rerun with `.venv/bin/python bench/compare.py`.
 
 - Producers: `linger.ms=5` at maximum rate, `linger.ms=1` at the fixed rate (half of the maximum that client
-  reached on that broker in that case, for at most {FIXED_RATE_SECONDS:.0f} s), `batch.size=262144`, idempotence
+  reached on that broker in that case, for at most {FIXED_RATE_SECONDS / (3 if quick else 1):.1f} s), `batch.size=262144`, idempotence
   off (tidelog has no idempotent producer yet). One partition per topic, created before each run.
 - Latency: ProducerPerformance's (send to callback, whole milliseconds), load.py's (librdkafka's `produce()` to
   delivery report). At maximum rate it is mostly client-side queueing; the fixed-rate rows are the latency ones.
-- Consumers read the acks=1 topic load.py wrote, from the page cache (read once first, not measured).
+- Consumers read (at most the first 1M records of) the acks=1 topic load.py wrote, from the page cache (read once first, not measured).
   ConsumerPerformance joins a consumer group, which tidelog does not serve yet (no FindCoordinator): Kafka only.
   Its rate is `fetch.nMsg.sec` (without the group join).
 - Broker CPU s: user+system time of the broker process (all threads) during the run, from `/proc/<pid>/stat`.
@@ -409,38 +412,57 @@ Broker start (Popen to serving, from the kernel's process start time; Kafka's re
 
 
 def chart(rows: list[Row], path: Path) -> None:
+    """Grouped bars of MiB/s at maximum rate (and consume), one panel per record size."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    groups: list[tuple[str, str]] = []
-    for row in rows:
-        key = (row.workload, row.client)
-        if "half" not in row.workload and key not in groups:
-            groups.append(key)
     values = {(r.workload, r.client, r.broker): r.figures.get("mib_per_s", 0) for r in rows}
-    figure, axes = plt.subplots(figsize=(max(10, len(groups) * 0.9), 6))
+    sizes = sorted({int(r.workload.split()[1]) for r in rows})
+    figure, panels = plt.subplots(1, len(sizes), figsize=(14, 6), squeeze=False)
     width = 0.27
-    for i, name in enumerate(BROKER_NAMES):
-        heights = [values.get((w, c, name), 0) for w, c in groups]
-        axes.bar([g + (i - 1) * width for g in range(len(groups))], heights, width, label=name)
-    labels = [f"{w.replace('produce ', 'P ').replace('consume ', 'C ').replace(' max', '')}\n{c.split(' (')[0]}" for w, c in groups]
-    axes.set_xticks(range(len(groups)), labels, rotation=60, ha="right", fontsize=8)
-    axes.set_ylabel("MiB/s")
-    axes.set_title("tidelog vs Kafka 4.4: maximum throughput (broker on 1 core, client on the other)")
-    axes.legend()
-    axes.grid(axis="y", alpha=0.3)
+    for panel, size in zip(panels[0], sizes):
+        groups: list[tuple[str, str]] = []
+        for row in rows:
+            key = (row.workload, row.client)
+            if int(row.workload.split()[1]) == size and "half" not in row.workload and key not in groups:
+                groups.append(key)
+        for i, name in enumerate(BROKER_NAMES):
+            heights = [values.get((w, c, name), 0) for w, c in groups]
+            panel.bar([g + (i - 1) * width for g in range(len(groups))], heights, width, label=name)
+        labels = [f"{w.split(' B')[0].split()[0]}{w.split(' B')[1].replace(' max', '')}\n{c.split(' (')[0]}" for w, c in groups]
+        panel.set_xticks(range(len(groups)), labels, rotation=45, ha="right", fontsize=8)
+        panel.set_title(f"records of {size} B")
+        panel.set_ylabel("MiB/s")
+        panel.grid(axis="y", alpha=0.3)
+    panels[0][0].legend()
+    figure.suptitle("tidelog vs Kafka 4.4, maximum rate (broker on one core, client on the other)")
     figure.tight_layout()
     figure.savefig(path, dpi=110)
     plt.close(figure)
+
+
+def rows_from_markdown(path: Path) -> list[Row]:
+    """The table of a compare.md, back into rows (MiB/s only): redraw the chart without rerunning."""
+    rows = []
+    for line in path.read_text().splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if len(cells) == 12 and cells[2] in BROKER_NAMES and cells[4]:
+            workload = cells[0].split(" (")[0]
+            rows.append(Row(workload, cells[1], cells[2], {"mib_per_s": float(cells[4].replace(",", ""))}))
+    return rows
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="a tenth of the records")
     parser.add_argument("--out-dir", type=Path, default=HERE / "results")
+    parser.add_argument("--chart-only", action="store_true", help="redraw compare.png from compare.md, run nothing")
     args = parser.parse_args()
+    if args.chart_only:
+        chart(rows_from_markdown(args.out_dir / "compare.md"), args.out_dir / "compare.png")
+        return
     brokers: list[Running] = []
     try:
         log("starting Kafka")
@@ -455,7 +477,7 @@ def main() -> None:
     finally:
         for b in brokers:
             try:
-                b.stop()  # type: ignore[operator]
+                b.stop()
             except Exception as error:  # noqa: BLE001
                 log(f"stopping {b.name}: {error}")
     text = report(rows, brokers, args.quick, time.monotonic() - STARTED)
