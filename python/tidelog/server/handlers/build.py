@@ -15,7 +15,7 @@ from typing import Any
 
 @functools.cache
 def _fields(cls: type) -> dict[str, dataclasses.Field[Any]]:
-    return {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    return {f.name: f for f in dataclasses.fields(cls)}
 
 
 def has(cls: type, name: str) -> bool:

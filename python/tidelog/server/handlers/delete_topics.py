@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from typing import TYPE_CHECKING, Any
 
 from kio.schema.errors import ErrorCode
@@ -21,12 +22,12 @@ def handle(broker: Broker, header: RequestHeader, request: Any) -> bytes:
     cls = apis.response_class(ApiKey.DELETE_TOPICS, version)
     result_cls = element(cls, "responses")
     if hasattr(request, "topic_names"):
-        wanted = [(name, None) for name in request.topic_names]
+        wanted: list[tuple[str | None, uuid.UUID | None]] = [(name, None) for name in request.topic_names]
     else:
         wanted = [(t.name, t.topic_id) for t in request.topics]
     results = []
     for name, topic_id in wanted:
-        meta = broker.logs.topics.get(name) if name else broker.topic_by_id(topic_id)
+        meta = broker.logs.topics.get(name) if name else (broker.topic_by_id(topic_id) if topic_id else None)
         if meta is None:
             error = ErrorCode.unknown_topic_or_partition if name else ErrorCode.unknown_topic_id
             results.append(make(result_cls, name=name, topic_id=topic_id, error_code=error, error_message=None))

@@ -32,9 +32,9 @@ Results = list[tuple[str, list[PartitionResult]]]
 
 def handle(broker: Broker, header: RequestHeader, request: Any) -> Awaitable[bytes | None] | bytes | None:
     if request.acks not in (ACKS_NONE, ACKS_LEADER, ACKS_ALL):
-        results = [(t.name, [PartitionResult(p.index, ErrorCode.invalid_required_acks) for p in t.partition_data])
+        refused = [(t.name, [PartitionResult(p.index, ErrorCode.invalid_required_acks) for p in t.partition_data])
                    for t in request.topic_data]  # fmt: skip
-        return encode_produce_response(header.api_version, results)
+        return encode_produce_response(header.api_version, refused)
     results: Results = []
     durable: list[tuple[PartitionResult, asyncio.Future[None]]] = []
     for topic in request.topic_data:
