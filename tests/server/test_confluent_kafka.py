@@ -4,6 +4,7 @@ offsets by time, and the admin calls it has."""
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 import pytest
 from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
@@ -16,7 +17,7 @@ from confluent_kafka.admin import (
     NewTopic,
 )
 
-from tests.server.conftest import BrokerProcess
+from tests.server.conftest import BrokerProcess, free_port
 from tests.server.scenario import CODECS, Sent, records_for
 
 TIMEOUT_S = 15
@@ -130,3 +131,16 @@ def test_admin_calls(broker: BrokerProcess) -> None:
 def test_auto_created_topic_on_produce(broker: BrokerProcess) -> None:
     delivered = produce(broker, "auto-created", records_for("none")[:10])
     assert len(delivered) == 10
+
+
+def test_round_trip_on_uvloop(tmp_path: Path) -> None:
+    """tidelog.event.loop=uvloop: same answers; fetched records are copied (uvloop has no sendfile)."""
+    process = BrokerProcess(tmp_path / "data", free_port(), {"tidelog.event.loop": "uvloop"}).start()
+    try:
+        create(process, NewTopic("on-uvloop", 1, 1))
+        sent = records_for("zstd")
+        produce(process, "on-uvloop", sent, **{"compression.type": "zstd", "acks": "all"})
+        got = consume(process, "on-uvloop", len(sent))
+        assert [(m.offset(), m.value()) for m in got] == [(i, r.value) for i, r in enumerate(sent)]  # type: ignore[attr-defined]
+    finally:
+        assert process.stop() == 0
