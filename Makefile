@@ -24,7 +24,8 @@ serve: $(STAMP)
 
 # Kafka's own tools read our files in the tests; fetched once into .cache/ (skipped without Java).
 kafka-jars:
-	@if command -v java >/dev/null && command -v mvn >/dev/null; then bash bench/kafka/fetch.sh; \
+	@if command -v java >/dev/null && command -v mvn >/dev/null; then \
+		bash bench/kafka/fetch.sh || echo "FETCHING KAFKA'S JARS FAILED: tests against Kafka will be skipped"; \
 	else echo "java or mvn missing: tests that need Kafka's jars will be skipped"; fi
 
 test-rust:
@@ -34,7 +35,8 @@ test-rust:
 system-tools:
 	@if ! command -v kcat >/dev/null; then \
 		if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
-			apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq kcat >/dev/null; \
+			(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq kcat >/dev/null) \
+				|| echo "could not install kcat: kcat tests will be skipped"; \
 		else echo "kcat missing and not root: kcat tests will be skipped"; fi; fi
 
 test-python: $(STAMP) kafka-jars system-tools
