@@ -29,6 +29,7 @@ mkdir -p "$libs"
 if ! out="$(mvn -q -B -Dstyle.color=never -f "$pom" -Dmaven.repo.local="$m2" \
     dependency:copy-dependencies -DoutputDirectory="$libs" -DincludeScope=runtime 2>&1)"; then
   echo "$out" >&2
+  rm -rf "$libs"  # no partial set of jars: tests that need them then skip instead of failing
   echo "fetch.sh: mvn dependency:copy-dependencies failed" >&2
   exit 1
 fi
