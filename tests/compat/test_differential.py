@@ -19,7 +19,7 @@ from kio.schema.metadata.v12.request import MetadataRequest, MetadataRequestTopi
 
 from tests.conftest import make_batch
 from tidelog.protocol.records import iter_batches
-from tests.server.test_bad_input import produce
+from tests.server.test_bad_input import BAD_BATCH_ERRORS, produce
 from tests.server.wire_client import WireClient, encode_request
 
 from kio.schema.api_versions.v3.request import ApiVersionsRequest
@@ -86,18 +86,11 @@ def with_crc(batch: bytes) -> bytes:
     return batch[:17] + struct.pack(">I", crc32c.crc32c(batch[21:])) + batch[21:]
 
 
-def corrupt_crc(batch: bytes) -> bytes:
-    return batch[:-1] + bytes([batch[-1] ^ 1])
-
-
+# The bad batches of the server tests, plus a control batch whose CRC is right: Kafka must agree
+# on every error code.
 BAD_PRODUCES = {
-    "bad crc": (corrupt_crc, ErrorCode.corrupt_message),
-    "two batches": (lambda b: b + b, ErrorCode.invalid_record),
-    "truncated batch": (lambda b: b[:-10], ErrorCode.invalid_record),
-    "negative length": (lambda b: b[:8] + struct.pack(">i", -7) + b[12:], ErrorCode.corrupt_message),
-    "wrong magic": (lambda b: b[:16] + b"\x01" + b[17:], ErrorCode.invalid_record),
-    "control bit, CRC not fixed": (lambda b: b[:22] + bytes([b[22] | 0x20]) + b[23:], ErrorCode.corrupt_message),
-    "control batch": (lambda b: with_crc(b[:22] + bytes([b[22] | 0x20]) + b[23:]), ErrorCode.invalid_record),
+    **BAD_BATCH_ERRORS,
+    "control batch, CRC fixed": (lambda b: with_crc(b[:22] + bytes([b[22] | 0x20]) + b[23:]), ErrorCode.invalid_record),
 }
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime
+import uuid
 
 from kio.schema.errors import ErrorCode
 
@@ -21,6 +22,8 @@ from tidelog.storage import (
 )
 
 NO_THROTTLE = datetime.timedelta(0)
+# What Kafka answers as the topic id of a topic it does not know.
+ZERO_UUID = uuid.UUID(int=0)
 
 
 class CloseConnection(Exception):

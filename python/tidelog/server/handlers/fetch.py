@@ -17,14 +17,13 @@ from kio.schema.errors import ErrorCode
 from tidelog.protocol.fetch import VERSION_TOPIC_IDS, FetchedPartition, FetchedTopic, encode_fetch_response
 from tidelog.protocol.framing import RequestHeader
 from tidelog.protocol.wire import Sendable
-from tidelog.server.handlers.common import error_code_for
+from tidelog.server.handlers.common import ZERO_UUID, error_code_for
 from tidelog.storage import Partition, StorageError
 
 if TYPE_CHECKING:
     from tidelog.server.broker import Broker
 
 READ_COMMITTED = 1
-ZERO_UUID = uuid.UUID(int=0)
 
 
 @dataclass(slots=True)

@@ -6,7 +6,6 @@ change, so repeated requests cost a dict lookup.
 
 from __future__ import annotations
 
-import uuid
 from typing import TYPE_CHECKING, Any
 
 from kio.schema.errors import ErrorCode
@@ -15,7 +14,7 @@ from tidelog.protocol import apis
 from tidelog.protocol.apis import ApiKey
 from tidelog.protocol.framing import RequestHeader
 from tidelog.server.handlers.build import element, make
-from tidelog.server.handlers.common import NO_THROTTLE
+from tidelog.server.handlers.common import NO_THROTTLE, ZERO_UUID
 from tidelog.storage import TopicError
 from tidelog.storage.log_manager import check_topic_name
 
@@ -23,7 +22,6 @@ if TYPE_CHECKING:
     from tidelog.server.broker import Broker
 
 VERSION_AUTO_CREATE_FLAG = 4
-ZERO_UUID = uuid.UUID(int=0)
 
 
 def handle(broker: Broker, header: RequestHeader, request: Any) -> bytes:
