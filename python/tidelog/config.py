@@ -120,6 +120,16 @@ class BrokerConfig:
     tidelog_frame_deadline_ms: int = 30_000
     # Requests read from one connection but not yet answered; reading pauses at this count.
     tidelog_inflight_requests_max: int = 64
+    # Group coordinator (Kafka's keys and defaults). Offsets live in __consumer_offsets.
+    offsets_topic_num_partitions: int = 50
+    offsets_topic_segment_bytes: int = 104_857_600
+    offsets_retention_minutes: int = 10_080
+    offsets_retention_check_interval_ms: int = 600_000
+    offset_metadata_max_bytes: int = 4096
+    group_initial_rebalance_delay_ms: int = 3000
+    group_min_session_timeout_ms: int = 6000
+    group_max_session_timeout_ms: int = 1_800_000
+    group_max_size: int = 2_147_483_647
     topic_defaults: TopicConfig = TopicConfig()
 
     @classmethod

@@ -20,3 +20,7 @@ RETENTION_CHECK_INTERVAL_MS = 300_000
 
 # Wire protocol.
 TAGGED_FIELDS_MAX = 64
+
+# Group coordinator: bytes of __consumer_offsets read per step while a partition is replayed
+# (the event loop serves other requests between steps).
+COORDINATOR_LOAD_CHUNK_BYTES = 1 << 20

@@ -23,19 +23,34 @@ log = logging.getLogger("tidelog")
 
 
 async def housekeeping(broker: Broker, stop: asyncio.Event) -> None:
-    """Checkpoints and retention on the configured intervals, until `stop` is set."""
+    """Checkpoints, retention and offset expiry on their configured intervals, until `stop`."""
     loop = asyncio.get_running_loop()
     config = broker.config
-    next_retention = loop.time() + config.log_retention_check_interval_ms / 1000
+    intervals = {
+        "checkpoint": config.log_flush_offset_checkpoint_interval_ms / 1000,
+        "retention": config.log_retention_check_interval_ms / 1000,
+        "offsets expiry": config.offsets_retention_check_interval_ms / 1000,
+    }
+    due = {task: loop.time() + interval for task, interval in intervals.items()}
     while not stop.is_set():
         try:
-            await asyncio.wait_for(stop.wait(), config.log_flush_offset_checkpoint_interval_ms / 1000)
+            await asyncio.wait_for(stop.wait(), max(min(due.values()) - loop.time(), 0))
         except TimeoutError:
-            broker.logs.checkpoint_all()
-        if loop.time() >= next_retention:
-            for topic_partition, report in broker.logs.enforce_retention().items():
-                log.info("retention deleted %d segment(s) of %s", report.segments_deleted, topic_partition.directory_name())
-            next_retention = loop.time() + config.log_retention_check_interval_ms / 1000
+            pass
+        for task, when in due.items():
+            if loop.time() >= when and not stop.is_set():
+                await run_housekeeping_task(broker, task)
+                due[task] = loop.time() + intervals[task]
+
+
+async def run_housekeeping_task(broker: Broker, task: str) -> None:
+    if task == "checkpoint":
+        broker.logs.checkpoint_all()
+    elif task == "retention":
+        for topic_partition, report in broker.logs.enforce_retention().items():
+            log.info("retention deleted %d segment(s) of %s", report.segments_deleted, topic_partition.directory_name())
+    else:
+        await broker.groups.expire_offsets()
 
 
 async def serve(config: BrokerConfig) -> None:
@@ -45,6 +60,7 @@ async def serve(config: BrokerConfig) -> None:
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
     broker = Broker.open(config)
+    broker.start()
     listener = Listener(broker)
     try:
         host, port = await listener.start()

@@ -29,7 +29,7 @@ from kio.serial.errors import SerialError
 from tidelog.protocol import apis, framing
 from tidelog.protocol.wire import Sendable, parts_size
 from tidelog.server.handlers import api_versions
-from tidelog.server.handlers.common import CloseConnection
+from tidelog.server.handlers.common import CLIENT_HOST, CloseConnection
 
 if TYPE_CHECKING:
     from tidelog.server.broker import Broker
@@ -60,6 +60,7 @@ class Connection(asyncio.Protocol):
         self.config = broker.config
         self.transport: asyncio.Transport | None = None
         self.peer = "?"
+        self.client_host = "/?"
         self.buffer = bytearray()
         self.slots: collections.deque[Slot] = collections.deque()
         self.frame_deadline: asyncio.TimerHandle | None = None
@@ -74,6 +75,7 @@ class Connection(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]  # uvloop's transports are not asyncio subclasses
         self.peer = "%s:%s" % (transport.get_extra_info("peername") or ("?", "?"))[:2]
+        self.client_host = "/" + self.peer.rsplit(":", 1)[0]
         sock = transport.get_extra_info("socket")
         if sock is not None:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -163,6 +165,7 @@ class Connection(asyncio.Protocol):
         except (framing.FrameError, SerialError, UnicodeDecodeError, ValueError) as error:
             self.close(f"malformed {apis.ApiKey(api_key).name} v{api_version} request: {error}")
             return
+        CLIENT_HOST.set(self.client_host)
         try:
             result = self.handlers[api_key](self.broker, header, request)
         except CloseConnection as reason:

@@ -12,6 +12,8 @@ import functools
 import typing
 from typing import Any
 
+from tidelog.protocol import apis
+
 
 @functools.cache
 def _fields(cls: type) -> dict[str, dataclasses.Field[Any]]:
@@ -35,3 +37,8 @@ def element(cls: type, name: str) -> Any:
         if dataclasses.is_dataclass(candidate):
             return candidate
     raise TypeError(f"{cls.__name__}.{name} holds no message class")
+
+
+def response(api_key: int, version: int, **values: Any) -> bytes:
+    """The encoded response of `api_key` at `version`, from values for any version's fields."""
+    return apis.encode_response(api_key, version, make(apis.response_class(api_key, version), **values))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextvars
 import datetime
 import uuid
 
@@ -24,6 +25,18 @@ from tidelog.storage import (
 NO_THROTTLE = datetime.timedelta(0)
 # What Kafka answers as the topic id of a topic it does not know.
 ZERO_UUID = uuid.UUID(int=0)
+
+
+# The peer of the connection a request came on, as Kafka shows it ("/127.0.0.1"); set by the
+# connection before it calls a handler, so a handler's task sees its own request's value.
+CLIENT_HOST: contextvars.ContextVar[str] = contextvars.ContextVar("client_host", default="")
+
+
+def timedelta_ms(value: datetime.timedelta | int) -> int:
+    """kio's form of an int32/int64 millisecond field is a timedelta."""
+    if isinstance(value, datetime.timedelta):
+        return int(value.total_seconds() * 1000)
+    return int(value)
 
 
 class CloseConnection(Exception):

@@ -84,6 +84,6 @@ def describe_topic(broker: Broker, topic_cls: type, name: str | None, topic_id: 
         error_code=error,
         name=name,
         topic_id=meta.topic_id if meta else (topic_id or ZERO_UUID),
-        is_internal=False,
+        is_internal=broker.is_internal(name) if name else False,
         partitions=partitions,
     )

@@ -81,6 +81,8 @@ def append_one(broker: Broker, topic: str, index: int, records: bytes | None, ac
     partition = broker.partition(topic, index)
     if partition is None:
         return PartitionResult(index, ErrorCode.unknown_topic_or_partition), None
+    if broker.is_internal(topic):  # only the coordinators write there, as in Kafka
+        return PartitionResult(index, ErrorCode.invalid_topic_exception, error_message=f"cannot append to internal topic {topic}"), None
     refused = refusal(records)
     if refused is not None:
         return PartitionResult(index, refused[0], error_message=refused[1]), None

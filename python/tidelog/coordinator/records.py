@@ -1,0 +1,288 @@
+"""The records of `__consumer_offsets`, in Kafka's own key and value formats.
+
+Keys and values are Kafka's "coordinator records" (apache/kafka `group-coordinator` message
+schemas): a big-endian int16 version, then the fields. The key's version says what the record is:
+
+- 0 or 1: an offset commit, key {group, topic, partition}; value `OffsetCommitValue`
+  (v0: offset, metadata, commit time; v1 adds an expire time; v3 adds the leader epoch before
+  the metadata). Kafka writes key v1 with value v3 (v1 when an expire time was asked for).
+- 2: a group's metadata, key {group}; value `GroupMetadataValue` v3 (protocol type, generation,
+  protocol, leader, state time, members with subscription and assignment).
+
+A null value is a tombstone: the offset, or the whole group, is gone. Kafka's
+`kafka-dump-log --offsets-decoder` reads what this module writes (a test checks it).
+Only the non-flexible versions are written; flexible ones (value v4+) are read as well.
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass, field
+
+OFFSET_COMMIT_KEY_VERSIONS = (0, 1)
+GROUP_METADATA_KEY_VERSION = 2
+OFFSET_COMMIT_KEY_WRITTEN = 1
+OFFSET_COMMIT_VALUE_WRITTEN = 3
+OFFSET_COMMIT_VALUE_WITH_EXPIRY = 1
+GROUP_METADATA_VALUE_WRITTEN = 3
+FIRST_FLEXIBLE_OFFSET_VALUE = 4
+FIRST_FLEXIBLE_GROUP_VALUE = 4
+NO_LEADER_EPOCH = -1
+NO_TIMESTAMP = -1
+
+INT16 = struct.Struct(">h")
+INT32 = struct.Struct(">i")
+INT64 = struct.Struct(">q")
+
+
+class CoordinatorRecordError(ValueError):
+    """A `__consumer_offsets` record that does not parse."""
+
+
+@dataclass(frozen=True, slots=True)
+class OffsetKey:
+    group: str
+    topic: str
+    partition: int
+
+
+@dataclass(frozen=True, slots=True)
+class GroupKey:
+    group: str
+
+
+@dataclass(frozen=True, slots=True)
+class OffsetAndMetadata:
+    offset: int
+    leader_epoch: int
+    metadata: str
+    commit_timestamp_ms: int
+    expire_timestamp_ms: int = NO_TIMESTAMP
+
+
+@dataclass(frozen=True, slots=True)
+class StoredMember:
+    member_id: str
+    group_instance_id: str | None
+    client_id: str
+    client_host: str
+    rebalance_timeout_ms: int
+    session_timeout_ms: int
+    subscription: bytes
+    assignment: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class StoredGroup:
+    """What a GroupMetadata record holds: a group's last completed generation."""
+
+    protocol_type: str
+    generation: int
+    protocol: str | None
+    leader: str | None
+    state_timestamp_ms: int
+    members: tuple[StoredMember, ...] = field(default=())
+
+
+# ---- writing ------------------------------------------------------------------------------
+
+
+class _Writer:
+    def __init__(self) -> None:
+        self.out = bytearray()
+
+    def int16(self, value: int) -> _Writer:
+        self.out += INT16.pack(value)
+        return self
+
+    def int32(self, value: int) -> _Writer:
+        self.out += INT32.pack(value)
+        return self
+
+    def int64(self, value: int) -> _Writer:
+        self.out += INT64.pack(value)
+        return self
+
+    def string(self, value: str | None) -> _Writer:
+        if value is None:
+            return self.int16(-1)
+        data = value.encode()
+        self.out += INT16.pack(len(data)) + data
+        return self
+
+    def bytes_(self, value: bytes) -> _Writer:
+        self.out += INT32.pack(len(value)) + value
+        return self
+
+
+def offset_key(key: OffsetKey) -> bytes:
+    writer = _Writer().int16(OFFSET_COMMIT_KEY_WRITTEN).string(key.group).string(key.topic).int32(key.partition)
+    return bytes(writer.out)
+
+
+def group_key(key: GroupKey) -> bytes:
+    return bytes(_Writer().int16(GROUP_METADATA_KEY_VERSION).string(key.group).out)
+
+
+def offset_value(value: OffsetAndMetadata) -> bytes:
+    if value.expire_timestamp_ms != NO_TIMESTAMP:
+        writer = _Writer().int16(OFFSET_COMMIT_VALUE_WITH_EXPIRY).int64(value.offset).string(value.metadata)
+        writer.int64(value.commit_timestamp_ms).int64(value.expire_timestamp_ms)
+        return bytes(writer.out)
+    writer = _Writer().int16(OFFSET_COMMIT_VALUE_WRITTEN).int64(value.offset).int32(value.leader_epoch)
+    writer.string(value.metadata).int64(value.commit_timestamp_ms)
+    return bytes(writer.out)
+
+
+def group_value(value: StoredGroup) -> bytes:
+    writer = _Writer().int16(GROUP_METADATA_VALUE_WRITTEN).string(value.protocol_type).int32(value.generation)
+    writer.string(value.protocol).string(value.leader).int64(value.state_timestamp_ms)
+    writer.int32(len(value.members))
+    for member in value.members:
+        writer.string(member.member_id).string(member.group_instance_id).string(member.client_id)
+        writer.string(member.client_host).int32(member.rebalance_timeout_ms).int32(member.session_timeout_ms)
+        writer.bytes_(member.subscription).bytes_(member.assignment)
+    return bytes(writer.out)
+
+
+# ---- reading ------------------------------------------------------------------------------
+
+
+class _Reader:
+    """Reads fields of one version; `flexible` switches to compact strings and tagged fields."""
+
+    def __init__(self, data: bytes | memoryview, flexible: bool = False) -> None:
+        self.data = memoryview(data)
+        self.at = 0
+        self.flexible = flexible
+
+    def _take(self, size: int) -> memoryview:
+        if size < 0 or self.at + size > len(self.data):
+            raise CoordinatorRecordError("record runs past its end")
+        chunk = self.data[self.at : self.at + size]
+        self.at += size
+        return chunk
+
+    def int16(self) -> int:
+        return int(INT16.unpack(self._take(2))[0])
+
+    def int32(self) -> int:
+        return int(INT32.unpack(self._take(4))[0])
+
+    def int64(self) -> int:
+        return int(INT64.unpack(self._take(8))[0])
+
+    def uvarint(self) -> int:
+        value, shift = 0, 0
+        while True:
+            byte = self._take(1)[0]
+            value |= (byte & 0x7F) << shift
+            if not byte & 0x80:
+                return value
+            shift += 7
+            if shift > 28:
+                raise CoordinatorRecordError("varint too long")
+
+    def _length(self, wide: bool) -> int:
+        if self.flexible:
+            return self.uvarint() - 1
+        return self.int32() if wide else self.int16()
+
+    def string(self) -> str | None:
+        length = self._length(wide=False)
+        if length < 0:
+            return None
+        try:
+            return bytes(self._take(length)).decode()
+        except UnicodeDecodeError as error:
+            raise CoordinatorRecordError(f"string is not UTF-8: {error}") from None
+
+    def required_string(self) -> str:
+        value = self.string()
+        if value is None:
+            raise CoordinatorRecordError("null where a string is required")
+        return value
+
+    def bytes_(self) -> bytes:
+        length = self._length(wide=True)
+        return b"" if length < 0 else bytes(self._take(length))
+
+    def array_length(self) -> int:
+        length = self._length(wide=True)
+        if length > len(self.data):  # each element takes at least a byte
+            raise CoordinatorRecordError("array longer than the record")
+        return max(length, 0)
+
+    def skip_tagged_fields(self) -> None:
+        if self.flexible:
+            for _ in range(self.uvarint()):
+                self.uvarint()
+                self._take(self.uvarint())
+
+
+def parse_key(data: bytes | memoryview) -> OffsetKey | GroupKey | None:
+    """The key of a `__consumer_offsets` record; None for record types tidelog does not keep
+    (KIP-848 and share-group records, which a Kafka 4 broker could have written)."""
+    reader = _Reader(data)
+    version = reader.int16()
+    if version in OFFSET_COMMIT_KEY_VERSIONS:
+        return OffsetKey(reader.required_string(), reader.required_string(), reader.int32())
+    if version == GROUP_METADATA_KEY_VERSION:
+        return GroupKey(reader.required_string())
+    return None
+
+
+def parse_offset_value(data: bytes | memoryview) -> OffsetAndMetadata:
+    version = INT16.unpack_from(data, 0)[0]
+    reader = _Reader(data, flexible=version >= FIRST_FLEXIBLE_OFFSET_VALUE)
+    reader.at = 2
+    offset = reader.int64()
+    leader_epoch = reader.int32() if version >= 3 else NO_LEADER_EPOCH
+    metadata = reader.string() or ""
+    commit_timestamp = reader.int64()
+    expire_timestamp = reader.int64() if version == 1 else NO_TIMESTAMP
+    reader.skip_tagged_fields()
+    return OffsetAndMetadata(offset, leader_epoch, metadata, commit_timestamp, expire_timestamp)
+
+
+def parse_group_value(data: bytes | memoryview) -> StoredGroup:
+    version = INT16.unpack_from(data, 0)[0]
+    reader = _Reader(data, flexible=version >= FIRST_FLEXIBLE_GROUP_VALUE)
+    reader.at = 2
+    protocol_type = reader.required_string()
+    generation = reader.int32()
+    protocol = reader.string()
+    leader = reader.string()
+    state_timestamp = reader.int64() if version >= 2 else NO_TIMESTAMP
+    members = []
+    for _ in range(reader.array_length()):
+        member_id = reader.required_string()
+        instance_id = reader.string() if version >= 3 else None
+        client_id = reader.required_string()
+        client_host = reader.required_string()
+        rebalance_timeout = reader.int32() if version >= 1 else -1
+        session_timeout = reader.int32()
+        if rebalance_timeout < 0:
+            rebalance_timeout = session_timeout
+        subscription = reader.bytes_()
+        assignment = reader.bytes_()
+        reader.skip_tagged_fields()
+        members.append(StoredMember(member_id, instance_id, client_id, client_host, rebalance_timeout, session_timeout, subscription, assignment))
+    reader.skip_tagged_fields()
+    return StoredGroup(protocol_type, generation, protocol, leader, state_timestamp, tuple(members))
+
+
+def java_string_hash(text: str) -> int:
+    """Java's `String.hashCode` (over UTF-16 code units), as a signed 32-bit int."""
+    value = 0
+    utf16 = text.encode("utf-16-be")
+    for i in range(0, len(utf16), 2):
+        value = (31 * value + (utf16[i] << 8 | utf16[i + 1])) & 0xFFFFFFFF
+    return value - (1 << 32) if value >= 1 << 31 else value
+
+
+def partition_for(group: str, partitions: int) -> int:
+    """Kafka's `__consumer_offsets` partition for a group: abs(hashCode) mod count, with
+    Kafka's `Utils.abs` that maps Integer.MIN_VALUE to 0."""
+    hash_code = java_string_hash(group)
+    return (0 if hash_code == -(1 << 31) else abs(hash_code)) % partitions

@@ -1,0 +1,53 @@
+"""FindCoordinator v0-v6: this broker coordinates every group (v4+ asks for many keys at once).
+
+The first request for a group creates `__consumer_offsets`, as Kafka does. Transaction
+coordinators (key type 1) come with transactions; until then the answer is
+COORDINATOR_NOT_AVAILABLE, which clients retry.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from kio.schema.errors import ErrorCode
+
+from tidelog.protocol import apis
+from tidelog.protocol.apis import ApiKey
+from tidelog.protocol.framing import RequestHeader
+from tidelog.server.handlers.build import element, response
+from tidelog.server.handlers.common import NO_THROTTLE
+
+if TYPE_CHECKING:
+    from tidelog.server.broker import Broker
+
+GROUP_KEY, TRANSACTION_KEY = 0, 1
+BATCHED_KEYS_MIN_VERSION = 4
+
+
+def handle(broker: Broker, header: RequestHeader, request: Any) -> bytes:
+    version = header.api_version
+    key_type = getattr(request, "key_type", GROUP_KEY)
+    if version < BATCHED_KEYS_MIN_VERSION:
+        error, message = locate(broker, key_type, request.key)
+        return response(ApiKey.FIND_COORDINATOR, version, throttle_time=NO_THROTTLE, error_code=error, error_message=message,
+                        node_id=broker.node_id if error == ErrorCode.none else -1, host=broker.host if error == ErrorCode.none else "",
+                        port=broker.port if error == ErrorCode.none else -1)  # fmt: skip
+    coordinator_cls = element(apis.response_class(ApiKey.FIND_COORDINATOR, version), "coordinators")
+    answers = []
+    for key in request.coordinator_keys:
+        error, message = locate(broker, key_type, key)
+        found = error == ErrorCode.none
+        answers.append(coordinator_cls(key=key, node_id=broker.node_id if found else -1, host=broker.host if found else "",
+                                       port=broker.port if found else -1, error_code=error, error_message=message))  # fmt: skip
+    return response(ApiKey.FIND_COORDINATOR, version, throttle_time=NO_THROTTLE, coordinators=tuple(answers))
+
+
+def locate(broker: Broker, key_type: int, key: str) -> tuple[ErrorCode, str | None]:
+    if key_type == TRANSACTION_KEY:
+        return ErrorCode.coordinator_not_available, "transactions are not supported yet"
+    if key_type != GROUP_KEY:
+        return ErrorCode.invalid_request, f"unknown key type {key_type}"
+    if not key:
+        return ErrorCode.invalid_request, "empty group id"
+    broker.groups.ensure_offsets_topic()
+    return ErrorCode.none, None

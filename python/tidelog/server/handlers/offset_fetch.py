@@ -1,0 +1,64 @@
+"""OffsetFetch v1-v9: a group's committed offsets (v8+: many groups per request).
+
+`require_stable` (v7+) asks for UNSTABLE_OFFSET_COMMIT where a transaction still holds an
+offset; without transactions no offset is ever pending.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from kio.schema.errors import ErrorCode
+
+from tidelog.coordinator.group_coordinator import CommittedOffset, ShardLoading
+from tidelog.protocol import apis
+from tidelog.protocol.apis import ApiKey
+from tidelog.protocol.framing import RequestHeader
+from tidelog.server.handlers.build import element, make, response
+from tidelog.server.handlers.common import NO_THROTTLE
+
+if TYPE_CHECKING:
+    from tidelog.server.broker import Broker
+
+BATCHED_GROUPS_MIN_VERSION = 8
+# v0-v1 answered a loading coordinator per partition; from v2 the answer has a group error.
+GROUP_ERROR_MIN_VERSION = 2
+
+Offsets = dict[tuple[str, int], CommittedOffset]
+
+
+def handle(broker: Broker, header: RequestHeader, request: Any) -> bytes:
+    version = header.api_version
+    cls = apis.response_class(ApiKey.OFFSET_FETCH, version)
+    if version < BATCHED_GROUPS_MIN_VERSION:
+        error, offsets = fetch(broker, request.group_id, request.topics)
+        topics = encode_topics(cls, offsets, error, version)
+        return response(ApiKey.OFFSET_FETCH, version, throttle_time=NO_THROTTLE, topics=topics, error_code=error)
+    group_cls = element(cls, "groups")
+    groups = []
+    for wanted in request.groups:
+        error, offsets = fetch(broker, wanted.group_id, wanted.topics)
+        groups.append(make(group_cls, group_id=wanted.group_id, topics=encode_topics(group_cls, offsets, error, version), error_code=error))
+    return response(ApiKey.OFFSET_FETCH, version, throttle_time=NO_THROTTLE, groups=tuple(groups))
+
+
+def fetch(broker: Broker, group_id: str, topics: Any) -> tuple[ErrorCode, Offsets]:
+    partitions = None if topics is None else [(t.name, p) for t in topics for p in t.partition_indexes]
+    try:
+        return ErrorCode.none, broker.groups.fetch_offsets(group_id, partitions)
+    except ShardLoading:
+        loading = CommittedOffset(-1, -1, "", ErrorCode.coordinator_load_in_progress)
+        return ErrorCode.coordinator_load_in_progress, dict.fromkeys(partitions or [], loading)
+
+
+def encode_topics(cls: type, offsets: Offsets, error: ErrorCode, version: int) -> tuple[Any, ...]:
+    topic_cls = element(cls, "topics")
+    partition_cls = element(topic_cls, "partitions")
+    by_topic: dict[str, list[Any]] = {}
+    for (topic, partition), committed in offsets.items():
+        partition_error = committed.error if version < GROUP_ERROR_MIN_VERSION or error == ErrorCode.none else ErrorCode.none
+        by_topic.setdefault(topic, []).append(make(
+            partition_cls, partition_index=partition, committed_offset=committed.offset,
+            committed_leader_epoch=committed.leader_epoch, metadata=committed.metadata, error_code=partition_error,
+        ))  # fmt: skip
+    return tuple(make(topic_cls, name=name, partitions=tuple(parts)) for name, parts in by_topic.items())
