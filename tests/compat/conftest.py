@@ -42,7 +42,9 @@ def kafka_port(tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
 
 @pytest.fixture(scope="session")
 def tidelog_port(tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
-    process = BrokerProcess(tmp_path_factory.mktemp("tidelog") / "data", free_port()).start()
+    # As the reference Kafka is configured: no initial rebalance delay for new groups.
+    settings = {"group.initial.rebalance.delay.ms": "0"}
+    process = BrokerProcess(tmp_path_factory.mktemp("tidelog") / "data", free_port(), settings).start()
     yield process.port
     process.stop()
 

@@ -57,7 +57,15 @@ class WireClient:
 
     def request(self, api_key: int, version: int, body: Any, correlation_id: int = 1) -> Any:
         """Sends one request and decodes its response body with kio."""
+        self.send(api_key, version, body, correlation_id)
+        return self.receive(api_key, version, correlation_id)
+
+    def send(self, api_key: int, version: int, body: Any, correlation_id: int = 1) -> None:
+        """Sends a request without waiting (for requests the broker holds, like JoinGroup)."""
         self.send_raw(encode_request(api_key, version, body, correlation_id))
+
+    def receive(self, api_key: int, version: int, correlation_id: int = 1) -> Any:
+        """The next response, decoded; it must answer `correlation_id`."""
         frame = self.read_frame()
         assert frame is not None, "the broker closed the connection"
         (received_id,) = struct.unpack_from(">i", frame)

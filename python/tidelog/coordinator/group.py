@@ -109,7 +109,10 @@ class ClassicGroup:
         self.static_members: dict[str, str] = {}  # group.instance.id → member id
         # Member ids handed out with MEMBER_ID_REQUIRED (JoinGroup v4+), not yet joined.
         self.pending_members: dict[str, asyncio.TimerHandle] = {}
+        # The durable state, changed only by replaying records: committed offsets and the
+        # last stored generation.
         self.offsets: dict[tuple[str, int], OffsetAndMetadata] = {}
+        self.stored: StoredGroup | None = None
         self.join_timer: asyncio.TimerHandle | None = None
         # When the initial rebalance delay may still be stretched, and up to when.
         self.initial_delay_deadline: float | None = None

@@ -233,9 +233,9 @@ def parse_key(data: bytes | memoryview) -> OffsetKey | GroupKey | None:
 
 
 def parse_offset_value(data: bytes | memoryview) -> OffsetAndMetadata:
-    version = INT16.unpack_from(data, 0)[0]
-    reader = _Reader(data, flexible=version >= FIRST_FLEXIBLE_OFFSET_VALUE)
-    reader.at = 2
+    reader = _Reader(data)
+    version = reader.int16()
+    reader.flexible = version >= FIRST_FLEXIBLE_OFFSET_VALUE
     offset = reader.int64()
     leader_epoch = reader.int32() if version >= 3 else NO_LEADER_EPOCH
     metadata = reader.string() or ""
@@ -246,9 +246,9 @@ def parse_offset_value(data: bytes | memoryview) -> OffsetAndMetadata:
 
 
 def parse_group_value(data: bytes | memoryview) -> StoredGroup:
-    version = INT16.unpack_from(data, 0)[0]
-    reader = _Reader(data, flexible=version >= FIRST_FLEXIBLE_GROUP_VALUE)
-    reader.at = 2
+    reader = _Reader(data)
+    version = reader.int16()
+    reader.flexible = version >= FIRST_FLEXIBLE_GROUP_VALUE
     protocol_type = reader.required_string()
     generation = reader.int32()
     protocol = reader.string()
@@ -260,9 +260,9 @@ def parse_group_value(data: bytes | memoryview) -> StoredGroup:
         instance_id = reader.string() if version >= 3 else None
         client_id = reader.required_string()
         client_host = reader.required_string()
-        rebalance_timeout = reader.int32() if version >= 1 else -1
+        rebalance_timeout = reader.int32() if version >= 1 else None
         session_timeout = reader.int32()
-        if rebalance_timeout < 0:
+        if rebalance_timeout is None:  # v0 had one timeout for both
             rebalance_timeout = session_timeout
         subscription = reader.bytes_()
         assignment = reader.bytes_()

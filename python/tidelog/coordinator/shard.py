@@ -76,9 +76,10 @@ class Shard:
             stored = records.parse_group_value(value)
             if group is None:
                 group = self.groups[key.group] = ClassicGroup(key.group, now_ms())
+            group.stored = stored
             if self.loading:
                 group.load_stored(stored)
-            # Live, the group in memory wrote this record and is already at or past it.
+            # Live, the members in memory wrote this record and are already at or past it.
 
     # ---- writes ----------------------------------------------------------------------------
 
@@ -132,10 +133,14 @@ class Shard:
                 log.error("__consumer_offsets-%d: batch at %d unreadable: %s", self.index, header.base_offset, error)
                 offset = header.last_offset + 1
                 continue
-            for _, _, key, value, _ in decoded:
-                if key is not None:
+            for record_offset, _, key, value, _ in decoded:
+                if key is None:
+                    continue
+                try:
                     self.replay(key, value)
-                    self.records_loaded += 1
+                except records.CoordinatorRecordError as error:  # one bad record must not stop the load
+                    log.error("__consumer_offsets-%d: record at %d skipped: %s", self.index, record_offset, error)
+                self.records_loaded += 1
             offset = header.last_offset + 1
         return offset
 
