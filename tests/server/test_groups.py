@@ -1,0 +1,182 @@
+"""Consumer groups against a real broker, with real client processes: partitions shared by the
+members of a group, taken over when one leaves or dies, the cooperative assignor, static
+membership, committed offsets across a broker SIGKILL and across client libraries, and Kafka's
+kafka-consumer-groups tool.
+
+Brokers run with group.initial.rebalance.delay.ms=0 and group.min.session.timeout.ms=1000 so
+that members can use 3 s sessions and the tests stay short.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from confluent_kafka import Consumer, Producer, TopicPartition
+from confluent_kafka.admin import AdminClient, NewTopic
+
+from tests.server.conftest import BrokerProcess, free_port, wait_until
+
+ROOT = Path(__file__).parents[2]
+LIBS = ROOT / ".cache" / "kafka" / "libs"
+HAVE_JAVA = shutil.which("java") is not None and any(LIBS.glob("kafka-clients-*.jar"))
+needs_java = pytest.mark.skipif(not HAVE_JAVA, reason="needs Java and the Kafka jars (bench/kafka/fetch.sh)")
+GROUP_SETTINGS = {"group.initial.rebalance.delay.ms": "0", "group.min.session.timeout.ms": "1000"}
+SESSION_MS = 3000
+PARTITIONS = 6
+ALL = set(range(PARTITIONS))
+TIMEOUT_S = 20
+
+
+@pytest.fixture
+def group_broker(tmp_path: Path) -> Iterator[BrokerProcess]:
+    process = BrokerProcess(tmp_path / "data", free_port(), dict(GROUP_SETTINGS)).start()
+    yield process
+    if process.process is not None and process.process.poll() is None:
+        process.stop()
+
+
+def create_topic(broker: BrokerProcess, topic: str, partitions: int = PARTITIONS) -> None:
+    admin = AdminClient({"bootstrap.servers": broker.bootstrap})
+    admin.create_topics([NewTopic(topic, partitions, 1)])[topic].result(TIMEOUT_S)
+
+
+def produce(broker: BrokerProcess, topic: str, per_partition: int, partitions: int = PARTITIONS) -> None:
+    """per_partition records to each partition; record i of partition p has value b"p-i"."""
+    producer = Producer({"bootstrap.servers": broker.bootstrap, "acks": "all", "linger.ms": 5})
+    for p in range(partitions):
+        for i in range(per_partition):
+            producer.produce(topic, value=b"%d-%d" % (p, i), partition=p)
+    assert producer.flush(TIMEOUT_S) == 0
+
+
+def describe(broker: BrokerProcess, group: str) -> tuple[str, dict[str, set[int]]]:
+    """(state, member id → partitions) from AdminClient.describe_consumer_groups."""
+    admin = AdminClient({"bootstrap.servers": broker.bootstrap})
+    description = admin.describe_consumer_groups([group])[group].result(TIMEOUT_S)
+    owned = {m.member_id: {tp.partition for tp in m.assignment.topic_partitions} for m in description.members}
+    return description.state.name, owned
+
+
+class Member:
+    """A group member in a subprocess; its stdout JSON events keep `assignment` up to date."""
+
+    def __init__(self, command: list[str], log_path: Path) -> None:
+        self.log = log_path.open("w")
+        self.process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=self.log, text=True, cwd=ROOT)
+        self.events: list[dict[str, object]] = []
+        self.assignment: set[int] | None = None
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self) -> None:
+        assert self.process.stdout is not None
+        for line in self.process.stdout:
+            try:
+                event = json.loads(line)
+            except ValueError:
+                continue
+            kind = event.get("event") or event.get("name")
+            partitions = {p if isinstance(p, int) else p["partition"] for p in event.get("partitions", [])}
+            if kind == "assignment":
+                self.assignment = partitions
+            elif kind in ("assigned", "partitions_assigned"):
+                self.assignment = (self.assignment or set()) | partitions
+            elif kind in ("revoked", "partitions_revoked", "partitions_lost"):
+                self.assignment = (self.assignment or set()) - partitions
+            self.events.append({"event": kind, "partitions": partitions})
+
+    def kinds(self) -> list[object]:
+        return [e["event"] for e in self.events]
+
+    def close(self) -> int:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+        try:
+            return self.process.wait(TIMEOUT_S)
+        finally:
+            self.log.close()
+
+    def kill(self) -> None:
+        if self.process.poll() is None:
+            os.kill(self.process.pid, signal.SIGKILL)
+        self.process.wait(TIMEOUT_S)
+        self.log.close()
+
+
+def python_member(lib: str, broker: BrokerProcess, topic: str, group: str, log_path: Path, *extra: str) -> Member:
+    command = [sys.executable, "-m", "tests.server.clients.member", lib, broker.bootstrap, topic, group,
+               "--session-ms", str(SESSION_MS), *extra]  # fmt: skip
+    return Member(command, log_path)
+
+
+def java_member(broker: BrokerProcess, topic: str, group: str, log_path: Path) -> Member:
+    config = log_path.with_suffix(".properties")
+    config.write_text("heartbeat.interval.ms=300\nmax.poll.interval.ms=20000\n")
+    command = ["java", "-cp", f"{LIBS}/*", "org.apache.kafka.tools.VerifiableConsumer", "--bootstrap-server", broker.bootstrap,
+               "--topic", topic, "--group-id", group, "--session-timeout", str(SESSION_MS), "--command-config", str(config)]  # fmt: skip
+    return Member(command, log_path)
+
+
+def owns_all_once(members: list[Member]) -> bool:
+    """Every partition is owned by exactly one of the members."""
+    owned = [m.assignment or set() for m in members]
+    return sum(len(o) for o in owned) == PARTITIONS and set().union(*owned) == ALL
+
+
+def check_split(broker: BrokerProcess, group: str, members: list[Member], timeout_s: float = TIMEOUT_S) -> None:
+    """Waits until the members' own view splits the partitions and the broker's agrees."""
+    wait_until(lambda: owns_all_once(members) and all(m.assignment for m in members), timeout_s)
+
+    def broker_agrees() -> bool:
+        state, owned = describe(broker, group)
+        return state == "STABLE" and sorted(map(sorted, owned.values())) == sorted(sorted(m.assignment or ()) for m in members)
+
+    wait_until(broker_agrees, TIMEOUT_S, 0.2)
+
+
+LIBRARIES = ["confluent", "kafka-python", "aiokafka", pytest.param("java", marks=needs_java)]
+
+
+@pytest.mark.parametrize("lib", LIBRARIES)
+def test_members_split_partitions_and_take_over_on_leave_and_crash(group_broker: BrokerProcess, tmp_path: Path, lib: str) -> None:
+    topic, group = f"split-{lib}", f"group-{lib}"
+    create_topic(group_broker, topic)
+
+    def start(name: str) -> Member:
+        if lib == "java":
+            return java_member(group_broker, topic, group, tmp_path / f"{name}.log")
+        return python_member(lib, group_broker, topic, group, tmp_path / f"{name}.log")
+
+    members = [start(name) for name in ("a", "b", "c")]
+    try:
+        check_split(group_broker, group, members, 40 if lib == "java" else TIMEOUT_S)
+        assert sorted(len(m.assignment or ()) for m in members) == [2, 2, 2]
+
+        leaving, crashing, staying = members
+        # A clean close sends LeaveGroup: no session timeout to wait for. (Java exits 143 on SIGTERM.)
+        assert leaving.close() in ((0, 143) if lib == "java" else (0,))
+        wait_until(lambda: "left the group" in group_broker.log_text(), TIMEOUT_S)
+        check_split(group_broker, group, [crashing, staying])
+        assert sorted(len(m.assignment or ()) for m in (crashing, staying)) == [3, 3]
+
+        crashing.kill()
+        killed_at = time.monotonic()
+        wait_until(lambda: staying.assignment == ALL, TIMEOUT_S)
+        took = time.monotonic() - killed_at
+        assert took >= SESSION_MS / 1000 - 0.5, f"took over after {took:.1f}s, before the session timeout"
+        _, owned = describe(group_broker, group)
+        assert list(owned.values()) == [ALL]
+        assert f"missed its session timeout ({SESSION_MS} ms)" in group_broker.log_text()
+    finally:
+        for member in members:
+            member.kill()
