@@ -180,3 +180,100 @@ def test_members_split_partitions_and_take_over_on_leave_and_crash(group_broker:
     finally:
         for member in members:
             member.kill()
+
+
+def revoked_since(member: Member, start: int) -> set[int]:
+    return set().union(*(e["partitions"] for e in member.events[start:] if e["event"] == "revoked"))  # type: ignore[arg-type]
+
+
+def test_cooperative_sticky_moves_only_what_it_must(group_broker: BrokerProcess, tmp_path: Path) -> None:
+    """confluent-kafka with partition.assignment.strategy=cooperative-sticky: a join or a leave
+    revokes only the partitions that move; the others keep being owned throughout."""
+    topic, group = "coop", "coop-group"
+    create_topic(group_broker, topic)
+    strategy = ("--strategy", "cooperative-sticky")
+    a = python_member("confluent", group_broker, topic, group, tmp_path / "a.log", *strategy)
+    members = [a]
+    try:
+        check_split(group_broker, group, members)
+        assert a.assignment == ALL
+
+        mark_a = len(a.events)
+        b = python_member("confluent", group_broker, topic, group, tmp_path / "b.log", *strategy)
+        members.append(b)
+        check_split(group_broker, group, members)
+        assert len(a.assignment or ()) == len(b.assignment or ()) == 3
+        assert revoked_since(a, mark_a) == b.assignment  # a gave up only what b got
+        assert [e for e in a.events[mark_a:] if e["event"] == "assignment" and not e["partitions"]] == []
+
+        marks = [len(m.events) for m in members]
+        before = [set(m.assignment or ()) for m in members]
+        c = python_member("confluent", group_broker, topic, group, tmp_path / "c.log", *strategy)
+        members.append(c)
+        check_split(group_broker, group, members)
+        assert sorted(len(m.assignment or ()) for m in members) == [2, 2, 2]
+        for member, mark, held in zip(members[:2], marks, before):
+            assert (member.assignment or set()) <= held  # sticky: nothing new, only one partition given up
+            assert revoked_since(member, mark) == held - (member.assignment or set())
+        assert c.assignment == set().union(*(revoked_since(m, k) for m, k in zip(members[:2], marks)))
+
+        marks = [len(m.events) for m in (b, c)]
+        before = [set(m.assignment or ()) for m in (b, c)]
+        assert a.close() == 0
+        check_split(group_broker, group, [b, c])
+        for member, mark, held in zip((b, c), marks, before):
+            assert held <= (member.assignment or set()) and revoked_since(member, mark) == set()
+        admin = AdminClient({"bootstrap.servers": group_broker.bootstrap})
+        assert admin.describe_consumer_groups([group])[group].result(TIMEOUT_S).partition_assignor == "cooperative-sticky"
+    finally:
+        for member in members:
+            member.kill()
+
+
+def rebalance_events(member: Member) -> int:
+    return sum(1 for e in member.events if e["event"] in ("assigned", "revoked"))
+
+
+def generations(broker: BrokerProcess, group: str) -> list[str]:
+    return [line for line in broker.lines if f"group {group} generation " in line or f"group {group} rebalancing" in line]
+
+
+def test_static_member_restarted_in_its_session_keeps_its_partitions(group_broker: BrokerProcess, tmp_path: Path) -> None:
+    """group.instance.id: a static member SIGKILLed and restarted within its session timeout gets
+    the same partitions back; no rebalance happens (same generation, the others are not told)."""
+    topic, group, session_ms = "static", "static-group", 5000
+    create_topic(group_broker, topic)
+
+    def start(name: str) -> Member:
+        return python_member("confluent", group_broker, topic, group, tmp_path / f"{name}-{time.monotonic()}.log",
+                             "--instance-id", f"static-{name}", "--session-ms", str(session_ms))  # fmt: skip
+
+    # a joins first and stays the leader (librdkafka's JoinGroup v5 < v9: a returning static
+    # *leader* gets a rebalance, as in Kafka); b, a follower, is the one restarted.
+    a = start("a")
+    members = [a]
+    try:
+        check_split(group_broker, group, members)
+        members += [start("b"), start("c")]
+        check_split(group_broker, group, members)
+        _, b, c = members
+        held = set(b.assignment or ())
+        _, owned_before = describe(group_broker, group)
+        rebalances = generations(group_broker, group)
+        marks = [rebalance_events(a), rebalance_events(c)]
+
+        b.kill()
+        restarted = start("b")
+        members.append(restarted)
+        wait_until(lambda: restarted.assignment == held, TIMEOUT_S)
+        time.sleep(session_ms / 1000 + 1)  # past the dead process's session: still no rebalance
+        assert generations(group_broker, group) == rebalances, "".join(generations(group_broker, group))
+        assert [rebalance_events(a), rebalance_events(c)] == marks  # the others saw no revoke or assign
+        state, owned = describe(group_broker, group)
+        assert state == "STABLE"
+        assert sorted(map(sorted, owned.values())) == sorted(map(sorted, owned_before.values()))
+        assert set(owned) != set(owned_before)  # b came back with a new member id, in b's place
+        assert restarted.assignment == held and owns_all_once([a, restarted, c])
+    finally:
+        for member in members:
+            member.kill()
