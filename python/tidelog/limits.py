@@ -23,4 +23,6 @@ TAGGED_FIELDS_MAX = 64
 
 # Group coordinator: bytes of __consumer_offsets read per step while a partition is replayed
 # (the event loop serves other requests between steps).
-COORDINATOR_LOAD_CHUNK_BYTES = 1 << 20
+COORDINATOR_LOAD_CHUNK_BYTES = 256 << 10
+# Parsed `__consumer_offsets` keys kept while replaying (one per group and partition recurs).
+COORDINATOR_KEY_CACHE_SIZE = 1 << 16

@@ -60,10 +60,10 @@ async def serve(config: BrokerConfig) -> None:
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
     broker = Broker.open(config)
-    broker.start()
     listener = Listener(broker)
     try:
         host, port = await listener.start()
+        broker.start()  # replays __consumer_offsets while requests are served
         log.info(
             "ready: listening on %s:%d, data in %s, %d topic(s), %d partition(s), started in %.0f ms",
             host, port, config.log_dirs, len(broker.logs.topics), len(broker.logs.partitions),

@@ -87,17 +87,22 @@ class GroupCoordinator:
     def start(self, offsets_logs: list[OffsetsLog]) -> None:
         """Starts replaying every shard (the topic exists, from an earlier run)."""
         self.shards = [Shard(i, shard_log, self._schedule_loaded_group) for i, shard_log in enumerate(offsets_logs)]
-        for shard in self.shards:
-            self._spawn(self._load(shard))
+        self._spawn(self._load_all())
 
-    async def _load(self, shard: Shard) -> None:
-        started = asyncio.get_running_loop().time()
-        await shard.load()
-        if shard.records_loaded:
-            log.info(
-                "loaded __consumer_offsets-%d: %d record(s), %d group(s) in %.0f ms", shard.index,
-                shard.records_loaded, len(shard.groups), (asyncio.get_running_loop().time() - started) * 1000,
-            )  # fmt: skip
+    async def _load_all(self) -> None:
+        """One partition after another, so each becomes available as early as it can (all at
+        once, every group would wait for the slowest)."""
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        for shard in self.shards:
+            shard_started = loop.time()
+            await shard.load()
+            await asyncio.sleep(0)  # requests waiting on the loop go first
+            if shard.records_loaded:
+                log.info("loaded __consumer_offsets-%d: %d record(s), %d group(s) in %.0f ms", shard.index,
+                         shard.records_loaded, len(shard.groups), (loop.time() - shard_started) * 1000)  # fmt: skip
+        total = sum(s.records_loaded for s in self.shards)
+        log.info("group coordinator loaded: %d record(s) in %.0f ms", total, (loop.time() - started) * 1000)
 
     def _spawn(self, coroutine: Coroutine[Any, Any, None]) -> None:
         task = asyncio.ensure_future(coroutine)

@@ -16,8 +16,11 @@ Only the non-flexible versions are written; flexible ones (value v4+) are read a
 
 from __future__ import annotations
 
+import functools
 import struct
 from dataclasses import dataclass, field
+
+from tidelog import limits
 
 OFFSET_COMMIT_KEY_VERSIONS = (0, 1)
 GROUP_METADATA_KEY_VERSION = 2
@@ -33,6 +36,8 @@ NO_TIMESTAMP = -1
 INT16 = struct.Struct(">h")
 INT32 = struct.Struct(">i")
 INT64 = struct.Struct(">q")
+# version, offset, leader epoch, metadata length: the head of an OffsetCommitValue v3.
+OFFSET_VALUE_V3_HEAD = struct.Struct(">hqih")
 
 
 class CoordinatorRecordError(ValueError):
@@ -220,9 +225,12 @@ class _Reader:
                 self._take(self.uvarint())
 
 
-def parse_key(data: bytes | memoryview) -> OffsetKey | GroupKey | None:
+@functools.lru_cache(maxsize=limits.COORDINATOR_KEY_CACHE_SIZE)
+def parse_key(data: bytes) -> OffsetKey | GroupKey | None:
     """The key of a `__consumer_offsets` record; None for record types tidelog does not keep
-    (KIP-848 and share-group records, which a Kafka 4 broker could have written)."""
+    (KIP-848 and share-group records, which a Kafka 4 broker could have written).
+
+    Cached: a reload meets the same few keys over and over (one per group and partition)."""
     reader = _Reader(data)
     version = reader.int16()
     if version in OFFSET_COMMIT_KEY_VERSIONS:
@@ -233,6 +241,17 @@ def parse_key(data: bytes | memoryview) -> OffsetKey | GroupKey | None:
 
 
 def parse_offset_value(data: bytes | memoryview) -> OffsetAndMetadata:
+    # The value Kafka and tidelog write, v3 with metadata as a plain string, read without the
+    # general reader: a reload decodes one per commit ever made.
+    if len(data) >= OFFSET_VALUE_V3_HEAD.size + 8:
+        version, offset, leader_epoch, length = OFFSET_VALUE_V3_HEAD.unpack_from(data, 0)
+        end = OFFSET_VALUE_V3_HEAD.size + max(length, 0)
+        if version == OFFSET_COMMIT_VALUE_WRITTEN and end + 8 == len(data):
+            try:
+                metadata = bytes(data[OFFSET_VALUE_V3_HEAD.size : end]).decode()
+            except UnicodeDecodeError as error:
+                raise CoordinatorRecordError(f"metadata is not UTF-8: {error}") from None
+            return OffsetAndMetadata(offset, leader_epoch, metadata, INT64.unpack_from(data, end)[0])
     reader = _Reader(data)
     version = reader.int16()
     reader.flexible = version >= FIRST_FLEXIBLE_OFFSET_VALUE

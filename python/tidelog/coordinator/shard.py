@@ -55,8 +55,8 @@ class Shard:
 
     # ---- the one way durable state changes ------------------------------------------------
 
-    def replay(self, key_bytes: bytes | memoryview, value: bytes | memoryview | None) -> None:
-        key = records.parse_key(key_bytes)
+    def replay(self, key_bytes: bytes, value: bytes | memoryview | None) -> None:
+        key = records.parse_key(bytes(key_bytes))
         if isinstance(key, records.OffsetKey):
             group = self.groups.get(key.group)
             if value is None:
