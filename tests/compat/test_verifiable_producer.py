@@ -1,8 +1,6 @@
-"""Kafka's VerifiableProducer (kafka-tools) against tidelog: every message it reports as
-acknowledged is read back at its offset with its value.
-
-VerifiableConsumer subscribes with a consumer group, which needs the group coordinator (the
-consumer-group issue); the read-back here uses assigned partitions instead.
+"""Kafka's VerifiableProducer and VerifiableConsumer (kafka-tools) against tidelog: every
+message the producer reports as acknowledged is read back at its offset with its value, and the
+consumer, in a group, consumes every offset once and commits the end of each partition.
 """
 
 from __future__ import annotations
@@ -15,9 +13,10 @@ from pathlib import Path
 
 import pytest
 from confluent_kafka import Consumer, TopicPartition
+from confluent_kafka.admin import AdminClient, NewTopic
 
 from tests.compat.conftest import KAFKA_LIBS, kafka_available
-from tests.server.conftest import BrokerProcess
+from tests.server.conftest import BrokerProcess, free_port
 
 MESSAGES = 2000
 TIMEOUT_S = 90
@@ -49,3 +48,52 @@ def test_every_acknowledged_message_is_read_back(broker: BrokerProcess, tmp_path
             stored[(message.partition(), message.offset())] = message.value().decode()
     consumer.close()
     assert stored == acked
+
+
+def run_tool(tool: str, *arguments: str) -> list[dict[str, object]]:
+    command = ["java", "-cp", f"{KAFKA_LIBS}/*", f"org.apache.kafka.tools.{tool}", *arguments]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=TIMEOUT_S)
+    assert result.returncode == 0, result.stderr
+    return [json.loads(line) for line in result.stdout.splitlines() if line.startswith("{")]
+
+
+def test_verifiable_consumer_in_a_group_consumes_and_commits_everything(tmp_path: Path) -> None:
+    broker = BrokerProcess(tmp_path / "data", free_port(),
+                           {"group.initial.rebalance.delay.ms": "0"}).start()  # fmt: skip
+    try:
+        admin = AdminClient({"bootstrap.servers": broker.bootstrap})
+        admin.create_topics([NewTopic("verified", 3)])["verified"].result()
+        config = tmp_path / "producer.properties"
+        config.write_text("enable.idempotence=false\n")
+        produced = run_tool("VerifiableProducer", "--bootstrap-server", broker.bootstrap, "--topic", "verified",
+                            "--max-messages", str(MESSAGES), "--acks", "-1", "--producer.config", str(config))  # fmt: skip
+        ends: dict[int, int] = {}
+        for event in produced:
+            if event["name"] == "producer_send_success":
+                partition, offset = int(event["partition"]), int(event["offset"])  # type: ignore[call-overload]
+                ends[partition] = max(ends.get(partition, 0), offset + 1)
+        assert sum(ends.values()) == MESSAGES
+        events = run_tool("VerifiableConsumer", "--bootstrap-server", broker.bootstrap, "--topic", "verified",
+                          "--group-id", "verifiers", "--max-messages", str(MESSAGES), "--reset-policy", "earliest",
+                          "--group-protocol", "classic")  # fmt: skip
+        names = [e["name"] for e in events]
+        assert "partitions_assigned" in names and "shutdown_complete" in names, names[-6:]
+        consumed: dict[int, list[tuple[int, int]]] = {}
+        for event in events:
+            if event["name"] == "records_consumed":
+                for part in event["partitions"]:  # type: ignore[attr-defined]
+                    consumed.setdefault(part["partition"], []).append((part["minOffset"], part["maxOffset"]))
+        for partition, end in ends.items():
+            ranges = sorted(consumed[partition])
+            assert ranges[0][0] == 0 and ranges[-1][1] == end - 1
+            assert all(later[0] == earlier[1] + 1 for earlier, later in zip(ranges, ranges[1:])), ranges  # no gap, no repeat
+        commits = [e for e in events if e["name"] == "offsets_committed"]
+        assert commits and all(e["success"] for e in commits)
+        last = {o["partition"]: o["offset"] for e in commits for o in e["offsets"]}  # type: ignore[attr-defined]
+        assert last == ends
+        reader = Consumer({"bootstrap.servers": broker.bootstrap, "group.id": "verifiers"})
+        committed = reader.committed([TopicPartition("verified", p) for p in ends], timeout=10)
+        reader.close()
+        assert {tp.partition: tp.offset for tp in committed} == ends
+    finally:
+        broker.stop()
