@@ -277,3 +277,181 @@ def test_static_member_restarted_in_its_session_keeps_its_partitions(group_broke
     finally:
         for member in members:
             member.kill()
+
+
+# ---- committed offsets ------------------------------------------------------------------------
+
+
+def group_config(broker: BrokerProcess, group: str) -> dict[str, object]:
+    return {"bootstrap.servers": broker.bootstrap, "group.id": group, "enable.auto.commit": False,
+            "auto.offset.reset": "earliest", "session.timeout.ms": SESSION_MS, "heartbeat.interval.ms": 300}  # fmt: skip
+
+
+def committed(broker: BrokerProcess, group: str, topic: str, partitions: int = PARTITIONS) -> dict[int, int]:
+    """The group's committed offsets read by a fresh confluent-kafka consumer (OffsetFetch)."""
+    consumer = Consumer(group_config(broker, group))
+    try:
+        found = consumer.committed([TopicPartition(topic, p) for p in range(partitions)], TIMEOUT_S)
+    finally:
+        consumer.close()
+    return {tp.partition: tp.offset for tp in found}
+
+
+def listed_offsets(broker: BrokerProcess, group: str) -> dict[int, int]:
+    """The same, through AdminClient.list_consumer_group_offsets (all partitions of the group)."""
+    from confluent_kafka import ConsumerGroupTopicPartitions
+
+    admin = AdminClient({"bootstrap.servers": broker.bootstrap})
+    result = admin.list_consumer_group_offsets([ConsumerGroupTopicPartitions(group)])[group].result(TIMEOUT_S)
+    return {tp.partition: tp.offset for tp in result.topic_partitions}
+
+
+def test_committed_offsets_survive_broker_sigkill(group_broker: BrokerProcess) -> None:
+    """Offsets committed by a group member (OffsetCommit with a generation) and by an assign()
+    consumer (generation -1) are acknowledged, the broker is SIGKILLed at once, and after a
+    restart on the same data dir both groups read them back; a member resumes there."""
+    topic = "durable"
+    create_topic(group_broker, topic)
+    produce(group_broker, topic, 20)
+    wanted = {p: 3 + 2 * p for p in range(PARTITIONS)}
+
+    member = Consumer(group_config(group_broker, "durable-member"))
+    member.subscribe([topic])
+    deadline = time.monotonic() + TIMEOUT_S
+    while len(member.assignment()) < PARTITIONS and time.monotonic() < deadline:
+        member.poll(0.2)
+    member.commit(offsets=[TopicPartition(topic, p, o) for p, o in wanted.items()], asynchronous=False)
+    member.close()
+
+    loner = Consumer(group_config(group_broker, "durable-assign"))
+    loner.assign([TopicPartition(topic, p, 0) for p in range(PARTITIONS)])
+    loner.commit(offsets=[TopicPartition(topic, p, o + 1) for p, o in wanted.items()], asynchronous=False)
+    group_broker.kill()  # right after the acknowledgement, before anything else happens
+    loner.close()
+
+    group_broker.lines.clear()
+    group_broker.start()
+    assert committed(group_broker, "durable-member", topic) == wanted
+    assert listed_offsets(group_broker, "durable-member") == wanted
+    assert committed(group_broker, "durable-assign", topic) == {p: o + 1 for p, o in wanted.items()}
+    assert "loaded __consumer_offsets-" in group_broker.log_text()
+
+    resumed = Consumer(group_config(group_broker, "durable-member"))
+    resumed.subscribe([topic])
+    first: dict[int, tuple[int, bytes]] = {}
+    deadline = time.monotonic() + TIMEOUT_S
+    while len(first) < PARTITIONS and time.monotonic() < deadline:
+        message = resumed.poll(0.2)
+        if message is not None and message.error() is None:
+            first.setdefault(message.partition(), (message.offset(), message.value()))
+    resumed.close()
+    assert first == {p: (o, b"%d-%d" % (p, o)) for p, o in wanted.items()}
+
+
+def read_until(poll: object, targets: dict[int, int]) -> dict[int, tuple[int, bytes]]:
+    """Calls poll() for (partition, offset, value) lists until every partition has been read up
+    to targets[p] - 1; returns the first record read per partition."""
+    first: dict[int, tuple[int, bytes]] = {}
+    last: dict[int, int] = {}
+    deadline = time.monotonic() + TIMEOUT_S
+    while any(last.get(p, -1) < target - 1 for p, target in targets.items()):
+        assert time.monotonic() < deadline, f"read only {last} of {targets}"
+        for partition, offset, value in poll():  # type: ignore[operator]
+            first.setdefault(partition, (offset, value))
+            last[partition] = offset
+    return first
+
+
+def confluent_stage(broker: BrokerProcess, topic: str, group: str, commit: dict[int, int]) -> dict[int, tuple[int, bytes]]:
+    consumer = Consumer(group_config(broker, group))
+    consumer.subscribe([topic])
+
+    def poll() -> list[tuple[int, int, bytes]]:
+        messages = consumer.consume(100, 0.2)
+        assert all(m.error() is None for m in messages)
+        return [(m.partition(), m.offset(), m.value()) for m in messages]
+
+    first = read_until(poll, commit)
+    consumer.commit(offsets=[TopicPartition(topic, p, o) for p, o in commit.items()], asynchronous=False)
+    consumer.close()
+    return first
+
+
+def kafka_python_stage(broker: BrokerProcess, topic: str, group: str, commit: dict[int, int]) -> dict[int, tuple[int, bytes]]:
+    from kafka import KafkaConsumer
+    from kafka import TopicPartition as KTopicPartition
+    from kafka.structs import OffsetAndMetadata
+
+    consumer = KafkaConsumer(topic, bootstrap_servers=broker.bootstrap, group_id=group, enable_auto_commit=False,
+                             auto_offset_reset="earliest", session_timeout_ms=SESSION_MS, heartbeat_interval_ms=300)  # fmt: skip
+
+    def poll() -> list[tuple[int, int, bytes]]:
+        batches = consumer.poll(timeout_ms=200)
+        return [(m.partition, m.offset, m.value) for messages in batches.values() for m in messages]
+
+    first = read_until(poll, commit)
+    consumer.commit({KTopicPartition(topic, p): OffsetAndMetadata(o, "", -1) for p, o in commit.items()})
+    consumer.close()
+    return first
+
+
+def aiokafka_stage(broker: BrokerProcess, topic: str, group: str, commit: dict[int, int]) -> dict[int, tuple[int, bytes]]:
+    from aiokafka import AIOKafkaConsumer
+    from aiokafka import TopicPartition as ATopicPartition
+
+    async def run() -> dict[int, tuple[int, bytes]]:
+        consumer = AIOKafkaConsumer(topic, bootstrap_servers=broker.bootstrap, group_id=group, enable_auto_commit=False,
+                                    auto_offset_reset="earliest", session_timeout_ms=SESSION_MS, heartbeat_interval_ms=300)  # fmt: skip
+        await consumer.start()
+        first: dict[int, tuple[int, bytes]] = {}
+        last: dict[int, int] = {}
+        deadline = time.monotonic() + TIMEOUT_S
+        while any(last.get(p, -1) < target - 1 for p, target in commit.items()):
+            assert time.monotonic() < deadline, f"read only {last} of {commit}"
+            for messages in (await consumer.getmany(timeout_ms=200)).values():
+                for m in messages:
+                    first.setdefault(m.partition, (m.offset, m.value))
+                    last[m.partition] = m.offset
+        await consumer.commit({ATopicPartition(topic, p): o for p, o in commit.items()})
+        await consumer.stop()
+        return first
+
+    return asyncio.run(run())
+
+
+def expected_first(positions: dict[int, int]) -> dict[int, tuple[int, bytes]]:
+    return {p: (o, b"%d-%d" % (p, o)) for p, o in positions.items()}
+
+
+def test_other_libraries_resume_exactly_at_committed_positions(group_broker: BrokerProcess) -> None:
+    """One group, members of different libraries one after the other: confluent-kafka commits,
+    kafka-python's first records are exactly the committed offsets; it commits further,
+    aiokafka resumes there; confluent-kafka resumes at aiokafka's commit; with Java last."""
+    topic, group, per_partition = "relay", "relay-group", 30
+    create_topic(group_broker, topic)
+    produce(group_broker, topic, per_partition)
+    stages = [confluent_stage, kafka_python_stage, aiokafka_stage, confluent_stage]
+    position = {p: 0 for p in range(PARTITIONS)}
+    for step, stage in enumerate(stages):
+        commit = {p: position[p] + 1 + (p + step) % 4 for p in range(PARTITIONS)}  # a different stride per partition
+        first = stage(group_broker, topic, group, commit)
+        assert first == expected_first(position), f"{stage.__name__} did not resume at {position}"
+        assert committed(group_broker, group, topic) == commit
+        position = commit
+    if HAVE_JAVA:  # the Java consumer (ConsoleConsumer --group) reads the rest, from the commit on
+        remaining = sum(per_partition - o for o in position.values())
+        out = run_java("consumer.ConsoleConsumer", "--bootstrap-server", group_broker.bootstrap, "--topic", topic,
+                       "--group", group, "--max-messages", str(remaining), "--timeout-ms", "20000",
+                       "--formatter-property", "print.partition=true", "--formatter-property", "print.offset=true")  # fmt: skip
+        read: dict[int, list[int]] = {}
+        for line in out.splitlines():
+            fields = dict(field.split(":", 1) for field in line.split("\t")[:2])
+            read.setdefault(int(fields["Partition"]), []).append(int(fields["Offset"]))
+        assert read == {p: list(range(o, per_partition)) for p, o in position.items()}
+
+
+def run_java(tool: str, *args: str) -> str:
+    command = ["java", "-cp", f"{LIBS}/*", f"org.apache.kafka.tools.{tool}", *args]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=90)
+    assert result.returncode == 0, result.stdout + result.stderr
+    return result.stdout
