@@ -455,3 +455,77 @@ def run_java(tool: str, *args: str) -> str:
     result = subprocess.run(command, capture_output=True, text=True, timeout=90)
     assert result.returncode == 0, result.stdout + result.stderr
     return result.stdout
+
+
+# ---- kafka-consumer-groups --------------------------------------------------------------------
+
+
+def consumer_groups(broker: BrokerProcess, *args: str, check: bool = True) -> str:
+    command = ["java", "-cp", f"{LIBS}/*", "org.apache.kafka.tools.consumer.group.ConsumerGroupCommand",
+               "--bootstrap-server", broker.bootstrap, *args]  # fmt: skip
+    result = subprocess.run(command, capture_output=True, text=True, timeout=90)
+    if check:
+        assert result.returncode == 0, result.stdout + result.stderr
+    return result.stdout + result.stderr
+
+
+def table(out: str) -> list[dict[str, str]]:
+    """The rows of kafka-consumer-groups' table output, as header → value."""
+    rows: list[dict[str, str]] = []
+    header: list[str] | None = None
+    for line in out.splitlines():
+        fields = line.split()
+        if fields[:1] == ["GROUP"]:
+            header = fields
+        elif header is not None and len(fields) >= len(header) - 3 and fields[0] != "Consumer":
+            rows.append(dict(zip(header, fields)))
+    return rows
+
+
+@needs_java
+def test_kafka_consumer_groups_tool(group_broker: BrokerProcess, tmp_path: Path) -> None:
+    topic, group = "tool", "tool-group"
+    create_topic(group_broker, topic, 3)
+    produce(group_broker, topic, 10, 3)
+    consumer = Consumer(group_config(group_broker, group))
+    consumer.assign([TopicPartition(topic, p, 0) for p in range(3)])
+    consumer.commit(offsets=[TopicPartition(topic, 0, 4), TopicPartition(topic, 1, 7), TopicPartition(topic, 2, 10)],
+                    asynchronous=False)  # fmt: skip
+    consumer.close()
+
+    assert group in consumer_groups(group_broker, "--list").split()
+    rows = table(consumer_groups(group_broker, "--describe", "--group", group))
+    got = {(r["TOPIC"], r["PARTITION"]): (r["CURRENT-OFFSET"], r["LOG-END-OFFSET"], r["LAG"]) for r in rows}
+    assert got == {("tool", "0"): ("4", "10", "6"), ("tool", "1"): ("7", "10", "3"), ("tool", "2"): ("10", "10", "0")}
+
+    # With a live member: its member id shows against each partition, and resets are refused.
+    member = python_member("confluent", group_broker, topic, group, tmp_path / "member.log")
+    try:
+        wait_until(lambda: member.assignment == {0, 1, 2}, TIMEOUT_S)
+        rows = table(consumer_groups(group_broker, "--describe", "--group", group))
+        (member_id,) = describe(group_broker, group)[1]
+        assert {r["CONSUMER-ID"] for r in rows} == {member_id} and len(rows) == 3
+        (state,) = table(consumer_groups(group_broker, "--describe", "--group", group, "--state"))
+        assert (state["STATE"], state["#MEMBERS"], state["ASSIGNMENT-STRATEGY"]) == ("Stable", "1", "range"), state
+        refused = consumer_groups(group_broker, "--reset-offsets", "--group", group, "--topic", topic, "--to-earliest",
+                                  "--execute", check=False)  # fmt: skip
+        assert f"Assignments can only be reset if the group '{group}' is inactive, but the current state is Stable" in refused, refused
+        assert committed(group_broker, group, topic, 3) == {0: 4, 1: 7, 2: 10}
+    finally:
+        assert member.close() == 0
+
+    out = consumer_groups(group_broker, "--reset-offsets", "--group", group, "--topic", topic, "--to-earliest", "--execute")
+    assert {(r["PARTITION"], r["NEW-OFFSET"]) for r in table(out)} == {("0", "0"), ("1", "0"), ("2", "0")}
+    assert committed(group_broker, group, topic, 3) == {0: 0, 1: 0, 2: 0}
+
+    out = consumer_groups(group_broker, "--reset-offsets", "--group", group, "--topic", topic, "--to-offset", "6", "--execute")
+    assert {(r["PARTITION"], r["NEW-OFFSET"]) for r in table(out)} == {("0", "6"), ("1", "6"), ("2", "6")}
+    rows = table(consumer_groups(group_broker, "--describe", "--group", group))
+    assert {(r["PARTITION"], r["CURRENT-OFFSET"], r["LAG"]) for r in rows} == {("0", "6", "4"), ("1", "6", "4"), ("2", "6", "4")}
+    first = confluent_stage(group_broker, topic, group, {0: 8, 1: 8, 2: 8})
+    assert first == expected_first({0: 6, 1: 6, 2: 6})
+
+    out = consumer_groups(group_broker, "--delete", "--group", group)
+    assert f"Deletion of requested consumer groups ('{group}') was successful." in out, out
+    assert group not in consumer_groups(group_broker, "--list").split()
+    assert committed(group_broker, group, topic, 3) == {0: -1001, 1: -1001, 2: -1001}
