@@ -127,6 +127,21 @@ class GroupCoordinator:
     def loaded(self) -> bool:
         return bool(self.shards) and not any(s.loading for s in self.shards)
 
+    def forget_offsets_topic(self) -> None:
+        """`__consumer_offsets` is being deleted (Kafka allows it): every group and offset goes;
+        members waiting get NOT_COORDINATOR and find the coordinator again, which recreates it."""
+        for shard in self.shards:
+            for group in shard.groups.values():
+                self._cancel_timers(group)
+                for member in group.members.values():
+                    if member.join_waiter is not None and not member.join_waiter.done():
+                        member.join_waiter.set_result(JoinResult(ErrorCode.not_coordinator, member.member_id))
+                self._fail_syncs(group, ErrorCode.not_coordinator)
+                group.move_to(GroupState.DEAD, now_ms())
+        for task in self._tasks:
+            task.cancel()
+        self.shards = []
+
     def close(self) -> None:
         for task in self._tasks:
             task.cancel()

@@ -133,6 +133,13 @@ class Broker:
         log.info("created topic %s with %d partition(s)", name, partitions)
         return meta
 
+    def delete_topic(self, name: str) -> None:
+        if name == OFFSETS_TOPIC:  # Kafka allows it; the coordinator starts over on next use
+            self.groups.forget_offsets_topic()
+        self.logs.delete_topic(name)
+        self.topics_changed()
+        log.info("deleted topic %s", name)
+
     def auto_create(self, name: str) -> TopicMetadata | None:
         """Creates `name` with the default partition count if auto-creation is on and the name is legal."""
         if name == OFFSETS_TOPIC:

@@ -32,11 +32,6 @@ def handle(broker: Broker, header: RequestHeader, request: Any) -> bytes:
             error = ErrorCode.unknown_topic_or_partition if name else ErrorCode.unknown_topic_id
             results.append(make(result_cls, name=name, topic_id=topic_id, error_code=error, error_message=None))
             continue
-        if broker.is_internal(meta.name):
-            results.append(make(result_cls, name=meta.name, topic_id=meta.topic_id, error_code=ErrorCode.invalid_request,
-                                error_message=f"cannot delete internal topic {meta.name}"))  # fmt: skip
-            continue
-        broker.logs.delete_topic(meta.name)
-        broker.topics_changed()
+        broker.delete_topic(meta.name)
         results.append(make(result_cls, name=meta.name, topic_id=meta.topic_id, error_code=ErrorCode.none, error_message=None))
     return apis.encode_response(ApiKey.DELETE_TOPICS, version, make(cls, throttle_time=NO_THROTTLE, responses=tuple(results)))
