@@ -338,9 +338,9 @@ def test_the_offsets_topic_is_internal(client: WireClient, request: pytest.Fixtu
     wait_for_coordinator(client, next(groups))
     answer = produce(client, "__consumer_offsets", make_batch(1))
     assert answer.error_code == ErrorCode.invalid_topic_exception
-    request = MetadataRequest(topics=(MetadataRequestTopic(topic_id=None, name="__consumer_offsets"),),
-                              allow_auto_topic_creation=False, include_topic_authorized_operations=False)  # fmt: skip
-    (topic,) = client.request(3, 12, request).topics
+    metadata = MetadataRequest(topics=(MetadataRequestTopic(topic_id=None, name="__consumer_offsets"),),
+                               allow_auto_topic_creation=False, include_topic_authorized_operations=False)  # fmt: skip
+    (topic,) = client.request(3, 12, metadata).topics
     assert (topic.error_code, topic.is_internal) == (ErrorCode.none, True)
     group, data_topic = next(groups), create_topic(client)
     wait_for_coordinator(client, group)
