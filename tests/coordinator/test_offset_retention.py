@@ -1,0 +1,81 @@
+"""offsets.retention.minutes: a group Empty for that long loses its offsets, and then itself;
+a group with members keeps them. Run in-process over the real storage engine."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+from tidelog.config import BrokerConfig
+from tidelog.coordinator.group_coordinator import CommitRequest, GroupCoordinator, JoinRequest
+from tidelog.server.broker import OffsetsPartitionLog
+from tidelog.storage import LogManager, TopicPartition
+
+TOPIC = "__consumer_offsets"
+
+
+def coordinator_over(data_dir: Path, config: BrokerConfig) -> tuple[GroupCoordinator, LogManager]:
+    manager = LogManager.open(str(data_dir), config.topic_defaults)
+    manager.create_topic("events", 2) if "events" not in manager.topics else None
+
+    def open_topic() -> list[OffsetsPartitionLog]:
+        if TOPIC not in manager.topics:
+            manager.create_topic(TOPIC, config.offsets_topic_num_partitions, {"cleanup.policy": "compact"})
+        return [OffsetsPartitionLog(manager.get(TopicPartition(TOPIC, i))) for i in range(config.offsets_topic_num_partitions)]  # type: ignore[arg-type]
+
+    return GroupCoordinator(config, open_topic), manager  # type: ignore[arg-type]
+
+
+def valid(topic: str, partition: int) -> bool:
+    return topic == "events" and partition < 2
+
+
+def test_offsets_of_empty_groups_expire_and_the_group_goes(tmp_path: Path) -> None:
+    config = BrokerConfig(offsets_topic_num_partitions=3, offsets_retention_minutes=0, group_initial_rebalance_delay_ms=0,
+                          group_min_session_timeout_ms=10)  # fmt: skip
+
+    async def scenario() -> None:
+        coordinator, manager = coordinator_over(tmp_path, config)
+        assert await coordinator.commit(CommitRequest("simple", -1, "", None, {("events", 0): (5, -1, "", -1)}), valid)
+        join = JoinRequest("managed", "", None, "c", "/h", 10_000, 10_000, "consumer", [("range", b"")], 1)
+        joined = await coordinator.join(join)
+        await coordinator.sync("managed", joined.generation, joined.member_id, None, None, None, {joined.member_id: b"a"})
+        await coordinator.commit(CommitRequest("managed", joined.generation, joined.member_id, None, {("events", 1): (9, -1, "", -1)}), valid)
+        assert await coordinator.expire_offsets() == 1  # only the simple group's: the other has a member
+        assert coordinator.fetch_offsets("simple", [("events", 0)])[("events", 0)].offset == -1
+        assert coordinator.describe("simple") is None
+        assert coordinator.fetch_offsets("managed", [("events", 1)])[("events", 1)].offset == 9
+        coordinator.leave("managed", [(joined.member_id, None)])
+        await asyncio.sleep(0.05)  # the join timer completes the now empty generation
+        assert await coordinator.expire_offsets() == 1
+        assert coordinator.describe("managed") is None
+        coordinator.close()
+        manager.close()
+
+    asyncio.run(scenario())
+
+    async def reload() -> None:
+        coordinator, manager = coordinator_over(tmp_path, config)
+        offsets_topic = [OffsetsPartitionLog(manager.get(TopicPartition(TOPIC, i))) for i in range(3)]  # type: ignore[arg-type]
+        coordinator.start(offsets_topic)  # type: ignore[arg-type]
+        while not coordinator.loaded():
+            await asyncio.sleep(0.01)
+        assert coordinator.list_groups() == []  # the tombstones were written, not only applied
+        coordinator.close()
+        manager.close()
+
+    asyncio.run(reload())
+
+
+def test_retention_keeps_recent_offsets(tmp_path: Path) -> None:
+    config = BrokerConfig(offsets_topic_num_partitions=1, offsets_retention_minutes=60)
+
+    async def scenario() -> None:
+        coordinator, manager = coordinator_over(tmp_path, config)
+        await coordinator.commit(CommitRequest("simple", -1, "", None, {("events", 0): (5, -1, "", -1)}), valid)
+        assert await coordinator.expire_offsets() == 0
+        assert coordinator.fetch_offsets("simple", [("events", 0)])[("events", 0)].offset == 5
+        coordinator.close()
+        manager.close()
+
+    asyncio.run(scenario())
