@@ -350,3 +350,25 @@ def test_the_offsets_topic_is_internal(client: WireClient, request: pytest.Fixtu
     wait_for_coordinator(client, group)
     if request.node.callspec.params["port"] == "tidelog":
         assert fetch_offsets(client, group, data_topic, (0,)) == {0: -1}
+
+
+def test_a_member_whose_connection_closed_still_counts_as_joined(client: WireClient, port: int) -> None:
+    """Kafka keeps a pending JoinGroup when the connection goes: the rebalance completes with
+    that member (it is removed later, at its session timeout), rather than waiting for the
+    rebalance timeout."""
+    group, topic = next(groups), create_topic(client)
+    wait_for_coordinator(client, group)
+    first = join_new_member(client, group, topics=(topic,))
+    a = first.member_id
+    sync(client, group, 1, a, {a: assignment(topic, 0)})
+    other = WireClient(port)
+    asked = other.request(JOIN, 5, join_request(group, topics=(topic,)))
+    other.send(JOIN, 5, join_request(group, member_id=asked.member_id, topics=(topic,)), correlation_id=3)
+    time.sleep(0.3)
+    other.close()
+    time.sleep(0.3)
+    started = time.monotonic()
+    rejoined = client.request(JOIN, 5, join_request(group, member_id=a, topics=(topic,)))
+    assert time.monotonic() - started < REBALANCE.total_seconds() / 2
+    assert (rejoined.error_code, rejoined.generation_id) == (ErrorCode.none, 2)
+    assert sorted(m.member_id for m in rejoined.members) == sorted([a, asked.member_id])

@@ -285,7 +285,9 @@ class GroupCoordinator:
         member.join_waiter = waiter
         self._cancel_session(member)  # a member waiting in a rebalance is alive by definition
         self._try_complete_join(group)
-        return await waiter
+        # Shielded: if the client's connection goes, the member still counts as joined (as in
+        # Kafka); it then misses SyncGroup and heartbeats, and its session expires.
+        return await asyncio.shield(waiter)
 
     def _join_result(self, group: ClassicGroup, member_id: str) -> JoinResult:
         members = []
@@ -388,7 +390,7 @@ class GroupCoordinator:
         self._refresh_session(group, member)
         if group.leader == member_id:
             self._spawn(self._complete_sync(group, generation, assignments))
-        return await waiter
+        return await asyncio.shield(waiter)
 
     async def _complete_sync(self, group: ClassicGroup, generation: int, assignments: dict[str, bytes]) -> None:
         """Stores the leader's assignment; once durable, the generation is Stable."""
