@@ -372,3 +372,18 @@ def test_a_member_whose_connection_closed_still_counts_as_joined(client: WireCli
     assert time.monotonic() - started < REBALANCE.total_seconds() / 2
     assert (rejoined.error_code, rejoined.generation_id) == (ErrorCode.none, 2)
     assert sorted(m.member_id for m in rejoined.members) == sorted([a, asked.member_id])
+
+
+def test_deleting_a_topic_deletes_its_committed_offsets(client: WireClient) -> None:
+    from kio.schema.delete_topics.v4.request import DeleteTopicsRequest
+
+    group, topic, kept = next(groups), create_topic(client), create_topic(client)
+    wait_for_coordinator(client, group)
+    assert commit(client, group, -1, "", topic, {0: 3}) == [ErrorCode.none]
+    assert commit(client, group, -1, "", kept, {0: 4}) == [ErrorCode.none]
+    assert client.request(20, 4, DeleteTopicsRequest(topic_names=(topic,), timeout=SESSION)).responses[0].error_code == ErrorCode.none
+    deadline = time.monotonic() + COORDINATOR_WAIT_S
+    while fetch_offsets(client, group, topic, (0,)) != {0: -1}:
+        assert time.monotonic() < deadline, "the deleted topic's offset is still there"
+        time.sleep(0.1)
+    assert fetch_offsets(client, group, kept, (0,)) == {0: 4}

@@ -496,8 +496,8 @@ class GroupCoordinator:
 
     def _expire_member(self, group: ClassicGroup, member_id: str) -> None:
         member = group.members.get(member_id)
-        if member is None or member.awaiting_join:
-            return
+        if member is None or member.awaiting_join or member.awaiting_sync:
+            return  # a member waiting for the coordinator is alive (Kafka's shouldKeepAlive)
         self._remove_member(group, member_id, f"missed its session timeout ({member.session_timeout_ms} ms)")
 
     def _expire_pending(self, group: ClassicGroup, member_id: str) -> None:
@@ -642,6 +642,24 @@ class GroupCoordinator:
                 log.error("deleting offsets of %s failed: %s", group_id, error)
                 return ErrorCode.not_coordinator, {}
         return ErrorCode.none, errors
+
+    def topic_deleted(self, topic: str) -> None:
+        """Committed offsets of a deleted topic go too (tombstones), as in Kafka."""
+        for shard in self.shards:
+            if shard.loading:
+                continue
+            tombstones: list[KeyValue] = [
+                (records.offset_key(OffsetKey(group.group_id, t, p)), None)
+                for group in shard.groups.values() for t, p in group.offsets if t == topic
+            ]  # fmt: skip
+            if tombstones:
+                self._spawn(self._write_quietly(shard, tombstones, f"offsets of deleted topic {topic}"))
+
+    async def _write_quietly(self, shard: Shard, key_values: list[KeyValue], what: str) -> None:
+        try:
+            await shard.write(key_values)
+        except Exception as error:
+            log.error("writing %s failed: %s", what, error)
 
     # ---- offset retention --------------------------------------------------------------------
 

@@ -137,6 +137,7 @@ class Broker:
         if name == OFFSETS_TOPIC:  # Kafka allows it; the coordinator starts over on next use
             self.groups.forget_offsets_topic()
         self.logs.delete_topic(name)
+        self.groups.topic_deleted(name)
         self.topics_changed()
         log.info("deleted topic %s", name)
 
