@@ -1,4 +1,4 @@
-"""kcat (librdkafka 2.0 from Debian) against a real broker: metadata, every codec, offsets."""
+"""kcat (librdkafka 2.0 from Debian) against a real broker: metadata, every codec, offsets, groups."""
 
 from __future__ import annotations
 
@@ -38,3 +38,23 @@ def test_metadata_and_offset_query(broker: BrokerProcess) -> None:
     assert 'topic "kcat-meta" with 1 partitions' in metadata
     out = kcat(broker, "-C", "-t", "kcat-meta", "-o", "-3", "-e", "-f", "%o %s\n")
     assert out.splitlines() == ["7 v7", "8 v8", "9 v9"]
+
+
+def test_balanced_consumer_group_commits_and_resumes(tmp_path: object) -> None:
+    """kcat -G (librdkafka 2.0's group consumer): reads everything, commits on exit, and a second
+    run in the same group starts where the first stopped."""
+    from pathlib import Path
+
+    from tests.server.conftest import free_port
+
+    broker = BrokerProcess(Path(str(tmp_path)) / "data", free_port(), {"group.initial.rebalance.delay.ms": "0"}).start()
+    try:
+        kcat(broker, "-P", "-t", "kcat-group", "-p", "0", stdin="".join(f"first-{i}\n" for i in range(RECORDS)))
+        group_args = ("-C", "-G", "kcat-readers", "-X", "auto.offset.reset=earliest", "-e", "-f", "%o %s\n", "kcat-group")
+        first = kcat(broker, *group_args)
+        assert first.splitlines() == [f"{i} first-{i}" for i in range(RECORDS)]
+        kcat(broker, "-P", "-t", "kcat-group", "-p", "0", stdin="".join(f"second-{i}\n" for i in range(10)))
+        second = kcat(broker, *group_args)
+        assert second.splitlines() == [f"{RECORDS + i} second-{i}" for i in range(10)]
+    finally:
+        broker.stop()
