@@ -182,6 +182,38 @@ def test_members_split_partitions_and_take_over_on_leave_and_crash(group_broker:
             member.kill()
 
 
+@pytest.mark.parametrize("lib", LIBRARIES)
+def test_members_carry_on_across_a_broker_sigkill(group_broker: BrokerProcess, tmp_path: Path, lib: str) -> None:
+    """The broker is SIGKILLed under a stable group and restarted on the same data dir: the group
+    is loaded from __consumer_offsets, the members reconnect and go on heartbeating in the same
+    generation; no rebalance, no session expiry, same assignment."""
+    topic, group = f"restart-{lib}", f"restart-{lib}"
+    create_topic(group_broker, topic)
+
+    def start(name: str) -> Member:
+        if lib == "java":
+            return java_member(group_broker, topic, group, tmp_path / f"{name}.log")
+        return python_member(lib, group_broker, topic, group, tmp_path / f"{name}.log")
+
+    members = [start(name) for name in ("a", "b", "c")]
+    try:
+        check_split(group_broker, group, members, 40 if lib == "java" else TIMEOUT_S)
+        before = [set(m.assignment or ()) for m in members]
+        _, owned_before = describe(group_broker, group)
+        group_broker.kill()
+        group_broker.lines.clear()
+        group_broker.start()
+        time.sleep(SESSION_MS / 1000 + 1)  # past every session the load started
+        assert f"group {group} rebalancing" not in group_broker.log_text(), group_broker.log_text()
+        assert "missed its session timeout" not in group_broker.log_text()
+        assert [m.assignment for m in members] == before
+        state, owned = describe(group_broker, group)
+        assert state == "STABLE" and owned == owned_before
+    finally:
+        for member in members:
+            member.kill()
+
+
 def revoked_since(member: Member, start: int) -> set[int]:
     return set().union(*(e["partitions"] for e in member.events[start:] if e["event"] == "revoked"))  # type: ignore[arg-type]
 
