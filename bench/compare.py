@@ -12,9 +12,8 @@ Workloads, for records of 100 B and 1 KiB, acks=1 and acks=all:
   (confluent-kafka), against each broker;
 - produce at a fixed rate of half the maximum that client measured on that broker for that case
   (linger.ms=1): latency under load rather than queueing;
-- consume (at most 1M records of) the acks=1 topic from the page cache with bench/load.py (assign, no group) and kcat
-  against every broker, and with Kafka's ConsumerPerformance against Kafka only (it subscribes
-  through a consumer group, which tidelog does not serve yet).
+- consume (at most 1M records of) the acks=1 topic from the page cache with bench/load.py (assign, no group), kcat
+  and Kafka's ConsumerPerformance (which subscribes through a consumer group) against every broker.
 
 For each workload and client the broker order rotates, so no broker always goes first. The page
 cache is settled (sync, and as root drop_caches) before each produce run. Per row: records/s, MiB/s,
@@ -247,7 +246,7 @@ def consumer_performance(broker: Running, topic: str, records: int, size: int) -
 
 PRODUCERS = {"ProducerPerformance (Java)": producer_performance, "load.py (confluent-kafka)": load_produce}
 CONSUMERS = {"load.py (confluent-kafka)": load_consume, "kcat": kcat_consume,
-             "ConsumerPerformance (Java, group; Kafka only)": consumer_performance}  # fmt: skip
+             "ConsumerPerformance (Java, group)": consumer_performance}  # fmt: skip
 
 
 # --- the run -------------------------------------------------------------------------------------
@@ -335,7 +334,7 @@ def run(brokers: list[Running], quick: bool) -> list[Row]:
         for client, consume in CONSUMERS.items():
             log(f"== {workload}, {client}")
             for broker in rotated(brokers, turn):
-                if broker.name not in consume_topic or ("Kafka only" in client and broker.name != KAFKA):
+                if broker.name not in consume_topic:
                     continue
                 topic, count = consume_topic[broker.name]
                 count = min(count, consume_records)
@@ -395,8 +394,8 @@ rerun with `.venv/bin/python bench/compare.py`.
 - Latency: ProducerPerformance's (send to callback, whole milliseconds), load.py's (librdkafka's `produce()` to
   delivery report). At maximum rate it is mostly client-side queueing; the fixed-rate rows are the latency ones.
 - Consumers read (at most the first 1M records of) the acks=1 topic load.py wrote, from the page cache (read once first, not measured).
-  ConsumerPerformance joins a consumer group, which tidelog does not serve yet (no FindCoordinator): Kafka only.
-  Its rate is `fetch.nMsg.sec` (without the group join).
+  ConsumerPerformance joins a consumer group (both brokers: group.initial.rebalance.delay.ms=0); its rate is
+  `fetch.nMsg.sec` (without the group join).
 - Broker CPU s: user+system time of the broker process (all threads) during the run, from `/proc/<pid>/stat`.
   RSS: `VmRSS` after the run. Ratios: tidelog row / the Kafka row of the same workload and client
   (throughput: higher is better for tidelog; p99: lower is better).

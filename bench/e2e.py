@@ -45,7 +45,9 @@ class Broker:
         self.directory = tempfile.mkdtemp(prefix="tidelog-e2e-")
         self.port = free_port()
         command = [*pinned(0), sys.executable, "-m", "tidelog", "serve", "--data-dir", self.directory,
-                   "--listen", f"127.0.0.1:{self.port}", "--set", f"tidelog.flush.before.ack={str(durable).lower()}"]  # fmt: skip
+                   "--listen", f"127.0.0.1:{self.port}", "--set", f"tidelog.flush.before.ack={str(durable).lower()}",
+                   # as the reference Kafka is set up: a group's first rebalance does not wait
+                   "--set", "group.initial.rebalance.delay.ms=0"]  # fmt: skip
         self.process = subprocess.Popen(command, stderr=subprocess.PIPE, text=True)
         assert self.process.stderr is not None
         deadline = time.monotonic() + READY_TIMEOUT_S

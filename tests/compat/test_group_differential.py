@@ -231,6 +231,9 @@ def test_static_member_rejoin_fences_the_old_member_id(client: WireClient) -> No
     again = client.request(JOIN, 5, join_request(group, topics=(topic,), instance="host-1"))
     assert again.error_code == ErrorCode.none
     assert again.member_id != old
+    assert again.generation_id == first.generation_id  # no rebalance: same protocol, same place
+    assert again.leader == again.member_id  # the leader's place passed to the new id
+    assert describe(client, group).group_state == "Stable"
     assert heartbeat(client, group, again.generation_id, old, instance="host-1") == ErrorCode.fenced_instance_id
     described = describe(client, group)
     assert [(m.member_id, m.group_instance_id) for m in described.members] == [(again.member_id, "host-1")]

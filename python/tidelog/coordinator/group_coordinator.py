@@ -31,8 +31,6 @@ log = logging.getLogger(__name__)
 
 NO_OFFSET = -1
 NO_LEADER_EPOCH = -1
-# Kafka's JoinGroup v9 skips the assignment for a static leader that rejoins unchanged.
-SKIP_ASSIGNMENT_MIN_VERSION = 9
 MEMBER_ID_REQUIRED_MIN_VERSION = 4
 
 
@@ -227,12 +225,11 @@ class GroupCoordinator:
                                   else SyncResult(ErrorCode.fenced_instance_id))  # fmt: skip
                 waiter.set_result(result)  # type: ignore[arg-type]
         old.join_waiter = old.sync_waiter = None
-        protocols_same = old.same_protocols(request.protocols)
         member = group.replace_static(old_id, new_id)
         self._update_member(member, request)
-        if group.is_(GroupState.STABLE) and protocols_same:
-            if group.leader == new_id and request.version < SKIP_ASSIGNMENT_MIN_VERSION:
-                return await self._rebalance_and_wait(group, member, "static leader rejoined")
+        # Kafka's rule: no rebalance unless the group's protocol would change. A rejoining static
+        # leader gets the members and skip_assignment (v9+); its SyncGroup in Stable changes nothing.
+        if group.is_(GroupState.STABLE) and group.choose_protocol() == group.protocol:
             try:
                 await shard.write([(records.group_key(records.GroupKey(group.group_id)), records.group_value(group.to_stored(now_ms())))])
             except Exception as error:  # the old id stays fenced; the member will rejoin
