@@ -32,6 +32,8 @@ log = logging.getLogger(__name__)
 NO_OFFSET = -1
 NO_LEADER_EPOCH = -1
 MEMBER_ID_REQUIRED_MIN_VERSION = 4
+# From JoinGroup v9 a static leader that rejoins unchanged is told to skip the assignment.
+SKIP_ASSIGNMENT_MIN_VERSION = 9
 
 
 class ShardLoading(Exception):
@@ -219,11 +221,10 @@ class GroupCoordinator:
         """A static member back with a new member id: the old id is fenced, its place kept."""
         new_id = f"{request.group_instance_id}-{uuid.uuid4()}"
         old = group.members[old_id]
-        for waiter in (old.join_waiter, old.sync_waiter):
-            if waiter is not None and not waiter.done():
-                result: object = (JoinResult(ErrorCode.fenced_instance_id, old_id) if waiter is old.join_waiter
-                                  else SyncResult(ErrorCode.fenced_instance_id))  # fmt: skip
-                waiter.set_result(result)  # type: ignore[arg-type]
+        if old.join_waiter is not None and not old.join_waiter.done():
+            old.join_waiter.set_result(JoinResult(ErrorCode.fenced_instance_id, old_id))
+        if old.sync_waiter is not None and not old.sync_waiter.done():
+            old.sync_waiter.set_result(SyncResult(ErrorCode.fenced_instance_id))
         old.join_waiter = old.sync_waiter = None
         member = group.replace_static(old_id, new_id)
         self._update_member(member, request)
@@ -236,9 +237,13 @@ class GroupCoordinator:
                 log.error("persisting static member of %s failed: %s", group.group_id, error)
                 return JoinResult(ErrorCode.unknown_member_id, new_id)
             self._refresh_session(group, member)
-            result_ = self._join_result(group, new_id)
-            result_.skip_assignment = group.leader == new_id
-            return result_
+            result = self._join_result(group, new_id)
+            if group.leader == new_id:
+                if request.version >= SKIP_ASSIGNMENT_MIN_VERSION:
+                    result.skip_assignment = True
+                else:  # Kafka names the old id, with no members, so no assignment is recomputed
+                    result.leader, result.members = old_id, []
+            return result
         if group.is_(GroupState.PREPARING_REBALANCE):
             return await self._wait_for_join(group, member)
         return await self._rebalance_and_wait(group, member, "static member rejoined with new protocols")
