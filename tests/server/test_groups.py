@@ -119,11 +119,11 @@ def python_member(lib: str, broker: BrokerProcess, topic: str, group: str, log_p
     return Member(command, log_path)
 
 
-def java_member(broker: BrokerProcess, topic: str, group: str, log_path: Path) -> Member:
+def java_member(broker: BrokerProcess, topic: str, group: str, log_path: Path, *extra: str) -> Member:
     config = log_path.with_suffix(".properties")
     config.write_text("heartbeat.interval.ms=300\nmax.poll.interval.ms=20000\n")
     command = ["java", "-cp", f"{LIBS}/*", "org.apache.kafka.tools.VerifiableConsumer", "--bootstrap-server", broker.bootstrap,
-               "--topic", topic, "--group-id", group, "--session-timeout", str(SESSION_MS), "--command-config", str(config)]  # fmt: skip
+               "--topic", topic, "--group-id", group, "--session-timeout", str(SESSION_MS), "--command-config", str(config), *extra]  # fmt: skip
     return Member(command, log_path)
 
 

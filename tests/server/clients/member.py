@@ -82,6 +82,7 @@ async def run_aiokafka(args: argparse.Namespace, stop: list[bool]) -> None:
     consumer = AIOKafkaConsumer(
         args.topic, bootstrap_servers=args.bootstrap, group_id=args.group, enable_auto_commit=False,
         session_timeout_ms=args.session_ms, heartbeat_interval_ms=HEARTBEAT_MS, max_poll_interval_ms=20_000,
+        group_instance_id=args.instance_id,
     )  # fmt: skip
     await consumer.start()
     last = None
