@@ -392,3 +392,29 @@ def test_deleting_a_topic_deletes_its_committed_offsets(client: WireClient) -> N
         assert time.monotonic() < deadline, "the deleted topic's offset is still there"
         time.sleep(0.1)
     assert fetch_offsets(client, group, kept, (0,)) == {0: 4}
+
+
+def test_a_member_that_does_not_rejoin_is_removed_at_the_rebalance_timeout(client: WireClient, port: int) -> None:
+    group, topic = next(groups), create_topic(client)
+    wait_for_coordinator(client, group)
+    short = datetime.timedelta(seconds=1)
+
+    def join_short(member_id: str = "") -> JoinGroupRequest:
+        request = join_request(group, member_id=member_id, topics=(topic,))
+        return JoinGroupRequest(group_id=group, session_timeout=SESSION, rebalance_timeout=short, member_id=member_id,
+                                group_instance_id=None, protocol_type="consumer", protocols=request.protocols)  # fmt: skip
+
+    a = client.request(JOIN, 5, join_short(client.request(JOIN, 5, join_short()).member_id))
+    assert a.error_code == ErrorCode.none
+    sync(client, group, a.generation_id, a.member_id, {a.member_id: assignment(topic, 0)})
+    other = WireClient(port)
+    try:
+        b_id = other.request(JOIN, 5, join_short()).member_id
+        started = time.monotonic()
+        b = other.request(JOIN, 5, join_short(b_id))  # a never rejoins: b waits out the rebalance timeout
+        waited = time.monotonic() - started
+        assert b.error_code == ErrorCode.none and 0.5 < waited < 5
+        assert (b.generation_id, b.leader, [m.member_id for m in b.members]) == (a.generation_id + 1, b_id, [b_id])
+        assert heartbeat(client, group, a.generation_id, a.member_id) == ErrorCode.unknown_member_id
+    finally:
+        other.close()
