@@ -23,19 +23,37 @@ log = logging.getLogger("tidelog")
 
 
 async def housekeeping(broker: Broker, stop: asyncio.Event) -> None:
-    """Checkpoints and retention on the configured intervals, until `stop` is set."""
+    """Checkpoints, retention and producer-id expiry on their configured intervals, until `stop` is set."""
     loop = asyncio.get_running_loop()
     config = broker.config
-    next_retention = loop.time() + config.log_retention_check_interval_ms / 1000
+    tasks = {
+        "checkpoint": (config.log_flush_offset_checkpoint_interval_ms, broker.logs.checkpoint_all),
+        "retention": (config.log_retention_check_interval_ms, lambda: enforce_retention(broker)),
+        "producer expiry": (config.producer_id_expiration_check_interval_ms, lambda: expire_producers(broker)),
+    }
+    due = {name: loop.time() + interval_ms / 1000 for name, (interval_ms, _) in tasks.items()}
     while not stop.is_set():
         try:
-            await asyncio.wait_for(stop.wait(), config.log_flush_offset_checkpoint_interval_ms / 1000)
+            await asyncio.wait_for(stop.wait(), max(0.0, min(due.values()) - loop.time()))
         except TimeoutError:
-            broker.logs.checkpoint_all()
-        if loop.time() >= next_retention:
-            for topic_partition, report in broker.logs.enforce_retention().items():
-                log.info("retention deleted %d segment(s) of %s", report.segments_deleted, topic_partition.directory_name())
-            next_retention = loop.time() + config.log_retention_check_interval_ms / 1000
+            pass
+        if stop.is_set():
+            break
+        for name, (interval_ms, task) in tasks.items():
+            if loop.time() >= due[name]:
+                task()
+                due[name] = loop.time() + interval_ms / 1000
+
+
+def enforce_retention(broker: Broker) -> None:
+    for topic_partition, report in broker.logs.enforce_retention().items():
+        log.info("retention deleted %d segment(s) of %s", report.segments_deleted, topic_partition.directory_name())
+
+
+def expire_producers(broker: Broker) -> None:
+    expired = broker.logs.expire_producers()
+    if expired:
+        log.info("forgot %d producer id(s) idle for producer.id.expiration.ms", expired)
 
 
 async def serve(config: BrokerConfig) -> None:

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from tidelog.config import BrokerConfig
-from tidelog.storage import LogManager, Partition, TopicError, TopicMetadata, TopicPartition
+from tidelog.storage import LogManager, Partition, ProducerIdAllocator, TopicError, TopicMetadata, TopicPartition
 
 log = logging.getLogger(__name__)
 
@@ -39,13 +39,15 @@ class Broker:
         self.node_id = config.node_id
         self.host, self.port = config.advertised_address()
         self.cluster_id = read_or_create_cluster_id(logs.data_dir)
+        self.producer_ids = ProducerIdAllocator(logs.data_dir)
         # Bumped on every topic change; encoded responses that depend on topics are cached under it.
         self.metadata_epoch = 0
         self.response_cache: dict[Any, bytes] = {}
 
     @classmethod
     def open(cls, config: BrokerConfig) -> Broker:
-        logs = LogManager.open(config.log_dirs, config.topic_defaults, durable_acks=config.tidelog_flush_before_ack)
+        logs = LogManager.open(config.log_dirs, config.topic_defaults, durable_acks=config.tidelog_flush_before_ack,
+                               producer_id_expiration_ms=config.producer_id_expiration_ms)  # fmt: skip
         return cls(config, logs)
 
     def topics_changed(self) -> None:

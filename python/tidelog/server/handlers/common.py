@@ -10,10 +10,13 @@ from kio.schema.errors import ErrorCode
 from tidelog.storage import (
     CorruptLogError,
     CorruptRecordError,
+    InvalidProducerEpochError,
     InvalidRecordError,
     InvalidTimestampError,
+    InvalidTxnStateError,
     LogClosedError,
     OffsetOutOfRangeError,
+    OutOfOrderSequenceError,
     RecordListTooLargeError,
     RecordTooLargeError,
     StorageError,
@@ -43,6 +46,9 @@ STORAGE_ERRORS: dict[type[StorageError], ErrorCode] = {
     CorruptLogError: ErrorCode.kafka_storage_error,
     LogClosedError: ErrorCode.not_leader_or_follower,
     StorageIOError: ErrorCode.kafka_storage_error,
+    InvalidProducerEpochError: ErrorCode.invalid_producer_epoch,
+    OutOfOrderSequenceError: ErrorCode.out_of_order_sequence_number,
+    InvalidTxnStateError: ErrorCode.invalid_txn_state,
 }
 
 
