@@ -160,7 +160,7 @@ class AiokafkaWriter(Writer):
 
 @dataclass
 class JavaWriter(Writer):
-    """Kafka's VerifiableProducer: idempotent by default; prints a JSON line per acknowledgement."""
+    """Kafka's VerifiableProducer, idempotent; prints a JSON line per acknowledgement."""
 
     libs: Path = Path()
     workdir: Path = Path()
@@ -172,7 +172,8 @@ class JavaWriter(Writer):
         command = ["java", "-cp", f"{self.libs}/*", "org.apache.kafka.tools.VerifiableProducer", "--bootstrap-server",
                    self.bootstrap, "--topic", self.topic, "--max-messages", str(self.max_messages), "--throughput",
                    str(self.rate), "--acks", "-1", "--value-prefix", str(JAVA_PREFIX), "--producer.config", str(config)]  # fmt: skip
-        config.write_text("linger.ms=5\nreconnect.backoff.max.ms=200\nenable.idempotence=true\n")
+        # VerifiableProducer sets retries=0, which quietly turns idempotence off unless it is asked for.
+        config.write_text("linger.ms=5\nreconnect.backoff.max.ms=200\nenable.idempotence=true\nretries=2147483647\n")
         process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         stderr: list[str] = []
         threading.Thread(target=lambda: stderr.extend(process.stderr or []), daemon=True).start()
@@ -188,7 +189,8 @@ class JavaWriter(Writer):
                 self.failed.append(event.get("exception", "") + ": " + event.get("message", ""))
             if self.stop.is_set() and process.poll() is None:
                 process.terminate()  # closes the producer: it flushes what it has first
-        process.wait(FLUSH_TIMEOUT_S)
+        if process.wait(FLUSH_TIMEOUT_S) not in (0, -15, 143):  # SIGTERM at the end is expected
+            self.failed.append(f"VerifiableProducer exited with {process.returncode}: {''.join(stderr)[-2000:]}")
         config.unlink()
         fatal_signs = ("OutOfOrderSequence", "ProducerFenced", "InvalidProducerEpoch", "FATAL")
         self.fatal += [line for line in stderr if any(sign in line for sign in fatal_signs)]
