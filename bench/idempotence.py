@@ -1,0 +1,112 @@
+"""Idempotent vs plain `acks=all` production against one tidelog broker, in the same run.
+
+    python bench/idempotence.py [--records 600000] [--rounds 3] [--out bench/results/idempotence.md]
+
+Starts `tidelog serve` (durable acks, the default) pinned to CPU 0 and produces from CPU 1,
+alternating plain and idempotent rounds (1 KiB records, a fresh topic per round) so drift on
+the machine hits both alike; prints a markdown table of medians and the ratios.
+
+Comparisons (target: idempotent >= 0.95 x plain):
+- bench/load.py (confluent-kafka), 1 partition, each client's defaults;
+- the same with plain held to the pipeline librdkafka's idempotent producer uses: it sends the
+  next Produce for a partition only once the previous one is answered (measured with a proxy:
+  1.00 requests in flight on average), so with durable acks every batch waits for its own fsync.
+  This pair isolates the broker's cost of idempotence;
+- bench/load.py over 4 partitions, where the connection's pipeline (5 requests) fills again;
+- Kafka's ProducerPerformance (Java, 5 in flight either way), when the jars are present.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import re
+import statistics
+import subprocess
+import sys
+from pathlib import Path
+
+from confluent_kafka.admin import AdminClient, NewTopic
+from e2e import RECORD_BYTES, Broker, pinned, run_tool, settle_page_cache
+
+HERE = Path(__file__).parent
+LIBS = HERE.parent / ".cache" / "kafka" / "libs"
+PERF_LINE = re.compile(r"(\d+) records sent, ([\d.]+) records/sec")
+TARGET = 0.95
+
+# comparison -> (plain arguments, idempotent arguments) for bench/load.py
+LOAD_COMPARISONS = {
+    "confluent-kafka, 1 partition, defaults": ([], ["--idempotence"]),
+    "confluent-kafka, 1 partition, 1 request in flight both": (["--max-in-flight", "1"], ["--idempotence"]),
+    "confluent-kafka, 4 partitions, defaults": (["--partitions", "4"], ["--idempotence", "--partitions", "4"]),
+}
+JAVA = "Java ProducerPerformance, 1 partition"
+
+
+def load_round(broker: Broker, topic: str, records: int, extra: list[str]) -> float:
+    partitions = extra[extra.index("--partitions") + 1] if "--partitions" in extra else "1"
+    admin = AdminClient({"bootstrap.servers": broker.bootstrap})  # kept alive until the topic exists
+    admin.create_topics([NewTopic(topic, int(partitions), 1)])[topic].result(30)
+    row = run_tool(broker, "load.py", "produce", "--bootstrap", broker.bootstrap, "--topic", topic, "--records", str(records),
+                   "--record-size", str(RECORD_BYTES), "--acks", "all", *extra)  # fmt: skip
+    return float(row["records_per_s"])  # type: ignore[arg-type]
+
+
+def java_round(broker: Broker, topic: str, records: int, idempotent: bool) -> float:
+    settle_page_cache()
+    command = [*pinned(1), "java", "-Xmx1g", "-cp", f"{LIBS}/*", "org.apache.kafka.tools.ProducerPerformance",
+               "--bootstrap-server", broker.bootstrap, "--topic", topic, "--num-records", str(records),
+               "--record-size", str(RECORD_BYTES), "--throughput", "-1",
+               "--command-property", "acks=all", f"enable.idempotence={str(idempotent).lower()}", "linger.ms=5",
+               "batch.size=262144"]  # fmt: skip
+    output = subprocess.run(command, capture_output=True, text=True, check=True).stdout
+    matches = PERF_LINE.findall(output)
+    return float(matches[-1][1])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--records", type=int, default=600_000)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--out", type=Path)
+    args = parser.parse_args()
+    comparisons = list(LOAD_COMPARISONS) + ([JAVA] if any(LIBS.glob("kafka-clients-*.jar")) else [])
+    results: dict[str, dict[str, list[float]]] = {name: {"plain": [], "idempotent": []} for name in comparisons}
+    broker = Broker(durable=True)
+    try:
+        for round_number in range(args.rounds):
+            for number, name in enumerate(comparisons):
+                for mode in ("plain", "idempotent") if round_number % 2 == 0 else ("idempotent", "plain"):
+                    topic = f"bench-{number}-{round_number}-{mode}"
+                    if name == JAVA:
+                        value = java_round(broker, topic, args.records, mode == "idempotent")
+                    else:
+                        plain, idempotent = LOAD_COMPARISONS[name]
+                        value = load_round(broker, topic, args.records, idempotent if mode == "idempotent" else plain)
+                    results[name][mode].append(value)
+                    print(f"round {round_number + 1}: {name}: {mode}: {value:,.0f} records/s", file=sys.stderr)
+    finally:
+        broker.stop()
+    lines = [
+        "# Idempotent vs plain acks=all production",
+        "",
+        f"Machine: {os.cpu_count()} CPUs, Linux {platform.release()}, Python {platform.python_version()}. Broker on CPU 0 "
+        f"(durable acks: fsync before the answer), producer on CPU 1. {args.records:,} records of {RECORD_BYTES} B per "
+        f"round, {args.rounds} rounds alternating the order, medians. Rerun with `python bench/idempotence.py`.",
+        "",
+        "| comparison | plain records/s | idempotent records/s | ratio | rounds (plain / idempotent) |",
+        "|---|---:|---:|---:|---|",
+    ]
+    for name, modes in results.items():
+        plain, idempotent = statistics.median(modes["plain"]), statistics.median(modes["idempotent"])
+        rounds = " / ".join(", ".join(f"{v:,.0f}" for v in modes[m]) for m in ("plain", "idempotent"))
+        lines.append(f"| {name} | {plain:,.0f} | {idempotent:,.0f} | **{idempotent / plain:.3f}** | {rounds} |")
+    text = "\n".join(lines) + "\n"
+    print(text)
+    if args.out:
+        args.out.write_text(text)
+
+
+if __name__ == "__main__":
+    main()
