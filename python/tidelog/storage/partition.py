@@ -199,7 +199,8 @@ class Partition:
         return max(high_watermark, self.log.log_start_offset)
 
     def append(self, records: bytes | bytearray | memoryview) -> AppendInfo:
-        """Validates and appends; the data is in the page cache, not yet durable."""
+        """Validates and appends; the data is in the page cache, not yet durable. No producer-state
+        rules: this is for the broker's own appends and tests; clients go through `produce`."""
         return self.log.append(records, now_ms())
 
     async def append_durable(self, records: bytes | bytearray | memoryview) -> AppendInfo:
