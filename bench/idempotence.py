@@ -13,7 +13,9 @@ Comparisons (target: idempotent >= 0.95 x plain):
   1.00 requests in flight on average), so with durable acks every batch waits for its own fsync.
   This pair isolates the broker's cost of idempotence;
 - bench/load.py over 4 partitions, where the connection's pipeline (5 requests) fills again;
-- Kafka's ProducerPerformance (Java, 5 in flight either way), when the jars are present.
+- Kafka's ProducerPerformance (Java, 5 in flight either way), when the jars are present;
+- with `--kafka`, the first comparison against Apache Kafka 4.4 (bench/kafka/reference_broker.py,
+  page-cache acks, its defaults): what the same client does with idempotence on the reference.
 
 CPU seconds of the broker and of the client process are given per round (medians), to show on
 which side of the wire idempotence costs: the client has one core of its own.
@@ -30,9 +32,13 @@ import statistics
 import subprocess
 import sys
 from pathlib import Path
+from typing import cast
 
 from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
 from e2e import RECORD_BYTES, Broker, pinned, run_tool, settle_page_cache
+
+sys.path.insert(0, str(Path(__file__).parent / "kafka"))
+import reference_broker  # type: ignore[import-not-found]  # noqa: E402 - bench/kafka is not a package
 
 HERE = Path(__file__).parent
 LIBS = HERE.parent / ".cache" / "kafka" / "libs"
@@ -46,12 +52,38 @@ LOAD_COMPARISONS = {
     "confluent-kafka, 4 partitions, defaults": (["--partitions", "4"], ["--idempotence", "--partitions", "4"]),
 }
 JAVA = "Java ProducerPerformance, 1 partition"
+KAFKA = "Apache Kafka 4.4: confluent-kafka, 1 partition, defaults"
+
+
+class KafkaBroker:
+    """The reference broker, with the two things this script asks of a broker."""
+
+    def __init__(self) -> None:
+        import tempfile
+
+        self.directory = tempfile.mkdtemp(prefix="kafka-idempotence-")
+        self.port = reference_broker.free_port()
+        self.process = reference_broker.start(self.directory, self.port)
+
+    @property
+    def bootstrap(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def cpu_seconds(self) -> float:
+        fields = Path(f"/proc/{self.process.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+    def stop(self) -> None:
+        import shutil
+
+        reference_broker.stop(self.process)
+        shutil.rmtree(self.directory, ignore_errors=True)
 
 
 class Measured:
     """CPU seconds of the broker and of the client processes over one round."""
 
-    def __init__(self, broker: Broker) -> None:
+    def __init__(self, broker: Broker | KafkaBroker) -> None:
         self.broker = broker
 
     def __enter__(self) -> Measured:
@@ -69,11 +101,12 @@ class Measured:
         return usage.ru_utime + usage.ru_stime
 
 
-def load_round(broker: Broker, topic: str, records: int, extra: list[str]) -> float:
+def load_round(broker: Broker | KafkaBroker, topic: str, records: int, extra: list[str]) -> float:
     partitions = extra[extra.index("--partitions") + 1] if "--partitions" in extra else "1"
     admin = AdminClient({"bootstrap.servers": broker.bootstrap})  # kept alive until the topic exists
     admin.create_topics([NewTopic(topic, int(partitions), 1)])[topic].result(30)
-    row = run_tool(broker, "load.py", "produce", "--bootstrap", broker.bootstrap, "--topic", topic, "--records", str(records),
+    tool_broker = cast(Broker, broker)  # run_tool only calls cpu_seconds(), which both kinds have
+    row = run_tool(tool_broker, "load.py", "produce", "--bootstrap", broker.bootstrap, "--topic", topic, "--records", str(records),
                    "--record-size", str(RECORD_BYTES), "--acks", "all", *extra)  # fmt: skip
     return float(row["records_per_s"])  # type: ignore[arg-type]
 
@@ -95,6 +128,7 @@ def main() -> None:
     parser.add_argument("--records", type=int, default=600_000)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--out", type=Path)
+    parser.add_argument("--kafka", action="store_true", help="also run the first comparison against Apache Kafka 4.4")
     args = parser.parse_args()
     comparisons = list(LOAD_COMPARISONS) + ([JAVA] if any(LIBS.glob("kafka-clients-*.jar")) else [])
     results: dict[str, dict[str, list[float]]] = {name: {"plain": [], "idempotent": []} for name in comparisons}
@@ -116,6 +150,23 @@ def main() -> None:
                     print(f"round {round_number + 1}: {name}: {mode}: {value:,.0f} records/s", file=sys.stderr)
     finally:
         broker.stop()
+    if args.kafka:
+        comparisons.append(KAFKA)
+        results[KAFKA], cpu[KAFKA] = {"plain": [], "idempotent": []}, {"plain": [], "idempotent": []}
+        kafka = KafkaBroker()
+        try:
+            load_round(kafka, "warm-up", args.records // 4, ["--idempotence"])  # the JVM's JIT first
+            plain, idempotent = LOAD_COMPARISONS["confluent-kafka, 1 partition, defaults"]
+            for round_number in range(args.rounds):
+                for mode in ("plain", "idempotent") if round_number % 2 == 0 else ("idempotent", "plain"):
+                    with Measured(kafka) as measured:
+                        value = load_round(kafka, f"kafka-{round_number}-{mode}", args.records,
+                                           idempotent if mode == "idempotent" else plain)  # fmt: skip
+                    results[KAFKA][mode].append(value)
+                    cpu[KAFKA][mode].append((measured.broker_cpu_s, measured.client_cpu_s))
+                    print(f"round {round_number + 1}: {KAFKA}: {mode}: {value:,.0f} records/s", file=sys.stderr)
+        finally:
+            kafka.stop()
     lines = [
         "# Idempotent vs plain acks=all production",
         "",
