@@ -2,6 +2,7 @@
 
     python bench/load.py produce --bootstrap 127.0.0.1:9092 --topic load --records 500000 --acks all
     python bench/load.py produce ... --rate 50000          # fixed rate: latency under load
+    python bench/load.py produce ... --acks all --idempotence   # idempotent producer (InitProducerId)
     python bench/load.py consume --bootstrap 127.0.0.1:9092 --topic load --records 500000
 
 Prints progress to stderr while it runs and one JSON line of results to stdout: records/s,
@@ -72,10 +73,12 @@ def produce(args: argparse.Namespace) -> Result:
         latencies[delivered] = message.latency()  # type: ignore[attr-defined]
         delivered += 1
 
+    in_flight = {"max.in.flight.requests.per.connection": args.max_in_flight} if args.max_in_flight else {}
     producer = Producer({
-        "bootstrap.servers": args.bootstrap, "acks": args.acks, "linger.ms": args.linger_ms,
+        **in_flight, "bootstrap.servers": args.bootstrap, "acks": args.acks, "linger.ms": args.linger_ms,
         "batch.size": args.batch_size, "compression.type": args.compression,
         "queue.buffering.max.kbytes": 1 << 20, "queue.buffering.max.messages": 1_000_000, "socket.nagle.disable": True,
+        "enable.idempotence": args.idempotence,
     })  # fmt: skip
     payload = np.random.default_rng(1).bytes(args.record_size)
     # Warm-up outside the measurement: connections, metadata and the first batches.
@@ -147,6 +150,8 @@ def main() -> None:
     parser.add_argument("--linger-ms", type=float, default=5)
     parser.add_argument("--batch-size", type=int, default=256 * 1024)
     parser.add_argument("--compression", default="none")
+    parser.add_argument("--idempotence", action="store_true", help="enable.idempotence=true (needs --acks all)")
+    parser.add_argument("--max-in-flight", type=int, default=0, help="max.in.flight.requests.per.connection; 0 = librdkafka's default")
     args = parser.parse_args()
     result = produce(args) if args.mode == "produce" else consume(args)
     print(json.dumps(asdict(result)))

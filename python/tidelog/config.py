@@ -111,6 +111,10 @@ class BrokerConfig:
     connections_max_idle_ms: int = 600_000
     log_retention_check_interval_ms: int = 300_000
     log_flush_offset_checkpoint_interval_ms: int = 60_000
+    # Idempotent producers idle this long are forgotten (Kafka's default: one day, KIP-854);
+    # the check runs every producer.id.expiration.check.interval.ms.
+    producer_id_expiration_ms: int = 86_400_000
+    producer_id_expiration_check_interval_ms: int = 600_000
     # `acks=all` is answered only once the data is fsynced (group commit). `false` answers as
     # soon as it is in the page cache, as Kafka does, and makes the high watermark the log end.
     tidelog_flush_before_ack: bool = True

@@ -26,3 +26,13 @@ TAGGED_FIELDS_MAX = 64
 COORDINATOR_LOAD_CHUNK_BYTES = 256 << 10
 # Parsed `__consumer_offsets` keys kept while replaying (one per group and partition recurs).
 COORDINATOR_KEY_CACHE_SIZE = 1 << 16
+# Idempotent producers. Kafka caches a producer's last 5 batches per partition: clients keep at
+# most 5 requests in flight, so any retry they can send is one of them.
+PRODUCER_BATCHES_KEPT = 5
+# Producer ids are handed out from blocks persisted before use (KIP-730's size): a crash skips
+# the rest of a block, and no id is ever given twice.
+PRODUCER_ID_BLOCK_SIZE = 1000
+# Producer-state snapshots kept per partition; older ones only matter if the newer fail their CRC.
+PRODUCER_SNAPSHOTS_KEPT = 3
+# Batch headers one call of the producer-state replay reads, so one call stays short.
+PRODUCER_REPLAY_BATCHES_PER_CALL = 10_000

@@ -26,7 +26,8 @@ pytestmark = pytest.mark.skipif(not kafka_available(), reason="needs Java and th
 
 def test_every_acknowledged_message_is_read_back(broker: BrokerProcess, tmp_path: Path) -> None:
     config = tmp_path / "producer.properties"
-    config.write_text("enable.idempotence=false\nlinger.ms=5\n")  # no InitProducerId yet (idempotence issue)
+    # VerifiableProducer sets retries=0, which quietly turns idempotence off unless it is asked for.
+    config.write_text("linger.ms=5\nenable.idempotence=true\nretries=2147483647\n")
     command = ["java", "-cp", f"{KAFKA_LIBS}/*", "org.apache.kafka.tools.VerifiableProducer", "--bootstrap-server",
                broker.bootstrap, "--topic", "verifiable", "--max-messages", str(MESSAGES), "--acks", "-1",
                "--producer.config", str(config)]  # fmt: skip

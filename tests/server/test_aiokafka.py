@@ -15,7 +15,7 @@ from tests.server.scenario import CODECS, records_for
 TIMEOUT_S = 15
 
 
-async def round_trip(bootstrap: str, acks: object) -> None:
+async def round_trip(bootstrap: str, acks: object, idempotent: bool = False) -> None:
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
     await admin.start()
     await admin.create_topics([NewTopic(f"aio-{codec}", 1, 1) for codec in CODECS])
@@ -23,7 +23,7 @@ async def round_trip(bootstrap: str, acks: object) -> None:
     for codec in CODECS:
         topic = f"aio-{codec}"
         sent = records_for(codec)
-        producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks=acks, linger_ms=5,
+        producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks=acks, linger_ms=5, enable_idempotence=idempotent,
                                     compression_type=None if codec == "none" else codec)  # fmt: skip
         await producer.start()
         futures = [await producer.send(topic, value=r.value, key=r.key, headers=list(r.headers), timestamp_ms=r.timestamp_ms, partition=0)
@@ -47,9 +47,9 @@ async def round_trip(bootstrap: str, acks: object) -> None:
             assert tuple(message.headers) == record.headers
 
 
-@pytest.mark.parametrize("acks", [1, "all"])
-def test_every_codec_round_trips_byte_exact(broker: BrokerProcess, acks: object) -> None:
-    asyncio.run(round_trip(broker.bootstrap, acks))
+@pytest.mark.parametrize(("acks", "idempotent"), [(1, False), ("all", False), ("all", True)])
+def test_every_codec_round_trips_byte_exact(broker: BrokerProcess, acks: object, idempotent: bool) -> None:
+    asyncio.run(round_trip(broker.bootstrap, acks, idempotent))
 
 
 async def offsets(bootstrap: str) -> None:

@@ -61,12 +61,13 @@ def consume(broker: BrokerProcess, topic: str, count: int, partition: int = 0, *
     return messages
 
 
-@pytest.mark.parametrize("acks", ["1", "all"])
-def test_every_codec_round_trips_byte_exact(broker: BrokerProcess, acks: str) -> None:
+@pytest.mark.parametrize(("acks", "idempotent"), [("1", False), ("all", False), ("all", True)])
+def test_every_codec_round_trips_byte_exact(broker: BrokerProcess, acks: str, idempotent: bool) -> None:
     create(broker, *(NewTopic(f"codec-{codec}", 1, 1) for codec in CODECS))
     for codec in CODECS:
         sent = records_for(codec)
-        delivered = produce(broker, f"codec-{codec}", sent, **{"compression.type": codec, "acks": acks})
+        config = {"compression.type": codec, "acks": acks, "enable.idempotence": idempotent}
+        delivered = produce(broker, f"codec-{codec}", sent, **config)
         assert sorted(offset for _, offset in delivered) == list(range(len(sent)))
         got = consume(broker, f"codec-{codec}", len(sent))
         assert [m.offset() for m in got] == list(range(len(sent)))  # type: ignore[attr-defined]

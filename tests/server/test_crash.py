@@ -5,10 +5,14 @@ from __future__ import annotations
 
 import threading
 import time
+from pathlib import Path
 
 from confluent_kafka import Consumer, Producer, TopicPartition
+from confluent_kafka.admin import AdminClient, NewTopic
 
-from tests.server.conftest import BrokerProcess
+from tests.compat.conftest import KAFKA_LIBS, kafka_available
+from tests.server.conftest import BrokerProcess, free_port
+from tests.server.idempotent_load import AiokafkaWriter, ConfluentWriter, JavaWriter, KafkaPythonWriter, Writer, check, read_all
 
 KILLS = 3
 RECORDS_PER_TICK = 200
@@ -62,3 +66,52 @@ def test_acknowledged_records_survive_sigkill(broker: BrokerProcess) -> None:
     consumer.close()
     lost = {offset for offset, value in acked.items() if stored.get(offset) != value}
     assert not lost, f"{len(lost)} acknowledged records missing or changed, e.g. {sorted(lost)[:5]}"
+
+
+IDEMPOTENT_KILLS = 4
+IDEMPOTENT_PARTITIONS = 3
+
+
+def test_idempotent_producers_of_every_client_survive_repeated_sigkill(tmp_path: Path) -> None:
+    """SIGKILL under idempotent load from confluent-kafka, kafka-python, aiokafka and Java: after
+    each restart retries of batches acknowledged (or appended) before the kill are deduplicated
+    from the recovered producer state. Small segments, so snapshots on roll and replays run too;
+    a clean restart at the end loads the shutdown snapshot."""
+    broker = BrokerProcess(tmp_path / "data", free_port(), {"log.segment.bytes": str(256 * 1024)}).start()
+    try:
+        admin = AdminClient({"bootstrap.servers": broker.bootstrap})
+        admin.create_topics([NewTopic("kills", IDEMPOTENT_PARTITIONS, 1)])["kills"].result(30)
+        args = (broker.bootstrap, "kills", IDEMPOTENT_PARTITIONS)
+        writers: list[Writer] = [ConfluentWriter("confluent", *args), KafkaPythonWriter("kafkapython", *args),
+                                 AiokafkaWriter("aiokafka", *args)]  # fmt: skip
+        if kafka_available():
+            writers.append(JavaWriter("java", *args, libs=KAFKA_LIBS, workdir=tmp_path, max_messages=100_000))
+        for writer in writers:
+            writer.start()
+        for _ in range(IDEMPOTENT_KILLS):
+            time.sleep(RUN_BETWEEN_KILLS_S)
+            broker.kill()
+            broker.lines.clear()
+            broker.start()
+        time.sleep(RUN_BETWEEN_KILLS_S)
+        broker.stop()  # one clean restart too: the state then comes from the shutdown snapshot
+        broker.lines.clear()
+        broker.start()
+        time.sleep(RUN_BETWEEN_KILLS_S)
+        for writer in writers:
+            writer.finish()
+        outcome = check(writers, read_all(broker.bootstrap, "kills", IDEMPOTENT_PARTITIONS))
+        print(f"\nkills: {IDEMPOTENT_KILLS} + 1 clean restart; {outcome.summary()}; "
+              + ", ".join(f"{w.name} sent {w.sent} acked {len(w.acked)}" for w in writers))  # fmt: skip
+        for writer in writers:
+            assert not writer.fatal, (writer.name, writer.fatal[:3])
+            assert not writer.failed, (writer.name, writer.failed[:3])
+            assert len(writer.acked) > 100, (writer.name, len(writer.acked))
+            if not isinstance(writer, JavaWriter):  # VerifiableProducer reports acknowledgements only
+                assert len(writer.acked) == writer.sent, (writer.name, writer.sent, len(writer.acked))
+        assert not outcome.lost, outcome.lost[:5]
+        assert not outcome.duplicated, outcome.duplicated[:5]
+        assert not outcome.reordered, outcome.reordered[:5]
+        assert list((tmp_path / "data" / "kills-0").glob("*.snapshot")), "segments rolled: snapshots were taken"
+    finally:
+        broker.kill()

@@ -1,8 +1,7 @@
 """Apache Kafka's own Java tools (kafka-clients 4.x) against a real broker: kafka-topics,
 console producer with every codec, console consumer, and kafka-get-offsets.
 
-The Java producer is idempotent by default, which needs InitProducerId (the idempotence issue);
-until then these runs set enable.idempotence=false. Group consumers need the group coordinator
+The Java producer is idempotent by default (InitProducerId, then sequenced batches). Group consumers need the group coordinator
 (the consumer-group issue), so the console consumer reads an assigned partition.
 """
 
@@ -52,10 +51,21 @@ def test_console_producer_and_consumer(broker: BrokerProcess, codec: str) -> Non
     java("TopicCommand", *server, "--create", "--topic", topic, "--partitions", "1")
     lines = "".join(f"key-{i}:{codec}-value-{i}\n" for i in range(RECORDS))
     java("ConsoleProducer", *server, "--topic", topic,
-         "--command-property", "enable.idempotence=false", "--command-property", f"compression.type={codec}",
+         "--command-property", f"compression.type={codec}",
          "--reader-property", "parse.key=true", "--reader-property", "key.separator=:", stdin=lines)  # fmt: skip
     out = java("consumer.ConsoleConsumer", *server, "--topic", topic, "--partition", "0", "--offset", "earliest",
                "--max-messages", str(RECORDS), "--timeout-ms", "20000",
                "--formatter-property", "print.offset=true", "--formatter-property", "print.key=true")  # fmt: skip
     assert out.splitlines() == [f"Offset:{i}\tkey-{i}\t{codec}-value-{i}" for i in range(RECORDS)]
     assert java("GetOffsetShell", *server, "--topic", topic).split() == [f"{topic}:0:{RECORDS}"]
+
+
+def test_kafka_transactions_describe_producers_shows_the_idempotent_producer(broker: BrokerProcess) -> None:
+    server = ["--bootstrap-server", broker.bootstrap]
+    java("TopicCommand", *server, "--create", "--topic", "java-idempotent", "--partitions", "1")
+    lines = "".join(f"value-{i}\n" for i in range(RECORDS))
+    java("ConsoleProducer", *server, "--topic", "java-idempotent", "--command-property", "linger.ms=1000", stdin=lines)
+    out = java("TransactionsCommand", *server, "describe-producers", "--topic", "java-idempotent", "--partition", "0")
+    header, *rows = [line.split() for line in out.splitlines() if line.strip()]
+    assert header[:4] == ["ProducerId", "ProducerEpoch", "LatestCoordinatorEpoch", "LastSequence"], out
+    assert len(rows) == 1 and rows[0][1] == "0" and rows[0][3] == str(RECORDS - 1), out

@@ -20,8 +20,8 @@ def test_every_codec_round_trips_byte_exact(broker: BrokerProcess, acks: object)
     for codec in CODECS:
         topic = f"kp-{codec}"
         sent = records_for(codec)
-        # Idempotence (kafka-python's default with acks=all) needs InitProducerId: the idempotence issue.
-        producer = KafkaProducer(bootstrap_servers=broker.bootstrap, acks=acks, linger_ms=5, enable_idempotence=False,
+        # With acks=all the producer is idempotent (kafka-python's default): InitProducerId first.
+        producer = KafkaProducer(bootstrap_servers=broker.bootstrap, acks=acks, linger_ms=5, enable_idempotence=acks == "all",
                                  compression_type=None if codec == "none" else codec)  # fmt: skip
         futures = [producer.send(topic, value=r.value, key=r.key, headers=list(r.headers), timestamp_ms=r.timestamp_ms, partition=0)
                    for r in sent]  # fmt: skip
@@ -50,7 +50,7 @@ def test_offsets_and_admin(broker: BrokerProcess) -> None:
     with pytest.raises(TopicAlreadyExistsError):
         admin.create_topics([NewTopic("kp-admin", 2, 1)])
     sent = records_for("none")
-    producer = KafkaProducer(bootstrap_servers=broker.bootstrap, enable_idempotence=False)
+    producer = KafkaProducer(bootstrap_servers=broker.bootstrap)  # idempotent: kafka-python's default
     for record in sent:
         producer.send("kp-admin", value=record.value, key=record.key, timestamp_ms=record.timestamp_ms, partition=1)
     producer.flush()

@@ -13,7 +13,7 @@ import logging
 import signal
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 
 from tidelog.config import BrokerConfig, ConfigError, read_properties
 from tidelog.server.broker import Broker
@@ -23,34 +23,47 @@ log = logging.getLogger("tidelog")
 
 
 async def housekeeping(broker: Broker, stop: asyncio.Event) -> None:
-    """Checkpoints, retention and offset expiry on their configured intervals, until `stop`."""
+    """Checkpoints, retention, producer-id expiry and offset expiry on their configured
+    intervals, until `stop` is set."""
     loop = asyncio.get_running_loop()
     config = broker.config
-    intervals = {
-        "checkpoint": config.log_flush_offset_checkpoint_interval_ms / 1000,
-        "retention": config.log_retention_check_interval_ms / 1000,
-        "offsets expiry": config.offsets_retention_check_interval_ms / 1000,
+    tasks: dict[str, tuple[int, Callable[[], Awaitable[None]]]] = {
+        "checkpoint": (config.log_flush_offset_checkpoint_interval_ms, lambda: checkpoint(broker)),
+        "retention": (config.log_retention_check_interval_ms, lambda: enforce_retention(broker)),
+        "producer expiry": (config.producer_id_expiration_check_interval_ms, lambda: expire_producers(broker)),
+        "offset expiry": (config.offsets_retention_check_interval_ms, lambda: expire_offsets(broker)),
     }
-    due = {task: loop.time() + interval for task, interval in intervals.items()}
+    due = {name: loop.time() + interval_ms / 1000 for name, (interval_ms, _) in tasks.items()}
     while not stop.is_set():
         try:
-            await asyncio.wait_for(stop.wait(), max(min(due.values()) - loop.time(), 0))
+            await asyncio.wait_for(stop.wait(), max(0.0, min(due.values()) - loop.time()))
         except TimeoutError:
             pass
-        for task, when in due.items():
-            if loop.time() >= when and not stop.is_set():
-                await run_housekeeping_task(broker, task)
-                due[task] = loop.time() + intervals[task]
+        if stop.is_set():
+            break
+        for name, (interval_ms, task) in tasks.items():
+            if loop.time() >= due[name]:
+                await task()
+                due[name] = loop.time() + interval_ms / 1000
 
 
-async def run_housekeeping_task(broker: Broker, task: str) -> None:
-    if task == "checkpoint":
-        broker.logs.checkpoint_all()
-    elif task == "retention":
-        for topic_partition, report in broker.logs.enforce_retention().items():
-            log.info("retention deleted %d segment(s) of %s", report.segments_deleted, topic_partition.directory_name())
-    else:
-        await broker.groups.expire_offsets()
+async def checkpoint(broker: Broker) -> None:
+    broker.logs.checkpoint_all()
+
+
+async def enforce_retention(broker: Broker) -> None:
+    for topic_partition, report in broker.logs.enforce_retention().items():
+        log.info("retention deleted %d segment(s) of %s", report.segments_deleted, topic_partition.directory_name())
+
+
+async def expire_offsets(broker: Broker) -> None:
+    await broker.groups.expire_offsets()  # logs what it removes
+
+
+async def expire_producers(broker: Broker) -> None:
+    expired = broker.logs.expire_producers()
+    if expired:
+        log.info("forgot %d producer id(s) idle for producer.id.expiration.ms", expired)
 
 
 async def serve(config: BrokerConfig) -> None:

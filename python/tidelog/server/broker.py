@@ -13,7 +13,7 @@ from typing import Any
 from tidelog.config import BrokerConfig
 from tidelog.coordinator.group_coordinator import GroupCoordinator
 from tidelog.coordinator.shard import OffsetsLog
-from tidelog.storage import LogManager, Partition, TopicError, TopicMetadata, TopicPartition
+from tidelog.storage import LogManager, Partition, ProducerIdAllocator, TopicError, TopicMetadata, TopicPartition
 from tidelog.storage.partition import now_ms
 
 OFFSETS_TOPIC = "__consumer_offsets"
@@ -71,6 +71,7 @@ class Broker:
         self.node_id = config.node_id
         self.host, self.port = config.advertised_address()
         self.cluster_id = read_or_create_cluster_id(logs.data_dir)
+        self.producer_ids = ProducerIdAllocator(logs.data_dir)
         # Bumped on every topic change; encoded responses that depend on topics are cached under it.
         self.metadata_epoch = 0
         self.response_cache: dict[Any, bytes] = {}
@@ -78,7 +79,8 @@ class Broker:
 
     @classmethod
     def open(cls, config: BrokerConfig) -> Broker:
-        logs = LogManager.open(config.log_dirs, config.topic_defaults, durable_acks=config.tidelog_flush_before_ack)
+        logs = LogManager.open(config.log_dirs, config.topic_defaults, durable_acks=config.tidelog_flush_before_ack,
+                               producer_id_expiration_ms=config.producer_id_expiration_ms)  # fmt: skip
         return cls(config, logs)
 
     def start(self) -> None:

@@ -25,10 +25,20 @@ from tidelog.storage._engine import (
     UnsupportedMagicError,
 )
 from tidelog.storage.log_manager import LogManager, TopicError, TopicMetadata
-from tidelog.storage.partition import GroupCommit, Partition, TopicPartition, log_config_for
+from tidelog.storage.partition import Appended, GroupCommit, Partition, TopicPartition, log_config_for
+from tidelog.storage.producer_ids import ProducerIdAllocator
+from tidelog.storage.producer_state import (
+    InvalidProducerEpochError,
+    InvalidTxnStateError,
+    OutOfOrderSequenceError,
+    ProducerEntry,
+    ProducerStateError,
+    ProducerStateManager,
+)
 
 __all__ = [
     "AppendInfo",
+    "Appended",
     "BatchHeader",
     "CorruptLogError",
     "CorruptRecordError",
@@ -36,14 +46,21 @@ __all__ = [
     "FileSlice",
     "GroupCommit",
     "InvalidConfigError",
+    "InvalidProducerEpochError",
+    "InvalidTxnStateError",
     "InvalidRecordError",
     "InvalidTimestampError",
     "LogClosedError",
     "LogConfig",
     "LogManager",
     "OffsetOutOfRangeError",
+    "OutOfOrderSequenceError",
     "Partition",
     "PartitionLog",
+    "ProducerEntry",
+    "ProducerIdAllocator",
+    "ProducerStateError",
+    "ProducerStateManager",
     "RecordListTooLargeError",
     "RecordTooLargeError",
     "RecoveryReport",

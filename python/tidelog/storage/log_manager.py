@@ -3,7 +3,9 @@
 Layout of the data directory, after Kafka's:
     <data-dir>/.lock                      held (flock) while a broker owns the directory
     <data-dir>/topics.json                topic ids, partition counts, config overrides
-    <data-dir>/<topic>-<partition>/       one log: segments, indexes, log-state.checkpoint
+    <data-dir>/<topic>-<partition>/       one log: segments, indexes, log-state.checkpoint,
+                                          producer-state snapshots (<offset>.snapshot)
+    <data-dir>/producer-ids.json          the next block of producer ids (see producer_ids.py)
 """
 
 from __future__ import annotations
@@ -24,10 +26,13 @@ from tidelog import limits
 from tidelog.config import TopicConfig
 from tidelog.storage._engine import DeletionReport, PartitionLog, RecoveryReport, StorageError
 from tidelog.storage.partition import Partition, TopicPartition, log_config_for, now_ms
+from tidelog.storage.producer_state import ProducerStateManager
 
 log = logging.getLogger(__name__)
 
 TOPICS_FILE = "topics.json"
+# Kafka's producer.id.expiration.ms default (KIP-854): one day.
+DEFAULT_PRODUCER_ID_EXPIRATION_MS = 86_400_000
 LOCK_FILE = ".lock"
 
 
@@ -73,9 +78,11 @@ def write_atomically(path: Path, text: str) -> None:
 class LogManager:
     """Maps topic-partitions to open logs in one data directory. Use from one thread."""
 
-    def __init__(self, data_dir: Path, default_config: TopicConfig, lock: IO[bytes], durable_acks: bool = True) -> None:
+    def __init__(self, data_dir: Path, default_config: TopicConfig, lock: IO[bytes], durable_acks: bool = True,
+                 producer_id_expiration_ms: int = DEFAULT_PRODUCER_ID_EXPIRATION_MS) -> None:  # fmt: skip
         self.data_dir = data_dir
         self.durable_acks = durable_acks
+        self.producer_id_expiration_ms = producer_id_expiration_ms
         self.default_config = default_config
         self._lock = lock
         self.topics: dict[str, TopicMetadata] = {}
@@ -85,7 +92,8 @@ class LogManager:
 
     @classmethod
     def open(
-        cls, data_dir: str | os.PathLike[str], default_config: TopicConfig | None = None, durable_acks: bool = True
+        cls, data_dir: str | os.PathLike[str], default_config: TopicConfig | None = None, durable_acks: bool = True,
+        producer_id_expiration_ms: int = DEFAULT_PRODUCER_ID_EXPIRATION_MS,
     ) -> LogManager:
         """Takes the directory's lock, loads topics and opens (recovering if needed) every log."""
         path = Path(data_dir)
@@ -96,7 +104,7 @@ class LogManager:
         except BlockingIOError:
             lock.close()
             raise RuntimeError(f"{path} is in use by another tidelog process") from None
-        manager = cls(path, default_config or TopicConfig(), lock, durable_acks)
+        manager = cls(path, default_config or TopicConfig(), lock, durable_acks, producer_id_expiration_ms)
         manager._load()
         return manager
 
@@ -107,8 +115,8 @@ class LogManager:
                 self.topics[name] = TopicMetadata(name, uuid.UUID(entry["topic_id"]), entry["partitions"], entry["configs"])
         wanted = [tp for meta in self.topics.values() for tp in self._partitions_of(meta)]
         with ThreadPoolExecutor(limits.RECOVERY_THREADS, thread_name_prefix="tidelog-recovery") as pool:
-            for topic_partition, (partition_log, report) in zip(wanted, pool.map(self._open_log, wanted)):
-                self._adopt(topic_partition, partition_log, report)
+            for topic_partition, opened in zip(wanted, pool.map(self._open_log, wanted)):
+                self._adopt(topic_partition, *opened)
 
     @staticmethod
     def _partitions_of(meta: TopicMetadata) -> Iterator[TopicPartition]:
@@ -117,11 +125,15 @@ class LogManager:
     def topic_config(self, topic: str) -> TopicConfig:
         return self.default_config.with_overrides(self.topics[topic].overrides)
 
-    def _open_log(self, topic_partition: TopicPartition) -> tuple[PartitionLog, RecoveryReport]:
+    def _open_log(self, topic_partition: TopicPartition) -> tuple[PartitionLog, RecoveryReport, ProducerStateManager]:
+        """Opens (recovers) the log, then loads its producer state: both run in recovery threads."""
         config = log_config_for(self.topic_config(topic_partition.topic))
-        return PartitionLog.open(self.data_dir / topic_partition.directory_name(), config)
+        partition_log, report = PartitionLog.open(self.data_dir / topic_partition.directory_name(), config)
+        producer_state = ProducerStateManager.load(partition_log, now_ms(), self.producer_id_expiration_ms)
+        return partition_log, report, producer_state
 
-    def _adopt(self, topic_partition: TopicPartition, partition_log: PartitionLog, report: RecoveryReport) -> None:
+    def _adopt(self, topic_partition: TopicPartition, partition_log: PartitionLog, report: RecoveryReport,
+               producer_state: ProducerStateManager) -> None:  # fmt: skip
         self.recovery_reports[topic_partition] = report
         if report.segments_scanned or report.bytes_truncated or report.segments_deleted:
             log.warning(
@@ -130,7 +142,7 @@ class LogManager:
                 topic_partition.directory_name(), report.segments_scanned, report.bytes_truncated,
                 report.segments_deleted, report.log_end_offset, report.duration_ms,
             )  # fmt: skip
-        self.partitions[topic_partition] = Partition(topic_partition, partition_log, self.executor, self.durable_acks)
+        self.partitions[topic_partition] = Partition(topic_partition, partition_log, self.executor, self.durable_acks, producer_state)
 
     def _save_topics(self) -> None:
         text = json.dumps({name: meta.to_json() for name, meta in sorted(self.topics.items())}, indent=1)
@@ -210,11 +222,24 @@ class LogManager:
                 continue
             if report.segments_deleted:
                 reports[topic_partition] = report
+                try:
+                    partition.producer_state.delete_snapshots_below(report.log_start_offset)
+                except OSError as error:
+                    log.error("removing old snapshots of %s failed: %s", topic_partition.directory_name(), error)
         return reports
 
+    def expire_producers(self, now: int | None = None) -> int:
+        """Forgets producers idle for `producer.id.expiration.ms` in every partition; returns how many."""
+        at = now_ms() if now is None else now
+        return sum(p.producer_state.expire(at, self.producer_id_expiration_ms) for p in self.partitions.values())
+
     def close(self) -> None:
-        """Flushes and closes every log cleanly, then releases the directory."""
+        """Snapshots producer state, flushes and closes every log cleanly, then releases the directory."""
         for topic_partition, partition in self.partitions.items():
+            try:
+                partition.snapshot_producer_state()
+            except OSError as error:  # the next start replays the log from an older snapshot instead
+                log.error("producer-state snapshot of %s failed: %s", topic_partition.directory_name(), error)
             try:
                 partition.log.close()
             except StorageError as error:

@@ -121,6 +121,7 @@ struct PyAppendInfo {
     log_append_time_ms: i64,
     log_start_offset: i64,
     batch_count: usize,
+    rolled: bool,
 }
 
 #[pyclass(name = "RecoveryReport", frozen, get_all, module = "tidelog.storage._engine")]
@@ -156,7 +157,29 @@ struct PyBatchHeader {
     base_sequence: i32,
     is_transactional: bool,
     is_control: bool,
+    is_log_append_time: bool,
     compression_id: i16,
+}
+
+impl PyBatchHeader {
+    fn new(position: usize, h: &storage::BatchHeader) -> Self {
+        PyBatchHeader {
+            position,
+            size_bytes: h.size_bytes(),
+            base_offset: h.base_offset,
+            last_offset_delta: h.last_offset_delta,
+            record_count: h.record_count,
+            base_timestamp: h.base_timestamp,
+            max_timestamp: h.max_timestamp,
+            producer_id: h.producer_id,
+            producer_epoch: h.producer_epoch,
+            base_sequence: h.base_sequence,
+            is_transactional: h.is_transactional(),
+            is_control: h.is_control(),
+            is_log_append_time: h.is_log_append_time(),
+            compression_id: h.compression_id(),
+        }
+    }
 }
 
 /// Whole batches in one segment file: `fileno()`, `position` and `size` for `os.sendfile`.
@@ -270,24 +293,7 @@ impl PyPartitionLog {
     /// headers; writes nothing.
     fn batch_headers(&self, records: PyBuffer<u8>, now_ms: i64) -> PyResult<Vec<PyBatchHeader>> {
         let batches = with_bytes(&records, |bytes| self.inner.lock().validate_batches(bytes, now_ms, false))?.map_err(to_py)?;
-        Ok(batches
-            .into_iter()
-            .map(|(position, h)| PyBatchHeader {
-                position,
-                size_bytes: h.size_bytes(),
-                base_offset: h.base_offset,
-                last_offset_delta: h.last_offset_delta,
-                record_count: h.record_count,
-                base_timestamp: h.base_timestamp,
-                max_timestamp: h.max_timestamp,
-                producer_id: h.producer_id,
-                producer_epoch: h.producer_epoch,
-                base_sequence: h.base_sequence,
-                is_transactional: h.is_transactional(),
-                is_control: h.is_control(),
-                compression_id: h.compression_id(),
-            })
-            .collect())
+        Ok(batches.iter().map(|(position, h)| PyBatchHeader::new(*position, h)).collect())
     }
 
     /// Validates and appends whole batches, assigning offsets; all or nothing. With
@@ -309,7 +315,16 @@ impl PyPartitionLog {
             log_append_time_ms: info.log_append_time_ms,
             log_start_offset: info.log_start_offset,
             batch_count: info.batch_count,
+            rolled: info.rolled,
         })
+    }
+
+    /// Headers of the batches with a producer id from the one holding `from_offset` on (at most
+    /// `max_batches` batches read), and the offset to continue from: the producer-state replay.
+    /// `position` is 0: these come from the log, not from a request buffer.
+    fn producer_batches(&self, from_offset: i64, max_batches: usize) -> PyResult<(Vec<PyBatchHeader>, i64)> {
+        let (headers, next) = self.inner.lock().producer_batches(from_offset, max_batches).map_err(to_py)?;
+        Ok((headers.iter().map(|h| PyBatchHeader::new(0, h)).collect(), next))
     }
 
     /// Whole batches from the one holding `offset`; `None` when there is nothing below

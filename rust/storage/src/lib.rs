@@ -4,7 +4,8 @@
 //! `.timeindex`) in Apache Kafka's byte formats, plus `log-state.checkpoint`. This crate has no
 //! Python in it; `tidelog-py` binds it.
 //!
-//! Room is left, unbuilt, for producer-state snapshots (`<offset>.snapshot`), the aborted
+//! Producer state and its `<offset>.snapshot` files belong to the Python side, which replays
+//! producer batches with `Log::producer_batches`. Room is left, unbuilt, for the aborted
 //! transaction index (`.txnindex`), control batches and leader epochs: batches already carry the
 //! leader epoch given to `append`, and `BatchHeader` exposes the producer and control fields.
 

@@ -27,6 +27,9 @@ pub struct AppendInfo {
     pub log_append_time_ms: i64,
     pub log_start_offset: i64,
     pub batch_count: usize,
+    /// The active segment rolled before this append: the broker snapshots producer state at
+    /// `first_offset`, the new segment's base offset.
+    pub rolled: bool,
 }
 
 /// What opening the log found and did.
@@ -367,7 +370,8 @@ impl Log {
         }
         let last_offset = next_offset - 1;
         let max_timestamp = headers.iter().map(|h| h.max_timestamp).max().unwrap_or(NO_TIMESTAMP);
-        if self.active().should_roll(&self.config, records.len() as u64, last_offset, max_timestamp, now_ms) {
+        let rolled = self.active().should_roll(&self.config, records.len() as u64, last_offset, max_timestamp, now_ms);
+        if rolled {
             self.roll()?;
         }
         let config = self.config.clone();
@@ -382,6 +386,7 @@ impl Log {
             log_append_time_ms: if log_append_time { now_ms } else { NO_TIMESTAMP },
             log_start_offset: self.log_start_offset,
             batch_count: headers.len(),
+            rolled,
         })
     }
 
@@ -418,6 +423,33 @@ impl Log {
             }
         }
         Ok(None)
+    }
+
+    /// Headers of the batches that carry a producer id, from the batch holding `from_offset`
+    /// (or the log start) on: what rebuilding producer state replays. At most `max_batches`
+    /// headers of any kind are read per call, so a long replay is a loop of bounded calls.
+    /// Returns the headers and the offset to continue from (the log end offset once done).
+    pub fn producer_batches(&self, from_offset: i64, max_batches: usize) -> Result<(Vec<BatchHeader>, i64)> {
+        let log_end_offset = self.log_end_offset();
+        let mut next = from_offset.max(self.log_start_offset);
+        let mut found = Vec::new();
+        let mut scanned = 0;
+        let floor = self.segments.range(..=next).next_back().map_or(i64::MIN, |(&b, _)| b);
+        for segment in self.segments.range(floor..).map(|(_, s)| s) {
+            let Some((mut position, _)) = segment.translate_offset(next)? else { continue };
+            while let Some(header) = segment.read_header_at(position)? {
+                if scanned == max_batches {
+                    return Ok((found, next));
+                }
+                scanned += 1;
+                if header.producer_id != batch::NO_PRODUCER_ID {
+                    found.push(header);
+                }
+                next = header.next_offset();
+                position += header.size_bytes() as u64;
+            }
+        }
+        Ok((found, log_end_offset))
     }
 
     /// The first offset whose record timestamp is at least `timestamp_ms`, with that timestamp

@@ -275,3 +275,31 @@ fn a_read_fills_max_bytes_with_whole_batches() {
     assert_eq!((bounded.size, bounded.last_offset), (6 * size, 23), "stops before the upper bound");
     assert_eq!(log.read(0, 10, end, true).unwrap().unwrap().size, size, "one whole batch at least");
 }
+
+#[test]
+fn producer_batches_replays_producer_headers_in_bounded_steps() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut log, _) = Log::open(dir.path(), LogConfig { segment_bytes: 2048, ..LogConfig::default() }).unwrap();
+    let t = now_ms();
+    let mut rolls = 0;
+    for i in 0..30i32 {
+        let records = if i % 3 == 0 { batch(2, 10, t) } else { common::producer_batch(2, t, 7 + i as i64 % 2, 0, i) };
+        rolls += log.append(&records, t, 0).unwrap().rolled as usize;
+    }
+    assert!(rolls > 0 && rolls == log.segment_count() - 1, "every roll is reported once");
+    let (mut seen, mut next) = (Vec::new(), 5);
+    loop {
+        let (headers, after) = log.producer_batches(next, 4).unwrap();
+        seen.extend(headers);
+        if after == next {
+            break;
+        }
+        next = after;
+    }
+    assert_eq!(next, log.log_end_offset());
+    // The batch holding offset 5 starts at 4; plain batches (every third) are left out.
+    let sequences: Vec<i32> = seen.iter().map(|h| h.base_sequence).collect();
+    assert_eq!(sequences, (2..30).filter(|i| i % 3 != 0).collect::<Vec<_>>());
+    assert!(seen.iter().all(|h| h.producer_id == 7 + (h.base_sequence as i64) % 2));
+    assert_eq!(log.producer_batches(log.log_end_offset(), 4).unwrap().0.len(), 0);
+}

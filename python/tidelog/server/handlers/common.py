@@ -11,10 +11,13 @@ from kio.schema.errors import ErrorCode
 from tidelog.storage import (
     CorruptLogError,
     CorruptRecordError,
+    InvalidProducerEpochError,
     InvalidRecordError,
     InvalidTimestampError,
+    InvalidTxnStateError,
     LogClosedError,
     OffsetOutOfRangeError,
+    OutOfOrderSequenceError,
     RecordListTooLargeError,
     RecordTooLargeError,
     StorageError,
@@ -56,6 +59,9 @@ STORAGE_ERRORS: dict[type[StorageError], ErrorCode] = {
     CorruptLogError: ErrorCode.kafka_storage_error,
     LogClosedError: ErrorCode.not_leader_or_follower,
     StorageIOError: ErrorCode.kafka_storage_error,
+    InvalidProducerEpochError: ErrorCode.invalid_producer_epoch,
+    OutOfOrderSequenceError: ErrorCode.out_of_order_sequence_number,
+    InvalidTxnStateError: ErrorCode.invalid_txn_state,
 }
 
 

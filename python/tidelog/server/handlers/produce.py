@@ -87,7 +87,7 @@ def append_one(broker: Broker, topic: str, index: int, records: bytes | None, ac
     if refused is not None:
         return PartitionResult(index, refused[0], error_message=refused[1]), None
     try:
-        info, durable = partition.produce(records, acks_all)  # type: ignore[arg-type]
+        answer, durable = partition.produce(records, acks_all)  # type: ignore[arg-type]
     except StorageError as error:
         return PartitionResult(index, error_code_for(error), error_message=str(error)), None
-    return PartitionResult(index, ErrorCode.none, info.first_offset, info.log_append_time_ms, info.log_start_offset), durable
+    return PartitionResult(index, ErrorCode.none, answer.first_offset, answer.log_append_time_ms, answer.log_start_offset), durable

@@ -47,3 +47,14 @@ pub fn batch(count: i32, value_bytes: usize, base_ms: i64) -> Vec<u8> {
 pub fn now_ms() -> i64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as i64
 }
+
+/// `batch` stamped with a producer id, epoch and base sequence (CRC recomputed).
+pub fn producer_batch(count: i32, base_ms: i64, producer_id: i64, epoch: i16, base_sequence: i32) -> Vec<u8> {
+    let mut out = batch(count, 10, base_ms);
+    out[43..51].copy_from_slice(&producer_id.to_be_bytes());
+    out[51..53].copy_from_slice(&epoch.to_be_bytes());
+    out[53..57].copy_from_slice(&base_sequence.to_be_bytes());
+    let crc = crc32c::crc32c(&out[21..]);
+    out[17..21].copy_from_slice(&crc.to_be_bytes());
+    out
+}

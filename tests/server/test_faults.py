@@ -1,0 +1,63 @@
+"""Idempotent producers of every client (Java when its jars are present) through a proxy that drops Produce responses, resets
+connections and delays answers: every acknowledged record is stored exactly once, in order."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from confluent_kafka.admin import AdminClient, NewTopic
+
+from tests.compat.conftest import KAFKA_LIBS, kafka_available
+from tests.server.conftest import BrokerProcess, free_port
+from tests.server.fault_proxy import FaultProxy, Faults
+from tests.server.idempotent_load import AiokafkaWriter, ConfluentWriter, JavaWriter, KafkaPythonWriter, Writer, check, read_all
+
+PARTITIONS = 3
+RUN_S = 8
+SEED = 20261127
+
+
+@pytest.fixture
+def proxied(tmp_path: Path) -> Iterator[tuple[BrokerProcess, FaultProxy]]:
+    proxy_port = free_port()
+    broker = BrokerProcess(tmp_path / "data", free_port(), {"advertised.listeners": f"PLAINTEXT://127.0.0.1:{proxy_port}"}).start()
+    faults = Faults(drop_produce_response=0.03, reset_before_request=0.005, delay_produce_response=0.1, delay_max_s=0.05)
+    proxy = FaultProxy(proxy_port, broker.port, SEED, faults).start()
+    yield broker, proxy
+    proxy.stop()
+    broker.stop()
+
+
+def test_every_acknowledged_record_once_and_in_order_through_faults(proxied: tuple[BrokerProcess, FaultProxy], tmp_path: Path) -> None:
+    broker, proxy = proxied
+    bootstrap = f"127.0.0.1:{proxy.listen_port}"
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    admin.create_topics([NewTopic("faults", PARTITIONS, 1)])["faults"].result(30)
+    proxy.enabled = True
+    writers: list[Writer] = [
+        ConfluentWriter("confluent", bootstrap, "faults", PARTITIONS).start(),
+        KafkaPythonWriter("kafkapython", bootstrap, "faults", PARTITIONS).start(),
+        AiokafkaWriter("aiokafka", bootstrap, "faults", PARTITIONS).start(),
+    ]
+    if kafka_available():
+        writers.append(JavaWriter("java", bootstrap, "faults", PARTITIONS, libs=KAFKA_LIBS, workdir=tmp_path, max_messages=100_000).start())
+    time.sleep(RUN_S)
+    for writer in writers:
+        writer.finish()
+    proxy.enabled = False
+    outcome = check(writers, read_all(bootstrap, "faults", PARTITIONS))
+    print(f"\nfaults: {proxy.counters}; {outcome.summary()}; " + ", ".join(f"{w.name} sent {w.sent} acked {len(w.acked)}" for w in writers))
+    assert proxy.counters.responses_dropped > 5 and proxy.counters.resets_before_request > 0, proxy.counters
+    for writer in writers:
+        assert not writer.fatal, (writer.name, writer.fatal[:3])
+        assert not writer.failed, (writer.name, writer.failed[:3])
+        assert len(writer.acked) > 100, (writer.name, len(writer.acked))
+        if not isinstance(writer, JavaWriter):  # VerifiableProducer reports acknowledgements only
+            assert len(writer.acked) == writer.sent, (writer.name, writer.sent, len(writer.acked))
+    assert not outcome.lost, outcome.lost[:5]
+    assert not outcome.duplicated, outcome.duplicated[:5]
+    assert not outcome.reordered, outcome.reordered[:5]
+    assert outcome.stored == outcome.acked, "nothing stored that was not acknowledged"
