@@ -121,8 +121,16 @@ def python_member(lib: str, broker: BrokerProcess, topic: str, group: str, log_p
 
 def java_member(broker: BrokerProcess, topic: str, group: str, log_path: Path, *extra: str) -> Member:
     config = log_path.with_suffix(".properties")
-    config.write_text("heartbeat.interval.ms=300\nmax.poll.interval.ms=20000\n")
-    command = ["java", "-cp", f"{LIBS}/*", "org.apache.kafka.tools.VerifiableConsumer", "--bootstrap-server", broker.bootstrap,
+    # metadata.recovery.strategy=none: when its only broker is down, Java 4.x "rebootstraps" (its
+    # metadata cache starts over empty); a leader then sees the subscribed topic vanish and asks
+    # for a rebalance once the broker is back. Client behaviour, kept out of the restart test.
+    config.write_text("heartbeat.interval.ms=300\nmax.poll.interval.ms=20000\nmetadata.recovery.strategy=none\n")
+    log4j = log_path.with_suffix(".log4j2.properties")  # the consumer's group events go to its log file
+    log4j.write_text("rootLogger.level=WARN\nrootLogger.appenderRef.err.ref=ERR\nappender.err.type=Console\n"
+                     "appender.err.name=ERR\nappender.err.target=SYSTEM_ERR\nappender.err.layout.type=PatternLayout\n"
+                     "appender.err.layout.pattern=%d %p %c{1} %m%n\nlogger.group.name=org.apache.kafka.clients.consumer.internals\n"
+                     "logger.group.level=INFO\n")  # fmt: skip
+    command = ["java", f"-Dlog4j2.configurationFile={log4j}", "-cp", f"{LIBS}/*", "org.apache.kafka.tools.VerifiableConsumer", "--bootstrap-server", broker.bootstrap,
                "--topic", topic, "--group-id", group, "--session-timeout", str(SESSION_MS), "--command-config", str(config), *extra]  # fmt: skip
     return Member(command, log_path)
 
