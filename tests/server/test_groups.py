@@ -119,7 +119,7 @@ def python_member(lib: str, broker: BrokerProcess, topic: str, group: str, log_p
     return Member(command, log_path)
 
 
-def java_member(broker: BrokerProcess, topic: str, group: str, log_path: Path, *extra: str) -> Member:
+def java_member(broker: BrokerProcess, topic: str, group: str, log_path: Path, *extra: str, session_ms: int = SESSION_MS) -> Member:
     config = log_path.with_suffix(".properties")
     # metadata.recovery.strategy=none: when its only broker is down, Java 4.x "rebootstraps" (its
     # metadata cache starts over empty); a leader then sees the subscribed topic vanish and asks
@@ -131,7 +131,7 @@ def java_member(broker: BrokerProcess, topic: str, group: str, log_path: Path, *
                      "appender.err.layout.pattern=%d %p %c{1} %m%n\nlogger.group.name=org.apache.kafka.clients.consumer.internals\n"
                      "logger.group.level=INFO\n")  # fmt: skip
     command = ["java", f"-Dlog4j2.configurationFile={log4j}", "-cp", f"{LIBS}/*", "org.apache.kafka.tools.VerifiableConsumer", "--bootstrap-server", broker.bootstrap,
-               "--topic", topic, "--group-id", group, "--session-timeout", str(SESSION_MS), "--command-config", str(config), *extra]  # fmt: skip
+               "--topic", topic, "--group-id", group, "--session-timeout", str(session_ms), "--command-config", str(config), *extra]  # fmt: skip
     return Member(command, log_path)
 
 
@@ -271,49 +271,60 @@ def test_cooperative_sticky_moves_only_what_it_must(group_broker: BrokerProcess,
 
 
 def rebalance_events(member: Member) -> int:
-    return sum(1 for e in member.events if e["event"] in ("assigned", "revoked"))
+    kinds = ("assigned", "revoked", "partitions_assigned", "partitions_revoked", "partitions_lost")
+    return sum(1 for e in member.events if e["event"] in kinds)
 
 
 def generations(broker: BrokerProcess, group: str) -> list[str]:
     return [line for line in broker.lines if f"group {group} generation " in line or f"group {group} rebalancing" in line]
 
 
-def test_static_member_restarted_in_its_session_keeps_its_partitions(group_broker: BrokerProcess, tmp_path: Path) -> None:
+@pytest.mark.parametrize(("lib", "restarted_role"), [("confluent", "follower"), ("confluent", "leader"),
+                                                     pytest.param("java", "leader", marks=needs_java)])  # fmt: skip
+def test_static_member_restarted_in_its_session_keeps_its_partitions(
+    group_broker: BrokerProcess, tmp_path: Path, lib: str, restarted_role: str
+) -> None:
     """group.instance.id: a static member SIGKILLed and restarted within its session timeout gets
-    the same partitions back; no rebalance happens (same generation, the others are not told)."""
-    topic, group, session_ms = "static", "static-group", 5000
+    the same partitions back; no rebalance happens (same generation, the others are not told).
+    Both for a follower and for the leader (librdkafka's JoinGroup v5 and Java's v9, which has
+    skip_assignment)."""
+    topic, group, session_ms = "static", "static-group", 6000
     create_topic(group_broker, topic)
 
     def start(name: str) -> Member:
-        return python_member("confluent", group_broker, topic, group, tmp_path / f"{name}-{time.monotonic()}.log",
-                             "--instance-id", f"static-{name}", "--session-ms", str(session_ms))  # fmt: skip
+        log = tmp_path / f"{name}-{time.monotonic()}.log"
+        if lib == "java":
+            return java_member(group_broker, topic, group, log, "--group-instance-id", f"static-{name}", session_ms=session_ms)
+        return python_member(lib, group_broker, topic, group, log, "--instance-id", f"static-{name}", "--session-ms", str(session_ms))
 
-    # a joins first and stays the leader (librdkafka's JoinGroup v5 < v9: a returning static
-    # *leader* gets a rebalance, as in Kafka); b, a follower, is the one restarted.
+    # a joins alone first, so it is the leader, and stays it while b and c join.
     a = start("a")
     members = [a]
     try:
-        check_split(group_broker, group, members)
+        check_split(group_broker, group, members, 40)
         members += [start("b"), start("c")]
-        check_split(group_broker, group, members)
-        _, b, c = members
-        held = set(b.assignment or ())
+        check_split(group_broker, group, members, 40)
+        victim, name = (a, "a") if restarted_role == "leader" else (members[1], "b")
+        others = [m for m in members if m is not victim]
+        held = set(victim.assignment or ())
         _, owned_before = describe(group_broker, group)
         rebalances = generations(group_broker, group)
-        marks = [rebalance_events(a), rebalance_events(c)]
+        marks = [rebalance_events(m) for m in others]
 
-        b.kill()
-        restarted = start("b")
+        if lib == "java":  # the Java leader logs its assignments: a really is the leader
+            assert ("Finished assignment for group" in Path(victim.log.name).read_text()) == (restarted_role == "leader")
+        victim.kill()
+        restarted = start(name)
         members.append(restarted)
-        wait_until(lambda: restarted.assignment == held, TIMEOUT_S)
+        wait_until(lambda: restarted.assignment == held, 40)
         time.sleep(session_ms / 1000 + 1)  # past the dead process's session: still no rebalance
         assert generations(group_broker, group) == rebalances, "".join(generations(group_broker, group))
-        assert [rebalance_events(a), rebalance_events(c)] == marks  # the others saw no revoke or assign
+        assert [rebalance_events(m) for m in others] == marks  # the others saw no revoke or assign
         state, owned = describe(group_broker, group)
         assert state == "STABLE"
         assert sorted(map(sorted, owned.values())) == sorted(map(sorted, owned_before.values()))
-        assert set(owned) != set(owned_before)  # b came back with a new member id, in b's place
-        assert restarted.assignment == held and owns_all_once([a, restarted, c])
+        assert set(owned) != set(owned_before)  # it came back with a new member id, in its old place
+        assert restarted.assignment == held and owns_all_once([*others, restarted])
     finally:
         for member in members:
             member.kill()
