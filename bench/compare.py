@@ -390,7 +390,7 @@ rerun with `.venv/bin/python bench/compare.py`.
 
 - Producers: `linger.ms=5` at maximum rate, `linger.ms=1` at the fixed rate (half of the maximum that client
   reached on that broker in that case, for at most {FIXED_RATE_SECONDS / (3 if quick else 1):.1f} s), `batch.size=262144`, idempotence
-  off (tidelog has no idempotent producer yet). One partition per topic, created before each run.
+  off (plain producers; idempotent against plain is bench/idempotence.py). One partition per topic, created before each run.
 - Latency: ProducerPerformance's (send to callback, whole milliseconds), load.py's (librdkafka's `produce()` to
   delivery report). At maximum rate it is mostly client-side queueing; the fixed-rate rows are the latency ones.
 - Consumers read (at most the first 1M records of) the acks=1 topic load.py wrote, from the page cache (read once first, not measured).
