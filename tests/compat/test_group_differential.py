@@ -418,3 +418,17 @@ def test_a_member_that_does_not_rejoin_is_removed_at_the_rebalance_timeout(clien
         assert heartbeat(client, group, a.generation_id, a.member_id) == ErrorCode.unknown_member_id
     finally:
         other.close()
+
+
+def test_empty_group_id(client: WireClient) -> None:
+    """Kafka refuses an empty group id for membership requests, and takes it for offset commits
+    and fetches (old clients used it), which make it an Empty group like any other."""
+    topic = create_topic(client)
+    wait_for_coordinator(client, next(groups))
+    assert heartbeat(client, "", 1, "m") == ErrorCode.invalid_group_id
+    assert sync(client, "", 1, "m", {}).error_code == ErrorCode.invalid_group_id
+    assert leave(client, "", "m") == (ErrorCode.invalid_group_id, [])
+    assert client.request(JOIN, 5, join_request("")).error_code == ErrorCode.invalid_group_id
+    assert commit(client, "", -1, "", topic, {0: 1}) == [ErrorCode.none]
+    assert client.request(OFFSET_FETCH, 7, OffsetFetchRequest(group_id="", topics=None, require_stable=False)).error_code == ErrorCode.none
+    assert (describe(client, "").error_code, describe(client, "").group_state) == (ErrorCode.none, "Empty")

@@ -370,6 +370,8 @@ class GroupCoordinator:
         self, group_id: str, generation: int, member_id: str, instance_id: str | None,
         protocol_type: str | None, protocol_name: str | None, assignments: dict[str, bytes],
     ) -> SyncResult:  # fmt: skip
+        if not group_id:
+            return SyncResult(ErrorCode.invalid_group_id)
         group = self.shard_for(group_id).groups.get(group_id)
         if group is None or member_id not in group.members:
             return SyncResult(ErrorCode.unknown_member_id)
@@ -425,6 +427,8 @@ class GroupCoordinator:
     # ---- Heartbeat and LeaveGroup ------------------------------------------------------------
 
     def heartbeat(self, group_id: str, generation: int, member_id: str, instance_id: str | None) -> ErrorCode:
+        if not group_id:
+            return ErrorCode.invalid_group_id
         group = self.shard_for(group_id).groups.get(group_id)
         if group is None or group.is_(GroupState.EMPTY, GroupState.DEAD):
             return ErrorCode.unknown_member_id
@@ -441,7 +445,10 @@ class GroupCoordinator:
         return ErrorCode.none
 
     def leave(self, group_id: str, members: Sequence[tuple[str, str | None]]) -> tuple[ErrorCode, list[ErrorCode]]:
-        """Removes members (member id, group.instance.id); a group error, and one per member."""
+        """Removes members (member id, group.instance.id); a group error, and one per member
+        (none when the group error is not NONE)."""
+        if not group_id:
+            return ErrorCode.invalid_group_id, []
         group = self.shard_for(group_id).groups.get(group_id)
         if group is None:
             return ErrorCode.unknown_member_id, [ErrorCode.unknown_member_id] * len(members)
