@@ -79,3 +79,34 @@ def test_retention_keeps_recent_offsets(tmp_path: Path) -> None:
         manager.close()
 
     asyncio.run(scenario())
+
+
+def consumer_subscription(*topics: str) -> bytes:
+    """ConsumerProtocolSubscription v0."""
+    import struct
+
+    body = struct.pack(">hi", 0, len(topics)) + b"".join(struct.pack(">h", len(t)) + t.encode() for t in topics)
+    return body + struct.pack(">i", -1)
+
+
+def test_a_stable_group_loses_offsets_of_topics_it_no_longer_consumes(tmp_path: Path) -> None:
+    """KIP-496: the member subscribes to `events` only; its old offset for `other` expires."""
+    config = BrokerConfig(offsets_topic_num_partitions=1, offsets_retention_minutes=0, group_initial_rebalance_delay_ms=0)
+
+    def valid_any(topic: str, partition: int) -> bool:
+        return True
+
+    async def scenario() -> None:
+        coordinator, manager = coordinator_over(tmp_path, config)
+        join = JoinRequest("moving", "", None, "c", "/h", 10_000, 10_000, "consumer", [("range", consumer_subscription("events"))], 1)
+        joined = await coordinator.join(join)
+        await coordinator.sync("moving", joined.generation, joined.member_id, None, None, None, {joined.member_id: b""})
+        offsets = {("events", 0): (5, -1, "", -1), ("other", 0): (7, -1, "", -1)}
+        await coordinator.commit(CommitRequest("moving", joined.generation, joined.member_id, None, offsets), valid_any)
+        assert await coordinator.expire_offsets() == 1
+        fetched = coordinator.fetch_offsets("moving", [("events", 0), ("other", 0)])
+        assert (fetched[("events", 0)].offset, fetched[("other", 0)].offset) == (5, -1)
+        coordinator.close()
+        manager.close()
+
+    asyncio.run(scenario())

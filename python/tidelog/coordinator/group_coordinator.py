@@ -672,6 +672,33 @@ class GroupCoordinator:
 
     # ---- offset retention --------------------------------------------------------------------
 
+    @staticmethod
+    def _expired_offsets(group: ClassicGroup, now: int, retention_ms: int) -> list[tuple[str, int]]:
+        """Kafka's rules: in an Empty group every offset counts from when the group became empty
+        (from its commit if the group never had members); in a Stable consumer group, offsets
+        of topics no member subscribes to count from their commit (KIP-496); else none expire."""
+        if group.is_(GroupState.EMPTY):
+            since_empty = bool(group.protocol_type)
+            still_consumed: set[str] = set()
+        elif group.is_(GroupState.STABLE) and (subscribed := group.subscribed_topics()) is not None:
+            since_empty = False
+            still_consumed = subscribed
+        else:
+            return []
+        expired = []
+        for (topic, partition), stored in group.offsets.items():
+            if topic in still_consumed:
+                continue
+            if stored.expire_timestamp_ms >= 0:
+                deadline = stored.expire_timestamp_ms
+            elif since_empty:
+                deadline = group.state_timestamp_ms + retention_ms
+            else:
+                deadline = stored.commit_timestamp_ms + retention_ms
+            if deadline <= now:
+                expired.append((topic, partition))
+        return expired
+
     async def expire_offsets(self) -> int:
         """Kafka's offsets.retention.minutes: offsets of a group that has been Empty for that
         long (or, for groups that never had members, not committed for that long) go, and so does
@@ -687,20 +714,9 @@ class GroupCoordinator:
         return removed
 
     async def _expire_group(self, shard: Shard, group: ClassicGroup, now: int, retention_ms: int) -> int:
-        if not group.is_(GroupState.EMPTY):
-            return 0
-        expired = []
-        for tp, stored in group.offsets.items():
-            if stored.expire_timestamp_ms >= 0:
-                deadline = stored.expire_timestamp_ms
-            elif group.protocol_type:
-                deadline = group.state_timestamp_ms + retention_ms
-            else:
-                deadline = stored.commit_timestamp_ms + retention_ms
-            if deadline <= now:
-                expired.append(tp)
+        expired = self._expired_offsets(group, now, retention_ms)
         tombstones: list[KeyValue] = [(records.offset_key(OffsetKey(group.group_id, t, p)), None) for t, p in expired]
-        if len(expired) == len(group.offsets):
+        if group.is_(GroupState.EMPTY) and len(expired) == len(group.offsets):
             tombstones.append((records.group_key(records.GroupKey(group.group_id)), None))
         if not tombstones:
             return 0
