@@ -75,8 +75,11 @@ async def serve(config: BrokerConfig) -> None:
     broker = Broker.open(config)
     listener = Listener(broker)
     try:
+        # Before the listener opens, so no request finds the coordinator without its shards;
+        # the replay itself runs in the background, yielding between chunks, while requests
+        # are served (COORDINATOR_LOAD_IN_PROGRESS for groups not yet loaded).
+        broker.start()
         host, port = await listener.start()
-        broker.start()  # replays __consumer_offsets while requests are served
         log.info(
             "ready: listening on %s:%d, data in %s, %d topic(s), %d partition(s), started in %.0f ms",
             host, port, config.log_dirs, len(broker.logs.topics), len(broker.logs.partitions),
