@@ -82,6 +82,26 @@ class Run:
         return [e["offset"] for e in self.events if e["event"] == "committed"]
 
 
+def run_to_exit(broker: BrokerProcess, lib: str, mode: str, topic: str, out: Path, *extra: str) -> Run:
+    """Runs a consumer to its end. kafka-python 3.0.12 can stall for good right after a rejoin
+    when its process is starved of CPU (its debug log shows the SyncGroup answer received and the
+    join never completing: no heartbeat, no fetch, the broker expires it), a client bug. Such a
+    run did nothing (no commit, nothing processed), so it is as if it never started: it is
+    started once more. A run that did anything and then hangs fails the test."""
+    size_before = out.stat().st_size if out.exists() else 0
+    run = Run(broker, lib, mode, topic, out, *extra)
+    try:
+        run.wait()
+    except subprocess.TimeoutExpired:
+        did_nothing = not run.events and (out.stat().st_size if out.exists() else 0) == size_before
+        if lib != "kafka-python" or not did_nothing:
+            raise
+        print(f"kafka-python consumer stalled before doing anything; started again ({topic})")
+        run = Run(broker, lib, mode, topic, out, *extra)
+        run.wait()
+    return run
+
+
 def committed(broker: BrokerProcess, topic: str) -> int:
     consumer = Consumer({"bootstrap.servers": broker.bootstrap, "group.id": f"group-{topic}"})
     try:
@@ -103,11 +123,11 @@ def crash_and_resume(broker: BrokerProcess, lib: str, mode: str, topic: str, out
     """Runs a consumer that kills itself at CRASH_AT, then one that finishes; returns the offset
     committed at the time of the kill and the offsets processed by both, in order."""
     produce(broker, topic)
-    first = Run(broker, lib, mode, topic, out, "--crash-at", str(CRASH_AT), *extra)
-    assert first.wait() == -signal.SIGKILL
+    first = run_to_exit(broker, lib, mode, topic, out, "--crash-at", str(CRASH_AT), *extra)
+    assert first.process.returncode == -signal.SIGKILL
     at_kill = committed(broker, topic)
-    second = Run(broker, lib, mode, topic, out, *extra)
-    assert second.wait() == 0 and second.events[-1] == {"event": "done"}
+    second = run_to_exit(broker, lib, mode, topic, out, *extra)
+    assert second.process.returncode == 0 and second.events[-1] == {"event": "done"}
     assert committed(broker, topic) == RECORDS
     return at_kill, processed(out)
 
