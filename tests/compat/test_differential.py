@@ -41,14 +41,17 @@ def create_topic(client: WireClient, **configs: str) -> str:
 
 
 def wait_for_leader(client: WireClient, name: str) -> None:
-    """Kafka answers CreateTopics before the new partition has a leader; wait until it has."""
+    """Kafka answers CreateTopics before the new partition has a leader; wait until it has, and
+    until the broker acts as that leader (Metadata can name it a moment before its partition
+    answers: a produce then gets NOT_LEADER_OR_FOLLOWER), probed with ListOffsets."""
     request = MetadataRequest(topics=(MetadataRequestTopic(topic_id=None, name=name),), allow_auto_topic_creation=False,
                               include_topic_authorized_operations=False)  # fmt: skip
     deadline = time.monotonic() + LEADER_TIMEOUT_S
     while time.monotonic() < deadline:
         (topic,) = client.request(3, 12, request).topics
         if topic.error_code == ErrorCode.none and all(p.leader_id >= 0 for p in topic.partitions):
-            return
+            if list_offset(client, name, -1)[0] == ErrorCode.none:
+                return
         time.sleep(0.05)
     raise AssertionError(f"{name} got no leader in {LEADER_TIMEOUT_S} s")
 
