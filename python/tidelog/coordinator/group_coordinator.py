@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
-from collections.abc import Callable, Coroutine, Sequence
+from collections.abc import Callable, Coroutine, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -24,13 +24,12 @@ from kio.schema.errors import ErrorCode
 from tidelog.config import BrokerConfig
 from tidelog.coordinator import records
 from tidelog.coordinator.group import ClassicGroup, GroupState, JoinResult, Member, SyncResult
-from tidelog.coordinator.records import OffsetAndMetadata, OffsetKey
+from tidelog.coordinator.records import NO_LEADER_EPOCH, OffsetAndMetadata, OffsetKey
 from tidelog.coordinator.shard import KeyValue, OffsetsLog, Shard, now_ms
 
 log = logging.getLogger(__name__)
 
 NO_OFFSET = -1
-NO_LEADER_EPOCH = -1
 MEMBER_ID_REQUIRED_MIN_VERSION = 4
 # From JoinGroup v9 a static leader that rejoins unchanged is told to skip the assignment.
 SKIP_ASSIGNMENT_MIN_VERSION = 9
@@ -73,6 +72,19 @@ class CommittedOffset:
 
 
 UNKNOWN_OFFSET = CommittedOffset(NO_OFFSET, NO_LEADER_EPOCH, "")
+
+
+def group_record(group: ClassicGroup) -> KeyValue:
+    """The GroupMetadata record of the group's current generation."""
+    return records.group_key(records.GroupKey(group.group_id)), records.group_value(group.to_stored(now_ms()))
+
+
+def group_tombstone(group_id: str) -> KeyValue:
+    return records.group_key(records.GroupKey(group_id)), None
+
+
+def offset_tombstones(group_id: str, partitions: Iterable[tuple[str, int]]) -> list[KeyValue]:
+    return [(records.offset_key(OffsetKey(group_id, topic, partition)), None) for topic, partition in partitions]
 
 
 class GroupCoordinator:
@@ -232,7 +244,7 @@ class GroupCoordinator:
         # leader gets the members and skip_assignment (v9+); its SyncGroup in Stable changes nothing.
         if group.is_(GroupState.STABLE) and group.choose_protocol() == group.protocol:
             try:
-                await shard.write([(records.group_key(records.GroupKey(group.group_id)), records.group_value(group.to_stored(now_ms())))])
+                await shard.write([group_record(group)])
             except Exception as error:  # the old id stays fenced; the member will rejoin
                 log.error("persisting static member of %s failed: %s", group.group_id, error)
                 return JoinResult(ErrorCode.unknown_member_id, new_id)
@@ -346,7 +358,7 @@ class GroupCoordinator:
         if group.is_empty:
             group.protocol = None
             group.move_to(GroupState.EMPTY, now_ms())
-            self._spawn(self._persist_group(group))
+            self._spawn(self._write_quietly(self.shard_for(group.group_id), [group_record(group)], f"group {group.group_id}"))
             return
         group.protocol = group.choose_protocol()
         group.move_to(GroupState.COMPLETING_REBALANCE, now_ms())
@@ -356,13 +368,6 @@ class GroupCoordinator:
             member.join_waiter.set_result(self._join_result(group, member.member_id))
             member.join_waiter = None
             self._refresh_session(group, member)
-
-    async def _persist_group(self, group: ClassicGroup) -> None:
-        shard = self.shard_for(group.group_id)
-        try:
-            await shard.write([(records.group_key(records.GroupKey(group.group_id)), records.group_value(group.to_stored(now_ms())))])
-        except Exception as error:
-            log.error("persisting group %s failed: %s", group.group_id, error)
 
     # ---- SyncGroup ---------------------------------------------------------------------------
 
@@ -402,7 +407,7 @@ class GroupCoordinator:
             member.assignment = assignments.get(member.member_id, b"")
         shard = self.shard_for(group.group_id)
         try:
-            await shard.write([(records.group_key(records.GroupKey(group.group_id)), records.group_value(group.to_stored(now_ms())))])
+            await shard.write([group_record(group)])
         except Exception as error:
             log.error("storing generation %d of %s failed: %s", generation, group.group_id, error)
             if group.is_(GroupState.COMPLETING_REBALANCE) and group.generation == generation:
@@ -613,10 +618,8 @@ class GroupCoordinator:
             return ErrorCode.group_id_not_found
         if not group.is_(GroupState.EMPTY):
             return ErrorCode.non_empty_group
-        tombstones: list[KeyValue] = [
-            (records.offset_key(OffsetKey(group_id, topic, partition)), None) for topic, partition in group.offsets
-        ]
-        tombstones.append((records.group_key(records.GroupKey(group_id)), None))
+        tombstones = offset_tombstones(group_id, group.offsets)
+        tombstones.append(group_tombstone(group_id))
         self._cancel_timers(group)
         group.move_to(GroupState.DEAD, now_ms())  # no joins while the tombstones are written
         try:
@@ -640,10 +643,7 @@ class GroupCoordinator:
                 return ErrorCode.non_empty_group, {}
             subscribed = topics
         errors = {tp: (ErrorCode.group_subscribed_to_topic if tp[0] in subscribed else ErrorCode.none) for tp in partitions}
-        tombstones: list[KeyValue] = [
-            (records.offset_key(OffsetKey(group_id, topic, partition)), None)
-            for (topic, partition), error in errors.items() if error == ErrorCode.none and (topic, partition) in group.offsets
-        ]  # fmt: skip
+        tombstones = offset_tombstones(group_id, [tp for tp, error in errors.items() if error == ErrorCode.none and tp in group.offsets])
         if tombstones:
             try:
                 await shard.write(tombstones)
@@ -657,10 +657,9 @@ class GroupCoordinator:
         for shard in self.shards:
             if shard.loading:
                 continue
-            tombstones: list[KeyValue] = [
-                (records.offset_key(OffsetKey(group.group_id, t, p)), None)
-                for group in shard.groups.values() for t, p in group.offsets if t == topic
-            ]  # fmt: skip
+            tombstones: list[KeyValue] = []
+            for group in shard.groups.values():
+                tombstones += offset_tombstones(group.group_id, [tp for tp in group.offsets if tp[0] == topic])
             if tombstones:
                 self._spawn(self._write_quietly(shard, tombstones, f"offsets of deleted topic {topic}"))
 
@@ -715,9 +714,9 @@ class GroupCoordinator:
 
     async def _expire_group(self, shard: Shard, group: ClassicGroup, now: int, retention_ms: int) -> int:
         expired = self._expired_offsets(group, now, retention_ms)
-        tombstones: list[KeyValue] = [(records.offset_key(OffsetKey(group.group_id, t, p)), None) for t, p in expired]
+        tombstones = offset_tombstones(group.group_id, expired)
         if group.is_(GroupState.EMPTY) and len(expired) == len(group.offsets):
-            tombstones.append((records.group_key(records.GroupKey(group.group_id)), None))
+            tombstones.append(group_tombstone(group.group_id))
         if not tombstones:
             return 0
         try:

@@ -12,7 +12,7 @@ import asyncio
 import collections
 import logging
 import time
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable
 from typing import Protocol
 
 from tidelog import limits
@@ -143,6 +143,3 @@ class Shard:
                 self.records_loaded += 1
             offset = header.last_offset + 1
         return offset
-
-    def live_groups(self) -> Iterable[ClassicGroup]:
-        return self.groups.values()
