@@ -250,3 +250,17 @@ def check(writers: list[Writer], stored: dict[int, list[tuple[int, str]]]) -> Ou
             last[name] = counter
     acked = sum(len(w.acked) for w in writers)
     return Outcome(acked, lost, duplicated, reordered, sum(len(r) for r in stored.values()))
+
+
+def assert_each_acknowledged_record_once(writers: list[Writer], outcome: Outcome) -> None:
+    """No client error, every record acknowledged (Java's VerifiableProducer reports only its
+    acknowledgements), and none lost, stored twice or out of order."""
+    for writer in writers:
+        assert not writer.fatal, (writer.name, writer.fatal[:3])
+        assert not writer.failed, (writer.name, writer.failed[:3])
+        assert len(writer.acked) > 100, (writer.name, len(writer.acked))
+        if not isinstance(writer, JavaWriter):
+            assert len(writer.acked) == writer.sent, (writer.name, writer.sent, len(writer.acked))
+    assert not outcome.lost, outcome.lost[:5]
+    assert not outcome.duplicated, outcome.duplicated[:5]
+    assert not outcome.reordered, outcome.reordered[:5]

@@ -152,6 +152,12 @@ def check_split(broker: BrokerProcess, group: str, members: list[Member], timeou
     wait_until(broker_agrees, TIMEOUT_S, 0.2)
 
 
+def start_member(lib: str, broker: BrokerProcess, topic: str, group: str, log: Path) -> Member:
+    if lib == "java":
+        return java_member(broker, topic, group, log)
+    return python_member(lib, broker, topic, group, log)
+
+
 LIBRARIES = ["confluent", "kafka-python", "aiokafka", pytest.param("java", marks=needs_java)]
 
 
@@ -160,12 +166,7 @@ def test_members_split_partitions_and_take_over_on_leave_and_crash(group_broker:
     topic, group = f"split-{lib}", f"group-{lib}"
     create_topic(group_broker, topic)
 
-    def start(name: str) -> Member:
-        if lib == "java":
-            return java_member(group_broker, topic, group, tmp_path / f"{name}.log")
-        return python_member(lib, group_broker, topic, group, tmp_path / f"{name}.log")
-
-    members = [start(name) for name in ("a", "b", "c")]
+    members = [start_member(lib, group_broker, topic, group, tmp_path / f"{name}.log") for name in ("a", "b", "c")]
     try:
         check_split(group_broker, group, members, 40 if lib == "java" else TIMEOUT_S)
         assert sorted(len(m.assignment or ()) for m in members) == [2, 2, 2]
@@ -198,12 +199,7 @@ def test_members_carry_on_across_a_broker_sigkill(group_broker: BrokerProcess, t
     topic, group = f"restart-{lib}", f"restart-{lib}"
     create_topic(group_broker, topic)
 
-    def start(name: str) -> Member:
-        if lib == "java":
-            return java_member(group_broker, topic, group, tmp_path / f"{name}.log")
-        return python_member(lib, group_broker, topic, group, tmp_path / f"{name}.log")
-
-    members = [start(name) for name in ("a", "b", "c")]
+    members = [start_member(lib, group_broker, topic, group, tmp_path / f"{name}.log") for name in ("a", "b", "c")]
     try:
         check_split(group_broker, group, members, 40 if lib == "java" else TIMEOUT_S)
         before = [set(m.assignment or ()) for m in members]
