@@ -70,11 +70,6 @@ def proc_stat(pid: int) -> list[str]:
     return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
 
 
-def cpu_seconds(pid: int) -> float:
-    fields = proc_stat(pid)  # utime + stime of the whole process (all threads)
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 def rss_mib(pid: int) -> float:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmRSS:"):
@@ -98,7 +93,7 @@ class Running:
     topics: list[str] = field(default_factory=list)
 
     def cpu_seconds(self) -> float:
-        return cpu_seconds(self.pid)
+        return e2e.process_cpu_seconds(self.pid)
 
 
 def start_kafka() -> Running:

@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import cast
 
 from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
-from e2e import RECORD_BYTES, Broker, pinned, run_tool, settle_page_cache
+from e2e import RECORD_BYTES, Broker, pinned, process_cpu_seconds, run_tool, settle_page_cache
 
 sys.path.insert(0, str(Path(__file__).parent / "kafka"))
 import reference_broker  # type: ignore[import-not-found]  # noqa: E402 - bench/kafka is not a package
@@ -70,8 +70,7 @@ class KafkaBroker:
         return f"127.0.0.1:{self.port}"
 
     def cpu_seconds(self) -> float:
-        fields = Path(f"/proc/{self.process.pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        return process_cpu_seconds(self.process.pid)
 
     def stop(self) -> None:
         import shutil
