@@ -14,7 +14,6 @@ from tidelog.config import BrokerConfig
 from tidelog.coordinator.group_coordinator import GroupCoordinator
 from tidelog.coordinator.shard import OffsetsLog
 from tidelog.storage import LogManager, Partition, ProducerIdAllocator, TopicError, TopicMetadata, TopicPartition
-from tidelog.storage.partition import now_ms
 
 OFFSETS_TOPIC = "__consumer_offsets"
 INTERNAL_TOPICS = frozenset({OFFSETS_TOPIC})
@@ -102,10 +101,6 @@ class Broker:
         configs = {"cleanup.policy": "compact", "segment.bytes": str(self.config.offsets_topic_segment_bytes)}
         self.create_topic(OFFSETS_TOPIC, self.config.offsets_topic_num_partitions, configs, internal=True)
         return self._offsets_logs()
-
-    @staticmethod
-    def now_ms() -> int:
-        return now_ms()
 
     def has_partition(self, topic: str, index: int) -> bool:
         return self.partition(topic, index) is not None

@@ -12,6 +12,7 @@ from tidelog.protocol.apis import ApiKey
 from tidelog.protocol.framing import RequestHeader
 from tidelog.server.handlers.build import element, make, response
 from tidelog.server.handlers.common import NO_THROTTLE, timedelta_ms
+from tidelog.storage.partition import now_ms
 
 if TYPE_CHECKING:
     from tidelog.server.broker import Broker
@@ -23,7 +24,7 @@ NO_LEADER_EPOCH = -1
 async def handle(broker: Broker, header: RequestHeader, request: Any) -> bytes:
     retention = getattr(request, "retention_time", None)  # v2-v4 only; -1 means the broker's setting
     retention_ms = NO_RETENTION if retention is None else timedelta_ms(retention)
-    commit_time = broker.now_ms()
+    commit_time = now_ms()
     offsets = {}
     for topic in request.topics:
         for p in topic.partitions:

@@ -32,13 +32,13 @@ def handle(broker: Broker, header: RequestHeader, request: Any) -> bytes:
     cls = apis.response_class(ApiKey.OFFSET_FETCH, version)
     if version < BATCHED_GROUPS_MIN_VERSION:
         error, offsets = fetch(broker, request.group_id, request.topics)
-        topics = encode_topics(cls, offsets, error, version)
+        topics = encode_topics(cls, offsets, version)
         return response(ApiKey.OFFSET_FETCH, version, throttle_time=NO_THROTTLE, topics=topics, error_code=error)
     group_cls = element(cls, "groups")
     groups = []
     for wanted in request.groups:
         error, offsets = fetch(broker, wanted.group_id, wanted.topics)
-        groups.append(make(group_cls, group_id=wanted.group_id, topics=encode_topics(group_cls, offsets, error, version), error_code=error))
+        groups.append(make(group_cls, group_id=wanted.group_id, topics=encode_topics(group_cls, offsets, version), error_code=error))
     return response(ApiKey.OFFSET_FETCH, version, throttle_time=NO_THROTTLE, groups=tuple(groups))
 
 
@@ -51,12 +51,12 @@ def fetch(broker: Broker, group_id: str, topics: Any) -> tuple[ErrorCode, Offset
         return ErrorCode.coordinator_load_in_progress, dict.fromkeys(partitions or [], loading)
 
 
-def encode_topics(cls: type, offsets: Offsets, error: ErrorCode, version: int) -> tuple[Any, ...]:
+def encode_topics(cls: type, offsets: Offsets, version: int) -> tuple[Any, ...]:
     topic_cls = element(cls, "topics")
     partition_cls = element(topic_cls, "partitions")
     by_topic: dict[str, list[Any]] = {}
     for (topic, partition), committed in offsets.items():
-        partition_error = committed.error if version < GROUP_ERROR_MIN_VERSION or error == ErrorCode.none else ErrorCode.none
+        partition_error = committed.error if version < GROUP_ERROR_MIN_VERSION else ErrorCode.none
         by_topic.setdefault(topic, []).append(make(
             partition_cls, partition_index=partition, committed_offset=committed.offset,
             committed_leader_epoch=committed.leader_epoch, metadata=committed.metadata, error_code=partition_error,
