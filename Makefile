@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed
 BUILD_INPUTS := pyproject.toml setup.py $(wildcard ext/*.pyx) $(shell find rust -name '*.rs' -o -name Cargo.toml -not -path 'rust/target/*')
 DATA_DIR ?= tidelog-data
 
-.PHONY: dev serve test test-rust test-python kafka-jars system-tools bench clean
+.PHONY: dev serve test lint test-rust test-python kafka-jars system-tools bench clean
 
 dev: $(STAMP)
 
@@ -28,6 +28,13 @@ kafka-jars:
 		bash bench/kafka/fetch.sh || echo "FETCHING KAFKA'S JARS FAILED: tests against Kafka will be skipped"; \
 	else echo "java or mvn missing: tests that need Kafka's jars will be skipped"; fi
 
+# Formatting and lint rules for both languages (ruff; rustfmt and clippy), checked before the tests.
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	cargo fmt --manifest-path rust/Cargo.toml --all --check
+	cargo clippy --manifest-path rust/Cargo.toml --all-targets --quiet -- -D warnings
+
 test-rust:
 	cargo test --manifest-path rust/Cargo.toml -p tidelog-storage
 
@@ -42,7 +49,7 @@ system-tools:
 test-python: $(STAMP) kafka-jars system-tools
 	$(BIN)/python -m pytest
 
-test: test-rust test-python
+test: lint test-rust test-python
 
 bench: $(STAMP)
 	$(BIN)/python -m pytest bench/bench_storage.py bench/bench_protocol.py --benchmark-enable -p no:cacheprovider

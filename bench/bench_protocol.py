@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 from kio.schema.errors import ErrorCode
-from kio.schema.metadata.v12.request import MetadataRequest, MetadataRequestTopic
+from kio.schema.metadata.v12.request import MetadataRequest
 from kio.schema.produce.v9.request import PartitionProduceData, ProduceRequest, TopicProduceData
 from kio.serial import entity_writer
 
@@ -49,9 +49,21 @@ def test_produce_response_kio(benchmark: Any) -> None:
     partition_cls = element(topic_cls, "partition_responses")
 
     def encode() -> bytes:
-        partition = make(partition_cls, index=0, error_code=ErrorCode.none, base_offset=123_456, log_append_time=None,
-                         log_start_offset=0, record_errors=(), error_message=None)  # fmt: skip
-        response = make(cls, throttle_time=NO_THROTTLE, responses=(make(topic_cls, name="events", partition_responses=(partition,)),))
+        partition = make(
+            partition_cls,
+            index=0,
+            error_code=ErrorCode.none,
+            base_offset=123_456,
+            log_append_time=None,
+            log_start_offset=0,
+            record_errors=(),
+            error_message=None,
+        )
+        response = make(
+            cls,
+            throttle_time=NO_THROTTLE,
+            responses=(make(topic_cls, name="events", partition_responses=(partition,)),),
+        )
         return apis.encode_response(ApiKey.PRODUCE, PRODUCE_VERSION, response)
 
     benchmark.extra_info.update(case="ProduceResponse encode (kio)")
@@ -59,8 +71,12 @@ def test_produce_response_kio(benchmark: Any) -> None:
 
 
 def test_fetch_response_ours(benchmark: Any) -> None:
-    topics = [FetchedTopic("events", uuid.uuid4(), [FetchedPartition(p, 0, 10, 10, 0, None, FakeSlice()) for p in range(3)])]  # type: ignore[arg-type]
-    benchmark.extra_info.update(case="FetchResponse encode (3 partitions, sendfile parts)", baseline="FetchResponse encode (kio)")
+    topics = [
+        FetchedTopic("events", uuid.uuid4(), [FetchedPartition(p, 0, 10, 10, 0, None, FakeSlice()) for p in range(3)])
+    ]  # type: ignore[arg-type]
+    benchmark.extra_info.update(
+        case="FetchResponse encode (3 partitions, sendfile parts)", baseline="FetchResponse encode (kio)"
+    )
     benchmark(encode_fetch_response, FETCH_VERSION, topics)
 
 
@@ -71,11 +87,27 @@ def test_fetch_response_kio(benchmark: Any) -> None:
     records = bytes(16 * 1024)
 
     def encode() -> bytes:
-        partitions = tuple(make(partition_cls, partition_index=p, error_code=ErrorCode.none, high_watermark=10, last_stable_offset=10,
-                                log_start_offset=0, aborted_transactions=None, preferred_read_replica=-1, records=records)
-                           for p in range(3))  # fmt: skip
-        response = make(cls, throttle_time=NO_THROTTLE, error_code=ErrorCode.none, session_id=0,
-                        responses=(make(topic_cls, topic="events", partitions=partitions),))  # fmt: skip
+        partitions = tuple(
+            make(
+                partition_cls,
+                partition_index=p,
+                error_code=ErrorCode.none,
+                high_watermark=10,
+                last_stable_offset=10,
+                log_start_offset=0,
+                aborted_transactions=None,
+                preferred_read_replica=-1,
+                records=records,
+            )
+            for p in range(3)
+        )
+        response = make(
+            cls,
+            throttle_time=NO_THROTTLE,
+            error_code=ErrorCode.none,
+            session_id=0,
+            responses=(make(topic_cls, topic="events", partitions=partitions),),
+        )
         return apis.encode_response(ApiKey.FETCH, FETCH_VERSION, response)
 
     benchmark.extra_info.update(case="FetchResponse encode (kio)")
@@ -84,8 +116,12 @@ def test_fetch_response_kio(benchmark: Any) -> None:
 
 class StubLogs:
     def __init__(self) -> None:
-        self.topics = {f"topic-{i}": type("Meta", (), {"name": f"topic-{i}", "topic_id": uuid.uuid4(), "partitions": METADATA_PARTITIONS})()
-                       for i in range(METADATA_TOPICS)}  # fmt: skip
+        self.topics = {
+            f"topic-{i}": type(
+                "Meta", (), {"name": f"topic-{i}", "topic_id": uuid.uuid4(), "partitions": METADATA_PARTITIONS}
+            )()
+            for i in range(METADATA_TOPICS)
+        }
 
 
 class StubBroker:
@@ -109,7 +145,9 @@ def test_metadata_cached(benchmark: Any, metadata_request: Any) -> None:
     broker = StubBroker()
     header = RequestHeader(ApiKey.METADATA, METADATA_VERSION, 1, "bench", 0)
     metadata.handle(broker, header, metadata_request)  # type: ignore[arg-type]
-    benchmark.extra_info.update(case=f"Metadata {METADATA_TOPICS}x{METADATA_PARTITIONS} (cached)", baseline="Metadata encode (kio)")
+    benchmark.extra_info.update(
+        case=f"Metadata {METADATA_TOPICS}x{METADATA_PARTITIONS} (cached)", baseline="Metadata encode (kio)"
+    )
     benchmark(metadata.handle, broker, header, metadata_request)
 
 

@@ -81,7 +81,9 @@ class FreshFile:
         os.unlink(self.path)
 
 
-def run_rounds(benchmark: Any, fresh: FreshLog | FreshFile, target: Callable[[Any], None], batch: bytes, **info: str) -> None:
+def run_rounds(
+    benchmark: Any, fresh: FreshLog | FreshFile, target: Callable[[Any], None], batch: bytes, **info: str
+) -> None:
     """Times ROUNDS rounds of `target` (ROUND_BATCHES batches each), with figures for the summary."""
     benchmark.extra_info.update(info, bytes_per_round=ROUND_BATCHES * len(batch), calls_per_round=ROUND_BATCHES)
     benchmark.pedantic(target, setup=fresh.setup, teardown=fresh.teardown, rounds=ROUNDS, warmup_rounds=WARMUP_ROUNDS)
@@ -120,9 +122,13 @@ def test_durable_append(benchmark: Any, scratch: Path, batch: bytes, now: int, i
 
     benchmark.group = f"durable append, sync every {interval}"
     run_rounds(
-        benchmark, FreshLog(scratch), durable_round, batch,
-        case=f"append+flush/{interval}", baseline=f"os.write+fdatasync/{interval}",
-    )  # fmt: skip
+        benchmark,
+        FreshLog(scratch),
+        durable_round,
+        batch,
+        case=f"append+flush/{interval}",
+        baseline=f"os.write+fdatasync/{interval}",
+    )
 
 
 @pytest.mark.parametrize("interval", SYNC_EVERY_BATCHES)
@@ -155,7 +161,9 @@ def fill(log: PartitionLog, batch_at: Callable[[int], bytes], first_timestamp: i
         stop = start + BIG_LOG_BATCHES_PER_APPEND
         log.append(b"".join(batch_at(first_timestamp + i * TIMESTAMP_STEP_MS) for i in range(start, stop)), now)
         if stop % BIG_LOG_PROGRESS_EVERY == 0:
-            sys.stderr.write(f"\rbuilding the 1 GiB log: {stop}/{BIG_LOG_BATCHES} batches, {log.size_bytes / MiB:.0f} MiB")
+            sys.stderr.write(
+                f"\rbuilding the 1 GiB log: {stop}/{BIG_LOG_BATCHES} batches, {log.size_bytes / MiB:.0f} MiB"
+            )
             sys.stderr.flush()
 
 
@@ -213,7 +221,9 @@ def mean_size(slices: list[FileSlice]) -> int:
 def test_slice_copy(benchmark: Any, slices: list[FileSlice]) -> None:
     each = cycle(slices)
     benchmark.group = "1 MiB copy read"
-    benchmark.extra_info.update(case="FileSlice.read 1 MiB", baseline="os.pread 1 MiB", bytes_per_round=mean_size(slices))
+    benchmark.extra_info.update(
+        case="FileSlice.read 1 MiB", baseline="os.pread 1 MiB", bytes_per_round=mean_size(slices)
+    )
     benchmark(lambda: next(each).read())
 
 

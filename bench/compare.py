@@ -38,9 +38,10 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
@@ -130,6 +131,7 @@ def start_tidelog(durable: bool) -> Running:
 
 # --- topics --------------------------------------------------------------------------------------
 
+
 def create_topic(broker: Running, topic: str) -> None:
     from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
 
@@ -149,7 +151,7 @@ def delete_topics(broker: Running, keep: set[str] = frozenset()) -> None:  # typ
     for topic, future in admin.delete_topics(doomed, request_timeout=30).items():
         try:
             future.result(30)
-        except Exception as error:  # noqa: BLE001 - disk space only; not a result
+        except Exception as error:
             log(f"   could not delete {topic} on {broker.name}: {error}")
     broker.topics = [t for t in broker.topics if t in keep]
 
@@ -165,7 +167,7 @@ PERF_LINE = re.compile(
 def measured(broker: Running, command: list[str]) -> tuple[str, float, float]:
     before = broker.cpu_seconds()
     started = time.perf_counter()
-    result = subprocess.run(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    result = subprocess.run(command, capture_output=True, text=True)
     seconds = time.perf_counter() - started
     cpu = broker.cpu_seconds() - before
     if result.returncode != 0:
@@ -175,13 +177,33 @@ def measured(broker: Running, command: list[str]) -> tuple[str, float, float]:
     return result.stdout, cpu, seconds
 
 
-def producer_performance(broker: Running, topic: str, records: int, size: int, acks: str, rate: float, linger_ms: int) -> dict[str, Any]:
-    command = [*e2e.pinned(1), rb.java(), "-Xmx1g", "-cp", CLASSPATH, "org.apache.kafka.tools.ProducerPerformance",
-               "--bootstrap-server", broker.bootstrap, "--topic", topic, "--num-records", str(records),
-               "--record-size", str(size), "--throughput", str(int(rate) if rate else -1),
-               # One --command-property with every setting: repeating the flag keeps only the last one.
-               "--command-property", f"acks={acks}", "enable.idempotence=false", f"linger.ms={linger_ms}",
-               "batch.size=262144"]  # fmt: skip
+def producer_performance(
+    broker: Running, topic: str, records: int, size: int, acks: str, rate: float, linger_ms: int
+) -> dict[str, Any]:
+    command = [
+        *e2e.pinned(1),
+        rb.java(),
+        "-Xmx1g",
+        "-cp",
+        CLASSPATH,
+        "org.apache.kafka.tools.ProducerPerformance",
+        "--bootstrap-server",
+        broker.bootstrap,
+        "--topic",
+        topic,
+        "--num-records",
+        str(records),
+        "--record-size",
+        str(size),
+        "--throughput",
+        str(int(rate) if rate else -1),
+        # One --command-property with every setting: repeating the flag keeps only the last one.
+        "--command-property",
+        f"acks={acks}",
+        "enable.idempotence=false",
+        f"linger.ms={linger_ms}",
+        "batch.size=262144",
+    ]
     stdout, cpu, _ = measured(broker, command)
     match = None
     for line in stdout.splitlines():
@@ -195,10 +217,27 @@ def producer_performance(broker: Running, topic: str, records: int, size: int, a
     return row
 
 
-def load_produce(broker: Running, topic: str, records: int, size: int, acks: str, rate: float, linger_ms: int) -> dict[str, Any]:
-    command = [*e2e.pinned(1), sys.executable, str(HERE / "load.py"), "produce", "--bootstrap", broker.bootstrap,
-               "--topic", topic, "--records", str(records), "--record-size", str(size), "--acks", acks,
-               "--linger-ms", str(linger_ms)] + (["--rate", str(rate)] if rate else [])  # fmt: skip
+def load_produce(
+    broker: Running, topic: str, records: int, size: int, acks: str, rate: float, linger_ms: int
+) -> dict[str, Any]:
+    command = [
+        *e2e.pinned(1),
+        sys.executable,
+        str(HERE / "load.py"),
+        "produce",
+        "--bootstrap",
+        broker.bootstrap,
+        "--topic",
+        topic,
+        "--records",
+        str(records),
+        "--record-size",
+        str(size),
+        "--acks",
+        acks,
+        "--linger-ms",
+        str(linger_ms),
+    ] + (["--rate", str(rate)] if rate else [])
     stdout, cpu, _ = measured(broker, command)
     row: dict[str, Any] = json.loads(stdout.strip().splitlines()[-1])
     row["broker_cpu_s"] = cpu
@@ -208,8 +247,20 @@ def load_produce(broker: Running, topic: str, records: int, size: int, acks: str
 
 
 def load_consume(broker: Running, topic: str, records: int, size: int) -> dict[str, Any]:
-    command = [*e2e.pinned(1), sys.executable, str(HERE / "load.py"), "consume", "--bootstrap", broker.bootstrap,
-               "--topic", topic, "--records", str(records), "--record-size", str(size)]  # fmt: skip
+    command = [
+        *e2e.pinned(1),
+        sys.executable,
+        str(HERE / "load.py"),
+        "consume",
+        "--bootstrap",
+        broker.bootstrap,
+        "--topic",
+        topic,
+        "--records",
+        str(records),
+        "--record-size",
+        str(size),
+    ]
     stdout, cpu, _ = measured(broker, command)
     row: dict[str, Any] = json.loads(stdout.strip().splitlines()[-1])
     row["broker_cpu_s"] = cpu
@@ -217,8 +268,29 @@ def load_consume(broker: Running, topic: str, records: int, size: int) -> dict[s
 
 
 def kcat_consume(broker: Running, topic: str, records: int, size: int) -> dict[str, Any]:
-    command = [*e2e.pinned(1), "kcat", "-b", broker.bootstrap, "-C", "-t", topic, "-p", "0", "-o", "beginning",
-               "-c", str(records), "-e", "-q", "-f", "%p", "-X", "fetch.max.bytes=67108864", "-X", "max.partition.fetch.bytes=16777216"]  # fmt: skip
+    command = [
+        *e2e.pinned(1),
+        "kcat",
+        "-b",
+        broker.bootstrap,
+        "-C",
+        "-t",
+        topic,
+        "-p",
+        "0",
+        "-o",
+        "beginning",
+        "-c",
+        str(records),
+        "-e",
+        "-q",
+        "-f",
+        "%p",
+        "-X",
+        "fetch.max.bytes=67108864",
+        "-X",
+        "max.partition.fetch.bytes=16777216",
+    ]
     stdout, cpu, seconds = measured(broker, command)
     count = len(stdout)  # one character (the partition, 0) per record
     if count < records:
@@ -227,24 +299,46 @@ def kcat_consume(broker: Running, topic: str, records: int, size: int) -> dict[s
 
 
 def consumer_performance(broker: Running, topic: str, records: int, size: int) -> dict[str, Any]:
-    command = [*e2e.pinned(1), rb.java(), "-Xmx1g", "-cp", CLASSPATH, "org.apache.kafka.tools.ConsumerPerformance",
-               "--bootstrap-server", broker.bootstrap, "--topic", topic, "--num-records", str(records),
-               "--group", f"perf-{topic}", "--timeout", "60000",
-               "--command-property", "fetch.max.bytes=67108864", "--command-property", "max.partition.fetch.bytes=16777216"]  # fmt: skip
+    command = [
+        *e2e.pinned(1),
+        rb.java(),
+        "-Xmx1g",
+        "-cp",
+        CLASSPATH,
+        "org.apache.kafka.tools.ConsumerPerformance",
+        "--bootstrap-server",
+        broker.bootstrap,
+        "--topic",
+        topic,
+        "--num-records",
+        str(records),
+        "--group",
+        f"perf-{topic}",
+        "--timeout",
+        "60000",
+        "--command-property",
+        "fetch.max.bytes=67108864",
+        "--command-property",
+        "max.partition.fetch.bytes=16777216",
+    ]
     stdout, cpu, _ = measured(broker, command)
     lines = [line for line in stdout.splitlines() if "," in line]
     header, values = next(csv.reader(io.StringIO(lines[-2]))), next(csv.reader(io.StringIO(lines[-1])))
-    data = {h.strip(): v.strip() for h, v in zip(header, values)}
+    data = {h.strip(): v.strip() for h, v in zip(header, values, strict=True)}
     per_s = float(data["fetch.nMsg.sec"])  # excludes the group join, which MB.sec includes
     return {"records_per_s": per_s, "mib_per_s": per_s * size / MiB, "broker_cpu_s": cpu}
 
 
 PRODUCERS = {"ProducerPerformance (Java)": producer_performance, "load.py (confluent-kafka)": load_produce}
-CONSUMERS = {"load.py (confluent-kafka)": load_consume, "kcat": kcat_consume,
-             "ConsumerPerformance (Java, group)": consumer_performance}  # fmt: skip
+CONSUMERS = {
+    "load.py (confluent-kafka)": load_consume,
+    "kcat": kcat_consume,
+    "ConsumerPerformance (Java, group)": consumer_performance,
+}
 
 
 # --- the run -------------------------------------------------------------------------------------
+
 
 @dataclass
 class Row:
@@ -260,18 +354,23 @@ def rotated(brokers: list[Running], turn: int) -> list[Running]:
     return brokers[k:] + brokers[:k]
 
 
-def run_one(rows: list[Row], broker: Running, workload: str, client: str, action: Callable[[], dict[str, Any]]) -> dict[str, Any] | None:
+def run_one(
+    rows: list[Row], broker: Running, workload: str, client: str, action: Callable[[], dict[str, Any]]
+) -> dict[str, Any] | None:
     log(f"   {workload} | {client} | {broker.name}")
     try:
         figures = action()
-    except Exception as error:  # noqa: BLE001 - one failed run must not lose the others
+    except Exception as error:
         log(f"   FAILED: {error}")
         rows.append(Row(workload, client, broker.name, {}, str(error)[:200]))
         return None
     figures["rss_mib"] = rss_mib(broker.pid)
     rows.append(Row(workload, client, broker.name, figures))
     extra = f", p99 {figures['p99_ms']:.1f} ms" if figures.get("p99_ms") is not None else ""
-    log(f"   -> {figures['records_per_s']:,.0f} rec/s, {figures['mib_per_s']:.1f} MiB/s{extra}, broker CPU {figures['broker_cpu_s']:.1f} s")
+    log(
+        f"   -> {figures['records_per_s']:,.0f} rec/s, {figures['mib_per_s']:.1f} MiB/s{extra}, "
+        f"broker CPU {figures['broker_cpu_s']:.1f} s"
+    )
     return figures
 
 
@@ -291,8 +390,13 @@ def run(brokers: list[Running], quick: bool) -> list[Row]:
                     topic = f"c{turn}-{size}-{acks}-max-{'java' if 'Java' in client else 'py'}"
                     create_topic(broker, topic)
                     e2e.settle_page_cache()
-                    figures = run_one(rows, broker, workload, client,
-                                      lambda: produce(broker, topic, records, size, acks, 0, 5))  # noqa: B023
+                    figures = run_one(
+                        rows,
+                        broker,
+                        workload,
+                        client,
+                        lambda: produce(broker, topic, records, size, acks, 0, 5),  # noqa: B023 (called at once)
+                    )
                     if figures:
                         maxima[(broker.name, acks, client)] = figures["records_per_s"]
                         if acks == "1" and "load.py" in client:
@@ -310,8 +414,13 @@ def run(brokers: list[Running], quick: bool) -> list[Row]:
                     topic = f"c{turn}-{size}-{acks}-half-{'java' if 'Java' in client else 'py'}"
                     create_topic(broker, topic)
                     e2e.settle_page_cache()
-                    figures = run_one(rows, broker, workload, client,
-                                      lambda: produce(broker, topic, count, size, acks, rate, 1))  # noqa: B023
+                    figures = run_one(
+                        rows,
+                        broker,
+                        workload,
+                        client,
+                        lambda: produce(broker, topic, count, size, acks, rate, 1),  # noqa: B023 (called at once)
+                    )
                     if figures:
                         figures["rate"] = rate
                 turn += 1
@@ -324,7 +433,7 @@ def run(brokers: list[Running], quick: bool) -> list[Row]:
                 topic, count = consume_topic[broker.name]
                 try:
                     kcat_consume(broker, topic, min(count, consume_records), size)
-                except Exception as error:  # noqa: BLE001
+                except Exception as error:
                     log(f"   warm-up read failed on {broker.name}: {error}")
         for client, consume in CONSUMERS.items():
             log(f"== {workload}, {client}")
@@ -342,19 +451,24 @@ def run(brokers: list[Running], quick: bool) -> list[Row]:
 
 # --- report --------------------------------------------------------------------------------------
 
+
 def fmt(value: object, digits: int = 1) -> str:
     return "" if value is None else f"{float(value):,.{digits}f}"  # type: ignore[arg-type]
 
 
 def report(rows: list[Row], brokers: list[Running], quick: bool, elapsed: float) -> str:
     kafka = {(r.workload, r.client): r.figures for r in rows if r.broker == KAFKA and r.figures}
-    lines = ["| workload | client | broker | records/s | MiB/s | p50 ms | p99 ms | p99.9 ms | broker CPU s | broker RSS MiB "
-             "| throughput tidelog/Kafka | p99 tidelog/Kafka |",
-             "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]  # fmt: skip
+    lines = [
+        "| workload | client | broker | records/s | MiB/s | p50 ms | p99 ms | p99.9 ms | broker CPU s | broker RSS MiB "
+        "| throughput tidelog/Kafka | p99 tidelog/Kafka |",
+        "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
     for row in rows:
         f = row.figures
         if row.error:
-            lines.append(f"| {row.workload} | {row.client} | {row.broker} | failed: {row.error.replace('|', '/')} |||||||||")
+            lines.append(
+                f"| {row.workload} | {row.client} | {row.broker} | failed: {row.error.replace('|', '/')} |||||||||"
+            )
             continue
         ratio = p99_ratio = ""
         reference = kafka.get((row.workload, row.client))
@@ -363,13 +477,21 @@ def report(rows: list[Row], brokers: list[Running], quick: bool, elapsed: float)
             if f.get("p99_ms") is not None and reference.get("p99_ms"):
                 p99_ratio = f"{f['p99_ms'] / reference['p99_ms']:.2f}"
         workload = row.workload + (f" ({f['rate']:,.0f}/s)" if f.get("rate") else "")
-        lines.append(f"| {workload} | {row.client} | {row.broker} | {fmt(f['records_per_s'], 0)} | {fmt(f['mib_per_s'])} "
-                     f"| {fmt(f.get('p50_ms'), 2)} | {fmt(f.get('p99_ms'), 2)} | {fmt(f.get('p999_ms'), 2)} "
-                     f"| {fmt(f['broker_cpu_s'])} | {fmt(f['rss_mib'], 0)} | {ratio} | {p99_ratio} |")  # fmt: skip
+        lines.append(
+            f"| {workload} | {row.client} | {row.broker} | {fmt(f['records_per_s'], 0)} | {fmt(f['mib_per_s'])} "
+            f"| {fmt(f.get('p50_ms'), 2)} | {fmt(f.get('p99_ms'), 2)} | {fmt(f.get('p999_ms'), 2)} "
+            f"| {fmt(f['broker_cpu_s'])} | {fmt(f['rss_mib'], 0)} | {ratio} | {p99_ratio} |"
+        )
     starts = ["| broker | start to ready s | RSS when ready MiB |", "|---|---:|---:|"]
     starts += [f"| {b.name} | {b.ready_s:.2f} | {b.idle_rss_mib:.0f} |" for b in brokers]
-    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                if line.startswith("model name")), platform.processor())  # fmt: skip
+    cpu = next(
+        (
+            line.split(":", 1)[1].strip()
+            for line in Path("/proc/cpuinfo").read_text().splitlines()
+            if line.startswith("model name")
+        ),
+        platform.processor(),
+    )
     memory = int(Path("/proc/meminfo").read_text().split()[1]) / (1 << 20)
     java_version = subprocess.run([rb.java(), "-version"], capture_output=True, text=True).stderr.splitlines()[0]
     return f"""# tidelog vs Apache Kafka 4.4
@@ -380,15 +502,17 @@ on a fresh data directory, pinned to CPU 0 (the idle ones stay up meanwhile); ev
 Kafka is a single-node KRaft broker+controller with its defaults (`-Xmx1g`, G1; no fsync before acks, so
 acks=all with one replica is acks=1). tidelog "durable" fsyncs before acking (its default), "page-cache"
 acks from the page cache like Kafka (`tidelog.flush.before.ack=false`).
-{'`--quick` run (a tenth of the records). ' if quick else ''}Whole run {elapsed / 60:.1f} min;
+{"`--quick` run (a tenth of the records). " if quick else ""}Whole run {elapsed / 60:.1f} min;
 rerun with `.venv/bin/python bench/compare.py`.
 
 - Producers: `linger.ms=5` at maximum rate, `linger.ms=1` at the fixed rate (half of the maximum that client
-  reached on that broker in that case, for at most {FIXED_RATE_SECONDS / (3 if quick else 1):.1f} s), `batch.size=262144`, idempotence
-  off (plain producers; idempotent against plain is bench/idempotence.py). One partition per topic, created before each run.
+  reached on that broker in that case, for at most {FIXED_RATE_SECONDS / (3 if quick else 1):.1f} s),
+  `batch.size=262144`, idempotence off (plain producers; idempotent against plain is bench/idempotence.py).
+  One partition per topic, created before each run.
 - Latency: ProducerPerformance's (send to callback, whole milliseconds), load.py's (librdkafka's `produce()` to
   delivery report). At maximum rate it is mostly client-side queueing; the fixed-rate rows are the latency ones.
-- Consumers read (at most the first 1M records of) the acks=1 topic load.py wrote, from the page cache (read once first, not measured).
+- Consumers read (at most the first 1M records of) the acks=1 topic load.py wrote, from the page cache
+  (read once first, not measured).
   ConsumerPerformance joins a consumer group (both brokers: group.initial.rebalance.delay.ms=0); its rate is
   `fetch.nMsg.sec` (without the group join).
 - Broker CPU s: user+system time of the broker process (all threads) during the run, from `/proc/<pid>/stat`.
@@ -416,7 +540,7 @@ def chart(rows: list[Row], path: Path) -> None:
     sizes = sorted({int(r.workload.split()[1]) for r in rows})
     figure, panels = plt.subplots(1, len(sizes), figsize=(14, 6), squeeze=False)
     width = 0.27
-    for panel, size in zip(panels[0], sizes):
+    for panel, size in zip(panels[0], sizes, strict=True):
         groups: list[tuple[str, str]] = []
         for row in rows:
             key = (row.workload, row.client)
@@ -425,7 +549,10 @@ def chart(rows: list[Row], path: Path) -> None:
         for i, name in enumerate(BROKER_NAMES):
             heights = [values.get((w, c, name), 0) for w, c in groups]
             panel.bar([g + (i - 1) * width for g in range(len(groups))], heights, width, label=name)
-        labels = [f"{w.split(' B')[0].split()[0]}{w.split(' B')[1].replace(' max', '')}\n{c.split(' (')[0]}" for w, c in groups]
+        labels = [
+            f"{w.split(' B')[0].split()[0]}{w.split(' B')[1].replace(' max', '')}\n{c.split(' (')[0]}"
+            for w, c in groups
+        ]
         panel.set_xticks(range(len(groups)), labels, rotation=45, ha="right", fontsize=8)
         panel.set_title(f"records of {size} B")
         panel.set_ylabel("MiB/s")
@@ -472,7 +599,7 @@ def main() -> None:
         for b in brokers:
             try:
                 b.stop()
-            except Exception as error:  # noqa: BLE001
+            except Exception as error:
                 log(f"stopping {b.name}: {error}")
     text = report(rows, brokers, args.quick, time.monotonic() - STARTED)
     args.out_dir.mkdir(parents=True, exist_ok=True)

@@ -54,8 +54,15 @@ def create_offsets_topic(data_dir: Path) -> int:
     from kio.schema.metadata.v12.request import MetadataRequest, MetadataRequestTopic
 
     client.request(10, 3, FindCoordinatorRequest(key="setup", key_type=0))
-    client.request(3, 12, MetadataRequest(topics=(MetadataRequestTopic(topic_id=None, name=DATA_TOPIC),),
-                                          allow_auto_topic_creation=True, include_topic_authorized_operations=False))  # fmt: skip
+    client.request(
+        3,
+        12,
+        MetadataRequest(
+            topics=(MetadataRequestTopic(topic_id=None, name=DATA_TOPIC),),
+            allow_auto_topic_creation=True,
+            include_topic_authorized_operations=False,
+        ),
+    )
     client.close()
     broker.stop()
     return BrokerConfig().offsets_topic_num_partitions
@@ -78,7 +85,14 @@ def write_commits(data_dir: Path, commits: int, per_request: int, groups: int) -
             offset = offsets.get(partition, 0) + 1 + request % 7
             offsets[partition] = offset
             value = OffsetAndMetadata(offset, -1, "", int(time.time() * 1000))
-            batch_records.append((value.commit_timestamp_ms, records.offset_key(OffsetKey(group, DATA_TOPIC, partition)), records.offset_value(value), ()))
+            batch_records.append(
+                (
+                    value.commit_timestamp_ms,
+                    records.offset_key(OffsetKey(group, DATA_TOPIC, partition)),
+                    records.offset_value(value),
+                    (),
+                )
+            )
         shard = manager.get(TopicPartition(TOPIC, records.partition_for(group, partitions)))
         assert shard is not None
         shard.append(build_batch(batch_records))
@@ -95,10 +109,15 @@ def offsets_topic_bytes(data_dir: Path) -> int:
 
 
 def fetch(client: WireClient, group: str) -> tuple[ErrorCode, dict[int, int]]:
-    request = OffsetFetchRequest(group_id=group, topics=(OffsetFetchRequestTopic(name=DATA_TOPIC, partition_indexes=tuple(range(16))),),
-                                 require_stable=False)  # fmt: skip
+    request = OffsetFetchRequest(
+        group_id=group,
+        topics=(OffsetFetchRequestTopic(name=DATA_TOPIC, partition_indexes=tuple(range(16))),),
+        require_stable=False,
+    )
     answer = client.request(9, 7, request)
-    return ErrorCode(answer.error_code), {p.partition_index: int(p.committed_offset) for t in answer.topics for p in t.partitions}
+    return ErrorCode(answer.error_code), {
+        p.partition_index: int(p.committed_offset) for t in answer.topics for p in t.partitions
+    }
 
 
 def measure_load(data_dir: Path, expected: dict[str, dict[int, int]]) -> dict[str, float | int]:
@@ -125,8 +144,12 @@ def measure_load(data_dir: Path, expected: dict[str, dict[int, int]]) -> dict[st
     load_lines = [line for line in broker.lines if "loaded __consumer_offsets" in line]
     broker.stop()
     assert not pending, f"{len(pending)} group(s) not loaded in {LOADED_TIMEOUT_S} s"
-    return {"start_to_ready_s": round(ready_s, 3), "start_to_loaded_s": round(loaded_s, 3),
-            "load_in_progress_answers": loading_answers, "partitions_logged": len(load_lines)}  # fmt: skip
+    return {
+        "start_to_ready_s": round(ready_s, 3),
+        "start_to_loaded_s": round(loaded_s, 3),
+        "load_in_progress_answers": loading_answers,
+        "partitions_logged": len(load_lines),
+    }
 
 
 def main() -> None:
@@ -146,7 +169,12 @@ def main() -> None:
         subprocess.run(["sync"], check=False)
         print(f"starting the broker on {size / MiB:.1f} MiB of {TOPIC}", file=sys.stderr)
         result = measure_load(data_dir, expected)
-        result.update(commits=args.commits, per_request=args.per_request, groups=args.groups, offsets_topic_mib=round(size / MiB, 1))
+        result.update(
+            commits=args.commits,
+            per_request=args.per_request,
+            groups=args.groups,
+            offsets_topic_mib=round(size / MiB, 1),
+        )
         result["commits_per_s_loaded"] = round(args.commits / result["start_to_loaded_s"])
         print(json.dumps(result))
     finally:

@@ -50,10 +50,22 @@ class Broker:
     def __init__(self, durable: bool) -> None:
         self.directory = tempfile.mkdtemp(prefix="tidelog-e2e-")
         self.port = free_port()
-        command = [*pinned(0), sys.executable, "-m", "tidelog", "serve", "--data-dir", self.directory,
-                   "--listen", f"127.0.0.1:{self.port}", "--set", f"tidelog.flush.before.ack={str(durable).lower()}",
-                   # as the reference Kafka is set up: a group's first rebalance does not wait
-                   "--set", "group.initial.rebalance.delay.ms=0"]  # fmt: skip
+        command = [
+            *pinned(0),
+            sys.executable,
+            "-m",
+            "tidelog",
+            "serve",
+            "--data-dir",
+            self.directory,
+            "--listen",
+            f"127.0.0.1:{self.port}",
+            "--set",
+            f"tidelog.flush.before.ack={str(durable).lower()}",
+            # as the reference Kafka is set up: a group's first rebalance does not wait
+            "--set",
+            "group.initial.rebalance.delay.ms=0",
+        ]
         self.process = subprocess.Popen(command, stderr=subprocess.PIPE, text=True)
         assert self.process.stderr is not None
         deadline = time.monotonic() + READY_TIMEOUT_S
@@ -91,7 +103,9 @@ def run_tool(broker: Broker, script: str, *args: str, settle: bool = True) -> di
     if settle:
         settle_page_cache()
     before = broker.cpu_seconds()
-    result = subprocess.run([*pinned(1), sys.executable, str(HERE / script), *args], stdout=subprocess.PIPE, text=True, check=True)
+    result = subprocess.run(
+        [*pinned(1), sys.executable, str(HERE / script), *args], stdout=subprocess.PIPE, text=True, check=True
+    )
     row: dict[str, object] = json.loads(result.stdout.strip().splitlines()[-1])
     row["broker_cpu_s"] = broker.cpu_seconds() - before
     return row
@@ -102,13 +116,35 @@ def kcat_consume(broker: Broker, topic: str, records: int) -> dict[str, object] 
         return None
     before = broker.cpu_seconds()  # no settling: the consumer reads what the producer left cached
     started = time.perf_counter()
-    command = [*pinned(1), "kcat", "-b", broker.bootstrap, "-C", "-t", topic, "-p", "0", "-o", "beginning", "-e", "-q",
-               "-f", "%p", "-X", "fetch.max.bytes=67108864", "-X", "max.partition.fetch.bytes=16777216"]  # fmt: skip
+    command = [
+        *pinned(1),
+        "kcat",
+        "-b",
+        broker.bootstrap,
+        "-C",
+        "-t",
+        topic,
+        "-p",
+        "0",
+        "-o",
+        "beginning",
+        "-e",
+        "-q",
+        "-f",
+        "%p",
+        "-X",
+        "fetch.max.bytes=67108864",
+        "-X",
+        "max.partition.fetch.bytes=16777216",
+    ]
     output = subprocess.run(command, stdout=subprocess.PIPE, check=True).stdout
     seconds = time.perf_counter() - started
     assert len(output) >= records, f"kcat read {len(output)} of {records}"  # plus the warm-up record
-    return {"records_per_s": len(output) / seconds, "mib_per_s": len(output) * RECORD_BYTES / seconds / MiB,
-            "broker_cpu_s": broker.cpu_seconds() - before}  # fmt: skip
+    return {
+        "records_per_s": len(output) / seconds,
+        "mib_per_s": len(output) * RECORD_BYTES / seconds / MiB,
+        "broker_cpu_s": broker.cpu_seconds() - before,
+    }
 
 
 def scenarios(broker: Broker, durable: bool, records: int) -> list[tuple[str, dict[str, object]]]:
@@ -119,21 +155,36 @@ def scenarios(broker: Broker, durable: bool, records: int) -> list[tuple[str, di
     for name, extra in [
         (f"produce acks=1, max ({label})", ["--topic", "max-1", "--acks", "1"]),
         (f"produce acks=all, max ({label})", ["--topic", "max-all", "--acks", "all"]),
-        (f"produce acks=all, {HALF_RATE_MIB} MiB/s ({label})", ["--topic", "half-all", "--acks", "all", "--rate", half_rate, "--linger-ms", "1"]),
-        (f"produce acks=1, {HALF_RATE_MIB} MiB/s ({label})", ["--topic", "half-1", "--acks", "1", "--rate", half_rate, "--linger-ms", "1"]),
+        (
+            f"produce acks=all, {HALF_RATE_MIB} MiB/s ({label})",
+            ["--topic", "half-all", "--acks", "all", "--rate", half_rate, "--linger-ms", "1"],
+        ),
+        (
+            f"produce acks=1, {HALF_RATE_MIB} MiB/s ({label})",
+            ["--topic", "half-1", "--acks", "1", "--rate", half_rate, "--linger-ms", "1"],
+        ),
     ]:
         sys.stderr.write(f"== {name}\n")
         rows.append((name, run_tool(broker, "load.py", "produce", *base, *extra)))
     sys.stderr.write("== consume (from the page cache: the topic is read once to warm it)\n")
     kcat_consume(broker, "max-1", records)
-    rows.append((f"consume, confluent-kafka ({label})", run_tool(broker, "load.py", "consume", *base, "--topic", "max-1", settle=False)))
+    rows.append(
+        (
+            f"consume, confluent-kafka ({label})",
+            run_tool(broker, "load.py", "consume", *base, "--topic", "max-1", settle=False),
+        )
+    )
     kcat = kcat_consume(broker, "max-1", records)
     if kcat is not None:
         rows.append((f"consume, kcat ({label})", kcat))
     rate = str(HALF_RATE_MIB * MiB // (16 * RECORD_BYTES))
     for acks in ("-1", "1"):
-        rows.append((f"wire round trip acks={acks}, ~{HALF_RATE_MIB} MiB/s ({label})",
-                     run_tool(broker, "wire_latency.py", "--bootstrap", broker.bootstrap, "--acks", acks, "--rate", rate)))  # fmt: skip
+        rows.append(
+            (
+                f"wire round trip acks={acks}, ~{HALF_RATE_MIB} MiB/s ({label})",
+                run_tool(broker, "wire_latency.py", "--bootstrap", broker.bootstrap, "--acks", acks, "--rate", rate),
+            )
+        )
     return rows
 
 
@@ -142,10 +193,15 @@ def table(rows: list[tuple[str, dict[str, object]]]) -> str:
         value = row.get(key)
         return "" if value is None else f"{float(value):,.{digits}f}"  # type: ignore[arg-type]
 
-    lines = ["| scenario | records/s | MiB/s | p50 ms | p99 ms | p99.9 ms | broker CPU s |", "|---|---:|---:|---:|---:|---:|---:|"]
+    lines = [
+        "| scenario | records/s | MiB/s | p50 ms | p99 ms | p99.9 ms | broker CPU s |",
+        "|---|---:|---:|---:|---:|---:|---:|",
+    ]
     for name, row in rows:
-        lines.append(f"| {name} | {cell(row, 'records_per_s', 0)} | {cell(row, 'mib_per_s')} | {cell(row, 'p50_ms', 2)} | "
-                     f"{cell(row, 'p99_ms', 2)} | {cell(row, 'p999_ms', 2)} | {cell(row, 'broker_cpu_s')} |")  # fmt: skip
+        lines.append(
+            f"| {name} | {cell(row, 'records_per_s', 0)} | {cell(row, 'mib_per_s')} | {cell(row, 'p50_ms', 2)} | "
+            f"{cell(row, 'p99_ms', 2)} | {cell(row, 'p999_ms', 2)} | {cell(row, 'broker_cpu_s')} |"
+        )
     return "\n".join(lines)
 
 
@@ -161,9 +217,13 @@ def main() -> None:
             rows += scenarios(broker, durable, args.records)
         finally:
             broker.stop()
-    machine = f"{platform.node()}: {os.cpu_count()} CPUs, Linux {platform.release()}, Python {platform.python_version()}"
-    report = (f"Machine: {machine}. Broker on CPU 0, client on CPU 1. Records of {RECORD_BYTES} B, "
-              f"{args.records:,} per scenario; rerun with `python bench/e2e.py`.\n\n{table(rows)}\n")  # fmt: skip
+    machine = (
+        f"{platform.node()}: {os.cpu_count()} CPUs, Linux {platform.release()}, Python {platform.python_version()}"
+    )
+    report = (
+        f"Machine: {machine}. Broker on CPU 0, client on CPU 1. Records of {RECORD_BYTES} B, "
+        f"{args.records:,} per scenario; rerun with `python bench/e2e.py`.\n\n{table(rows)}\n"
+    )
     print(report)
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)

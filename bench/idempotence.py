@@ -38,7 +38,7 @@ from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-def
 from e2e import RECORD_BYTES, Broker, pinned, process_cpu_seconds, run_tool, settle_page_cache
 
 sys.path.insert(0, str(Path(__file__).parent / "kafka"))
-import reference_broker  # type: ignore[import-not-found]  # noqa: E402 - bench/kafka is not a package
+import reference_broker  # type: ignore[import-not-found]
 
 HERE = Path(__file__).parent
 LIBS = HERE.parent / ".cache" / "kafka" / "libs"
@@ -105,18 +105,50 @@ def load_round(broker: Broker | KafkaBroker, topic: str, records: int, extra: li
     admin = AdminClient({"bootstrap.servers": broker.bootstrap})  # kept alive until the topic exists
     admin.create_topics([NewTopic(topic, int(partitions), 1)])[topic].result(30)
     tool_broker = cast(Broker, broker)  # run_tool only calls cpu_seconds(), which both kinds have
-    row = run_tool(tool_broker, "load.py", "produce", "--bootstrap", broker.bootstrap, "--topic", topic, "--records", str(records),
-                   "--record-size", str(RECORD_BYTES), "--acks", "all", *extra)  # fmt: skip
+    row = run_tool(
+        tool_broker,
+        "load.py",
+        "produce",
+        "--bootstrap",
+        broker.bootstrap,
+        "--topic",
+        topic,
+        "--records",
+        str(records),
+        "--record-size",
+        str(RECORD_BYTES),
+        "--acks",
+        "all",
+        *extra,
+    )
     return float(row["records_per_s"])  # type: ignore[arg-type]
 
 
 def java_round(broker: Broker, topic: str, records: int, idempotent: bool) -> float:
     settle_page_cache()
-    command = [*pinned(1), "java", "-Xmx1g", "-cp", f"{LIBS}/*", "org.apache.kafka.tools.ProducerPerformance",
-               "--bootstrap-server", broker.bootstrap, "--topic", topic, "--num-records", str(records),
-               "--record-size", str(RECORD_BYTES), "--throughput", "-1",
-               "--command-property", "acks=all", f"enable.idempotence={str(idempotent).lower()}", "linger.ms=5",
-               "batch.size=262144"]  # fmt: skip
+    command = [
+        *pinned(1),
+        "java",
+        "-Xmx1g",
+        "-cp",
+        f"{LIBS}/*",
+        "org.apache.kafka.tools.ProducerPerformance",
+        "--bootstrap-server",
+        broker.bootstrap,
+        "--topic",
+        topic,
+        "--num-records",
+        str(records),
+        "--record-size",
+        str(RECORD_BYTES),
+        "--throughput",
+        "-1",
+        "--command-property",
+        "acks=all",
+        f"enable.idempotence={str(idempotent).lower()}",
+        "linger.ms=5",
+        "batch.size=262144",
+    ]
     output = subprocess.run(command, capture_output=True, text=True, check=True).stdout
     matches = PERF_LINE.findall(output)
     return float(matches[-1][1])
@@ -131,7 +163,9 @@ def main() -> None:
     args = parser.parse_args()
     comparisons = list(LOAD_COMPARISONS) + ([JAVA] if any(LIBS.glob("kafka-clients-*.jar")) else [])
     results: dict[str, dict[str, list[float]]] = {name: {"plain": [], "idempotent": []} for name in comparisons}
-    cpu: dict[str, dict[str, list[tuple[float, float]]]] = {name: {"plain": [], "idempotent": []} for name in comparisons}
+    cpu: dict[str, dict[str, list[tuple[float, float]]]] = {
+        name: {"plain": [], "idempotent": []} for name in comparisons
+    }
     broker = Broker(durable=True)
     try:
         for round_number in range(args.rounds):
@@ -143,7 +177,9 @@ def main() -> None:
                             value = java_round(broker, topic, args.records, mode == "idempotent")
                         else:
                             plain, idempotent = LOAD_COMPARISONS[name]
-                            value = load_round(broker, topic, args.records, idempotent if mode == "idempotent" else plain)
+                            value = load_round(
+                                broker, topic, args.records, idempotent if mode == "idempotent" else plain
+                            )
                     results[name][mode].append(value)
                     cpu[name][mode].append((measured.broker_cpu_s, measured.client_cpu_s))
                     print(f"round {round_number + 1}: {name}: {mode}: {value:,.0f} records/s", file=sys.stderr)
@@ -159,8 +195,12 @@ def main() -> None:
             for round_number in range(args.rounds):
                 for mode in ("plain", "idempotent") if round_number % 2 == 0 else ("idempotent", "plain"):
                     with Measured(kafka) as measured:
-                        value = load_round(kafka, f"kafka-{round_number}-{mode}", args.records,
-                                           idempotent if mode == "idempotent" else plain)  # fmt: skip
+                        value = load_round(
+                            kafka,
+                            f"kafka-{round_number}-{mode}",
+                            args.records,
+                            idempotent if mode == "idempotent" else plain,
+                        )
                     results[KAFKA][mode].append(value)
                     cpu[KAFKA][mode].append((measured.broker_cpu_s, measured.client_cpu_s))
                     print(f"round {round_number + 1}: {KAFKA}: {mode}: {value:,.0f} records/s", file=sys.stderr)
@@ -169,11 +209,13 @@ def main() -> None:
     lines = [
         "# Idempotent vs plain acks=all production",
         "",
-        f"Machine: {os.cpu_count()} CPUs, Linux {platform.release()}, Python {platform.python_version()}. Broker on CPU 0 "
+        f"Machine: {os.cpu_count()} CPUs, Linux {platform.release()}, Python {platform.python_version()}. "
+        "Broker on CPU 0 "
         f"(durable acks: fsync before the answer), producer on CPU 1. {args.records:,} records of {RECORD_BYTES} B per "
         f"round, {args.rounds} rounds alternating the order, medians. Rerun with `python bench/idempotence.py`.",
         "",
-        "| comparison | plain records/s | idempotent records/s | ratio | broker CPU s (plain / idem.) | client CPU s (plain / idem.) | rounds (plain / idempotent) |",
+        "| comparison | plain records/s | idempotent records/s | ratio | broker CPU s (plain / idem.) "
+        "| client CPU s (plain / idem.) | rounds (plain / idempotent) |",
         "|---|---:|---:|---:|---:|---:|---|",
     ]
     for name, modes in results.items():
@@ -181,7 +223,10 @@ def main() -> None:
         rounds = " / ".join(", ".join(f"{v:,.0f}" for v in modes[m]) for m in ("plain", "idempotent"))
         broker_cpu = " / ".join(f"{statistics.median(c[0] for c in cpu[name][m]):.2f}" for m in ("plain", "idempotent"))
         client_cpu = " / ".join(f"{statistics.median(c[1] for c in cpu[name][m]):.2f}" for m in ("plain", "idempotent"))
-        lines.append(f"| {name} | {plain_rate:,.0f} | {idempotent_rate:,.0f} | **{idempotent_rate / plain_rate:.3f}** | {broker_cpu} | {client_cpu} | {rounds} |")
+        lines.append(
+            f"| {name} | {plain_rate:,.0f} | {idempotent_rate:,.0f} | **{idempotent_rate / plain_rate:.3f}** "
+            f"| {broker_cpu} | {client_cpu} | {rounds} |"
+        )
     lines += [
         "",
         "Ratio = idempotent / plain records/s (target >= 0.95). The CPU columns show where the cost of idempotence "

@@ -54,7 +54,9 @@ class Progress:
         elapsed = max(now - self.started, 1e-9)
         filled = int(30 * done / max(self.total, 1))
         rate = done * self.record_bytes / elapsed / MiB
-        sys.stderr.write(f"\r{self.mode} [{'#' * filled}{'.' * (30 - filled)}] {done}/{self.total} records, {rate:.0f} MiB/s ")
+        sys.stderr.write(
+            f"\r{self.mode} [{'#' * filled}{'.' * (30 - filled)}] {done}/{self.total} records, {rate:.0f} MiB/s "
+        )
         sys.stderr.flush()
 
     def finish(self) -> None:
@@ -74,12 +76,20 @@ def produce(args: argparse.Namespace) -> Result:
         delivered += 1
 
     in_flight = {"max.in.flight.requests.per.connection": args.max_in_flight} if args.max_in_flight else {}
-    producer = Producer({
-        **in_flight, "bootstrap.servers": args.bootstrap, "acks": args.acks, "linger.ms": args.linger_ms,
-        "batch.size": args.batch_size, "compression.type": args.compression,
-        "queue.buffering.max.kbytes": 1 << 20, "queue.buffering.max.messages": 1_000_000, "socket.nagle.disable": True,
-        "enable.idempotence": args.idempotence,
-    })  # fmt: skip
+    producer = Producer(
+        {
+            **in_flight,
+            "bootstrap.servers": args.bootstrap,
+            "acks": args.acks,
+            "linger.ms": args.linger_ms,
+            "batch.size": args.batch_size,
+            "compression.type": args.compression,
+            "queue.buffering.max.kbytes": 1 << 20,
+            "queue.buffering.max.messages": 1_000_000,
+            "socket.nagle.disable": True,
+            "enable.idempotence": args.idempotence,
+        }
+    )
     payload = np.random.default_rng(1).bytes(args.record_size)
     # Warm-up outside the measurement: connections, metadata and the first batches.
     for partition in range(args.partitions):
@@ -110,16 +120,29 @@ def produce(args: argparse.Namespace) -> Result:
     progress.update(delivered)
     progress.finish()
     percentiles = np.percentile(latencies[:delivered] * 1000, [50, 99, 99.9])
-    return Result("produce", delivered, seconds, delivered / seconds, delivered * args.record_size / seconds / MiB,
-                  *(round(float(p), 3) for p in percentiles), errors)  # fmt: skip
+    return Result(
+        "produce",
+        delivered,
+        seconds,
+        delivered / seconds,
+        delivered * args.record_size / seconds / MiB,
+        *(round(float(p), 3) for p in percentiles),
+        errors,
+    )
 
 
 def consume(args: argparse.Namespace) -> Result:
-    consumer = Consumer({
-        "bootstrap.servers": args.bootstrap, "group.id": "load", "enable.auto.commit": False,
-        "fetch.max.bytes": 64 * MiB, "max.partition.fetch.bytes": 16 * MiB, "fetch.wait.max.ms": 100,
-        "queued.max.messages.kbytes": 1 << 20,
-    })  # fmt: skip
+    consumer = Consumer(
+        {
+            "bootstrap.servers": args.bootstrap,
+            "group.id": "load",
+            "enable.auto.commit": False,
+            "fetch.max.bytes": 64 * MiB,
+            "max.partition.fetch.bytes": 16 * MiB,
+            "fetch.wait.max.ms": 100,
+            "queued.max.messages.kbytes": 1 << 20,
+        }
+    )
     consumer.assign([TopicPartition(args.topic, p, 0) for p in range(args.partitions)])
     progress = Progress("consume", args.records, args.record_size)
     received = 0
@@ -151,7 +174,9 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=256 * 1024)
     parser.add_argument("--compression", default="none")
     parser.add_argument("--idempotence", action="store_true", help="enable.idempotence=true (needs --acks all)")
-    parser.add_argument("--max-in-flight", type=int, default=0, help="max.in.flight.requests.per.connection; 0 = librdkafka's default")
+    parser.add_argument(
+        "--max-in-flight", type=int, default=0, help="max.in.flight.requests.per.connection; 0 = librdkafka's default"
+    )
     args = parser.parse_args()
     result = produce(args) if args.mode == "produce" else consume(args)
     print(json.dumps(asdict(result)))

@@ -44,15 +44,16 @@ SESSION_TIMEOUT_MS = 6000
 WAIT_S = 60
 POLL_S = 0.02
 ASSIGNORS = ("range", "cooperative-sticky")
-MEMBER_SCRIPT = """
+MEMBER_SCRIPT = f"""
 import sys, time
 from confluent_kafka import Consumer
-consumer = Consumer({"bootstrap.servers": sys.argv[1], "group.id": sys.argv[2], "partition.assignment.strategy": sys.argv[3],
-                     "session.timeout.ms": %d, "enable.auto.commit": False})
+consumer = Consumer({{"bootstrap.servers": sys.argv[1], "group.id": sys.argv[2],
+                     "partition.assignment.strategy": sys.argv[3],
+                     "session.timeout.ms": {SESSION_TIMEOUT_MS}, "enable.auto.commit": False}})
 consumer.subscribe([sys.argv[4]], on_assign=lambda c, partitions: partitions and print("assigned", flush=True))
 while True:
     consumer.poll(0.05)
-""" % SESSION_TIMEOUT_MS
+"""
 
 
 def progress(message: str) -> None:
@@ -61,8 +62,11 @@ def progress(message: str) -> None:
 
 @contextmanager
 def tidelog_broker() -> Iterator[str]:
-    broker = BrokerProcess(Path(tempfile.mkdtemp(prefix="tidelog-rebalance-")) / "data", free_port(),
-                           {"group.initial.rebalance.delay.ms": "0"}).start()  # fmt: skip
+    broker = BrokerProcess(
+        Path(tempfile.mkdtemp(prefix="tidelog-rebalance-")) / "data",
+        free_port(),
+        {"group.initial.rebalance.delay.ms": "0"},
+    ).start()
     try:
         yield broker.bootstrap
     finally:
@@ -86,10 +90,15 @@ def kafka_broker() -> Iterator[str]:
 class Member:
     def __init__(self, bootstrap: str, group: str, assignor: str, topic: str) -> None:
         self.owned: set[int] = set()
-        self.consumer = Consumer({
-            "bootstrap.servers": bootstrap, "group.id": group, "partition.assignment.strategy": assignor,
-            "session.timeout.ms": SESSION_TIMEOUT_MS, "enable.auto.commit": False,
-        })  # fmt: skip
+        self.consumer = Consumer(
+            {
+                "bootstrap.servers": bootstrap,
+                "group.id": group,
+                "partition.assignment.strategy": assignor,
+                "session.timeout.ms": SESSION_TIMEOUT_MS,
+                "enable.auto.commit": False,
+            }
+        )
         self.cooperative = assignor == "cooperative-sticky"
         self.consumer.subscribe([topic], on_assign=self._assigned, on_revoke=self._revoked)
 
@@ -137,7 +146,9 @@ def one_round(bootstrap: str, assignor: str, partitions: int, count: int) -> dic
     started = time.monotonic()
     leaving.consumer.close()
     times["leave"] = time.monotonic() - started + wait_until(members, lambda: covered_once(members, partitions))
-    child = subprocess.Popen([sys.executable, "-c", MEMBER_SCRIPT, bootstrap, group, assignor, topic], stdout=subprocess.PIPE, text=True)
+    child = subprocess.Popen(
+        [sys.executable, "-c", MEMBER_SCRIPT, bootstrap, group, assignor, topic], stdout=subprocess.PIPE, text=True
+    )
     assert child.stdout is not None
     os.set_blocking(child.stdout.fileno(), False)
     wait_until(members, lambda: "assigned" in (child.stdout.readline() or ""))  # type: ignore[union-attr]
@@ -169,7 +180,9 @@ def table(tidelog: dict[str, dict[str, float]], kafka: dict[str, dict[str, float
         for phase, seconds in phases.items():
             theirs = kafka[assignor][phase] if kafka else None
             ratio = f"{seconds / theirs:.2f}" if theirs else ""
-            lines.append(f"| {assignor} | {phase} | {seconds:.3f} | {'' if theirs is None else f'{theirs:.3f}'} | {ratio} |")
+            lines.append(
+                f"| {assignor} | {phase} | {seconds:.3f} | {'' if theirs is None else f'{theirs:.3f}'} | {ratio} |"
+            )
     return "\n".join(lines)
 
 
@@ -183,8 +196,10 @@ def main() -> None:
     args = parser.parse_args()
     tidelog = measure("tidelog", tidelog_broker, args)
     kafka = None if args.no_kafka else measure("Kafka", kafka_broker, args)
-    text = (f"Rebalance times, confluent-kafka consumers, {args.partitions} partitions, {args.members} members, "
-            f"session.timeout.ms={SESSION_TIMEOUT_MS}, median of {args.rounds}\n\n" + table(tidelog, kafka) + "\n")  # fmt: skip
+    text = (
+        f"Rebalance times, confluent-kafka consumers, {args.partitions} partitions, {args.members} members, "
+        f"session.timeout.ms={SESSION_TIMEOUT_MS}, median of {args.rounds}\n\n" + table(tidelog, kafka) + "\n"
+    )
     print(text)
     if args.out:
         args.out.write_text(text)

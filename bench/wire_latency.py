@@ -48,13 +48,21 @@ def main() -> None:
     sock = socket.create_connection((host, int(port)))
     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     topic = MetadataRequestTopic(topic_id=None, name=args.topic)
-    sock.sendall(frame(3, 12, MetadataRequest(topics=(topic,), allow_auto_topic_creation=True,
-                                              include_topic_authorized_operations=False), -1))  # fmt: skip
+    sock.sendall(
+        frame(
+            3,
+            12,
+            MetadataRequest(topics=(topic,), allow_auto_topic_creation=True, include_topic_authorized_operations=False),
+            -1,
+        )
+    )
     sock.recv(1 << 16)
     now = int(time.time() * 1000)
     batch = build_batch([(now, None, bytes(RECORD_BYTES), [])] * RECORDS_PER_BATCH)
     data = TopicProduceData(name=args.topic, partition_data=(PartitionProduceData(index=0, records=batch),))
-    produce = ProduceRequest(transactional_id=None, acks=args.acks, timeout=datetime.timedelta(seconds=30), topic_data=(data,))
+    produce = ProduceRequest(
+        transactional_id=None, acks=args.acks, timeout=datetime.timedelta(seconds=30), topic_data=(data,)
+    )
     frames = [frame(0, 9, produce, i) for i in range(args.requests)]
     sent_at = [0.0] * args.requests
     latencies: list[float] = []
@@ -81,8 +89,19 @@ def main() -> None:
     ms = np.array(latencies) * 1000
     mib_per_s = args.rate * len(batch) / (1 << 20)
     p50, p99, p999 = np.percentile(ms, [50, 99, 99.9])
-    print(json.dumps({"mode": "wire", "acks": args.acks, "mib_per_s": round(mib_per_s, 1), "p50_ms": round(p50, 3),
-                      "p99_ms": round(p99, 3), "p999_ms": round(p999, 3), "max_ms": round(float(ms.max()), 3)}))  # fmt: skip
+    print(
+        json.dumps(
+            {
+                "mode": "wire",
+                "acks": args.acks,
+                "mib_per_s": round(mib_per_s, 1),
+                "p50_ms": round(p50, 3),
+                "p99_ms": round(p99, 3),
+                "p999_ms": round(p999, 3),
+                "max_ms": round(float(ms.max()), 3),
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

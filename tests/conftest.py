@@ -21,7 +21,9 @@ def make_batch(count: int = 3, value_bytes: int = 100, timestamp_ms: int | None 
     """`count` records whose values carry `tag`, so batches can be told apart when read back."""
     base = now_ms() if timestamp_ms is None else timestamp_ms
     value = tag.to_bytes(8, "big") + bytes(max(0, value_bytes - 8))
-    return build_batch([(base + i, f"key-{tag}-{i}".encode(), value, [("tag", str(tag).encode())]) for i in range(count)])
+    return build_batch(
+        [(base + i, f"key-{tag}-{i}".encode(), value, [("tag", str(tag).encode())]) for i in range(count)]
+    )
 
 
 def open_log(directory: Path, **overrides: object) -> PartitionLog:

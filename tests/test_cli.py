@@ -14,7 +14,9 @@ TIMEOUT_S = 15
 
 
 def serve(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "tidelog", "serve", *args], capture_output=True, text=True, timeout=TIMEOUT_S)
+    return subprocess.run(
+        [sys.executable, "-m", "tidelog", "serve", *args], capture_output=True, text=True, timeout=TIMEOUT_S
+    )
 
 
 def test_unknown_or_invalid_settings_are_refused_at_start(tmp_path: Path) -> None:

@@ -9,7 +9,11 @@ def test_overrides_use_kafka_keys_and_string_values() -> None:
     config = TopicConfig().with_overrides({"retention.ms": "1000", "segment.bytes": 4096, "cleanup.policy": "compact"})
     assert (config.retention_ms, config.segment_bytes, config.cleanup_policy) == (1000, 4096, "compact")
     assert config.to_kafka()["retention.ms"] == "1000"
-    assert config.overrides_against(TopicConfig()) == {"retention.ms": "1000", "segment.bytes": "4096", "cleanup.policy": "compact"}
+    assert config.overrides_against(TopicConfig()) == {
+        "retention.ms": "1000",
+        "segment.bytes": "4096",
+        "cleanup.policy": "compact",
+    }
     assert TopicConfig().to_kafka()["max.message.bytes"] == "1048588"
 
 

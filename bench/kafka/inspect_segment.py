@@ -7,6 +7,7 @@
 The .index and .timeindex next to the .log are read too.  Offsets printed for
 index entries are absolute (segment base offset + the stored relative offset).
 """
+
 import argparse
 import struct
 from pathlib import Path
@@ -22,12 +23,22 @@ def batches(path: Path):
         base_offset, length = struct.unpack_from(">qi", data, pos)
         if pos + 12 + length > len(data) or length < BATCH.size - 12:
             break  # partial / trailing bytes
-        (_, _, leader_epoch, magic, crc, attrs, last_delta, base_ts, max_ts,
-         pid, pepoch, base_seq, count) = BATCH.unpack_from(data, pos)
-        yield dict(position=pos, base_offset=base_offset, last_offset=base_offset + last_delta,
-                   size=12 + length, magic=magic, leader_epoch=leader_epoch, attributes=attrs,
-                   base_timestamp=base_ts, max_timestamp=max_ts, producer_id=pid,
-                   record_count=count)
+        (_, _, leader_epoch, magic, crc, attrs, last_delta, base_ts, max_ts, pid, pepoch, base_seq, count) = (
+            BATCH.unpack_from(data, pos)
+        )
+        yield dict(
+            position=pos,
+            base_offset=base_offset,
+            last_offset=base_offset + last_delta,
+            size=12 + length,
+            magic=magic,
+            leader_epoch=leader_epoch,
+            attributes=attrs,
+            base_timestamp=base_ts,
+            max_timestamp=max_ts,
+            producer_id=pid,
+            record_count=count,
+        )
         pos += 12 + length
 
 
@@ -55,10 +66,14 @@ def main() -> None:
     bs = list(batches(a.log))
     print(f"{a.log}: {a.log.stat().st_size} bytes, {len(bs)} batches")
     for b in cut(bs):
-        print("  batch pos={position} base={base_offset} last={last_offset} size={size} "
-              "count={record_count} baseTs={base_timestamp} maxTs={max_timestamp}".format(**b))
-    for suffix, reader, fmt in ((".index", index_entries, "  offset={} position={}"),
-                                (".timeindex", timeindex_entries, "  timestamp={} offset={}")):
+        print(
+            "  batch pos={position} base={base_offset} last={last_offset} size={size} "
+            "count={record_count} baseTs={base_timestamp} maxTs={max_timestamp}".format(**b)
+        )
+    for suffix, reader, fmt in (
+        (".index", index_entries, "  offset={} position={}"),
+        (".timeindex", timeindex_entries, "  timestamp={} offset={}"),
+    ):
         p = a.log.with_suffix(suffix)
         if p.exists():
             es = list(reader(p, base))

@@ -16,6 +16,7 @@ logs/ (log.dirs: topic partitions + checkpoint files), meta/ (__cluster_metadata
 An already formatted data_dir is reused as is.  Jars come from
 <repo>/.cache/kafka/libs (bench/kafka/fetch.sh is run first; it is idempotent).
 """
+
 import argparse
 import base64
 import os
@@ -93,18 +94,43 @@ def start(data_dir, port: int = 19092, timeout: float = 90.0) -> subprocess.Pope
     if not (data / "meta" / "meta.properties").exists():
         conf.write_text(server_properties(data, port, free_port()))
         cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
-        subprocess.run([java(), "-cp", CLASSPATH, "kafka.tools.StorageTool", "format",
-                        "-t", cluster_id, "-c", str(conf), "--standalone"],
-                       check=True, stdout=subprocess.DEVNULL)
+        subprocess.run(
+            [
+                java(),
+                "-cp",
+                CLASSPATH,
+                "kafka.tools.StorageTool",
+                "format",
+                "-t",
+                cluster_id,
+                "-c",
+                str(conf),
+                "--standalone",
+            ],
+            check=True,
+            stdout=subprocess.DEVNULL,
+        )
     (data / "log4j2.properties").write_text(LOG4J2.format(log=log))
     offset = log.stat().st_size if log.exists() else 0
     with open(data / "stdout.log", "ab") as out:  # JVM output not going through log4j
         proc = subprocess.Popen(
-            [java(), "-Xms256m", "-Xmx1g", "-XX:+UseG1GC", "-Djava.awt.headless=true",
-             f"-Dlog4j2.configurationFile={data / 'log4j2.properties'}",
-             "-cp", CLASSPATH, "kafka.Kafka", str(conf)],
-            stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
-            start_new_session=True)  # Ctrl-C goes to us; we stop kafka cleanly
+            [
+                java(),
+                "-Xms256m",
+                "-Xmx1g",
+                "-XX:+UseG1GC",
+                "-Djava.awt.headless=true",
+                f"-Dlog4j2.configurationFile={data / 'log4j2.properties'}",
+                "-cp",
+                CLASSPATH,
+                "kafka.Kafka",
+                str(conf),
+            ],
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )  # Ctrl-C goes to us; we stop kafka cleanly
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
@@ -148,8 +174,10 @@ def main() -> None:
     data = args.data_dir or tempfile.mkdtemp(prefix="kafka-ref-", dir="/tmp")
     proc = start(data, args.port)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))  # SIGTERM also stops kafka
-    print(f"kafka up on 127.0.0.1:{args.port} pid={proc.pid} data={data} "
-          f"log={Path(data) / 'server.log'} (Ctrl-C stops)", flush=True)
+    print(
+        f"kafka up on 127.0.0.1:{args.port} pid={proc.pid} data={data} log={Path(data) / 'server.log'} (Ctrl-C stops)",
+        flush=True,
+    )
     try:
         proc.wait()
     except KeyboardInterrupt:

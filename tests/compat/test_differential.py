@@ -11,6 +11,7 @@ from typing import Any
 
 import crc32c
 import pytest
+from kio.schema.api_versions.v3.request import ApiVersionsRequest
 from kio.schema.create_topics.v5.request import CreatableTopic, CreatableTopicConfig, CreateTopicsRequest
 from kio.schema.errors import ErrorCode
 from kio.schema.fetch.v11.request import FetchPartition, FetchRequest, FetchTopic
@@ -18,11 +19,9 @@ from kio.schema.list_offsets.v7.request import ListOffsetsPartition, ListOffsets
 from kio.schema.metadata.v12.request import MetadataRequest, MetadataRequestTopic
 
 from tests.conftest import make_batch
-from tidelog.protocol.records import iter_batches
 from tests.server.test_bad_input import BAD_BATCH_ERRORS, produce
 from tests.server.wire_client import WireClient, encode_request
-
-from kio.schema.api_versions.v3.request import ApiVersionsRequest
+from tidelog.protocol.records import iter_batches
 
 SECOND = datetime.timedelta(seconds=5)
 names = (f"compat-{i}" for i in itertools.count())
@@ -32,8 +31,13 @@ LEADER_TIMEOUT_S = 10
 
 def create_topic(client: WireClient, **configs: str) -> str:
     name = next(names)
-    topic = CreatableTopic(name=name, num_partitions=1, replication_factor=1, assignments=(),
-                           configs=tuple(CreatableTopicConfig(name=k, value=v) for k, v in configs.items()))  # fmt: skip
+    topic = CreatableTopic(
+        name=name,
+        num_partitions=1,
+        replication_factor=1,
+        assignments=(),
+        configs=tuple(CreatableTopicConfig(name=k, value=v) for k, v in configs.items()),
+    )
     response = client.request(19, 5, CreateTopicsRequest(topics=(topic,), timeout=SECOND, validate_only=False))
     assert response.topics[0].error_code == ErrorCode.none
     wait_for_leader(client, name)
@@ -44,8 +48,11 @@ def wait_for_leader(client: WireClient, name: str) -> None:
     """Kafka answers CreateTopics before the new partition has a leader; wait until it has, and
     until the broker acts as that leader (Metadata can name it a moment before its partition
     answers: a produce then gets NOT_LEADER_OR_FOLLOWER), probed with ListOffsets."""
-    request = MetadataRequest(topics=(MetadataRequestTopic(topic_id=None, name=name),), allow_auto_topic_creation=False,
-                              include_topic_authorized_operations=False)  # fmt: skip
+    request = MetadataRequest(
+        topics=(MetadataRequestTopic(topic_id=None, name=name),),
+        allow_auto_topic_creation=False,
+        include_topic_authorized_operations=False,
+    )
     deadline = time.monotonic() + LEADER_TIMEOUT_S
     while time.monotonic() < deadline:
         (topic,) = client.request(3, 12, request).topics
@@ -57,8 +64,16 @@ def wait_for_leader(client: WireClient, name: str) -> None:
 
 
 def list_offset(client: WireClient, topic: str, timestamp: int) -> tuple[int, int, int]:
-    request = ListOffsetsRequest(replica_id=-1, isolation_level=0, topics=(ListOffsetsTopic(
-        name=topic, partitions=(ListOffsetsPartition(partition_index=0, current_leader_epoch=-1, timestamp=timestamp),)),))  # fmt: skip
+    request = ListOffsetsRequest(
+        replica_id=-1,
+        isolation_level=0,
+        topics=(
+            ListOffsetsTopic(
+                name=topic,
+                partitions=(ListOffsetsPartition(partition_index=0, current_leader_epoch=-1, timestamp=timestamp),),
+            ),
+        ),
+    )
     answer = client.request(2, 7, request).topics[0].partitions[0]
     return int(answer.error_code), int(answer.timestamp), int(answer.offset)
 
@@ -127,10 +142,31 @@ def test_unsupported_api_versions_version(port: int) -> None:
 
 
 def fetch(client: WireClient, topic: str, offset: int, max_bytes: int, partition_max_bytes: int) -> Any:
-    request = FetchRequest(replica_id=-1, max_wait=datetime.timedelta(0), min_bytes=1, max_bytes=max_bytes, isolation_level=0,
-                           session_id=0, session_epoch=-1, topics=(FetchTopic(topic=topic, partitions=(FetchPartition(
-                               partition=0, current_leader_epoch=-1, fetch_offset=offset, log_start_offset=-1,
-                               partition_max_bytes=partition_max_bytes),)),), forgotten_topics_data=(), rack_id="")  # fmt: skip
+    request = FetchRequest(
+        replica_id=-1,
+        max_wait=datetime.timedelta(0),
+        min_bytes=1,
+        max_bytes=max_bytes,
+        isolation_level=0,
+        session_id=0,
+        session_epoch=-1,
+        topics=(
+            FetchTopic(
+                topic=topic,
+                partitions=(
+                    FetchPartition(
+                        partition=0,
+                        current_leader_epoch=-1,
+                        fetch_offset=offset,
+                        log_start_offset=-1,
+                        partition_max_bytes=partition_max_bytes,
+                    ),
+                ),
+            ),
+        ),
+        forgotten_topics_data=(),
+        rack_id="",
+    )
     return client.request(1, 11, request).responses[0].partitions[0]
 
 

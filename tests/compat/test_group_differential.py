@@ -22,8 +22,16 @@ from kio.schema.heartbeat.v3.request import HeartbeatRequest
 from kio.schema.join_group.v5.request import JoinGroupRequest, JoinGroupRequestProtocol
 from kio.schema.leave_group.v3.request import LeaveGroupRequest, MemberIdentity
 from kio.schema.list_groups.v4.request import ListGroupsRequest
-from kio.schema.offset_commit.v7.request import OffsetCommitRequest, OffsetCommitRequestPartition, OffsetCommitRequestTopic
-from kio.schema.offset_delete.v0.request import OffsetDeleteRequest, OffsetDeleteRequestPartition, OffsetDeleteRequestTopic
+from kio.schema.offset_commit.v7.request import (
+    OffsetCommitRequest,
+    OffsetCommitRequestPartition,
+    OffsetCommitRequestTopic,
+)
+from kio.schema.offset_delete.v0.request import (
+    OffsetDeleteRequest,
+    OffsetDeleteRequestPartition,
+    OffsetDeleteRequestTopic,
+)
 from kio.schema.offset_fetch.v7.request import OffsetFetchRequest, OffsetFetchRequestTopic
 from kio.schema.sync_group.v3.request import SyncGroupRequest, SyncGroupRequestAssignment
 
@@ -60,18 +68,33 @@ def wait_for_coordinator(client: WireClient, group: str) -> None:
         answer = client.request(10, 3, FindCoordinatorV3(key=group, key_type=0))
         if answer.error_code == ErrorCode.none:
             # and until the group's partition is loaded
-            probe = client.request(OFFSET_FETCH, 7, OffsetFetchRequest(group_id=group, topics=None, require_stable=False))
+            probe = client.request(
+                OFFSET_FETCH, 7, OffsetFetchRequest(group_id=group, topics=None, require_stable=False)
+            )
             if probe.error_code == ErrorCode.none:
                 return
         time.sleep(0.1)
     raise AssertionError(f"no coordinator for {group} in {COORDINATOR_WAIT_S} s")
 
 
-def join_request(group: str, member_id: str = "", topics: tuple[str, ...] = ("t",), instance: str | None = None,
-                 protocol_type: str = "consumer", session: datetime.timedelta = SESSION) -> JoinGroupRequest:  # fmt: skip
+def join_request(
+    group: str,
+    member_id: str = "",
+    topics: tuple[str, ...] = ("t",),
+    instance: str | None = None,
+    protocol_type: str = "consumer",
+    session: datetime.timedelta = SESSION,
+) -> JoinGroupRequest:
     protocol = JoinGroupRequestProtocol(name="range", metadata=subscription(*topics))
-    return JoinGroupRequest(group_id=group, session_timeout=session, rebalance_timeout=REBALANCE, member_id=member_id,
-                            group_instance_id=instance, protocol_type=protocol_type, protocols=(protocol,))  # fmt: skip
+    return JoinGroupRequest(
+        group_id=group,
+        session_timeout=session,
+        rebalance_timeout=REBALANCE,
+        member_id=member_id,
+        group_instance_id=instance,
+        protocol_type=protocol_type,
+        protocols=(protocol,),
+    )
 
 
 def join_new_member(client: WireClient, group: str, **options: Any) -> Any:
@@ -83,35 +106,63 @@ def join_new_member(client: WireClient, group: str, **options: Any) -> Any:
 
 
 def sync(client: WireClient, group: str, generation: int, member_id: str, assignments: dict[str, bytes]) -> Any:
-    request = SyncGroupRequest(group_id=group, generation_id=generation, member_id=member_id, group_instance_id=None,
-                               assignments=tuple(SyncGroupRequestAssignment(member_id=m, assignment=a) for m, a in assignments.items()))  # fmt: skip
+    request = SyncGroupRequest(
+        group_id=group,
+        generation_id=generation,
+        member_id=member_id,
+        group_instance_id=None,
+        assignments=tuple(SyncGroupRequestAssignment(member_id=m, assignment=a) for m, a in assignments.items()),
+    )
     return client.request(SYNC, 3, request)
 
 
-def heartbeat(client: WireClient, group: str, generation: int, member_id: str, instance: str | None = None) -> ErrorCode:
-    request = HeartbeatRequest(group_id=group, generation_id=generation, member_id=member_id, group_instance_id=instance)
+def heartbeat(
+    client: WireClient, group: str, generation: int, member_id: str, instance: str | None = None
+) -> ErrorCode:
+    request = HeartbeatRequest(
+        group_id=group, generation_id=generation, member_id=member_id, group_instance_id=instance
+    )
     return ErrorCode(client.request(HEARTBEAT, 3, request).error_code)
 
 
-def commit(client: WireClient, group: str, generation: int, member_id: str, topic: str, offsets: dict[int, int],
-           metadata: str | None = "") -> list[ErrorCode]:  # fmt: skip
-    partitions = tuple(OffsetCommitRequestPartition(partition_index=p, committed_offset=o, committed_leader_epoch=-1,
-                                                    committed_metadata=metadata) for p, o in offsets.items())  # fmt: skip
-    request = OffsetCommitRequest(group_id=group, generation_id_or_member_epoch=generation, member_id=member_id,
-                                  group_instance_id=None, topics=(OffsetCommitRequestTopic(name=topic, partitions=partitions),))  # fmt: skip
+def commit(
+    client: WireClient,
+    group: str,
+    generation: int,
+    member_id: str,
+    topic: str,
+    offsets: dict[int, int],
+    metadata: str | None = "",
+) -> list[ErrorCode]:
+    partitions = tuple(
+        OffsetCommitRequestPartition(
+            partition_index=p, committed_offset=o, committed_leader_epoch=-1, committed_metadata=metadata
+        )
+        for p, o in offsets.items()
+    )
+    request = OffsetCommitRequest(
+        group_id=group,
+        generation_id_or_member_epoch=generation,
+        member_id=member_id,
+        group_instance_id=None,
+        topics=(OffsetCommitRequestTopic(name=topic, partitions=partitions),),
+    )
     return [ErrorCode(p.error_code) for p in client.request(OFFSET_COMMIT, 7, request).topics[0].partitions]
 
 
 def fetch_offsets(client: WireClient, group: str, topic: str, partitions: tuple[int, ...]) -> dict[int, int]:
-    request = OffsetFetchRequest(group_id=group, topics=(OffsetFetchRequestTopic(name=topic, partition_indexes=partitions),),
-                                 require_stable=True)  # fmt: skip
+    request = OffsetFetchRequest(
+        group_id=group, topics=(OffsetFetchRequestTopic(name=topic, partition_indexes=partitions),), require_stable=True
+    )
     answer = client.request(OFFSET_FETCH, 7, request)
     assert answer.error_code == ErrorCode.none
     return {p.partition_index: int(p.committed_offset) for t in answer.topics for p in t.partitions}
 
 
 def describe(client: WireClient, group: str) -> Any:
-    return client.request(DESCRIBE, 5, DescribeGroupsRequest(groups=(group,), include_authorized_operations=False)).groups[0]
+    return client.request(
+        DESCRIBE, 5, DescribeGroupsRequest(groups=(group,), include_authorized_operations=False)
+    ).groups[0]
 
 
 def leave(client: WireClient, group: str, member_id: str) -> tuple[ErrorCode, list[ErrorCode]]:
@@ -157,7 +208,11 @@ def test_one_member_lifecycle(client: WireClient) -> None:
     assert fetch_offsets(client, group, topic, (0,)) == {0: 42}
     described = describe(client, group)
     assert (described.error_code, described.group_state, described.protocol_type, described.protocol_data) == (
-        ErrorCode.none, "Stable", "consumer", "range")  # fmt: skip
+        ErrorCode.none,
+        "Stable",
+        "consumer",
+        "range",
+    )
     assert [(m.member_id, m.member_assignment) for m in described.members] == [(member, assignment(topic, 0))]
     assert leave(client, group, member) == (ErrorCode.none, [ErrorCode.none])
     assert heartbeat(client, group, 1, member) == ErrorCode.unknown_member_id
@@ -191,8 +246,12 @@ def test_second_member_triggers_a_rebalance(client: WireClient, port: int) -> No
         assert b_joined.members == ()
         b = asked.member_id
         # The follower's SyncGroup waits for the leader's.
-        other.send(SYNC, 3, SyncGroupRequest(group_id=group, generation_id=2, member_id=b, group_instance_id=None, assignments=()),
-                   correlation_id=8)  # fmt: skip
+        other.send(
+            SYNC,
+            3,
+            SyncGroupRequest(group_id=group, generation_id=2, member_id=b, group_instance_id=None, assignments=()),
+            correlation_id=8,
+        )
         time.sleep(0.2)
         assert describe(client, group).group_state == "CompletingRebalance"
         assert commit(client, group, 2, a, topic, {0: 6}) == [ErrorCode.rebalance_in_progress]
@@ -267,20 +326,29 @@ def test_admin_apis(client: WireClient) -> None:
     assert (group, "consumer", "Stable") in [(g.group_id, g.protocol_type, g.group_state) for g in listed.groups]
     empty_only = client.request(LIST, 4, ListGroupsRequest(states_filter=("Empty",)))
     assert group not in [g.group_id for g in empty_only.groups]
-    new_describe = client.request(69, 0, ConsumerGroupDescribeRequest(group_ids=(group,), include_authorized_operations=False))
+    new_describe = client.request(
+        69, 0, ConsumerGroupDescribeRequest(group_ids=(group,), include_authorized_operations=False)
+    )
     assert [g.error_code for g in new_describe.groups] == [ErrorCode.group_id_not_found]
     unknown = next(groups)
     deletion = client.request(DELETE, 2, DeleteGroupsRequest(groups_names=(group, unknown))).results
-    assert {r.group_id: r.error_code for r in deletion} == {group: ErrorCode.non_empty_group, unknown: ErrorCode.group_id_not_found}
-    offset_delete = OffsetDeleteRequest(group_id=group, topics=(OffsetDeleteRequestTopic(
-        name=topic, partitions=(OffsetDeleteRequestPartition(partition_index=0),)),))  # fmt: skip
+    assert {r.group_id: r.error_code for r in deletion} == {
+        group: ErrorCode.non_empty_group,
+        unknown: ErrorCode.group_id_not_found,
+    }
+    offset_delete = OffsetDeleteRequest(
+        group_id=group,
+        topics=(OffsetDeleteRequestTopic(name=topic, partitions=(OffsetDeleteRequestPartition(partition_index=0),)),),
+    )
     subscribed = client.request(47, 0, offset_delete)
     assert subscribed.error_code == ErrorCode.none
     assert subscribed.topics[0].partitions[0].error_code == ErrorCode.group_subscribed_to_topic
     leave(client, group, member)
     assert client.request(47, 0, offset_delete).topics[0].partitions[0].error_code == ErrorCode.none
     assert fetch_offsets(client, group, topic, (0,)) == {0: -1}
-    assert [r.error_code for r in client.request(DELETE, 2, DeleteGroupsRequest(groups_names=(group,))).results] == [ErrorCode.none]
+    assert [r.error_code for r in client.request(DELETE, 2, DeleteGroupsRequest(groups_names=(group,))).results] == [
+        ErrorCode.none
+    ]
     assert describe(client, group).group_state == "Dead"
 
 
@@ -292,13 +360,23 @@ def test_offset_fetch_many_groups_and_all_offsets(client: WireClient) -> None:
     wait_for_coordinator(client, first)
     wait_for_coordinator(client, second)
     assert commit(client, first, -1, "", topic, {0: 7}) == [ErrorCode.none]
-    request = OffsetFetchV8(groups=(
-        OffsetFetchRequestGroup(group_id=first, topics=None),
-        OffsetFetchRequestGroup(group_id=second, topics=(OffsetFetchRequestTopics(name=topic, partition_indexes=(0,)),)),
-    ), require_stable=True)  # fmt: skip
+    request = OffsetFetchV8(
+        groups=(
+            OffsetFetchRequestGroup(group_id=first, topics=None),
+            OffsetFetchRequestGroup(
+                group_id=second, topics=(OffsetFetchRequestTopics(name=topic, partition_indexes=(0,)),)
+            ),
+        ),
+        require_stable=True,
+    )
     answer = client.request(OFFSET_FETCH, 8, request)
-    found = {g.group_id: (g.error_code, [(t.name, p.partition_index, p.committed_offset) for t in g.topics for p in t.partitions])
-             for g in answer.groups}  # fmt: skip
+    found = {
+        g.group_id: (
+            g.error_code,
+            [(t.name, p.partition_index, p.committed_offset) for t in g.topics for p in t.partitions],
+        )
+        for g in answer.groups
+    }
     assert found == {first: (ErrorCode.none, [(topic, 0, 7)]), second: (ErrorCode.none, [(topic, 0, -1)])}
 
 
@@ -308,14 +386,21 @@ def test_leave_group_with_many_members_and_instance_ids(client: WireClient, port
     static = client.request(JOIN, 5, join_request(group, topics=(topic,), instance="static-1"))
     assert static.error_code == ErrorCode.none
     sync(client, group, static.generation_id, static.member_id, {static.member_id: assignment(topic, 0)})
-    request = LeaveGroupRequest(group_id=group, members=(
-        MemberIdentity(member_id="", group_instance_id="static-1"),
-        MemberIdentity(member_id="", group_instance_id="never-joined"),
-        MemberIdentity(member_id="made-up", group_instance_id=None),
-    ))  # fmt: skip
+    request = LeaveGroupRequest(
+        group_id=group,
+        members=(
+            MemberIdentity(member_id="", group_instance_id="static-1"),
+            MemberIdentity(member_id="", group_instance_id="never-joined"),
+            MemberIdentity(member_id="made-up", group_instance_id=None),
+        ),
+    )
     answer = client.request(LEAVE, 3, request)
     assert answer.error_code == ErrorCode.none
-    assert [m.error_code for m in answer.members] == [ErrorCode.none, ErrorCode.unknown_member_id, ErrorCode.unknown_member_id]
+    assert [m.error_code for m in answer.members] == [
+        ErrorCode.none,
+        ErrorCode.unknown_member_id,
+        ErrorCode.unknown_member_id,
+    ]
     assert describe(client, group).group_state in ("PreparingRebalance", "Empty")
 
 
@@ -324,7 +409,9 @@ def test_describe_groups_v6_unknown_group(client: WireClient) -> None:
 
     group = next(groups)
     wait_for_coordinator(client, group)
-    answer = client.request(DESCRIBE, 6, DescribeGroupsV6(groups=(group,), include_authorized_operations=False)).groups[0]
+    answer = client.request(DESCRIBE, 6, DescribeGroupsV6(groups=(group,), include_authorized_operations=False)).groups[
+        0
+    ]
     assert (answer.error_code, answer.group_state) == (ErrorCode.group_id_not_found, "Dead")
     old = describe(client, group)
     assert (old.error_code, old.group_state) == (ErrorCode.none, "Dead")
@@ -343,8 +430,11 @@ def test_the_offsets_topic_is_internal(client: WireClient, request: pytest.Fixtu
     wait_for_coordinator(client, next(groups))
     answer = produce(client, "__consumer_offsets", make_batch(1))
     assert answer.error_code == ErrorCode.invalid_topic_exception
-    metadata = MetadataRequest(topics=(MetadataRequestTopic(topic_id=None, name="__consumer_offsets"),),
-                               allow_auto_topic_creation=False, include_topic_authorized_operations=False)  # fmt: skip
+    metadata = MetadataRequest(
+        topics=(MetadataRequestTopic(topic_id=None, name="__consumer_offsets"),),
+        allow_auto_topic_creation=False,
+        include_topic_authorized_operations=False,
+    )
     (topic,) = client.request(3, 12, metadata).topics
     assert (topic.error_code, topic.is_internal) == (ErrorCode.none, True)
     group, data_topic = next(groups), create_topic(client)
@@ -386,7 +476,10 @@ def test_deleting_a_topic_deletes_its_committed_offsets(client: WireClient) -> N
     wait_for_coordinator(client, group)
     assert commit(client, group, -1, "", topic, {0: 3}) == [ErrorCode.none]
     assert commit(client, group, -1, "", kept, {0: 4}) == [ErrorCode.none]
-    assert client.request(20, 4, DeleteTopicsRequest(topic_names=(topic,), timeout=SESSION)).responses[0].error_code == ErrorCode.none
+    assert (
+        client.request(20, 4, DeleteTopicsRequest(topic_names=(topic,), timeout=SESSION)).responses[0].error_code
+        == ErrorCode.none
+    )
     deadline = time.monotonic() + COORDINATOR_WAIT_S
     while fetch_offsets(client, group, topic, (0,)) != {0: -1}:
         assert time.monotonic() < deadline, "the deleted topic's offset is still there"
@@ -401,8 +494,15 @@ def test_a_member_that_does_not_rejoin_is_removed_at_the_rebalance_timeout(clien
 
     def join_short(member_id: str = "") -> JoinGroupRequest:
         request = join_request(group, member_id=member_id, topics=(topic,))
-        return JoinGroupRequest(group_id=group, session_timeout=SESSION, rebalance_timeout=short, member_id=member_id,
-                                group_instance_id=None, protocol_type="consumer", protocols=request.protocols)  # fmt: skip
+        return JoinGroupRequest(
+            group_id=group,
+            session_timeout=SESSION,
+            rebalance_timeout=short,
+            member_id=member_id,
+            group_instance_id=None,
+            protocol_type="consumer",
+            protocols=request.protocols,
+        )
 
     a = client.request(JOIN, 5, join_short(client.request(JOIN, 5, join_short()).member_id))
     assert a.error_code == ErrorCode.none
@@ -430,5 +530,8 @@ def test_empty_group_id(client: WireClient) -> None:
     assert leave(client, "", "m") == (ErrorCode.invalid_group_id, [])
     assert client.request(JOIN, 5, join_request("")).error_code == ErrorCode.invalid_group_id
     assert commit(client, "", -1, "", topic, {0: 1}) == [ErrorCode.none]
-    assert client.request(OFFSET_FETCH, 7, OffsetFetchRequest(group_id="", topics=None, require_stable=False)).error_code == ErrorCode.none
+    assert (
+        client.request(OFFSET_FETCH, 7, OffsetFetchRequest(group_id="", topics=None, require_stable=False)).error_code
+        == ErrorCode.none
+    )
     assert (describe(client, "").error_code, describe(client, "").group_state) == (ErrorCode.none, "Empty")

@@ -6,7 +6,6 @@ consumer, in a group, consumes every offset once and commits the end of each par
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
 import time
 from pathlib import Path
@@ -28,9 +27,22 @@ def test_every_acknowledged_message_is_read_back(broker: BrokerProcess, tmp_path
     config = tmp_path / "producer.properties"
     # VerifiableProducer sets retries=0, which quietly turns idempotence off unless it is asked for.
     config.write_text("linger.ms=5\nenable.idempotence=true\nretries=2147483647\n")
-    command = ["java", "-cp", f"{KAFKA_LIBS}/*", "org.apache.kafka.tools.VerifiableProducer", "--bootstrap-server",
-               broker.bootstrap, "--topic", "verifiable", "--max-messages", str(MESSAGES), "--acks", "-1",
-               "--producer.config", str(config)]  # fmt: skip
+    command = [
+        "java",
+        "-cp",
+        f"{KAFKA_LIBS}/*",
+        "org.apache.kafka.tools.VerifiableProducer",
+        "--bootstrap-server",
+        broker.bootstrap,
+        "--topic",
+        "verifiable",
+        "--max-messages",
+        str(MESSAGES),
+        "--acks",
+        "-1",
+        "--producer.config",
+        str(config),
+    ]
     result = subprocess.run(command, capture_output=True, text=True, timeout=TIMEOUT_S)
     assert result.returncode == 0, result.stderr
     events = [json.loads(line) for line in result.stdout.splitlines() if line.startswith("{")]
@@ -59,24 +71,46 @@ def run_tool(tool: str, *arguments: str) -> list[dict[str, object]]:
 
 
 def test_verifiable_consumer_in_a_group_consumes_and_commits_everything(tmp_path: Path) -> None:
-    broker = BrokerProcess(tmp_path / "data", free_port(),
-                           {"group.initial.rebalance.delay.ms": "0"}).start()  # fmt: skip
+    broker = BrokerProcess(tmp_path / "data", free_port(), {"group.initial.rebalance.delay.ms": "0"}).start()
     try:
         admin = AdminClient({"bootstrap.servers": broker.bootstrap})
         admin.create_topics([NewTopic("verified", 3)])["verified"].result()
         config = tmp_path / "producer.properties"
         config.write_text("enable.idempotence=false\n")
-        produced = run_tool("VerifiableProducer", "--bootstrap-server", broker.bootstrap, "--topic", "verified",
-                            "--max-messages", str(MESSAGES), "--acks", "-1", "--producer.config", str(config))  # fmt: skip
+        produced = run_tool(
+            "VerifiableProducer",
+            "--bootstrap-server",
+            broker.bootstrap,
+            "--topic",
+            "verified",
+            "--max-messages",
+            str(MESSAGES),
+            "--acks",
+            "-1",
+            "--producer.config",
+            str(config),
+        )
         ends: dict[int, int] = {}
         for event in produced:
             if event["name"] == "producer_send_success":
                 partition, offset = int(event["partition"]), int(event["offset"])  # type: ignore[call-overload]
                 ends[partition] = max(ends.get(partition, 0), offset + 1)
         assert sum(ends.values()) == MESSAGES
-        events = run_tool("VerifiableConsumer", "--bootstrap-server", broker.bootstrap, "--topic", "verified",
-                          "--group-id", "verifiers", "--max-messages", str(MESSAGES), "--reset-policy", "earliest",
-                          "--group-protocol", "classic")  # fmt: skip
+        events = run_tool(
+            "VerifiableConsumer",
+            "--bootstrap-server",
+            broker.bootstrap,
+            "--topic",
+            "verified",
+            "--group-id",
+            "verifiers",
+            "--max-messages",
+            str(MESSAGES),
+            "--reset-policy",
+            "earliest",
+            "--group-protocol",
+            "classic",
+        )
         names = [e["name"] for e in events]
         assert "partitions_assigned" in names and "shutdown_complete" in names, names[-6:]
         consumed: dict[int, list[tuple[int, int]]] = {}
@@ -87,7 +121,9 @@ def test_verifiable_consumer_in_a_group_consumes_and_commits_everything(tmp_path
         for partition, end in ends.items():
             ranges = sorted(consumed[partition])
             assert ranges[0][0] == 0 and ranges[-1][1] == end - 1
-            assert all(later[0] == earlier[1] + 1 for earlier, later in zip(ranges, ranges[1:])), ranges  # no gap, no repeat
+            assert all(later[0] == earlier[1] + 1 for earlier, later in zip(ranges, ranges[1:], strict=False)), (
+                ranges
+            )  # no gap, no repeat
         commits = [e for e in events if e["name"] == "offsets_committed"]
         assert commits and all(e["success"] for e in commits)
         last = {o["partition"]: o["offset"] for e in commits for o in e["offsets"]}  # type: ignore[attr-defined]

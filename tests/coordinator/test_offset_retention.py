@@ -21,7 +21,10 @@ def coordinator_over(data_dir: Path, config: BrokerConfig) -> tuple[GroupCoordin
     def open_topic() -> list[OffsetsPartitionLog]:
         if TOPIC not in manager.topics:
             manager.create_topic(TOPIC, config.offsets_topic_num_partitions, {"cleanup.policy": "compact"})
-        return [OffsetsPartitionLog(manager.get(TopicPartition(TOPIC, i))) for i in range(config.offsets_topic_num_partitions)]  # type: ignore[arg-type]
+        return [
+            OffsetsPartitionLog(manager.get(TopicPartition(TOPIC, i)))
+            for i in range(config.offsets_topic_num_partitions)
+        ]  # type: ignore[arg-type]
 
     return GroupCoordinator(config, open_topic), manager  # type: ignore[arg-type]
 
@@ -31,16 +34,24 @@ def valid(topic: str, partition: int) -> bool:
 
 
 def test_offsets_of_empty_groups_expire_and_the_group_goes(tmp_path: Path) -> None:
-    config = BrokerConfig(offsets_topic_num_partitions=3, offsets_retention_minutes=0, group_initial_rebalance_delay_ms=0,
-                          group_min_session_timeout_ms=10)  # fmt: skip
+    config = BrokerConfig(
+        offsets_topic_num_partitions=3,
+        offsets_retention_minutes=0,
+        group_initial_rebalance_delay_ms=0,
+        group_min_session_timeout_ms=10,
+    )
 
     async def scenario() -> None:
         coordinator, manager = coordinator_over(tmp_path, config)
         assert await coordinator.commit(CommitRequest("simple", -1, "", None, {("events", 0): (5, -1, "", -1)}), valid)
         join = JoinRequest("managed", "", None, "c", "/h", 10_000, 10_000, "consumer", [("range", b"")], 1)
         joined = await coordinator.join(join)
-        await coordinator.sync("managed", joined.generation, joined.member_id, None, None, None, {joined.member_id: b"a"})
-        await coordinator.commit(CommitRequest("managed", joined.generation, joined.member_id, None, {("events", 1): (9, -1, "", -1)}), valid)
+        await coordinator.sync(
+            "managed", joined.generation, joined.member_id, None, None, None, {joined.member_id: b"a"}
+        )
+        await coordinator.commit(
+            CommitRequest("managed", joined.generation, joined.member_id, None, {("events", 1): (9, -1, "", -1)}), valid
+        )
         assert await coordinator.expire_offsets() == 1  # only the simple group's: the other has a member
         assert coordinator.fetch_offsets("simple", [("events", 0)])[("events", 0)].offset == -1
         assert coordinator.describe("simple") is None
@@ -91,14 +102,18 @@ def consumer_subscription(*topics: str) -> bytes:
 
 def test_a_stable_group_loses_offsets_of_topics_it_no_longer_consumes(tmp_path: Path) -> None:
     """KIP-496: the member subscribes to `events` only; its old offset for `other` expires."""
-    config = BrokerConfig(offsets_topic_num_partitions=1, offsets_retention_minutes=0, group_initial_rebalance_delay_ms=0)
+    config = BrokerConfig(
+        offsets_topic_num_partitions=1, offsets_retention_minutes=0, group_initial_rebalance_delay_ms=0
+    )
 
     def valid_any(topic: str, partition: int) -> bool:
         return True
 
     async def scenario() -> None:
         coordinator, manager = coordinator_over(tmp_path, config)
-        join = JoinRequest("moving", "", None, "c", "/h", 10_000, 10_000, "consumer", [("range", consumer_subscription("events"))], 1)
+        join = JoinRequest(
+            "moving", "", None, "c", "/h", 10_000, 10_000, "consumer", [("range", consumer_subscription("events"))], 1
+        )
         joined = await coordinator.join(join)
         await coordinator.sync("moving", joined.generation, joined.member_id, None, None, None, {joined.member_id: b""})
         offsets = {("events", 0): (5, -1, "", -1), ("other", 0): (7, -1, "", -1)}

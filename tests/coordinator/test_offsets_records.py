@@ -27,18 +27,26 @@ names = st.text(st.characters(codec="utf-8", exclude_categories=("Cs",)), max_si
 int32s = st.integers(-(2**31), 2**31 - 1)
 int64s = st.integers(-(2**63), 2**63 - 1)
 offsets = st.builds(OffsetAndMetadata, int64s, int32s, names, int64s, st.just(-1) | st.integers(0, 2**62))
-members = st.builds(StoredMember, names, st.none() | names, names, names, int32s, int32s, st.binary(max_size=40), st.binary(max_size=40))
-stored_groups = st.builds(StoredGroup, names, int32s, st.none() | names, st.none() | names, int64s, st.tuples(members, members) | st.just(()))
+members = st.builds(
+    StoredMember, names, st.none() | names, names, names, int32s, int32s, st.binary(max_size=40), st.binary(max_size=40)
+)
+stored_groups = st.builds(
+    StoredGroup, names, int32s, st.none() | names, st.none() | names, int64s, st.tuples(members, members) | st.just(())
+)
 
 
 @given(names, names, int32s, offsets)
 def test_offset_commit_records_round_trip(group: str, topic: str, partition: int, value: OffsetAndMetadata) -> None:
-    assert records.parse_key(records.offset_key(OffsetKey(group, topic, partition))) == OffsetKey(group, topic, partition)
+    assert records.parse_key(records.offset_key(OffsetKey(group, topic, partition))) == OffsetKey(
+        group, topic, partition
+    )
     parsed = records.parse_offset_value(records.offset_value(value))
     if value.expire_timestamp_ms == -1:
         assert parsed == value
     else:  # value v1 carries an expire time and no leader epoch, as in Kafka
-        assert parsed == OffsetAndMetadata(value.offset, -1, value.metadata, value.commit_timestamp_ms, value.expire_timestamp_ms)
+        assert parsed == OffsetAndMetadata(
+            value.offset, -1, value.metadata, value.commit_timestamp_ms, value.expire_timestamp_ms
+        )
 
 
 @given(names, stored_groups)
@@ -86,15 +94,22 @@ def state_of(shard: Shard) -> dict[str, object]:
 
 
 operations = st.lists(
-    st.tuples(st.sampled_from(["commit", "tombstone", "group", "delete-group"]), st.sampled_from(["g1", "g2", "g3"]),
-              st.integers(0, 3), st.integers(0, 10**6)),
-    min_size=1, max_size=40,
-)  # fmt: skip
+    st.tuples(
+        st.sampled_from(["commit", "tombstone", "group", "delete-group"]),
+        st.sampled_from(["g1", "g2", "g3"]),
+        st.integers(0, 3),
+        st.integers(0, 10**6),
+    ),
+    min_size=1,
+    max_size=40,
+)
 
 
 @settings(max_examples=25, deadline=None)
 @given(operations)
-def test_a_reload_rebuilds_what_live_writes_produced(tmp_path_factory: pytest.TempPathFactory, ops: list[tuple[str, str, int, int]]) -> None:
+def test_a_reload_rebuilds_what_live_writes_produced(
+    tmp_path_factory: pytest.TempPathFactory, ops: list[tuple[str, str, int, int]]
+) -> None:
     data_dir = tmp_path_factory.mktemp("offsets")
 
     async def write_all() -> dict[str, object]:
@@ -121,17 +136,23 @@ def test_a_reload_rebuilds_what_live_writes_produced(tmp_path_factory: pytest.Te
 
 def record_for(kind: str, group: str, partition: int, value: int) -> tuple[bytes, bytes | None]:
     if kind == "commit":
-        return records.offset_key(OffsetKey(group, "t", partition)), records.offset_value(OffsetAndMetadata(value, -1, "m", 1, -1))
+        return records.offset_key(OffsetKey(group, "t", partition)), records.offset_value(
+            OffsetAndMetadata(value, -1, "m", 1, -1)
+        )
     if kind == "tombstone":
         return records.offset_key(OffsetKey(group, "t", partition)), None
     if kind == "group":
         member = StoredMember(f"m-{value}", None, "c", "/127.0.0.1", 1000, 1000, b"s", b"a")
-        return records.group_key(GroupKey(group)), records.group_value(StoredGroup("consumer", value, "range", f"m-{value}", 1, (member,)))
+        return records.group_key(GroupKey(group)), records.group_value(
+            StoredGroup("consumer", value, "range", f"m-{value}", 1, (member,))
+        )
     return records.group_key(GroupKey(group)), None
 
 
-@pytest.mark.skipif(shutil.which("java") is None or not any(LIBS.glob("kafka_2.13-*.jar")),
-                    reason="needs Java and the Kafka jars (bench/kafka/fetch.sh)")  # fmt: skip
+@pytest.mark.skipif(
+    shutil.which("java") is None or not any(LIBS.glob("kafka_2.13-*.jar")),
+    reason="needs Java and the Kafka jars (bench/kafka/fetch.sh)",
+)
 def test_kafka_decodes_our_offsets_records(tmp_path: Path) -> None:
     async def write() -> None:
         manager = open_offsets(tmp_path)
@@ -139,20 +160,35 @@ def test_kafka_decodes_our_offsets_records(tmp_path: Path) -> None:
         shard.loading = False
         await shard.write([record_for("commit", "dump-group", 2, 4242)])
         await shard.write([record_for("group", "dump-group", 0, 7)])
-        await shard.write([(records.offset_key(OffsetKey("dump-group", "t", 3)), records.offset_value(OffsetAndMetadata(9, 5, "", 2, 3)))])
+        await shard.write(
+            [
+                (
+                    records.offset_key(OffsetKey("dump-group", "t", 3)),
+                    records.offset_value(OffsetAndMetadata(9, 5, "", 2, 3)),
+                )
+            ]
+        )
         await shard.write([record_for("tombstone", "dump-group", 2, 0)])
         manager.close()
 
     asyncio.run(write())
     segment = next((tmp_path / f"{TOPIC}-0").glob("*.log"))
-    result = subprocess.run(["java", "-cp", f"{LIBS}/*", DUMPER, "--offsets-decoder", "--files", str(segment)],
-                            capture_output=True, text=True, timeout=120)  # fmt: skip
+    result = subprocess.run(
+        ["java", "-cp", f"{LIBS}/*", DUMPER, "--offsets-decoder", "--files", str(segment)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert result.returncode == 0, result.stderr
     lines = [line for line in result.stdout.splitlines() if "key:" in line]
     assert len(lines) == 4, result.stdout
-    assert lines[0].endswith('key: {"type":"1","data":{"group":"dump-group","topic":"t","partition":2}} '
-                             'payload: {"version":"3","data":{"offset":4242,"leaderEpoch":-1,"metadata":"m","commitTimestamp":1}}')
+    assert lines[0].endswith(
+        'key: {"type":"1","data":{"group":"dump-group","topic":"t","partition":2}} '
+        'payload: {"version":"3","data":{"offset":4242,"leaderEpoch":-1,"metadata":"m","commitTimestamp":1}}'
+    )
     assert '"protocolType":"consumer"' in lines[1] and '"generation":7' in lines[1] and '"memberId":"m-7"' in lines[1]
     assert '"offset":9' in lines[2] and '"expireTimestamp":3' in lines[2]
-    assert lines[3].endswith('key: {"type":"1","data":{"group":"dump-group","topic":"t","partition":2}} payload: <DELETE>')
+    assert lines[3].endswith(
+        'key: {"type":"1","data":{"group":"dump-group","topic":"t","partition":2}} payload: <DELETE>'
+    )
     assert "Unknown" not in result.stdout and "error" not in result.stdout.lower()

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import datetime
-import uuid
 from dataclasses import dataclass
 
 import pytest
@@ -65,16 +64,37 @@ def test_produce_response_matches_kio(version: int, topics: list[tuple[str, list
     cls = apis.response_class(ApiKey.PRODUCE, version)
     topic_cls = element(cls, "responses")
     partition_cls = element(topic_cls, "partition_responses")
-    error_cls = element(partition_cls, "record_errors") if "record_errors" in partition_cls.__dataclass_fields__ else None
-    reference = make(cls, throttle_time=NO_THROTTLE, responses=tuple(
-        make(topic_cls, name=name, partition_responses=tuple(
-            make(partition_cls, index=p.index, error_code=p.error_code, base_offset=p.base_offset,
-                 log_append_time=datetime_from_ms(p.log_append_time_ms), log_start_offset=p.log_start_offset,
-                 error_message=p.error_message,
-                 record_errors=tuple(make(error_cls, batch_index=i, batch_index_error_message=m) for i, m in p.record_errors)
-                 if error_cls else ())
-            for p in partitions))
-        for name, partitions in topics))  # fmt: skip
+    error_cls = (
+        element(partition_cls, "record_errors") if "record_errors" in partition_cls.__dataclass_fields__ else None
+    )
+    reference = make(
+        cls,
+        throttle_time=NO_THROTTLE,
+        responses=tuple(
+            make(
+                topic_cls,
+                name=name,
+                partition_responses=tuple(
+                    make(
+                        partition_cls,
+                        index=p.index,
+                        error_code=p.error_code,
+                        base_offset=p.base_offset,
+                        log_append_time=datetime_from_ms(p.log_append_time_ms),
+                        log_start_offset=p.log_start_offset,
+                        error_message=p.error_message,
+                        record_errors=tuple(
+                            make(error_cls, batch_index=i, batch_index_error_message=m) for i, m in p.record_errors
+                        )
+                        if error_cls
+                        else (),
+                    )
+                    for p in partitions
+                ),
+            )
+            for name, partitions in topics
+        ),
+    )
     assert encode_produce_response(version, topics) == apis.encode_response(ApiKey.PRODUCE, version, reference)
 
 
@@ -92,20 +112,49 @@ fetched_partitions = st.builds(
 
 @pytest.mark.parametrize("version", range(4, apis.SUPPORTED_VERSIONS[ApiKey.FETCH][1] + 1))
 @settings(max_examples=30, deadline=None)
-@given(topics=st.lists(st.builds(FetchedTopic, name=names, topic_id=st.uuids(), partitions=st.lists(fetched_partitions, max_size=3)), max_size=3))
+@given(
+    topics=st.lists(
+        st.builds(FetchedTopic, name=names, topic_id=st.uuids(), partitions=st.lists(fetched_partitions, max_size=3)),
+        max_size=3,
+    )
+)
 def test_fetch_response_matches_kio(version: int, topics: list[FetchedTopic]) -> None:
     cls = apis.response_class(ApiKey.FETCH, version)
     topic_cls = element(cls, "responses")
     partition_cls = element(topic_cls, "partitions")
     aborted_cls = element(partition_cls, "aborted_transactions")
-    reference = make(cls, throttle_time=NO_THROTTLE, error_code=ErrorCode.none, session_id=0, responses=tuple(
-        make(topic_cls, topic=t.name, topic_id=t.topic_id, partitions=tuple(
-            make(partition_cls, partition_index=p.index, error_code=p.error_code, high_watermark=p.high_watermark,
-                 last_stable_offset=p.last_stable_offset, log_start_offset=p.log_start_offset,
-                 aborted_transactions=None if p.aborted_transactions is None else tuple(
-                     make(aborted_cls, producer_id=pid, first_offset=first) for pid, first in p.aborted_transactions),
-                 preferred_read_replica=-1, records=p.records.data if p.records else b"")
-            for p in t.partitions))
-        for t in topics))  # fmt: skip
+    reference = make(
+        cls,
+        throttle_time=NO_THROTTLE,
+        error_code=ErrorCode.none,
+        session_id=0,
+        responses=tuple(
+            make(
+                topic_cls,
+                topic=t.name,
+                topic_id=t.topic_id,
+                partitions=tuple(
+                    make(
+                        partition_cls,
+                        partition_index=p.index,
+                        error_code=p.error_code,
+                        high_watermark=p.high_watermark,
+                        last_stable_offset=p.last_stable_offset,
+                        log_start_offset=p.log_start_offset,
+                        aborted_transactions=None
+                        if p.aborted_transactions is None
+                        else tuple(
+                            make(aborted_cls, producer_id=pid, first_offset=first)
+                            for pid, first in p.aborted_transactions
+                        ),
+                        preferred_read_replica=-1,
+                        records=p.records.data if p.records else b"",
+                    )
+                    for p in t.partitions
+                ),
+            )
+            for t in topics
+        ),
+    )
     ours = materialize(encode_fetch_response(version, topics))
     assert ours == apis.encode_response(ApiKey.FETCH, version, reference)

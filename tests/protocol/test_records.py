@@ -28,16 +28,23 @@ def test_the_compiled_twin_is_built() -> None:
 
 def test_environment_variable_forces_the_twin() -> None:
     code = "from tidelog.protocol import records; print(records.IMPLEMENTATION)"
-    forced = subprocess.run([sys.executable, "-c", code], env={**os.environ, "TIDELOG_NO_EXTENSIONS": "1"},
-                            capture_output=True, text=True, check=True)  # fmt: skip
+    forced = subprocess.run(
+        [sys.executable, "-c", code],
+        env={**os.environ, "TIDELOG_NO_EXTENSIONS": "1"},
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     assert forced.stdout.strip() == "python"
 
 
 header = st.tuples(st.text(max_size=10), st.none() | st.binary(max_size=20))
 record = st.tuples(
-    st.integers(-(2**40), 2**40), st.none() | st.binary(max_size=50), st.none() | st.binary(max_size=300),
+    st.integers(-(2**40), 2**40),
+    st.none() | st.binary(max_size=50),
+    st.none() | st.binary(max_size=300),
     st.lists(header, max_size=3),
-)  # fmt: skip
+)
 
 
 @pytest.mark.parametrize("twin", TWINS, ids=lambda m: m.__name__.rsplit(".", 1)[-1])

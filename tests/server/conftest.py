@@ -40,7 +40,16 @@ class BrokerProcess:
         return f"127.0.0.1:{self.port}"
 
     def start(self) -> BrokerProcess:
-        command = [sys.executable, "-m", "tidelog", "serve", "--data-dir", str(self.data_dir), "--listen", self.bootstrap]
+        command = [
+            sys.executable,
+            "-m",
+            "tidelog",
+            "serve",
+            "--data-dir",
+            str(self.data_dir),
+            "--listen",
+            self.bootstrap,
+        ]
         for key, value in self.settings.items():
             command += ["--set", f"{key}={value}"]
         self.process = subprocess.Popen(command, stderr=subprocess.PIPE, text=True)

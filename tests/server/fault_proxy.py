@@ -115,8 +115,13 @@ class FaultProxy:
         except (asyncio.IncompleteReadError, ConnectionError):
             return None
 
-    async def _requests(self, reader: asyncio.StreamReader, upstream: asyncio.StreamWriter, produce_ids: set[int],
-                        pair: tuple[asyncio.StreamWriter, ...]) -> None:  # fmt: skip
+    async def _requests(
+        self,
+        reader: asyncio.StreamReader,
+        upstream: asyncio.StreamWriter,
+        produce_ids: set[int],
+        pair: tuple[asyncio.StreamWriter, ...],
+    ) -> None:
         while (frame := await self._frame(reader)) is not None:
             self.counters.requests += 1
             api_key, _, correlation_id = REQUEST_HEADER.unpack_from(frame, FRAME_SIZE.size)
@@ -127,8 +132,13 @@ class FaultProxy:
                 produce_ids.add(correlation_id)
             upstream.write(frame)
 
-    async def _responses(self, reader: asyncio.StreamReader, client: asyncio.StreamWriter, produce_ids: set[int],
-                         pair: tuple[asyncio.StreamWriter, ...]) -> None:  # fmt: skip
+    async def _responses(
+        self,
+        reader: asyncio.StreamReader,
+        client: asyncio.StreamWriter,
+        produce_ids: set[int],
+        pair: tuple[asyncio.StreamWriter, ...],
+    ) -> None:
         while (frame := await self._frame(reader)) is not None:
             (correlation_id,) = struct.unpack_from(">i", frame, FRAME_SIZE.size)
             if correlation_id in produce_ids:

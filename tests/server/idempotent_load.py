@@ -71,8 +71,17 @@ class ConfluentWriter(Writer):
             else:
                 self.acked[(message.partition(), message.value().decode())] = message.offset()
 
-        producer = Producer({"bootstrap.servers": self.bootstrap, "enable.idempotence": True, "acks": "all", "linger.ms": 5,
-                             "message.timeout.ms": 120_000, "reconnect.backoff.max.ms": 200, "error_cb": on_error})  # fmt: skip
+        producer = Producer(
+            {
+                "bootstrap.servers": self.bootstrap,
+                "enable.idempotence": True,
+                "acks": "all",
+                "linger.ms": 5,
+                "message.timeout.ms": 120_000,
+                "reconnect.backoff.max.ms": 200,
+                "error_cb": on_error,
+            }
+        )
         while not self.stop.is_set():
             for _ in range(self.records_per_tick):
                 partition, value = self.value(self.sent)
@@ -89,9 +98,17 @@ class KafkaPythonWriter(Writer):
         from kafka import KafkaProducer
         from kafka.errors import KafkaError as KafkaPythonError
 
-        producer = KafkaProducer(bootstrap_servers=self.bootstrap, enable_idempotence=True, acks="all", linger_ms=5,
-                                 retries=2**31 - 1, delivery_timeout_ms=120_000, request_timeout_ms=10_000,
-                                 reconnect_backoff_max_ms=200, max_block_ms=60_000)  # fmt: skip
+        producer = KafkaProducer(
+            bootstrap_servers=self.bootstrap,
+            enable_idempotence=True,
+            acks="all",
+            linger_ms=5,
+            retries=2**31 - 1,
+            delivery_timeout_ms=120_000,
+            request_timeout_ms=10_000,
+            reconnect_backoff_max_ms=200,
+            max_block_ms=60_000,
+        )
         lock = threading.Lock()
 
         def sent_ok(partition: int, value: str, metadata: Any) -> None:
@@ -110,7 +127,7 @@ class KafkaPythonWriter(Writer):
                     self.fatal.append(repr(error))
                     self.stop.set()
                     break
-                future.add_callback(lambda m, p=partition, v=value.decode(): sent_ok(p, v, m))
+                future.add_callback(lambda m, p=partition, v=value.decode(): sent_ok(p, v, m))  # noqa: B008 (bound per record)
                 future.add_errback(sent_failed)
                 self.sent += 1
             time.sleep(TICK_S)
@@ -125,13 +142,19 @@ class AiokafkaWriter(Writer):
     async def produce(self) -> None:
         from aiokafka import AIOKafkaProducer
 
-        producer = AIOKafkaProducer(bootstrap_servers=self.bootstrap, enable_idempotence=True, acks="all", linger_ms=5,
-                                    request_timeout_ms=60_000, retry_backoff_ms=100)  # fmt: skip
+        producer = AIOKafkaProducer(
+            bootstrap_servers=self.bootstrap,
+            enable_idempotence=True,
+            acks="all",
+            linger_ms=5,
+            request_timeout_ms=60_000,
+            retry_backoff_ms=100,
+        )
         while True:  # the broker may be down (being restarted) when the writer starts
             try:
                 await producer.start()
                 break
-            except Exception:  # noqa: BLE001 - aiokafka raises several kinds while the broker is down
+            except Exception:
                 await asyncio.sleep(0.2)
         pending: list[asyncio.Future[Any]] = []
 
@@ -146,11 +169,11 @@ class AiokafkaWriter(Writer):
                 partition, value = self.value(self.sent)
                 try:
                     future = await producer.send(self.topic, value=value, partition=partition)
-                except Exception as error:  # noqa: BLE001 - a fatal producer state stops the writer
+                except Exception as error:
                     self.fatal.append(repr(error))
                     self.stop.set()
                     break
-                future.add_done_callback(lambda f, p=partition, v=value.decode(): done(f, p, v))
+                future.add_done_callback(lambda f, p=partition, v=value.decode(): done(f, p, v))  # noqa: B008 (bound per record)
                 pending.append(future)
                 self.sent += 1
             await asyncio.sleep(TICK_S)
@@ -169,9 +192,26 @@ class JavaWriter(Writer):
 
     def run(self) -> None:
         config = self.workdir / f"{self.name}.properties"
-        command = ["java", "-cp", f"{self.libs}/*", "org.apache.kafka.tools.VerifiableProducer", "--bootstrap-server",
-                   self.bootstrap, "--topic", self.topic, "--max-messages", str(self.max_messages), "--throughput",
-                   str(self.rate), "--acks", "-1", "--value-prefix", str(JAVA_PREFIX), "--producer.config", str(config)]  # fmt: skip
+        command = [
+            "java",
+            "-cp",
+            f"{self.libs}/*",
+            "org.apache.kafka.tools.VerifiableProducer",
+            "--bootstrap-server",
+            self.bootstrap,
+            "--topic",
+            self.topic,
+            "--max-messages",
+            str(self.max_messages),
+            "--throughput",
+            str(self.rate),
+            "--acks",
+            "-1",
+            "--value-prefix",
+            str(JAVA_PREFIX),
+            "--producer.config",
+            str(config),
+        ]
         # VerifiableProducer sets retries=0, which quietly turns idempotence off unless it is asked for.
         config.write_text("linger.ms=5\nreconnect.backoff.max.ms=200\nenable.idempotence=true\nretries=2147483647\n")
         process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -205,14 +245,19 @@ class Outcome:
     stored: int
 
     def summary(self) -> str:
-        return (f"acked {self.acked}, stored {self.stored}, lost {len(self.lost)}, duplicated {len(self.duplicated)}, "
-                f"reordered {len(self.reordered)}")  # fmt: skip
+        return (
+            f"acked {self.acked}, stored {self.stored}, lost {len(self.lost)}, duplicated {len(self.duplicated)}, "
+            f"reordered {len(self.reordered)}"
+        )
 
 
 def read_all(bootstrap: str, topic: str, partitions: int) -> dict[int, list[tuple[int, str]]]:
     """(offset, value) of every record in each partition, from the log start to the high watermark."""
     consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "unused", "enable.auto.commit": False})
-    ends = {p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=READ_TIMEOUT_S)[1] for p in range(partitions)}
+    ends = {
+        p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=READ_TIMEOUT_S)[1]
+        for p in range(partitions)
+    }
     consumer.assign([TopicPartition(topic, p, 0) for p in range(partitions)])
     stored: dict[int, list[tuple[int, str]]] = defaultdict(list)
     deadline = time.monotonic() + READ_TIMEOUT_S
@@ -238,8 +283,12 @@ def check(writers: list[Writer], stored: dict[int, list[tuple[int, str]]]) -> Ou
     counts = Counter((partition, value) for partition, records in stored.items() for _, value in records)
     values = Counter(value for _, value in counts.elements())
     duplicated = sorted(value for value, count in values.items() if count > 1)
-    lost = [f"{partition}@{offset}={value}" for w in writers for (partition, value), offset in w.acked.items()
-            if at.get((partition, offset)) != value]  # fmt: skip
+    lost = [
+        f"{partition}@{offset}={value}"
+        for w in writers
+        for (partition, value), offset in w.acked.items()
+        if at.get((partition, offset)) != value
+    ]
     reordered = []
     for partition, records in stored.items():
         last: dict[str, int] = {}

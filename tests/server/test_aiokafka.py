@@ -23,11 +23,20 @@ async def round_trip(bootstrap: str, acks: object, idempotent: bool = False) -> 
     for codec in CODECS:
         topic = f"aio-{codec}"
         sent = records_for(codec)
-        producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks=acks, linger_ms=5, enable_idempotence=idempotent,
-                                    compression_type=None if codec == "none" else codec)  # fmt: skip
+        producer = AIOKafkaProducer(
+            bootstrap_servers=bootstrap,
+            acks=acks,
+            linger_ms=5,
+            enable_idempotence=idempotent,
+            compression_type=None if codec == "none" else codec,
+        )
         await producer.start()
-        futures = [await producer.send(topic, value=r.value, key=r.key, headers=list(r.headers), timestamp_ms=r.timestamp_ms, partition=0)
-                   for r in sent]  # fmt: skip
+        futures = [
+            await producer.send(
+                topic, value=r.value, key=r.key, headers=list(r.headers), timestamp_ms=r.timestamp_ms, partition=0
+            )
+            for r in sent
+        ]
         offsets = [(await f).offset for f in futures]
         await producer.stop()
         assert offsets == list(range(len(sent)))
@@ -42,7 +51,7 @@ async def round_trip(bootstrap: str, acks: object, idempotent: bool = False) -> 
                 got.extend(messages)
         await consumer.stop()
         assert [m.offset for m in got] == list(range(len(sent)))
-        for record, message in zip(sent, got):
+        for record, message in zip(sent, got, strict=True):
             assert (message.key, message.value, message.timestamp) == (record.key, record.value, record.timestamp_ms)
             assert tuple(message.headers) == record.headers
 
@@ -57,7 +66,9 @@ async def offsets(bootstrap: str) -> None:
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap)
     await producer.start()
     for record in sent:
-        await producer.send("aio-offsets", value=record.value, key=record.key, timestamp_ms=record.timestamp_ms, partition=0)
+        await producer.send(
+            "aio-offsets", value=record.value, key=record.key, timestamp_ms=record.timestamp_ms, partition=0
+        )
     await producer.flush()
     await producer.stop()
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap)

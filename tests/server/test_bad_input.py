@@ -4,6 +4,7 @@ nothing acknowledged lost."""
 
 from __future__ import annotations
 
+import datetime
 import os
 import random
 import struct
@@ -21,8 +22,6 @@ from tests.conftest import make_batch
 from tests.server.conftest import BrokerProcess, free_port, wait_until
 from tests.server.wire_client import WireClient, encode_request
 
-import datetime
-
 TIMEOUT = datetime.timedelta(seconds=5)
 
 
@@ -32,9 +31,15 @@ def produce_request(topic: str, records: bytes, acks: int = -1) -> ProduceReques
 
 
 def create_topic(client: WireClient, topic: str) -> None:
-    response = client.request(3, 12, MetadataRequest(
-        topics=(MetadataRequestTopic(topic_id=None, name=topic),), allow_auto_topic_creation=True,
-        include_topic_authorized_operations=False))  # fmt: skip
+    response = client.request(
+        3,
+        12,
+        MetadataRequest(
+            topics=(MetadataRequestTopic(topic_id=None, name=topic),),
+            allow_auto_topic_creation=True,
+            include_topic_authorized_operations=False,
+        ),
+    )
     assert response.topics[0].error_code == ErrorCode.none
 
 
@@ -55,7 +60,10 @@ BAD_BATCH_ERRORS = {
     "truncated batch": (lambda b: b[:-10], ErrorCode.invalid_record),
     "wrong magic": (lambda b: b[:16] + b"\x01" + b[17:], ErrorCode.invalid_record),
     "two batches": (lambda b: b + b, ErrorCode.invalid_record),
-    "control batch": (lambda b: b[:22] + bytes([b[22] | 0x20]) + b[23:], ErrorCode.corrupt_message),  # CRC first, as Kafka
+    "control batch": (
+        lambda b: b[:22] + bytes([b[22] | 0x20]) + b[23:],
+        ErrorCode.corrupt_message,
+    ),  # CRC first, as Kafka
     "negative length": (lambda b: b[:8] + struct.pack(">i", -7) + b[12:], ErrorCode.corrupt_message),
 }
 
@@ -96,8 +104,9 @@ def test_unsupported_api_versions_version_gets_the_v0_table(broker: BrokerProces
 
 
 def garbage_frames() -> dict[str, bytes]:
-    metadata = encode_request(3, 12, MetadataRequest(topics=None, allow_auto_topic_creation=False,
-                                                     include_topic_authorized_operations=False))  # fmt: skip
+    metadata = encode_request(
+        3, 12, MetadataRequest(topics=None, allow_auto_topic_creation=False, include_topic_authorized_operations=False)
+    )
     return {
         "oversize prefix": struct.pack(">i", 200 * 1024 * 1024) + b"x" * 100,
         "negative prefix": struct.pack(">i", -5) + b"x" * 100,
@@ -159,7 +168,7 @@ def test_nothing_acknowledged_is_lost_after_a_storm_of_bad_input(broker: BrokerP
     client = WireClient(broker.port)
     create_topic(client, "t")
     acked = [produce(client, "t", make_batch(count=2, tag=i)).base_offset for i in range(20)]
-    for case, data in garbage_frames().items():
+    for data in garbage_frames().values():
         bad = WireClient(broker.port)
         bad.send_raw(data)
         bad.close()

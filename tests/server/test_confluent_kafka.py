@@ -42,14 +42,23 @@ def produce(broker: BrokerProcess, topic: str, records: list[Sent], **config: ob
 
     producer = Producer({"bootstrap.servers": broker.bootstrap, "linger.ms": 5, **config})
     for record in records:
-        producer.produce(topic, value=record.value, key=record.key, headers=list(record.headers),
-                         timestamp=record.timestamp_ms, partition=0, on_delivery=on_delivery)  # fmt: skip
+        producer.produce(
+            topic,
+            value=record.value,
+            key=record.key,
+            headers=list(record.headers),
+            timestamp=record.timestamp_ms,
+            partition=0,
+            on_delivery=on_delivery,
+        )
     assert producer.flush(TIMEOUT_S) == 0
     return delivered
 
 
 def consume(broker: BrokerProcess, topic: str, count: int, partition: int = 0, **config: object) -> list[object]:
-    consumer = Consumer({"bootstrap.servers": broker.bootstrap, "group.id": "unused", "enable.auto.commit": False, **config})
+    consumer = Consumer(
+        {"bootstrap.servers": broker.bootstrap, "group.id": "unused", "enable.auto.commit": False, **config}
+    )
     consumer.assign([TopicPartition(topic, partition, 0)])
     messages: list[object] = []
     deadline = time.monotonic() + TIMEOUT_S
@@ -71,7 +80,7 @@ def test_every_codec_round_trips_byte_exact(broker: BrokerProcess, acks: str, id
         assert sorted(offset for _, offset in delivered) == list(range(len(sent)))
         got = consume(broker, f"codec-{codec}", len(sent))
         assert [m.offset() for m in got] == list(range(len(sent)))  # type: ignore[attr-defined]
-        for record, message in zip(sent, got):
+        for record, message in zip(sent, got, strict=True):
             assert message.key() == record.key and message.value() == record.value  # type: ignore[attr-defined]
             assert tuple(message.headers() or ()) == record.headers  # type: ignore[attr-defined]
             assert message.timestamp()[1] == record.timestamp_ms  # type: ignore[attr-defined]
@@ -105,8 +114,11 @@ def test_admin_calls(broker: BrokerProcess) -> None:
     assert configs["retention.ms"].value == "3600000" and not configs["retention.ms"].is_default
     assert configs["segment.bytes"].value == str(1 << 30)
 
-    change = ConfigResource(ConfigResource.Type.TOPIC, "admin-t", incremental_configs=[
-        ConfigEntry("retention.ms", "1000", incremental_operation=AlterConfigOpType.SET)])  # fmt: skip
+    change = ConfigResource(
+        ConfigResource.Type.TOPIC,
+        "admin-t",
+        incremental_configs=[ConfigEntry("retention.ms", "1000", incremental_operation=AlterConfigOpType.SET)],
+    )
     client.incremental_alter_configs([change])[change].result(TIMEOUT_S)
     configs = client.describe_configs([resource])[resource].result(TIMEOUT_S)
     assert configs["retention.ms"].value == "1000"

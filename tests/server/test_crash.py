@@ -39,8 +39,15 @@ def test_acknowledged_records_survive_sigkill(broker: BrokerProcess) -> None:
             acked[message.offset()] = message.value()  # type: ignore[attr-defined]
 
     def produce() -> None:
-        producer = Producer({"bootstrap.servers": broker.bootstrap, "acks": "all", "linger.ms": 2,
-                             "message.timeout.ms": 60_000, "reconnect.backoff.max.ms": 100})  # fmt: skip
+        producer = Producer(
+            {
+                "bootstrap.servers": broker.bootstrap,
+                "acks": "all",
+                "linger.ms": 2,
+                "message.timeout.ms": 60_000,
+                "reconnect.backoff.max.ms": 100,
+            }
+        )
         sequence = 0
         while not stop.is_set():
             for _ in range(RECORDS_PER_TICK):
@@ -91,8 +98,11 @@ def test_idempotent_producers_of_every_client_survive_repeated_sigkill(tmp_path:
         admin = AdminClient({"bootstrap.servers": broker.bootstrap})
         admin.create_topics([NewTopic("kills", IDEMPOTENT_PARTITIONS, 1)])["kills"].result(30)
         args = (broker.bootstrap, "kills", IDEMPOTENT_PARTITIONS)
-        writers: list[Writer] = [ConfluentWriter("confluent", *args), KafkaPythonWriter("kafkapython", *args),
-                                 AiokafkaWriter("aiokafka", *args)]  # fmt: skip
+        writers: list[Writer] = [
+            ConfluentWriter("confluent", *args),
+            KafkaPythonWriter("kafkapython", *args),
+            AiokafkaWriter("aiokafka", *args),
+        ]
         if kafka_available():
             writers.append(JavaWriter("java", *args, libs=KAFKA_LIBS, workdir=tmp_path, max_messages=100_000))
         for writer in writers:
@@ -110,8 +120,10 @@ def test_idempotent_producers_of_every_client_survive_repeated_sigkill(tmp_path:
         for writer in writers:
             writer.finish()
         outcome = check(writers, read_all(broker.bootstrap, "kills", IDEMPOTENT_PARTITIONS))
-        print(f"\nkills: {IDEMPOTENT_KILLS} + 1 clean restart; {outcome.summary()}; "
-              + ", ".join(f"{w.name} sent {w.sent} acked {len(w.acked)}" for w in writers))  # fmt: skip
+        print(
+            f"\nkills: {IDEMPOTENT_KILLS} + 1 clean restart; {outcome.summary()}; "
+            + ", ".join(f"{w.name} sent {w.sent} acked {len(w.acked)}" for w in writers)
+        )
         assert_each_acknowledged_record_once(writers, outcome)
         assert list((tmp_path / "data" / "kills-0").glob("*.snapshot")), "segments rolled: snapshots were taken"
     finally:

@@ -16,7 +16,6 @@ itself at record CRASH_AT; a second process in the same group then finishes the 
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -60,8 +59,22 @@ class Run:
     """One consumer process; its stdout events are collected."""
 
     def __init__(self, broker: BrokerProcess, lib: str, mode: str, topic: str, out: Path, *extra: str) -> None:
-        command = [sys.executable, "-m", "tests.server.clients.semantics_consumer", lib, mode, broker.bootstrap,
-                   topic, f"group-{topic}", str(out), "--end", str(RECORDS), "--chunk", str(CHUNK), *extra]  # fmt: skip
+        command = [
+            sys.executable,
+            "-m",
+            "tests.server.clients.semantics_consumer",
+            lib,
+            mode,
+            broker.bootstrap,
+            topic,
+            f"group-{topic}",
+            str(out),
+            "--end",
+            str(RECORDS),
+            "--chunk",
+            str(CHUNK),
+            *extra,
+        ]
         self.process = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd=ROOT)
         self.events: list[dict[str, object]] = []
         threading.Thread(target=self._read, daemon=True).start()
@@ -119,7 +132,9 @@ def processed(out: Path) -> list[int]:
     return [int(line.split(" ")[0]) for line in lines]
 
 
-def crash_and_resume(broker: BrokerProcess, lib: str, mode: str, topic: str, out: Path, *extra: str) -> tuple[int, list[int]]:
+def crash_and_resume(
+    broker: BrokerProcess, lib: str, mode: str, topic: str, out: Path, *extra: str
+) -> tuple[int, list[int]]:
     """Runs a consumer that kills itself at CRASH_AT, then one that finishes; returns the offset
     committed at the time of the kill and the offsets processed by both, in order."""
     produce(broker, topic)
@@ -142,9 +157,13 @@ def test_at_most_once_skips_and_never_duplicates(group_broker: BrokerProcess, tm
     assert offsets == sorted(offsets)
 
 
-@pytest.mark.parametrize(("lib", "mode"), [("confluent", "at-least-once"), ("kafka-python", "at-least-once"),
-                                           ("confluent", "at-least-once-auto")])  # fmt: skip
-def test_at_least_once_redelivers_and_never_loses(group_broker: BrokerProcess, tmp_path: Path, lib: str, mode: str) -> None:
+@pytest.mark.parametrize(
+    ("lib", "mode"),
+    [("confluent", "at-least-once"), ("kafka-python", "at-least-once"), ("confluent", "at-least-once-auto")],
+)
+def test_at_least_once_redelivers_and_never_loses(
+    group_broker: BrokerProcess, tmp_path: Path, lib: str, mode: str
+) -> None:
     extra = ("--work-ms", "10") if mode == "at-least-once-auto" else ()  # give auto-commit (every 50 ms) time to run
     at_kill, offsets = crash_and_resume(group_broker, lib, mode, f"alo-{lib}-{mode}", tmp_path / "out", *extra)
     if mode == "at-least-once":

@@ -1,5 +1,5 @@
-"""Idempotent producers of every client (Java when its jars are present) through a proxy that drops Produce responses, resets
-connections and delays answers: every acknowledged record is stored exactly once, in order."""
+"""Idempotent producers of every client (Java when its jars are present) through a proxy that drops Produce
+responses, resets connections and delays answers: every acknowledged record is stored exactly once, in order."""
 
 from __future__ import annotations
 
@@ -32,15 +32,21 @@ SEED = 20261127
 @pytest.fixture
 def proxied(tmp_path: Path) -> Iterator[tuple[BrokerProcess, FaultProxy]]:
     proxy_port = free_port()
-    broker = BrokerProcess(tmp_path / "data", free_port(), {"advertised.listeners": f"PLAINTEXT://127.0.0.1:{proxy_port}"}).start()
-    faults = Faults(drop_produce_response=0.03, reset_before_request=0.005, delay_produce_response=0.1, delay_max_s=0.05)
+    broker = BrokerProcess(
+        tmp_path / "data", free_port(), {"advertised.listeners": f"PLAINTEXT://127.0.0.1:{proxy_port}"}
+    ).start()
+    faults = Faults(
+        drop_produce_response=0.03, reset_before_request=0.005, delay_produce_response=0.1, delay_max_s=0.05
+    )
     proxy = FaultProxy(proxy_port, broker.port, SEED, faults).start()
     yield broker, proxy
     proxy.stop()
     broker.stop()
 
 
-def test_every_acknowledged_record_once_and_in_order_through_faults(proxied: tuple[BrokerProcess, FaultProxy], tmp_path: Path) -> None:
+def test_every_acknowledged_record_once_and_in_order_through_faults(
+    proxied: tuple[BrokerProcess, FaultProxy], tmp_path: Path
+) -> None:
     broker, proxy = proxied
     bootstrap = f"127.0.0.1:{proxy.listen_port}"
     admin = AdminClient({"bootstrap.servers": bootstrap})
@@ -52,13 +58,20 @@ def test_every_acknowledged_record_once_and_in_order_through_faults(proxied: tup
         AiokafkaWriter("aiokafka", bootstrap, "faults", PARTITIONS).start(),
     ]
     if kafka_available():
-        writers.append(JavaWriter("java", bootstrap, "faults", PARTITIONS, libs=KAFKA_LIBS, workdir=tmp_path, max_messages=100_000).start())
+        writers.append(
+            JavaWriter(
+                "java", bootstrap, "faults", PARTITIONS, libs=KAFKA_LIBS, workdir=tmp_path, max_messages=100_000
+            ).start()
+        )
     time.sleep(RUN_S)
     for writer in writers:
         writer.finish()
     proxy.enabled = False
     outcome = check(writers, read_all(bootstrap, "faults", PARTITIONS))
-    print(f"\nfaults: {proxy.counters}; {outcome.summary()}; " + ", ".join(f"{w.name} sent {w.sent} acked {len(w.acked)}" for w in writers))
+    print(
+        f"\nfaults: {proxy.counters}; {outcome.summary()}; "
+        + ", ".join(f"{w.name} sent {w.sent} acked {len(w.acked)}" for w in writers)
+    )
     assert proxy.counters.responses_dropped > 5 and proxy.counters.resets_before_request > 0, proxy.counters
     assert_each_acknowledged_record_once(writers, outcome)
     assert outcome.stored == outcome.acked, "nothing stored that was not acknowledged"

@@ -114,24 +114,54 @@ class Member:
 
 
 def python_member(lib: str, broker: BrokerProcess, topic: str, group: str, log_path: Path, *extra: str) -> Member:
-    command = [sys.executable, "-m", "tests.server.clients.member", lib, broker.bootstrap, topic, group,
-               "--session-ms", str(SESSION_MS), *extra]  # fmt: skip
+    command = [
+        sys.executable,
+        "-m",
+        "tests.server.clients.member",
+        lib,
+        broker.bootstrap,
+        topic,
+        group,
+        "--session-ms",
+        str(SESSION_MS),
+        *extra,
+    ]
     return Member(command, log_path)
 
 
-def java_member(broker: BrokerProcess, topic: str, group: str, log_path: Path, *extra: str, session_ms: int = SESSION_MS) -> Member:
+def java_member(
+    broker: BrokerProcess, topic: str, group: str, log_path: Path, *extra: str, session_ms: int = SESSION_MS
+) -> Member:
     config = log_path.with_suffix(".properties")
     # metadata.recovery.strategy=none: when its only broker is down, Java 4.x "rebootstraps" (its
     # metadata cache starts over empty); a leader then sees the subscribed topic vanish and asks
     # for a rebalance once the broker is back. Client behaviour, kept out of the restart test.
     config.write_text("heartbeat.interval.ms=300\nmax.poll.interval.ms=20000\nmetadata.recovery.strategy=none\n")
     log4j = log_path.with_suffix(".log4j2.properties")  # the consumer's group events go to its log file
-    log4j.write_text("rootLogger.level=WARN\nrootLogger.appenderRef.err.ref=ERR\nappender.err.type=Console\n"
-                     "appender.err.name=ERR\nappender.err.target=SYSTEM_ERR\nappender.err.layout.type=PatternLayout\n"
-                     "appender.err.layout.pattern=%d %p %c{1} %m%n\nlogger.group.name=org.apache.kafka.clients.consumer.internals\n"
-                     "logger.group.level=INFO\n")  # fmt: skip
-    command = ["java", f"-Dlog4j2.configurationFile={log4j}", "-cp", f"{LIBS}/*", "org.apache.kafka.tools.VerifiableConsumer", "--bootstrap-server", broker.bootstrap,
-               "--topic", topic, "--group-id", group, "--session-timeout", str(session_ms), "--command-config", str(config), *extra]  # fmt: skip
+    log4j.write_text(
+        "rootLogger.level=WARN\nrootLogger.appenderRef.err.ref=ERR\nappender.err.type=Console\n"
+        "appender.err.name=ERR\nappender.err.target=SYSTEM_ERR\nappender.err.layout.type=PatternLayout\n"
+        "appender.err.layout.pattern=%d %p %c{1} %m%n\nlogger.group.name=org.apache.kafka.clients.consumer.internals\n"
+        "logger.group.level=INFO\n"
+    )
+    command = [
+        "java",
+        f"-Dlog4j2.configurationFile={log4j}",
+        "-cp",
+        f"{LIBS}/*",
+        "org.apache.kafka.tools.VerifiableConsumer",
+        "--bootstrap-server",
+        broker.bootstrap,
+        "--topic",
+        topic,
+        "--group-id",
+        group,
+        "--session-timeout",
+        str(session_ms),
+        "--command-config",
+        str(config),
+        *extra,
+    ]
     return Member(command, log_path)
 
 
@@ -147,7 +177,9 @@ def check_split(broker: BrokerProcess, group: str, members: list[Member], timeou
 
     def broker_agrees() -> bool:
         state, owned = describe(broker, group)
-        return state == "STABLE" and sorted(map(sorted, owned.values())) == sorted(sorted(m.assignment or ()) for m in members)
+        return state == "STABLE" and sorted(map(sorted, owned.values())) == sorted(
+            sorted(m.assignment or ()) for m in members
+        )
 
     wait_until(broker_agrees, TIMEOUT_S, 0.2)
 
@@ -162,7 +194,9 @@ LIBRARIES = ["confluent", "kafka-python", "aiokafka", pytest.param("java", marks
 
 
 @pytest.mark.parametrize("lib", LIBRARIES)
-def test_members_split_partitions_and_take_over_on_leave_and_crash(group_broker: BrokerProcess, tmp_path: Path, lib: str) -> None:
+def test_members_split_partitions_and_take_over_on_leave_and_crash(
+    group_broker: BrokerProcess, tmp_path: Path, lib: str
+) -> None:
     topic, group = f"split-{lib}", f"group-{lib}"
     create_topic(group_broker, topic)
 
@@ -248,19 +282,21 @@ def test_cooperative_sticky_moves_only_what_it_must(group_broker: BrokerProcess,
         members.append(c)
         check_split(group_broker, group, members)
         assert sorted(len(m.assignment or ()) for m in members) == [2, 2, 2]
-        for member, mark, held in zip(members[:2], marks, before):
+        for member, mark, held in zip(members[:2], marks, before, strict=True):
             assert (member.assignment or set()) <= held  # sticky: nothing new, only one partition given up
             assert revoked_since(member, mark) == held - (member.assignment or set())
-        assert c.assignment == set().union(*(revoked_since(m, k) for m, k in zip(members[:2], marks)))
+        assert c.assignment == set().union(*(revoked_since(m, k) for m, k in zip(members[:2], marks, strict=True)))
 
         marks = [len(m.events) for m in (b, c)]
         before = [set(m.assignment or ()) for m in (b, c)]
         assert a.close() == 0
         check_split(group_broker, group, [b, c])
-        for member, mark, held in zip((b, c), marks, before):
+        for member, mark, held in zip((b, c), marks, before, strict=True):
             assert held <= (member.assignment or set()) and revoked_since(member, mark) == set()
         admin = AdminClient({"bootstrap.servers": group_broker.bootstrap})
-        assert admin.describe_consumer_groups([group])[group].result(TIMEOUT_S).partition_assignor == "cooperative-sticky"
+        assert (
+            admin.describe_consumer_groups([group])[group].result(TIMEOUT_S).partition_assignor == "cooperative-sticky"
+        )
     finally:
         for member in members:
             member.kill()
@@ -272,11 +308,15 @@ def rebalance_events(member: Member) -> int:
 
 
 def generations(broker: BrokerProcess, group: str) -> list[str]:
-    return [line for line in broker.lines if f"group {group} generation " in line or f"group {group} rebalancing" in line]
+    return [
+        line for line in broker.lines if f"group {group} generation " in line or f"group {group} rebalancing" in line
+    ]
 
 
-@pytest.mark.parametrize(("lib", "restarted_role"), [("confluent", "follower"), ("confluent", "leader"),
-                                                     pytest.param("java", "leader", marks=needs_java)])  # fmt: skip
+@pytest.mark.parametrize(
+    ("lib", "restarted_role"),
+    [("confluent", "follower"), ("confluent", "leader"), pytest.param("java", "leader", marks=needs_java)],
+)
 def test_static_member_restarted_in_its_session_keeps_its_partitions(
     group_broker: BrokerProcess, tmp_path: Path, lib: str, restarted_role: str
 ) -> None:
@@ -290,8 +330,12 @@ def test_static_member_restarted_in_its_session_keeps_its_partitions(
     def start(name: str) -> Member:
         log = tmp_path / f"{name}-{time.monotonic()}.log"
         if lib == "java":
-            return java_member(group_broker, topic, group, log, "--group-instance-id", f"static-{name}", session_ms=session_ms)
-        return python_member(lib, group_broker, topic, group, log, "--instance-id", f"static-{name}", "--session-ms", str(session_ms))
+            return java_member(
+                group_broker, topic, group, log, "--group-instance-id", f"static-{name}", session_ms=session_ms
+            )
+        return python_member(
+            lib, group_broker, topic, group, log, "--instance-id", f"static-{name}", "--session-ms", str(session_ms)
+        )
 
     # a joins alone first, so it is the leader, and stays it while b and c join.
     a = start("a")
@@ -308,7 +352,9 @@ def test_static_member_restarted_in_its_session_keeps_its_partitions(
         marks = [rebalance_events(m) for m in others]
 
         if lib == "java":  # the Java leader logs its assignments: a really is the leader
-            assert ("Finished assignment for group" in Path(victim.log.name).read_text()) == (restarted_role == "leader")
+            assert ("Finished assignment for group" in Path(victim.log.name).read_text()) == (
+                restarted_role == "leader"
+            )
         victim.kill()
         restarted = start(name)
         members.append(restarted)
@@ -330,8 +376,14 @@ def test_static_member_restarted_in_its_session_keeps_its_partitions(
 
 
 def group_config(broker: BrokerProcess, group: str) -> dict[str, object]:
-    return {"bootstrap.servers": broker.bootstrap, "group.id": group, "enable.auto.commit": False,
-            "auto.offset.reset": "earliest", "session.timeout.ms": SESSION_MS, "heartbeat.interval.ms": 300}  # fmt: skip
+    return {
+        "bootstrap.servers": broker.bootstrap,
+        "group.id": group,
+        "enable.auto.commit": False,
+        "auto.offset.reset": "earliest",
+        "session.timeout.ms": SESSION_MS,
+        "heartbeat.interval.ms": 300,
+    }
 
 
 def committed(broker: BrokerProcess, group: str, topic: str, partitions: int = PARTITIONS) -> dict[int, int]:
@@ -409,7 +461,9 @@ def read_until(poll: object, targets: dict[int, int]) -> dict[int, tuple[int, by
     return first
 
 
-def confluent_stage(broker: BrokerProcess, topic: str, group: str, commit: dict[int, int]) -> dict[int, tuple[int, bytes]]:
+def confluent_stage(
+    broker: BrokerProcess, topic: str, group: str, commit: dict[int, int]
+) -> dict[int, tuple[int, bytes]]:
     consumer = Consumer(group_config(broker, group))
     consumer.subscribe([topic])
 
@@ -424,13 +478,22 @@ def confluent_stage(broker: BrokerProcess, topic: str, group: str, commit: dict[
     return first
 
 
-def kafka_python_stage(broker: BrokerProcess, topic: str, group: str, commit: dict[int, int]) -> dict[int, tuple[int, bytes]]:
+def kafka_python_stage(
+    broker: BrokerProcess, topic: str, group: str, commit: dict[int, int]
+) -> dict[int, tuple[int, bytes]]:
     from kafka import KafkaConsumer
     from kafka import TopicPartition as KTopicPartition
     from kafka.structs import OffsetAndMetadata
 
-    consumer = KafkaConsumer(topic, bootstrap_servers=broker.bootstrap, group_id=group, enable_auto_commit=False,
-                             auto_offset_reset="earliest", session_timeout_ms=SESSION_MS, heartbeat_interval_ms=300)  # fmt: skip
+    consumer = KafkaConsumer(
+        topic,
+        bootstrap_servers=broker.bootstrap,
+        group_id=group,
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+        session_timeout_ms=SESSION_MS,
+        heartbeat_interval_ms=300,
+    )
 
     def poll() -> list[tuple[int, int, bytes]]:
         batches = consumer.poll(timeout_ms=200)
@@ -442,13 +505,22 @@ def kafka_python_stage(broker: BrokerProcess, topic: str, group: str, commit: di
     return first
 
 
-def aiokafka_stage(broker: BrokerProcess, topic: str, group: str, commit: dict[int, int]) -> dict[int, tuple[int, bytes]]:
+def aiokafka_stage(
+    broker: BrokerProcess, topic: str, group: str, commit: dict[int, int]
+) -> dict[int, tuple[int, bytes]]:
     from aiokafka import AIOKafkaConsumer
     from aiokafka import TopicPartition as ATopicPartition
 
     async def run() -> dict[int, tuple[int, bytes]]:
-        consumer = AIOKafkaConsumer(topic, bootstrap_servers=broker.bootstrap, group_id=group, enable_auto_commit=False,
-                                    auto_offset_reset="earliest", session_timeout_ms=SESSION_MS, heartbeat_interval_ms=300)  # fmt: skip
+        consumer = AIOKafkaConsumer(
+            topic,
+            bootstrap_servers=broker.bootstrap,
+            group_id=group,
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            session_timeout_ms=SESSION_MS,
+            heartbeat_interval_ms=300,
+        )
         await consumer.start()
         first: dict[int, tuple[int, bytes]] = {}
         last: dict[int, int] = {}
@@ -487,9 +559,23 @@ def test_other_libraries_resume_exactly_at_committed_positions(group_broker: Bro
         position = commit
     if HAVE_JAVA:  # the Java consumer (ConsoleConsumer --group) reads the rest, from the commit on
         remaining = sum(per_partition - o for o in position.values())
-        out = run_java("consumer.ConsoleConsumer", "--bootstrap-server", group_broker.bootstrap, "--topic", topic,
-                       "--group", group, "--max-messages", str(remaining), "--timeout-ms", "20000",
-                       "--formatter-property", "print.partition=true", "--formatter-property", "print.offset=true")  # fmt: skip
+        out = run_java(
+            "consumer.ConsoleConsumer",
+            "--bootstrap-server",
+            group_broker.bootstrap,
+            "--topic",
+            topic,
+            "--group",
+            group,
+            "--max-messages",
+            str(remaining),
+            "--timeout-ms",
+            "20000",
+            "--formatter-property",
+            "print.partition=true",
+            "--formatter-property",
+            "print.offset=true",
+        )
         read: dict[int, list[int]] = {}
         for line in out.splitlines():
             fields = dict(field.split(":", 1) for field in line.split("\t")[:2])
@@ -508,8 +594,15 @@ def run_java(tool: str, *args: str) -> str:
 
 
 def consumer_groups(broker: BrokerProcess, *args: str, check: bool = True) -> str:
-    command = ["java", "-cp", f"{LIBS}/*", "org.apache.kafka.tools.consumer.group.ConsumerGroupCommand",
-               "--bootstrap-server", broker.bootstrap, *args]  # fmt: skip
+    command = [
+        "java",
+        "-cp",
+        f"{LIBS}/*",
+        "org.apache.kafka.tools.consumer.group.ConsumerGroupCommand",
+        "--bootstrap-server",
+        broker.bootstrap,
+        *args,
+    ]
     result = subprocess.run(command, capture_output=True, text=True, timeout=90)
     if check:
         assert result.returncode == 0, result.stdout + result.stderr
@@ -525,7 +618,7 @@ def table(out: str) -> list[dict[str, str]]:
         if fields[:1] == ["GROUP"]:
             header = fields
         elif header is not None and len(fields) >= len(header) - 3 and fields[0] != "Consumer":
-            rows.append(dict(zip(header, fields)))
+            rows.append(dict(zip(header, fields, strict=False)))
     return rows
 
 
@@ -536,8 +629,10 @@ def test_kafka_consumer_groups_tool(group_broker: BrokerProcess, tmp_path: Path)
     produce(group_broker, topic, 10, 3)
     consumer = Consumer(group_config(group_broker, group))
     consumer.assign([TopicPartition(topic, p, 0) for p in range(3)])
-    consumer.commit(offsets=[TopicPartition(topic, 0, 4), TopicPartition(topic, 1, 7), TopicPartition(topic, 2, 10)],
-                    asynchronous=False)  # fmt: skip
+    consumer.commit(
+        offsets=[TopicPartition(topic, 0, 4), TopicPartition(topic, 1, 7), TopicPartition(topic, 2, 10)],
+        asynchronous=False,
+    )
     consumer.close()
 
     assert group in consumer_groups(group_broker, "--list").split()
@@ -554,21 +649,41 @@ def test_kafka_consumer_groups_tool(group_broker: BrokerProcess, tmp_path: Path)
         assert {r["CONSUMER-ID"] for r in rows} == {member_id} and len(rows) == 3
         (state,) = table(consumer_groups(group_broker, "--describe", "--group", group, "--state"))
         assert (state["STATE"], state["#MEMBERS"], state["ASSIGNMENT-STRATEGY"]) == ("Stable", "1", "range"), state
-        refused = consumer_groups(group_broker, "--reset-offsets", "--group", group, "--topic", topic, "--to-earliest",
-                                  "--execute", check=False)  # fmt: skip
-        assert f"Assignments can only be reset if the group '{group}' is inactive, but the current state is Stable" in refused, refused
+        refused = consumer_groups(
+            group_broker,
+            "--reset-offsets",
+            "--group",
+            group,
+            "--topic",
+            topic,
+            "--to-earliest",
+            "--execute",
+            check=False,
+        )
+        assert (
+            f"Assignments can only be reset if the group '{group}' is inactive, but the current state is Stable"
+            in refused
+        ), refused
         assert committed(group_broker, group, topic, 3) == {0: 4, 1: 7, 2: 10}
     finally:
         assert member.close() == 0
 
-    out = consumer_groups(group_broker, "--reset-offsets", "--group", group, "--topic", topic, "--to-earliest", "--execute")
+    out = consumer_groups(
+        group_broker, "--reset-offsets", "--group", group, "--topic", topic, "--to-earliest", "--execute"
+    )
     assert {(r["PARTITION"], r["NEW-OFFSET"]) for r in table(out)} == {("0", "0"), ("1", "0"), ("2", "0")}
     assert committed(group_broker, group, topic, 3) == {0: 0, 1: 0, 2: 0}
 
-    out = consumer_groups(group_broker, "--reset-offsets", "--group", group, "--topic", topic, "--to-offset", "6", "--execute")
+    out = consumer_groups(
+        group_broker, "--reset-offsets", "--group", group, "--topic", topic, "--to-offset", "6", "--execute"
+    )
     assert {(r["PARTITION"], r["NEW-OFFSET"]) for r in table(out)} == {("0", "6"), ("1", "6"), ("2", "6")}
     rows = table(consumer_groups(group_broker, "--describe", "--group", group))
-    assert {(r["PARTITION"], r["CURRENT-OFFSET"], r["LAG"]) for r in rows} == {("0", "6", "4"), ("1", "6", "4"), ("2", "6", "4")}
+    assert {(r["PARTITION"], r["CURRENT-OFFSET"], r["LAG"]) for r in rows} == {
+        ("0", "6", "4"),
+        ("1", "6", "4"),
+        ("2", "6", "4"),
+    }
     first = confluent_stage(group_broker, topic, group, {0: 8, 1: 8, 2: 8})
     assert first == expected_first({0: 6, 1: 6, 2: 6})
 

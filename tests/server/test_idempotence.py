@@ -7,6 +7,7 @@ import datetime
 from pathlib import Path
 from typing import Any
 
+import kio.index
 import pytest
 from kio.schema.describe_producers.v0.request import DescribeProducersRequest, TopicRequest
 from kio.schema.errors import ErrorCode
@@ -17,8 +18,6 @@ from tests.server.conftest import BrokerProcess, free_port, wait_until
 from tests.server.test_bad_input import create_topic, produce
 from tests.server.wire_client import WireClient
 from tidelog.protocol.records import build_batch
-
-import kio.index
 
 INT32_MAX = 2**31 - 1
 LATEST = -1
@@ -32,15 +31,22 @@ def init_producer_id(client: WireClient, version: int = 4, transactional_id: str
     return client.request(22, version, cls(**fields))
 
 
-def batch(producer_id: int, epoch: int, sequence: int, count: int = 3, tag: int = 0, transactional: bool = False) -> bytes:
+def batch(
+    producer_id: int, epoch: int, sequence: int, count: int = 3, tag: int = 0, transactional: bool = False
+) -> bytes:
     base = now_ms()
     records = [(base + i, f"k{tag}-{i}".encode(), f"v{tag}-{i}".encode(), []) for i in range(count)]
-    return build_batch(records, producer_id=producer_id, producer_epoch=epoch, base_sequence=sequence, transactional=transactional)
+    return build_batch(
+        records, producer_id=producer_id, producer_epoch=epoch, base_sequence=sequence, transactional=transactional
+    )
 
 
 def log_end_offset(client: WireClient, topic: str) -> int:
-    request = ListOffsetsRequest(replica_id=-1, isolation_level=0, topics=(
-        ListOffsetsTopic(name=topic, partitions=(ListOffsetsPartition(partition_index=0, timestamp=LATEST),)),))  # fmt: skip
+    request = ListOffsetsRequest(
+        replica_id=-1,
+        isolation_level=0,
+        topics=(ListOffsetsTopic(name=topic, partitions=(ListOffsetsPartition(partition_index=0, timestamp=LATEST),)),),
+    )
     return int(client.request(2, 7, request).topics[0].partitions[0].offset)
 
 
@@ -72,7 +78,11 @@ def test_init_producer_id_hands_out_new_ids_with_epoch_zero(broker: BrokerProces
 def test_a_transactional_id_is_refused_for_now(broker: BrokerProcess) -> None:
     client = WireClient(broker.port)
     answer = init_producer_id(client, 4, transactional_id="txn")
-    assert (answer.error_code, answer.producer_id, answer.producer_epoch) == (ErrorCode.transactional_id_authorization_failed, -1, -1)
+    assert (answer.error_code, answer.producer_id, answer.producer_epoch) == (
+        ErrorCode.transactional_id_authorization_failed,
+        -1,
+        -1,
+    )
     assert init_producer_id(client, 4, transactional_id="").error_code == ErrorCode.invalid_request
     client.close()
 
@@ -174,7 +184,9 @@ def test_describe_producers_shows_epoch_last_sequence_and_timestamp(client: Wire
     assert [(s.producer_id, s.producer_epoch, s.last_sequence) for s in states] == [(first, 0, 4), (second, 1, 1)]
     assert all(before <= s.last_timestamp <= now_ms() + 10 for s in states)
     assert all((s.coordinator_epoch, s.current_txn_start_offset) == (-1, -1) for s in states)
-    unknown = client.request(61, 0, DescribeProducersRequest(topics=(TopicRequest(name="nope", partition_indexes=(0,)),)))
+    unknown = client.request(
+        61, 0, DescribeProducersRequest(topics=(TopicRequest(name="nope", partition_indexes=(0,)),))
+    )
     assert unknown.topics[0].partitions[0].error_code == ErrorCode.unknown_topic_or_partition
 
 

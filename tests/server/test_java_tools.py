@@ -1,8 +1,8 @@
 """Apache Kafka's own Java tools (kafka-clients 4.x) against a real broker: kafka-topics,
 console producer with every codec, console consumer, and kafka-get-offsets.
 
-The Java producer is idempotent by default (InitProducerId, then sequenced batches). Group consumers need the group coordinator
-(the consumer-group issue), so the console consumer reads an assigned partition.
+The Java producer is idempotent by default (InitProducerId, then sequenced batches). Group consumers need the group
+coordinator (the consumer-group issue), so the console consumer reads an assigned partition.
 """
 
 from __future__ import annotations
@@ -34,7 +34,17 @@ def java(tool: str, *args: str, stdin: str | None = None) -> str:
 
 def test_kafka_topics_describes_what_it_created(broker: BrokerProcess) -> None:
     server = ["--bootstrap-server", broker.bootstrap]
-    java("TopicCommand", *server, "--create", "--topic", "java-topics", "--partitions", "3", "--config", "retention.ms=60000")
+    java(
+        "TopicCommand",
+        *server,
+        "--create",
+        "--topic",
+        "java-topics",
+        "--partitions",
+        "3",
+        "--config",
+        "retention.ms=60000",
+    )
     described = java("TopicCommand", *server, "--describe", "--topic", "java-topics")
     assert "PartitionCount: 3" in described and "retention.ms=60000" in described
     assert described.count("Leader: 1\tReplicas: 1\tIsr: 1") == 3
@@ -50,12 +60,37 @@ def test_console_producer_and_consumer(broker: BrokerProcess, codec: str) -> Non
     topic = f"java-{codec}"
     java("TopicCommand", *server, "--create", "--topic", topic, "--partitions", "1")
     lines = "".join(f"key-{i}:{codec}-value-{i}\n" for i in range(RECORDS))
-    java("ConsoleProducer", *server, "--topic", topic,
-         "--command-property", f"compression.type={codec}",
-         "--reader-property", "parse.key=true", "--reader-property", "key.separator=:", stdin=lines)  # fmt: skip
-    out = java("consumer.ConsoleConsumer", *server, "--topic", topic, "--partition", "0", "--offset", "earliest",
-               "--max-messages", str(RECORDS), "--timeout-ms", "20000",
-               "--formatter-property", "print.offset=true", "--formatter-property", "print.key=true")  # fmt: skip
+    java(
+        "ConsoleProducer",
+        *server,
+        "--topic",
+        topic,
+        "--command-property",
+        f"compression.type={codec}",
+        "--reader-property",
+        "parse.key=true",
+        "--reader-property",
+        "key.separator=:",
+        stdin=lines,
+    )
+    out = java(
+        "consumer.ConsoleConsumer",
+        *server,
+        "--topic",
+        topic,
+        "--partition",
+        "0",
+        "--offset",
+        "earliest",
+        "--max-messages",
+        str(RECORDS),
+        "--timeout-ms",
+        "20000",
+        "--formatter-property",
+        "print.offset=true",
+        "--formatter-property",
+        "print.key=true",
+    )
     assert out.splitlines() == [f"Offset:{i}\tkey-{i}\t{codec}-value-{i}" for i in range(RECORDS)]
     assert java("GetOffsetShell", *server, "--topic", topic).split() == [f"{topic}:0:{RECORDS}"]
 

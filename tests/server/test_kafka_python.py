@@ -21,14 +21,25 @@ def test_every_codec_round_trips_byte_exact(broker: BrokerProcess, acks: object)
         topic = f"kp-{codec}"
         sent = records_for(codec)
         # With acks=all the producer is idempotent (kafka-python's default): InitProducerId first.
-        producer = KafkaProducer(bootstrap_servers=broker.bootstrap, acks=acks, linger_ms=5, enable_idempotence=acks == "all",
-                                 compression_type=None if codec == "none" else codec)  # fmt: skip
-        futures = [producer.send(topic, value=r.value, key=r.key, headers=list(r.headers), timestamp_ms=r.timestamp_ms, partition=0)
-                   for r in sent]  # fmt: skip
+        producer = KafkaProducer(
+            bootstrap_servers=broker.bootstrap,
+            acks=acks,
+            linger_ms=5,
+            enable_idempotence=acks == "all",
+            compression_type=None if codec == "none" else codec,
+        )
+        futures = [
+            producer.send(
+                topic, value=r.value, key=r.key, headers=list(r.headers), timestamp_ms=r.timestamp_ms, partition=0
+            )
+            for r in sent
+        ]
         producer.flush()
         assert [f.get(timeout=15).offset for f in futures] == list(range(len(sent)))
         producer.close()
-        consumer = KafkaConsumer(bootstrap_servers=broker.bootstrap, enable_auto_commit=False, consumer_timeout_ms=TIMEOUT_MS)
+        consumer = KafkaConsumer(
+            bootstrap_servers=broker.bootstrap, enable_auto_commit=False, consumer_timeout_ms=TIMEOUT_MS
+        )
         consumer.assign([TopicPartition(topic, 0)])
         consumer.seek_to_beginning()
         got = []
@@ -38,7 +49,7 @@ def test_every_codec_round_trips_byte_exact(broker: BrokerProcess, acks: object)
                 break
         consumer.close()
         assert [m.offset for m in got] == list(range(len(sent)))
-        for record, message in zip(sent, got):
+        for record, message in zip(sent, got, strict=True):
             assert (message.key, message.value, message.timestamp) == (record.key, record.value, record.timestamp_ms)
             assert tuple(message.headers) == record.headers
     admin.close()

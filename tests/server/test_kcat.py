@@ -16,7 +16,9 @@ RECORDS = 100
 
 
 def kcat(broker: BrokerProcess, *args: str, stdin: str | None = None) -> str:
-    result = subprocess.run(["kcat", "-b", broker.bootstrap, *args], input=stdin, capture_output=True, text=True, timeout=TIMEOUT_S)
+    result = subprocess.run(
+        ["kcat", "-b", broker.bootstrap, *args], input=stdin, capture_output=True, text=True, timeout=TIMEOUT_S
+    )
     assert result.returncode == 0, result.stderr
     return result.stdout
 
@@ -50,7 +52,17 @@ def test_balanced_consumer_group_commits_and_resumes(tmp_path: object) -> None:
     broker = BrokerProcess(Path(str(tmp_path)) / "data", free_port(), {"group.initial.rebalance.delay.ms": "0"}).start()
     try:
         kcat(broker, "-P", "-t", "kcat-group", "-p", "0", stdin="".join(f"first-{i}\n" for i in range(RECORDS)))
-        group_args = ("-C", "-G", "kcat-readers", "-X", "auto.offset.reset=earliest", "-e", "-f", "%o %s\n", "kcat-group")
+        group_args = (
+            "-C",
+            "-G",
+            "kcat-readers",
+            "-X",
+            "auto.offset.reset=earliest",
+            "-e",
+            "-f",
+            "%o %s\n",
+            "kcat-group",
+        )
         first = kcat(broker, *group_args)
         assert first.splitlines() == [f"{i} first-{i}" for i in range(RECORDS)]
         kcat(broker, "-P", "-t", "kcat-group", "-p", "0", stdin="".join(f"second-{i}\n" for i in range(10)))

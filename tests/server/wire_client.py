@@ -13,7 +13,9 @@ import kio.serial
 TIMEOUT_S = 10
 
 
-def encode_request(api_key: int, version: int, body: Any, correlation_id: int = 1, client_id: str = "wire-test") -> bytes:
+def encode_request(
+    api_key: int, version: int, body: Any, correlation_id: int = 1, client_id: str = "wire-test"
+) -> bytes:
     cls = kio.index.load_request_schema(api_key, version)
     out = io.BytesIO()
     kio.serial.entity_writer(cls)(out, body)

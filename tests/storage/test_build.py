@@ -16,8 +16,11 @@ BUILD_TIMEOUT_S = 600
 def test_maturin_builds_the_binding_crate_alone(tmp_path: Path) -> None:
     result = subprocess.run(
         [sys.executable, "-m", "maturin", "build", "--release", "--out", str(tmp_path)],
-        cwd=BINDING, capture_output=True, text=True, timeout=BUILD_TIMEOUT_S,
-    )  # fmt: skip
+        cwd=BINDING,
+        capture_output=True,
+        text=True,
+        timeout=BUILD_TIMEOUT_S,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     (wheel,) = tmp_path.glob("*.whl")
     names = zipfile.ZipFile(wheel).namelist()

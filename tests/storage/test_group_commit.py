@@ -68,8 +68,10 @@ def test_acknowledged_appends_survive_sigkill(tmp_path: Path) -> None:
     for _ in range(3):
         process = subprocess.Popen(
             [sys.executable, "-c", PRODUCER, str(tmp_path)],
-            stdout=subprocess.PIPE, text=True, cwd=Path(__file__).parents[2],
-        )  # fmt: skip
+            stdout=subprocess.PIPE,
+            text=True,
+            cwd=Path(__file__).parents[2],
+        )
         assert process.stdout is not None
         for _ in range(200):
             acked.append(int(process.stdout.readline()))

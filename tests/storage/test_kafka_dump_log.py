@@ -30,8 +30,10 @@ def dump(directory: Path) -> tuple[str, str]:
     files = sorted(str(p) for p in directory.iterdir() if p.suffix in (".log", ".index", ".timeindex"))
     result = subprocess.run(
         ["java", "-cp", f"{LIBS}/*", DUMPER, "--deep-iteration", "--files", ",".join(files)],
-        capture_output=True, text=True, timeout=120,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert result.returncode == 0, result.stderr
     return result.stdout, result.stderr
 
@@ -75,7 +77,10 @@ def fill(directory: Path) -> tuple[int, PartitionLog]:
     base = now_ms() - 1_000_000
     for i in range(300):
         timestamp = base + i * 1000 + rng.randint(-3000, 3000)
-        log.append(make_batch(count=rng.randint(1, 12), value_bytes=rng.randint(10, 900), timestamp_ms=timestamp, tag=i), now_ms())
+        log.append(
+            make_batch(count=rng.randint(1, 12), value_bytes=rng.randint(10, 900), timestamp_ms=timestamp, tag=i),
+            now_ms(),
+        )
     count = sum(len(iter_batches(p.read_bytes())) for p in directory.glob("*.log"))
     assert log.segment_count > 3
     return count, log

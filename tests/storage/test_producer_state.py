@@ -48,7 +48,9 @@ def plain_batch(tag: int) -> bytes:
 class ModelProducer:
     epoch: int
     next_sequence: int
-    batches: deque[tuple[int, int, int, int, bytes]] = field(default_factory=lambda: deque(maxlen=limits.PRODUCER_BATCHES_KEPT))
+    batches: deque[tuple[int, int, int, int, bytes]] = field(
+        default_factory=lambda: deque(maxlen=limits.PRODUCER_BATCHES_KEPT)
+    )
 
 
 @dataclass(frozen=True)
@@ -122,10 +124,21 @@ def test_snapshots_round_trip_and_every_damage_is_detected() -> None:
     state = ProducerStateManager(Path("unused"))
     for pid in range(3):
         for n in range(7):
-            state.record(pid, 2, n * 10, n * 10 + 9, last_offset=100 * pid + n, offset_delta=9, timestamp=n, log_append_time=n % 2 == 0)
+            state.record(
+                pid,
+                2,
+                n * 10,
+                n * 10 + 9,
+                last_offset=100 * pid + n,
+                offset_delta=9,
+                timestamp=n,
+                log_append_time=n % 2 == 0,
+            )
     data = state.snapshot_bytes()
     loaded = ProducerStateManager.parse_snapshot(data)
-    assert {pid: list(e.batches) for pid, e in loaded.items()} == {pid: list(e.batches) for pid, e in state.producers.items()}
+    assert {pid: list(e.batches) for pid, e in loaded.items()} == {
+        pid: list(e.batches) for pid, e in state.producers.items()
+    }
     assert all(len(e.batches) == limits.PRODUCER_BATCHES_KEPT for e in loaded.values()), "all five batches are kept"
     rng = random.Random(7)
     for _ in range(200):
@@ -185,7 +198,15 @@ def test_crash_recovery_rebuilds_the_state_of_the_surviving_log(tmp_path: Path, 
         answer, _ = partition.produce(records, False)
         assert not answer.duplicate
         last_sequence = last_sequence_of(producer.next_sequence, count - 1)
-        a = Appended(pid, producer.epoch, producer.next_sequence, last_sequence, answer.first_offset, answer.first_offset + count - 1, records)
+        a = Appended(
+            pid,
+            producer.epoch,
+            producer.next_sequence,
+            last_sequence,
+            answer.first_offset,
+            answer.first_offset + count - 1,
+            records,
+        )
         appended.append(a)
         producer.batches.append((a.first_sequence, a.last_sequence, a.first_offset, a.last_offset, records))
         producer.next_sequence = 0 if last_sequence == INT32_MAX else last_sequence + 1
@@ -216,7 +237,7 @@ def test_crash_recovery_rebuilds_the_state_of_the_surviving_log(tmp_path: Path, 
     model = model_of(survivors)
     assert_state_matches(partition, model)
     for pid, producer in model.items():  # every cached batch, retried, gets its original offset
-        for first, last, first_offset, _, records in producer.batches:
+        for _, _, first_offset, _, records in producer.batches:
             answer, _ = partition.produce(records, False)
             assert answer.duplicate and answer.first_offset == first_offset
         assert partition.log_end_offset == end

@@ -82,9 +82,13 @@ async def serve(config: BrokerConfig) -> None:
         host, port = await listener.start()
         log.info(
             "ready: listening on %s:%d, data in %s, %d topic(s), %d partition(s), started in %.0f ms",
-            host, port, config.log_dirs, len(broker.logs.topics), len(broker.logs.partitions),
+            host,
+            port,
+            config.log_dirs,
+            len(broker.logs.topics),
+            len(broker.logs.partitions),
             (time.monotonic() - started) * 1000,
-        )  # fmt: skip
+        )
         await housekeeping(broker, stop)
         log.info("stopping: draining %d connection(s)", len(listener.connections))
         await listener.stop()
@@ -114,7 +118,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     serve_parser.add_argument("--data-dir", help="where the logs live (log.dirs; default tidelog-data)")
     serve_parser.add_argument("--listen", metavar="HOST:PORT", help="listener address (default 127.0.0.1:9092)")
     serve_parser.add_argument("--config", metavar="FILE", help="a server.properties file")
-    serve_parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="one setting, Kafka's key names")
+    serve_parser.add_argument(
+        "--set", action="append", default=[], metavar="KEY=VALUE", help="one setting, Kafka's key names"
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:

@@ -91,9 +91,15 @@ class Member:
 
     def stored(self, protocol: str | None) -> StoredMember:
         return StoredMember(
-            self.member_id, self.group_instance_id, self.client_id, self.client_host,
-            self.rebalance_timeout_ms, self.session_timeout_ms, self.metadata_for(protocol), self.assignment,
-        )  # fmt: skip
+            self.member_id,
+            self.group_instance_id,
+            self.client_id,
+            self.client_host,
+            self.rebalance_timeout_ms,
+            self.session_timeout_ms,
+            self.metadata_for(protocol),
+            self.assignment,
+        )
 
 
 class ClassicGroup:
@@ -227,10 +233,16 @@ class ClassicGroup:
         self.static_members.clear()
         for stored_member in stored.members:
             member = Member(
-                stored_member.member_id, stored_member.group_instance_id, stored_member.client_id,
-                stored_member.client_host, stored_member.rebalance_timeout_ms, stored_member.session_timeout_ms,
-                stored.protocol_type, [(stored.protocol or "", stored_member.subscription)], stored_member.assignment,
-            )  # fmt: skip
+                stored_member.member_id,
+                stored_member.group_instance_id,
+                stored_member.client_id,
+                stored_member.client_host,
+                stored_member.rebalance_timeout_ms,
+                stored_member.session_timeout_ms,
+                stored.protocol_type,
+                [(stored.protocol or "", stored_member.subscription)],
+                stored_member.assignment,
+            )
             self.members[member.member_id] = member
             if member.group_instance_id is not None:
                 self.static_members[member.group_instance_id] = member.member_id

@@ -111,8 +111,13 @@ class GroupCoordinator:
             await shard.load()
             await asyncio.sleep(0)  # requests waiting on the loop go first
             if shard.records_loaded:
-                log.info("loaded __consumer_offsets-%d: %d record(s), %d group(s) in %.0f ms", shard.index,
-                         shard.records_loaded, len(shard.groups), (loop.time() - shard_started) * 1000)  # fmt: skip
+                log.info(
+                    "loaded __consumer_offsets-%d: %d record(s), %d group(s) in %.0f ms",
+                    shard.index,
+                    shard.records_loaded,
+                    len(shard.groups),
+                    (loop.time() - shard_started) * 1000,
+                )
         total = sum(s.records_loaded for s in self.shards)
         log.info("group coordinator loaded: %d record(s) in %.0f ms", total, (loop.time() - started) * 1000)
 
@@ -125,7 +130,9 @@ class GroupCoordinator:
         """Creates `__consumer_offsets` on first use, as Kafka does; nothing to replay then."""
         if self.shards:
             return
-        self.shards = [Shard(i, shard_log, self._schedule_loaded_group) for i, shard_log in enumerate(self._open_offsets_topic())]
+        self.shards = [
+            Shard(i, shard_log, self._schedule_loaded_group) for i, shard_log in enumerate(self._open_offsets_topic())
+        ]
         for shard in self.shards:
             shard.loading = False
 
@@ -229,7 +236,9 @@ class GroupCoordinator:
         self._refresh_session(group, member)
         return self._join_result(group, member_id)
 
-    async def _rejoin_static_member(self, shard: Shard, group: ClassicGroup, old_id: str, request: JoinRequest) -> JoinResult:
+    async def _rejoin_static_member(
+        self, shard: Shard, group: ClassicGroup, old_id: str, request: JoinRequest
+    ) -> JoinResult:
         """A static member back with a new member id: the old id is fenced, its place kept."""
         new_id = f"{request.group_instance_id}-{uuid.uuid4()}"
         old = group.members[old_id]
@@ -262,15 +271,23 @@ class GroupCoordinator:
 
     async def _add_member_and_rebalance(self, group: ClassicGroup, member_id: str, request: JoinRequest) -> JoinResult:
         member = Member(
-            member_id, request.group_instance_id, request.client_id, request.client_host, request.rebalance_timeout_ms,
-            request.session_timeout_ms, request.protocol_type, request.protocols,
-        )  # fmt: skip
+            member_id,
+            request.group_instance_id,
+            request.client_id,
+            request.client_host,
+            request.rebalance_timeout_ms,
+            request.session_timeout_ms,
+            request.protocol_type,
+            request.protocols,
+        )
         group.add(member)
         if group.is_(GroupState.PREPARING_REBALANCE) and group.initial_delay_deadline is not None:
             self._stretch_initial_delay(group)
         return await self._rebalance_and_wait(group, member, f"member {member_id} joined")
 
-    async def _update_and_rebalance(self, group: ClassicGroup, member: Member, request: JoinRequest, reason: str) -> JoinResult:
+    async def _update_and_rebalance(
+        self, group: ClassicGroup, member: Member, request: JoinRequest, reason: str
+    ) -> JoinResult:
         self._update_member(member, request)
         return await self._rebalance_and_wait(group, member, reason)
 
@@ -306,9 +323,17 @@ class GroupCoordinator:
     def _join_result(self, group: ClassicGroup, member_id: str) -> JoinResult:
         members = []
         if group.leader == member_id:
-            members = [(m.member_id, m.group_instance_id, m.metadata_for(group.protocol)) for m in group.members.values()]
+            members = [
+                (m.member_id, m.group_instance_id, m.metadata_for(group.protocol)) for m in group.members.values()
+            ]
         return JoinResult(
-            ErrorCode.none, member_id, group.generation, group.protocol_type, group.protocol, group.leader or "", members
+            ErrorCode.none,
+            member_id,
+            group.generation,
+            group.protocol_type,
+            group.protocol,
+            group.leader or "",
+            members,
         )
 
     # ---- rebalance ---------------------------------------------------------------------------
@@ -358,11 +383,19 @@ class GroupCoordinator:
         if group.is_empty:
             group.protocol = None
             group.move_to(GroupState.EMPTY, now_ms())
-            self._spawn(self._write_quietly(self.shard_for(group.group_id), [group_record(group)], f"group {group.group_id}"))
+            self._spawn(
+                self._write_quietly(self.shard_for(group.group_id), [group_record(group)], f"group {group.group_id}")
+            )
             return
         group.protocol = group.choose_protocol()
         group.move_to(GroupState.COMPLETING_REBALANCE, now_ms())
-        log.info("group %s generation %d: %d member(s), protocol %s", group.group_id, group.generation, len(group.members), group.protocol)
+        log.info(
+            "group %s generation %d: %d member(s), protocol %s",
+            group.group_id,
+            group.generation,
+            len(group.members),
+            group.protocol,
+        )
         for member in group.members.values():
             assert member.join_waiter is not None
             member.join_waiter.set_result(self._join_result(group, member.member_id))
@@ -372,9 +405,15 @@ class GroupCoordinator:
     # ---- SyncGroup ---------------------------------------------------------------------------
 
     async def sync(
-        self, group_id: str, generation: int, member_id: str, instance_id: str | None,
-        protocol_type: str | None, protocol_name: str | None, assignments: dict[str, bytes],
-    ) -> SyncResult:  # fmt: skip
+        self,
+        group_id: str,
+        generation: int,
+        member_id: str,
+        instance_id: str | None,
+        protocol_type: str | None,
+        protocol_name: str | None,
+        assignments: dict[str, bytes],
+    ) -> SyncResult:
         if not group_id:
             return SyncResult(ErrorCode.invalid_group_id)
         group = self.shard_for(group_id).groups.get(group_id)
@@ -419,7 +458,9 @@ class GroupCoordinator:
         group.move_to(GroupState.STABLE, now_ms())
         for member in group.members.values():
             if member.sync_waiter is not None and not member.sync_waiter.done():
-                member.sync_waiter.set_result(SyncResult(ErrorCode.none, group.protocol_type, group.protocol, member.assignment))
+                member.sync_waiter.set_result(
+                    SyncResult(ErrorCode.none, group.protocol_type, group.protocol, member.assignment)
+                )
             member.sync_waiter = None
 
     def _fail_syncs(self, group: ClassicGroup, error: ErrorCode) -> None:
@@ -545,7 +586,10 @@ class GroupCoordinator:
             return None  # a commit from outside group management (assign(), admin tools)
         if group.is_(GroupState.COMPLETING_REBALANCE):
             return ErrorCode.rebalance_in_progress
-        if request.group_instance_id is not None and group.member_for_instance(request.group_instance_id) != request.member_id:
+        if (
+            request.group_instance_id is not None
+            and group.member_for_instance(request.group_instance_id) != request.member_id
+        ):
             return ErrorCode.fenced_instance_id
         if request.member_id not in group.members:
             return ErrorCode.unknown_member_id
@@ -553,7 +597,9 @@ class GroupCoordinator:
             return ErrorCode.illegal_generation
         return None
 
-    async def commit(self, request: CommitRequest, valid_partition: Callable[[str, int], bool]) -> dict[tuple[str, int], ErrorCode]:
+    async def commit(
+        self, request: CommitRequest, valid_partition: Callable[[str, int], bool]
+    ) -> dict[tuple[str, int], ErrorCode]:
         shard = self.shard_for(request.group_id)
         group = shard.groups.get(request.group_id)
         refused = self.commit_refusal(group, request)
@@ -572,7 +618,9 @@ class GroupCoordinator:
             errors[(topic, partition)] = error
             if error == ErrorCode.none:
                 value = OffsetAndMetadata(offset, leader_epoch, metadata or "", timestamp, expire)
-                writes.append((records.offset_key(OffsetKey(request.group_id, topic, partition)), records.offset_value(value)))
+                writes.append(
+                    (records.offset_key(OffsetKey(request.group_id, topic, partition)), records.offset_value(value))
+                )
         if writes:
             try:
                 await shard.write(writes)
@@ -581,14 +629,18 @@ class GroupCoordinator:
                 return {tp: (ErrorCode.not_coordinator if e == ErrorCode.none else e) for tp, e in errors.items()}
         return errors
 
-    def _offset_refusal(self, topic: str, partition: int, metadata: str | None, valid_partition: Callable[[str, int], bool]) -> ErrorCode:
+    def _offset_refusal(
+        self, topic: str, partition: int, metadata: str | None, valid_partition: Callable[[str, int], bool]
+    ) -> ErrorCode:
         if metadata is not None and len(metadata.encode()) > self.config.offset_metadata_max_bytes:
             return ErrorCode.offset_metadata_too_large
         if not valid_partition(topic, partition):
             return ErrorCode.unknown_topic_or_partition
         return ErrorCode.none
 
-    def fetch_offsets(self, group_id: str, partitions: Sequence[tuple[str, int]] | None) -> dict[tuple[str, int], CommittedOffset]:
+    def fetch_offsets(
+        self, group_id: str, partitions: Sequence[tuple[str, int]] | None
+    ) -> dict[tuple[str, int], CommittedOffset]:
         """Committed offsets of a group: the ones asked for (-1 where none), or all of them."""
         group = self.shard_for(group_id).groups.get(group_id)
         committed = {} if group is None else group.offsets
@@ -597,7 +649,11 @@ class GroupCoordinator:
         answer = {}
         for tp in partitions:
             stored = committed.get(tp)
-            answer[tp] = UNKNOWN_OFFSET if stored is None else CommittedOffset(stored.offset, stored.leader_epoch, stored.metadata)
+            answer[tp] = (
+                UNKNOWN_OFFSET
+                if stored is None
+                else CommittedOffset(stored.offset, stored.leader_epoch, stored.metadata)
+            )
         return answer
 
     # ---- admin -------------------------------------------------------------------------------
@@ -607,7 +663,9 @@ class GroupCoordinator:
 
     def list_groups(self) -> list[ClassicGroup]:
         self.ensure_offsets_topic()
-        return [g for shard in self.shards if not shard.loading for g in shard.groups.values() if not g.is_(GroupState.DEAD)]
+        return [
+            g for shard in self.shards if not shard.loading for g in shard.groups.values() if not g.is_(GroupState.DEAD)
+        ]
 
     async def delete_group(self, group_id: str) -> ErrorCode:
         if not group_id:
@@ -630,7 +688,9 @@ class GroupCoordinator:
             return ErrorCode.not_coordinator
         return ErrorCode.none
 
-    async def delete_offsets(self, group_id: str, partitions: Sequence[tuple[str, int]]) -> tuple[ErrorCode, dict[tuple[str, int], ErrorCode]]:
+    async def delete_offsets(
+        self, group_id: str, partitions: Sequence[tuple[str, int]]
+    ) -> tuple[ErrorCode, dict[tuple[str, int], ErrorCode]]:
         """OffsetDelete: drops committed offsets the group no longer consumes."""
         shard = self.shard_for(group_id)
         group = shard.groups.get(group_id)
@@ -642,8 +702,12 @@ class GroupCoordinator:
             if topics is None:
                 return ErrorCode.non_empty_group, {}
             subscribed = topics
-        errors = {tp: (ErrorCode.group_subscribed_to_topic if tp[0] in subscribed else ErrorCode.none) for tp in partitions}
-        tombstones = offset_tombstones(group_id, [tp for tp, error in errors.items() if error == ErrorCode.none and tp in group.offsets])
+        errors = {
+            tp: (ErrorCode.group_subscribed_to_topic if tp[0] in subscribed else ErrorCode.none) for tp in partitions
+        }
+        tombstones = offset_tombstones(
+            group_id, [tp for tp, error in errors.items() if error == ErrorCode.none and tp in group.offsets]
+        )
         if tombstones:
             try:
                 await shard.write(tombstones)
@@ -727,4 +791,3 @@ class GroupCoordinator:
         if expired:
             log.info("group %s: %d offset(s) expired", group.group_id, len(expired))
         return len(expired)
-

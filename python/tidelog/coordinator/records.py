@@ -286,7 +286,18 @@ def parse_group_value(data: bytes | memoryview) -> StoredGroup:
         subscription = reader.bytes_()
         assignment = reader.bytes_()
         reader.skip_tagged_fields()
-        members.append(StoredMember(member_id, instance_id, client_id, client_host, rebalance_timeout, session_timeout, subscription, assignment))
+        members.append(
+            StoredMember(
+                member_id,
+                instance_id,
+                client_id,
+                client_host,
+                rebalance_timeout,
+                session_timeout,
+                subscription,
+                assignment,
+            )
+        )
     reader.skip_tagged_fields()
     return StoredGroup(protocol_type, generation, protocol, leader, state_timestamp, tuple(members))
 

@@ -23,7 +23,9 @@ class PartitionResult:
     record_errors: list[tuple[int, str | None]] = field(default_factory=list)
 
 
-def encode_produce_response(version: int, topics: list[tuple[str, list[PartitionResult]]], throttle_time_ms: int = 0) -> bytes:
+def encode_produce_response(
+    version: int, topics: list[tuple[str, list[PartitionResult]]], throttle_time_ms: int = 0
+) -> bytes:
     flexible = version >= VERSION_FLEXIBLE
     out = Encoder(flexible)
     out.array_length(len(topics))

@@ -99,9 +99,20 @@ def build_batch(
     body = encode_records(records, base_timestamp)
     attributes = TRANSACTIONAL_FLAG if transactional else 0
     header = BATCH_HEADER.pack(
-        base_offset, 49 + len(body), -1, MAGIC_V2, 0, attributes, len(records) - 1,
-        base_timestamp, max(r[0] for r in records), producer_id, producer_epoch, base_sequence, len(records),
-    )  # fmt: skip
+        base_offset,
+        49 + len(body),
+        -1,
+        MAGIC_V2,
+        0,
+        attributes,
+        len(records) - 1,
+        base_timestamp,
+        max(r[0] for r in records),
+        producer_id,
+        producer_epoch,
+        base_sequence,
+        len(records),
+    )
     crc = crc32c.crc32c(header[CRC_START:] + body)
     return header[:17] + struct.pack(">I", crc) + header[CRC_START:] + body
 

@@ -78,8 +78,12 @@ class Broker:
 
     @classmethod
     def open(cls, config: BrokerConfig) -> Broker:
-        logs = LogManager.open(config.log_dirs, config.topic_defaults, durable_acks=config.tidelog_flush_before_ack,
-                               producer_id_expiration_ms=config.producer_id_expiration_ms)  # fmt: skip
+        logs = LogManager.open(
+            config.log_dirs,
+            config.topic_defaults,
+            durable_acks=config.tidelog_flush_before_ack,
+            producer_id_expiration_ms=config.producer_id_expiration_ms,
+        )
         return cls(config, logs)
 
     def start(self) -> None:
@@ -122,7 +126,9 @@ class Broker:
                 return meta
         return None
 
-    def create_topic(self, name: str, partitions: int, configs: dict[str, str] | None = None, internal: bool = False) -> TopicMetadata:
+    def create_topic(
+        self, name: str, partitions: int, configs: dict[str, str] | None = None, internal: bool = False
+    ) -> TopicMetadata:
         if name in INTERNAL_TOPICS and not internal:
             raise TopicError(f"{name} is an internal topic; the broker creates it")
         meta = self.logs.create_topic(name, partitions, configs)

@@ -74,7 +74,8 @@ class Connection(asyncio.Protocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]  # uvloop's transports are not asyncio subclasses
-        self.peer = "%s:%s" % (transport.get_extra_info("peername") or ("?", "?"))[:2]
+        host, port = (transport.get_extra_info("peername") or ("?", "?"))[:2]
+        self.peer = f"{host}:{port}"
         self.client_host = "/" + self.peer.rsplit(":", 1)[0]
         sock = transport.get_extra_info("socket")
         if sock is not None:
@@ -258,7 +259,9 @@ class Connection(asyncio.Protocol):
             self.sending = False
         self._pump()
 
-    async def _send_file_part(self, loop: asyncio.AbstractEventLoop, transport: asyncio.Transport, part: Sendable) -> None:
+    async def _send_file_part(
+        self, loop: asyncio.AbstractEventLoop, transport: asyncio.Transport, part: Sendable
+    ) -> None:
         """sendfile where the loop and transport can; a copy where they cannot (uvloop, TLS)."""
         if self.sendfile_supported:
             try:

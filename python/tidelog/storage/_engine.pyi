@@ -1,7 +1,6 @@
 # Stub of the native module built from rust/python (crate tidelog-py). Checked against the
 # compiled module by tests/storage/test_stub.py (mypy.stubtest).
 from os import PathLike
-
 from typing import final
 
 from typing_extensions import Buffer

@@ -78,8 +78,14 @@ def write_atomically(path: Path, text: str) -> None:
 class LogManager:
     """Maps topic-partitions to open logs in one data directory. Use from one thread."""
 
-    def __init__(self, data_dir: Path, default_config: TopicConfig, lock: IO[bytes], durable_acks: bool = True,
-                 producer_id_expiration_ms: int = DEFAULT_PRODUCER_ID_EXPIRATION_MS) -> None:  # fmt: skip
+    def __init__(
+        self,
+        data_dir: Path,
+        default_config: TopicConfig,
+        lock: IO[bytes],
+        durable_acks: bool = True,
+        producer_id_expiration_ms: int = DEFAULT_PRODUCER_ID_EXPIRATION_MS,
+    ) -> None:
         self.data_dir = data_dir
         self.durable_acks = durable_acks
         self.producer_id_expiration_ms = producer_id_expiration_ms
@@ -92,7 +98,10 @@ class LogManager:
 
     @classmethod
     def open(
-        cls, data_dir: str | os.PathLike[str], default_config: TopicConfig | None = None, durable_acks: bool = True,
+        cls,
+        data_dir: str | os.PathLike[str],
+        default_config: TopicConfig | None = None,
+        durable_acks: bool = True,
         producer_id_expiration_ms: int = DEFAULT_PRODUCER_ID_EXPIRATION_MS,
     ) -> LogManager:
         """Takes the directory's lock, loads topics and opens (recovering if needed) every log."""
@@ -112,10 +121,12 @@ class LogManager:
         topics_file = self.data_dir / TOPICS_FILE
         if topics_file.exists():
             for name, entry in json.loads(topics_file.read_text()).items():
-                self.topics[name] = TopicMetadata(name, uuid.UUID(entry["topic_id"]), entry["partitions"], entry["configs"])
+                self.topics[name] = TopicMetadata(
+                    name, uuid.UUID(entry["topic_id"]), entry["partitions"], entry["configs"]
+                )
         wanted = [tp for meta in self.topics.values() for tp in self._partitions_of(meta)]
         with ThreadPoolExecutor(limits.RECOVERY_THREADS, thread_name_prefix="tidelog-recovery") as pool:
-            for topic_partition, opened in zip(wanted, pool.map(self._open_log, wanted)):
+            for topic_partition, opened in zip(wanted, pool.map(self._open_log, wanted), strict=True):
                 self._adopt(topic_partition, *opened)
 
     @staticmethod
@@ -132,17 +143,28 @@ class LogManager:
         producer_state = ProducerStateManager.load(partition_log, now_ms(), self.producer_id_expiration_ms)
         return partition_log, report, producer_state
 
-    def _adopt(self, topic_partition: TopicPartition, partition_log: PartitionLog, report: RecoveryReport,
-               producer_state: ProducerStateManager) -> None:  # fmt: skip
+    def _adopt(
+        self,
+        topic_partition: TopicPartition,
+        partition_log: PartitionLog,
+        report: RecoveryReport,
+        producer_state: ProducerStateManager,
+    ) -> None:
         self.recovery_reports[topic_partition] = report
         if report.segments_scanned or report.bytes_truncated or report.segments_deleted:
             log.warning(
                 "recovered %s after an unclean stop: scanned %d segment(s), truncated %d byte(s), "
                 "deleted %d segment(s), log end offset %d, in %d ms",
-                topic_partition.directory_name(), report.segments_scanned, report.bytes_truncated,
-                report.segments_deleted, report.log_end_offset, report.duration_ms,
-            )  # fmt: skip
-        self.partitions[topic_partition] = Partition(topic_partition, partition_log, self.executor, self.durable_acks, producer_state)
+                topic_partition.directory_name(),
+                report.segments_scanned,
+                report.bytes_truncated,
+                report.segments_deleted,
+                report.log_end_offset,
+                report.duration_ms,
+            )
+        self.partitions[topic_partition] = Partition(
+            topic_partition, partition_log, self.executor, self.durable_acks, producer_state
+        )
 
     def _save_topics(self) -> None:
         text = json.dumps({name: meta.to_json() for name, meta in sorted(self.topics.items())}, indent=1)

@@ -175,13 +175,21 @@ class Partition:
     without, it is the log end offset, as on a single Kafka broker.
     """
 
-    def __init__(self, topic_partition: TopicPartition, log: PartitionLog, executor: Executor, durable_acks: bool = True,
-                 producer_state: ProducerStateManager | None = None) -> None:  # fmt: skip
+    def __init__(
+        self,
+        topic_partition: TopicPartition,
+        log: PartitionLog,
+        executor: Executor,
+        durable_acks: bool = True,
+        producer_state: ProducerStateManager | None = None,
+    ) -> None:
         self.topic_partition = topic_partition
         self.log = log
         self.durable_acks = durable_acks
         self.executor = executor
-        self.producer_state = producer_state if producer_state is not None else ProducerStateManager(Path(log.directory))
+        self.producer_state = (
+            producer_state if producer_state is not None else ProducerStateManager(Path(log.directory))
+        )
         self.group_commit = GroupCommit(log, executor, self._high_watermark_moved)
         self._watchers: set[asyncio.Future[None]] = set()
 
@@ -209,7 +217,9 @@ class Partition:
         await self.group_commit.wait_durable(info.last_offset)
         return info
 
-    def produce(self, records: bytes | bytearray | memoryview, wait_durable: bool) -> tuple[Appended, asyncio.Future[None] | None]:
+    def produce(
+        self, records: bytes | bytearray | memoryview, wait_durable: bool
+    ) -> tuple[Appended, asyncio.Future[None] | None]:
         """The broker's append, with the idempotent-producer rules (`producer_state`). Schedules the
         group commit that moves the high watermark and, when `wait_durable` (acks=all) and acks
         are durable, returns a future to await first. A retried batch appends nothing and
@@ -244,8 +254,12 @@ class Partition:
         self.log.batch_headers(records, now_ms())
         raise error
 
-    def _append(self, records: bytes | bytearray | memoryview, wait_durable: bool,
-                producer: tuple[int, int, int, int, int, int] | None) -> tuple[Appended, asyncio.Future[None] | None]:  # fmt: skip
+    def _append(
+        self,
+        records: bytes | bytearray | memoryview,
+        wait_durable: bool,
+        producer: tuple[int, int, int, int, int, int] | None,
+    ) -> tuple[Appended, asyncio.Future[None] | None]:
         info = self.log.append(records, now_ms(), from_client=True)
         if info.rolled:  # Kafka snapshots at each roll; the state is still that before this batch
             self._snapshot_in_background(info.first_offset)
@@ -253,8 +267,16 @@ class Partition:
             producer_id, epoch, first_sequence, last_sequence, offset_delta, max_timestamp = producer
             log_append_time = info.log_append_time_ms >= 0
             timestamp = info.log_append_time_ms if log_append_time else max_timestamp
-            self.producer_state.record(producer_id, epoch, first_sequence, last_sequence, info.last_offset, offset_delta,
-                                       timestamp, log_append_time)  # fmt: skip
+            self.producer_state.record(
+                producer_id,
+                epoch,
+                first_sequence,
+                last_sequence,
+                info.last_offset,
+                offset_delta,
+                timestamp,
+                log_append_time,
+            )
         answer = Appended(info.first_offset, info.log_append_time_ms, info.log_start_offset)
         if not self.durable_acks:
             self._high_watermark_moved(info.last_offset + 1)
@@ -264,7 +286,9 @@ class Partition:
         self.group_commit.request_flush()
         return answer, None
 
-    def _answer_duplicate(self, original: BatchMetadata, wait_durable: bool) -> tuple[Appended, asyncio.Future[None] | None]:
+    def _answer_duplicate(
+        self, original: BatchMetadata, wait_durable: bool
+    ) -> tuple[Appended, asyncio.Future[None] | None]:
         append_time = original.timestamp if original.log_append_time else -1
         answer = Appended(original.first_offset, append_time, self.log.log_start_offset, duplicate=True)
         if self.durable_acks and wait_durable:  # the original may still wait for its group commit
@@ -287,7 +311,9 @@ class Partition:
         """A snapshot at the log end offset, written now (clean shutdown)."""
         self.producer_state.take_snapshot(self.log.log_end_offset)
 
-    def read(self, offset: int, max_bytes: int, upper_bound: int | None = None, min_one_batch: bool = True) -> FileSlice | None:
+    def read(
+        self, offset: int, max_bytes: int, upper_bound: int | None = None, min_one_batch: bool = True
+    ) -> FileSlice | None:
         bound = self.high_watermark if upper_bound is None else upper_bound
         return self.log.read(offset, max_bytes, bound, min_one_batch)
 

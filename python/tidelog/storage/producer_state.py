@@ -174,7 +174,8 @@ class ProducerStateManager:
                     return cached
             if first_sequence != next_sequence(entry.last_sequence):
                 raise OutOfOrderSequenceError(
-                    f"producer {producer_id} epoch {epoch}: sequence {first_sequence} does not follow {entry.last_sequence}"
+                    f"producer {producer_id} epoch {epoch}: "
+                    f"sequence {first_sequence} does not follow {entry.last_sequence}"
                 )
             return None
         if epoch < entry.epoch:
@@ -185,8 +186,17 @@ class ProducerStateManager:
             )
         return None
 
-    def record(self, producer_id: int, epoch: int, first_sequence: int, last_sequence: int, last_offset: int,
-               offset_delta: int, timestamp: int, log_append_time: bool) -> None:  # fmt: skip
+    def record(
+        self,
+        producer_id: int,
+        epoch: int,
+        first_sequence: int,
+        last_sequence: int,
+        last_offset: int,
+        offset_delta: int,
+        timestamp: int,
+        log_append_time: bool,
+    ) -> None:
         """Records an appended batch (after `check` passed, or while replaying the log)."""
         entry = self.producers.get(producer_id)
         if entry is None:
@@ -194,7 +204,9 @@ class ProducerStateManager:
         elif entry.epoch != epoch:  # a new epoch starts a new sequence: older batches cannot be retried
             entry.epoch = epoch
             entry.batches.clear()
-        entry.batches.append(BatchMetadata(first_sequence, last_sequence, last_offset, offset_delta, timestamp, log_append_time))
+        entry.batches.append(
+            BatchMetadata(first_sequence, last_sequence, last_offset, offset_delta, timestamp, log_append_time)
+        )
         entry.last_timestamp = timestamp
 
     def expire(self, now_ms: int, expiration_ms: int) -> int:
@@ -210,11 +222,22 @@ class ProducerStateManager:
     def snapshot_bytes(self) -> bytes:
         parts = []
         for entry in self.producers.values():
-            parts.append(SNAPSHOT_PRODUCER.pack(entry.producer_id, entry.epoch, entry.last_timestamp, entry.coordinator_epoch,
-                                                entry.current_txn_first_offset, len(entry.batches)))  # fmt: skip
+            parts.append(
+                SNAPSHOT_PRODUCER.pack(
+                    entry.producer_id,
+                    entry.epoch,
+                    entry.last_timestamp,
+                    entry.coordinator_epoch,
+                    entry.current_txn_first_offset,
+                    len(entry.batches),
+                )
+            )
             for b in entry.batches:
-                parts.append(SNAPSHOT_BATCH.pack(b.first_sequence, b.last_sequence, b.last_offset, b.offset_delta,
-                                                 b.timestamp, b.log_append_time))  # fmt: skip
+                parts.append(
+                    SNAPSHOT_BATCH.pack(
+                        b.first_sequence, b.last_sequence, b.last_offset, b.offset_delta, b.timestamp, b.log_append_time
+                    )
+                )
         body = struct.pack(">i", len(self.producers)) + b"".join(parts)
         return struct.pack(">hI", SNAPSHOT_VERSION, crc32c.crc32c(body)) + body
 
@@ -229,12 +252,19 @@ class ProducerStateManager:
             producers = {}
             at = SNAPSHOT_HEADER.size
             for _ in range(count):
-                pid, epoch, last_timestamp, coordinator_epoch, txn_first, batch_count = SNAPSHOT_PRODUCER.unpack_from(data, at)
+                pid, epoch, last_timestamp, coordinator_epoch, txn_first, batch_count = SNAPSHOT_PRODUCER.unpack_from(
+                    data, at
+                )
                 at += SNAPSHOT_PRODUCER.size
                 if not 0 < batch_count <= limits.PRODUCER_BATCHES_KEPT or pid < 0 or pid in producers:
                     raise SnapshotError(f"bad entry for producer {pid}")
-                entry = ProducerEntry(pid, epoch, last_timestamp=last_timestamp, coordinator_epoch=coordinator_epoch,
-                                      current_txn_first_offset=txn_first)  # fmt: skip
+                entry = ProducerEntry(
+                    pid,
+                    epoch,
+                    last_timestamp=last_timestamp,
+                    coordinator_epoch=coordinator_epoch,
+                    current_txn_first_offset=txn_first,
+                )
                 for _ in range(batch_count):
                     first, last, last_offset, delta, timestamp, append_time = SNAPSHOT_BATCH.unpack_from(data, at)
                     at += SNAPSHOT_BATCH.size
@@ -300,8 +330,14 @@ class ProducerStateManager:
         replayed = manager.replay(partition_log, replay_from)
         expired = manager.expire(now_ms, expiration_ms)
         if replayed or expired:
-            log.info("producer state of %s: %d producer(s) after replaying %d batch(es) from offset %d, %d expired",
-                     directory.name, len(manager.producers), replayed, replay_from, expired)  # fmt: skip
+            log.info(
+                "producer state of %s: %d producer(s) after replaying %d batch(es) from offset %d, %d expired",
+                directory.name,
+                len(manager.producers),
+                replayed,
+                replay_from,
+                expired,
+            )
         return manager
 
     def replay(self, partition_log: PartitionLog, from_offset: int) -> int:
@@ -316,7 +352,15 @@ class ProducerStateManager:
                 if h.is_control:
                     continue
                 last_sequence = last_sequence_of(h.base_sequence, h.last_offset_delta)
-                self.record(h.producer_id, h.producer_epoch, h.base_sequence, last_sequence, h.base_offset + h.last_offset_delta,
-                            h.last_offset_delta, h.max_timestamp, h.is_log_append_time)  # fmt: skip
+                self.record(
+                    h.producer_id,
+                    h.producer_epoch,
+                    h.base_sequence,
+                    last_sequence,
+                    h.base_offset + h.last_offset_delta,
+                    h.last_offset_delta,
+                    h.max_timestamp,
+                    h.is_log_append_time,
+                )
                 replayed += 1
         return replayed

@@ -17,10 +17,25 @@ create_exception!(_engine, CorruptRecordError, StorageError, "Malformed batch by
 create_exception!(_engine, InvalidRecordError, StorageError, "A batch breaking a rule (Kafka INVALID_RECORD).");
 create_exception!(_engine, UnsupportedMagicError, StorageError, "A batch in a format other than magic v2.");
 create_exception!(_engine, InvalidTimestampError, StorageError, "Timestamp out of bounds (Kafka INVALID_TIMESTAMP).");
-create_exception!(_engine, RecordTooLargeError, StorageError, "Batch above max.message.bytes (Kafka MESSAGE_TOO_LARGE).");
-create_exception!(_engine, RecordListTooLargeError, StorageError, "Append above segment.bytes (Kafka RECORD_LIST_TOO_LARGE).");
+create_exception!(
+    _engine,
+    RecordTooLargeError,
+    StorageError,
+    "Batch above max.message.bytes (Kafka MESSAGE_TOO_LARGE)."
+);
+create_exception!(
+    _engine,
+    RecordListTooLargeError,
+    StorageError,
+    "Append above segment.bytes (Kafka RECORD_LIST_TOO_LARGE)."
+);
 create_exception!(_engine, OffsetOutOfRangeError, StorageError, "Offset outside the log (Kafka OFFSET_OUT_OF_RANGE).");
-create_exception!(_engine, CorruptLogError, StorageError, "Recovery found damaged flushed data (Kafka KAFKA_STORAGE_ERROR).");
+create_exception!(
+    _engine,
+    CorruptLogError,
+    StorageError,
+    "Recovery found damaged flushed data (Kafka KAFKA_STORAGE_ERROR)."
+);
 create_exception!(_engine, LogClosedError, StorageError, "The log was closed.");
 create_exception!(_engine, StorageIOError, StorageError, "A failed disk operation (Kafka KAFKA_STORAGE_ERROR).");
 create_exception!(_engine, InvalidConfigError, StorageError, "A log config value out of range.");
@@ -212,7 +227,9 @@ impl PyFileSlice {
     /// A copy of the bytes (for TLS and in-process readers).
     fn read<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyBytes>> {
         // Straight into the new bytes object: one copy, no zeroed scratch buffer.
-        PyBytes::new_with(py, self.inner.size as usize, |target| self.inner.read_into(target).map_err(|e| to_py(e.into())))
+        PyBytes::new_with(py, self.inner.size as usize, |target| {
+            self.inner.read_into(target).map_err(|e| to_py(e.into()))
+        })
     }
     /// Copies the bytes into a writable buffer of exactly `size` bytes.
     fn read_into(&self, buffer: PyBuffer<u8>) -> PyResult<()> {
@@ -292,14 +309,21 @@ impl PyPartitionLog {
     /// Checks every batch in `records` (framing, CRC, contents, timestamps) and returns their
     /// headers; writes nothing.
     fn batch_headers(&self, records: PyBuffer<u8>, now_ms: i64) -> PyResult<Vec<PyBatchHeader>> {
-        let batches = with_bytes(&records, |bytes| self.inner.lock().validate_batches(bytes, now_ms, false))?.map_err(to_py)?;
+        let batches =
+            with_bytes(&records, |bytes| self.inner.lock().validate_batches(bytes, now_ms, false))?.map_err(to_py)?;
         Ok(batches.iter().map(|(position, h)| PyBatchHeader::new(*position, h)).collect())
     }
 
     /// Validates and appends whole batches, assigning offsets; all or nothing. With
     /// `from_client`, control batches are refused (only coordinators write them).
     #[pyo3(signature = (records, now_ms, leader_epoch = -1, from_client = false))]
-    fn append(&self, records: PyBuffer<u8>, now_ms: i64, leader_epoch: i32, from_client: bool) -> PyResult<PyAppendInfo> {
+    fn append(
+        &self,
+        records: PyBuffer<u8>,
+        now_ms: i64,
+        leader_epoch: i32,
+        from_client: bool,
+    ) -> PyResult<PyAppendInfo> {
         let info = with_bytes(&records, |bytes| {
             let mut log = self.inner.lock();
             if from_client {
@@ -330,7 +354,13 @@ impl PyPartitionLog {
     /// Whole batches from the one holding `offset`; `None` when there is nothing below
     /// `upper_bound` to read yet.
     #[pyo3(signature = (offset, max_bytes, upper_bound, min_one_batch = true))]
-    fn read(&self, offset: i64, max_bytes: u64, upper_bound: i64, min_one_batch: bool) -> PyResult<Option<PyFileSlice>> {
+    fn read(
+        &self,
+        offset: i64,
+        max_bytes: u64,
+        upper_bound: i64,
+        min_one_batch: bool,
+    ) -> PyResult<Option<PyFileSlice>> {
         let slice = self.inner.lock().read(offset, max_bytes, upper_bound, min_one_batch).map_err(to_py)?;
         Ok(slice.map(|inner| PyFileSlice { inner }))
     }
@@ -359,7 +389,11 @@ impl PyPartitionLog {
 
     fn delete_old_segments(&self, py: Python<'_>, now_ms: i64, upper_bound: i64) -> PyResult<PyDeletionReport> {
         let r = py.detach(|| self.inner.lock().delete_old_segments(now_ms, upper_bound)).map_err(to_py)?;
-        Ok(PyDeletionReport { segments_deleted: r.segments_deleted, bytes_deleted: r.bytes_deleted, log_start_offset: r.log_start_offset })
+        Ok(PyDeletionReport {
+            segments_deleted: r.segments_deleted,
+            bytes_deleted: r.bytes_deleted,
+            log_start_offset: r.log_start_offset,
+        })
     }
 
     fn delete_records_before(&self, py: Python<'_>, offset: i64, upper_bound: i64) -> PyResult<i64> {

@@ -152,10 +152,7 @@ pub fn check_crc(header: &BatchHeader, computed: u32) -> Result<()> {
 /// The rules Kafka's LogValidator applies to the fields of a magic-v2 batch.
 pub fn check_contents(header: &BatchHeader) -> Result<()> {
     if header.record_count <= 0 {
-        return Err(StorageError::InvalidRecord(format!(
-            "record count {} must be positive",
-            header.record_count
-        )));
+        return Err(StorageError::InvalidRecord(format!("record count {} must be positive", header.record_count)));
     }
     if header.last_offset_delta < 0 || header.last_offset_delta as i64 + 1 != header.record_count as i64 {
         return Err(StorageError::InvalidRecord(format!(
@@ -164,10 +161,7 @@ pub fn check_contents(header: &BatchHeader) -> Result<()> {
         )));
     }
     if header.compression_id() > COMPRESSION_ID_MAX {
-        return Err(StorageError::InvalidRecord(format!(
-            "unknown compression id {}",
-            header.compression_id()
-        )));
+        return Err(StorageError::InvalidRecord(format!("unknown compression id {}", header.compression_id())));
     }
     Ok(())
 }

@@ -91,14 +91,14 @@ impl OffsetIndex {
 
     /// Entries must strictly increase in offset and position, and point inside the log.
     fn decode(bytes: &[u8], log_size: u64) -> Option<Vec<(RelativeOffset, Position)>> {
-        if bytes.len() % OFFSET_INDEX_ENTRY_BYTES != 0 {
+        if !bytes.len().is_multiple_of(OFFSET_INDEX_ENTRY_BYTES) {
             return None;
         }
         let mut entries = Vec::with_capacity(bytes.len() / OFFSET_INDEX_ENTRY_BYTES);
         for chunk in bytes.chunks_exact(OFFSET_INDEX_ENTRY_BYTES) {
             let relative = RelativeOffset(u32::from_be_bytes(chunk[0..4].try_into().ok()?));
             let position = Position(u32::from_be_bytes(chunk[4..8].try_into().ok()?));
-            let increasing = entries.last().map_or(true, |&(r, p)| relative > r && position > p);
+            let increasing = entries.last().is_none_or(|&(r, p)| relative > r && position > p);
             if !increasing || relative.0 > i32::MAX as u32 || position.0 as u64 >= log_size {
                 return None;
             }
@@ -167,14 +167,14 @@ impl TimeIndex {
     }
 
     fn decode(bytes: &[u8]) -> Option<Vec<(i64, RelativeOffset)>> {
-        if bytes.len() % TIME_INDEX_ENTRY_BYTES != 0 {
+        if !bytes.len().is_multiple_of(TIME_INDEX_ENTRY_BYTES) {
             return None;
         }
         let mut entries = Vec::with_capacity(bytes.len() / TIME_INDEX_ENTRY_BYTES);
         for chunk in bytes.chunks_exact(TIME_INDEX_ENTRY_BYTES) {
             let timestamp = i64::from_be_bytes(chunk[0..8].try_into().ok()?);
             let relative = RelativeOffset(u32::from_be_bytes(chunk[8..12].try_into().ok()?));
-            let ordered = entries.last().map_or(true, |&(t, r)| timestamp > t && relative >= r);
+            let ordered = entries.last().is_none_or(|&(t, r)| timestamp > t && relative >= r);
             if !ordered || relative.0 > i32::MAX as u32 {
                 return None;
             }
@@ -203,7 +203,7 @@ impl TimeIndex {
 
     /// Whether every entry names an offset below `end` (the segment's next relative offset).
     pub fn points_below(&self, end: RelativeOffset) -> bool {
-        self.inner.entries.last().map_or(true, |&(_, r)| r < end)
+        self.inner.entries.last().is_none_or(|&(_, r)| r < end)
     }
 
     pub fn last(&self) -> Option<(i64, RelativeOffset)> {

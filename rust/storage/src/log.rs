@@ -99,7 +99,8 @@ impl Log {
             }
         }
         let checkpoint = Checkpoint::read(dir)?;
-        let mut report = RecoveryReport { clean_shutdown: checkpoint.map_or(false, |c| c.clean_shutdown), ..Default::default() };
+        let mut report =
+            RecoveryReport { clean_shutdown: checkpoint.is_some_and(|c| c.clean_shutdown), ..Default::default() };
         let mut log = Log {
             dir: dir.to_owned(),
             config,
@@ -135,13 +136,17 @@ impl Log {
         let mut bases = Vec::new();
         for entry in fs::read_dir(dir)? {
             let path = entry?.path();
-            let (Some(stem), Some(suffix)) = (path.file_stem().and_then(|s| s.to_str()), path.extension().and_then(|s| s.to_str())) else {
+            let (Some(stem), Some(suffix)) =
+                (path.file_stem().and_then(|s| s.to_str()), path.extension().and_then(|s| s.to_str()))
+            else {
                 continue;
             };
             let Ok(base) = stem.parse::<i64>() else { continue };
             if suffix == LOG_SUFFIX {
                 bases.push(base);
-            } else if (suffix == OFFSET_INDEX_SUFFIX || suffix == TIME_INDEX_SUFFIX) && !path.with_extension(LOG_SUFFIX).exists() {
+            } else if (suffix == OFFSET_INDEX_SUFFIX || suffix == TIME_INDEX_SUFFIX)
+                && !path.with_extension(LOG_SUFFIX).exists()
+            {
                 fs::remove_file(&path)?; // an index whose segment is gone
             }
         }
@@ -166,12 +171,16 @@ impl Log {
                 report.indexes_rebuilt += 1;
                 let outcome = segment.recover(&self.config)?;
                 if let Some(stop) = outcome.stop {
-                    let torn_tail = !stop.followed_by_valid_batch && outcome.next_offset >= self.recovery_point && !clean;
+                    let torn_tail =
+                        !stop.followed_by_valid_batch && outcome.next_offset >= self.recovery_point && !clean;
                     if !torn_tail {
-                        return Err(self.corrupt(base, format!(
-                            "bad batch at position {} of segment {base} (offsets below {} were flushed): {}",
-                            stop.position, self.recovery_point, stop.reason
-                        )));
+                        return Err(self.corrupt(
+                            base,
+                            format!(
+                                "bad batch at position {} of segment {base} (offsets below {} were flushed): {}",
+                                stop.position, self.recovery_point, stop.reason
+                            ),
+                        ));
                     }
                     report.bytes_truncated += segment.size() - stop.position;
                     segment.truncate_bytes(stop.position)?;
@@ -276,8 +285,16 @@ impl Log {
 
     fn check_invariants(&self) {
         let log_end_offset = self.log_end_offset();
-        assert!(self.log_start_offset <= log_end_offset, "log start {} > log end {log_end_offset}", self.log_start_offset);
-        assert!(self.recovery_point <= log_end_offset, "recovery point {} > log end {log_end_offset}", self.recovery_point);
+        assert!(
+            self.log_start_offset <= log_end_offset,
+            "log start {} > log end {log_end_offset}",
+            self.log_start_offset
+        );
+        assert!(
+            self.recovery_point <= log_end_offset,
+            "recovery point {} > log end {log_end_offset}",
+            self.recovery_point
+        );
     }
 
     fn writable(&self) -> Result<()> {
@@ -293,7 +310,12 @@ impl Log {
     /// Reads and checks the headers of every batch in `records` without writing anything.
     /// Batches from clients may not be control batches (those come from coordinators only);
     /// that is checked after the CRC, as Kafka does.
-    pub fn validate_batches(&self, records: &[u8], now_ms: i64, from_client: bool) -> Result<Vec<(usize, BatchHeader)>> {
+    pub fn validate_batches(
+        &self,
+        records: &[u8],
+        now_ms: i64,
+        from_client: bool,
+    ) -> Result<Vec<(usize, BatchHeader)>> {
         if records.is_empty() {
             return Err(StorageError::InvalidRecord("no record batch to append".into()));
         }
@@ -301,7 +323,9 @@ impl Log {
         let mut position = 0;
         while position < records.len() {
             if batches.len() == APPEND_BATCHES_MAX {
-                return Err(StorageError::InvalidRecord(format!("more than {APPEND_BATCHES_MAX} batches in one append")));
+                return Err(StorageError::InvalidRecord(format!(
+                    "more than {APPEND_BATCHES_MAX} batches in one append"
+                )));
             }
             let header = batch::check_framing(&records[position..])?;
             let size = header.size_bytes();
@@ -314,13 +338,21 @@ impl Log {
             }
             if self.config.message_timestamp_type == TimestampType::CreateTime {
                 let config = &self.config;
-                batch::validate_timestamps(&header, now_ms, config.message_timestamp_before_max_ms, config.message_timestamp_after_max_ms)?;
+                batch::validate_timestamps(
+                    &header,
+                    now_ms,
+                    config.message_timestamp_before_max_ms,
+                    config.message_timestamp_after_max_ms,
+                )?;
             }
             batches.push((position, header));
             position += size;
         }
         if records.len() as u64 > self.config.segment_bytes {
-            return Err(StorageError::RecordListTooLarge { size: records.len(), max: self.config.segment_bytes as usize });
+            return Err(StorageError::RecordListTooLarge {
+                size: records.len(),
+                max: self.config.segment_bytes as usize,
+            });
         }
         Ok(batches)
     }
@@ -338,7 +370,13 @@ impl Log {
         self.append_checked(records, now_ms, leader_epoch, true)
     }
 
-    fn append_checked(&mut self, records: &[u8], now_ms: i64, leader_epoch: i32, from_client: bool) -> Result<AppendInfo> {
+    fn append_checked(
+        &mut self,
+        records: &[u8],
+        now_ms: i64,
+        leader_epoch: i32,
+        from_client: bool,
+    ) -> Result<AppendInfo> {
         self.writable()?;
         let batches = self.validate_batches(records, now_ms, from_client)?;
         let first_offset = self.log_end_offset();
@@ -407,10 +445,20 @@ impl Log {
     /// Whole batches from the one holding `offset`, up to `max_bytes` (at least one batch when
     /// `min_one_batch`), stopping before any batch at or above `upper_bound` (the high watermark
     /// or last stable offset). `None` when there is nothing to read yet.
-    pub fn read(&self, offset: i64, max_bytes: u64, upper_bound: i64, min_one_batch: bool) -> Result<Option<FileSlice>> {
+    pub fn read(
+        &self,
+        offset: i64,
+        max_bytes: u64,
+        upper_bound: i64,
+        min_one_batch: bool,
+    ) -> Result<Option<FileSlice>> {
         let log_end_offset = self.log_end_offset();
         if offset < self.log_start_offset || offset > log_end_offset {
-            return Err(StorageError::OffsetOutOfRange { offset, log_start_offset: self.log_start_offset, log_end_offset });
+            return Err(StorageError::OffsetOutOfRange {
+                offset,
+                log_start_offset: self.log_start_offset,
+                log_end_offset,
+            });
         }
         let upper_bound = upper_bound.min(log_end_offset);
         if offset >= upper_bound {
@@ -510,7 +558,8 @@ impl Log {
     }
 
     fn write_checkpoint(&self, clean_shutdown: bool) -> Result<()> {
-        let checkpoint = Checkpoint { recovery_point: self.recovery_point, log_start_offset: self.log_start_offset, clean_shutdown };
+        let checkpoint =
+            Checkpoint { recovery_point: self.recovery_point, log_start_offset: self.log_start_offset, clean_shutdown };
         Ok(checkpoint.write(&self.dir)?)
     }
 
@@ -524,7 +573,8 @@ impl Log {
         if self.config.retention_bytes >= 0 {
             let retention_bytes = self.config.retention_bytes as u64;
             let total = self.size_bytes();
-            let by_size = |segment: &Segment, deleted_before: u64| total - deleted_before - segment.size() >= retention_bytes;
+            let by_size =
+                |segment: &Segment, deleted_before: u64| total - deleted_before - segment.size() >= retention_bytes;
             let more = self.delete_prefix(upper_bound, by_size)?;
             report.segments_deleted += more.segments_deleted;
             report.bytes_deleted += more.bytes_deleted;
@@ -557,7 +607,11 @@ impl Log {
         self.writable()?;
         let log_end_offset = self.log_end_offset();
         if offset > upper_bound.min(log_end_offset) || offset < 0 {
-            return Err(StorageError::OffsetOutOfRange { offset, log_start_offset: self.log_start_offset, log_end_offset });
+            return Err(StorageError::OffsetOutOfRange {
+                offset,
+                log_start_offset: self.log_start_offset,
+                log_end_offset,
+            });
         }
         if offset > self.log_start_offset {
             self.log_start_offset = offset;
@@ -586,7 +640,8 @@ impl Log {
         if bases.is_empty() {
             return Ok(report);
         }
-        let new_first = self.segments.range(bases[bases.len() - 1] + 1..).next().map(|(&b, _)| b).expect("active segment stays");
+        let new_first =
+            self.segments.range(bases[bases.len() - 1] + 1..).next().map(|(&b, _)| b).expect("active segment stays");
         if new_first > self.log_start_offset {
             self.log_start_offset = new_first;
             self.write_checkpoint(false)?;

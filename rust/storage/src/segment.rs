@@ -76,7 +76,8 @@ impl Segment {
         let log_path = segment_file(dir, base_offset, LOG_SUFFIX);
         let log = OpenOptions::new().read(true).append(true).open(&log_path)?;
         let size = log.metadata()?.len();
-        let (offset_index, offset_sane) = OffsetIndex::open(&segment_file(dir, base_offset, OFFSET_INDEX_SUFFIX), size)?;
+        let (offset_index, offset_sane) =
+            OffsetIndex::open(&segment_file(dir, base_offset, OFFSET_INDEX_SUFFIX), size)?;
         let (time_index, time_sane) = TimeIndex::open(&segment_file(dir, base_offset, TIME_INDEX_SUFFIX))?;
         let segment = Segment {
             base_offset,
@@ -127,7 +128,14 @@ impl Segment {
     /// whose largest timestamp is `max_timestamp`. Age is measured as Kafka does: from the first
     /// batch's timestamp to the new batch's, so old timestamps do not roll every append; the wall
     /// clock serves only when batches carry no timestamp.
-    pub fn should_roll(&self, config: &LogConfig, append_bytes: u64, last_offset: i64, max_timestamp: i64, now_ms: i64) -> bool {
+    pub fn should_roll(
+        &self,
+        config: &LogConfig,
+        append_bytes: u64,
+        last_offset: i64,
+        max_timestamp: i64,
+        now_ms: i64,
+    ) -> bool {
         if self.is_empty() {
             return false;
         }
@@ -164,7 +172,12 @@ impl Segment {
 
     /// Writes `pieces` (whole batches, offsets assigned) at the end of the log, then indexes
     /// `batches`. On a failed write the file is cut back so nothing of the append remains.
-    pub fn append(&mut self, pieces: &mut [IoSlice<'_>], batches: &[BatchHeader], config: &LogConfig) -> io::Result<()> {
+    pub fn append(
+        &mut self,
+        pieces: &mut [IoSlice<'_>],
+        batches: &[BatchHeader],
+        config: &LogConfig,
+    ) -> io::Result<()> {
         let start = self.size;
         let total: u64 = batches.iter().map(|b| b.size_bytes() as u64).sum();
         if let Err(error) = write_all_vectored(&self.log, pieces) {
@@ -221,7 +234,13 @@ impl Segment {
 
     /// Whole batches from the one holding `offset`: at most `max_bytes` (but at least one batch
     /// when `min_one_batch`), none starting at or above `upper_bound`.
-    pub fn slice(&self, offset: i64, max_bytes: u64, upper_bound: i64, min_one_batch: bool) -> io::Result<Option<FileSlice>> {
+    pub fn slice(
+        &self,
+        offset: i64,
+        max_bytes: u64,
+        upper_bound: i64,
+        min_one_batch: bool,
+    ) -> io::Result<Option<FileSlice>> {
         let Some((start, first)) = self.translate_offset(offset)? else { return Ok(None) };
         let mut end = start;
         let mut next = Some(first);
@@ -250,7 +269,13 @@ impl Segment {
     /// Jumps from `end` to the last indexed batch that starts at or below `position_limit` and
     /// whose last offset is below `upper_bound`: every batch before it is whole and readable, so
     /// the header walk that follows only covers the last index interval.
-    fn skip_by_index(&self, end: u64, position_limit: u64, upper_bound: i64, next: &mut Option<BatchHeader>) -> io::Result<u64> {
+    fn skip_by_index(
+        &self,
+        end: u64,
+        position_limit: u64,
+        upper_bound: i64,
+        next: &mut Option<BatchHeader>,
+    ) -> io::Result<u64> {
         let relative_bound = (upper_bound - 1 - self.base_offset).clamp(0, RELATIVE_OFFSET_MAX) as u32;
         let limit = Position(position_limit.min(self.size).min(u32::MAX as u64) as u32);
         match self.offset_index.floor(limit, RelativeOffset(relative_bound)) {
@@ -264,7 +289,8 @@ impl Segment {
 
     /// First record at or after `start_offset` whose timestamp is at least `target_ms`.
     pub fn find_offset_by_timestamp(&self, target_ms: i64, start_offset: i64) -> io::Result<Option<(i64, i64)>> {
-        let from_offset = self.time_index.lookup(target_ms).map_or(self.base_offset, |(_, r)| self.base_offset + r.0 as i64);
+        let from_offset =
+            self.time_index.lookup(target_ms).map_or(self.base_offset, |(_, r)| self.base_offset + r.0 as i64);
         let Some((mut position, _)) = self.translate_offset(from_offset.max(start_offset))? else { return Ok(None) };
         while let Some(header) = self.read_header_at(position)? {
             if header.max_timestamp >= target_ms && header.last_offset() >= start_offset {
@@ -338,8 +364,14 @@ impl Segment {
                     let followed_by_valid_batch = reader
                         .header_at(position)?
                         .filter(|h| batch::check_header(h, self.size - position).is_ok())
-                        .map_or(false, |h| {
-                            check_batch(&mut reader, position + h.size_bytes() as u64, self.next_offset, self.base_offset).is_ok()
+                        .is_some_and(|h| {
+                            check_batch(
+                                &mut reader,
+                                position + h.size_bytes() as u64,
+                                self.next_offset,
+                                self.base_offset,
+                            )
+                            .is_ok()
                         });
                     let stop = ScanStop { position, reason, followed_by_valid_batch };
                     return Ok(ScanOutcome { valid_bytes: position, next_offset: self.next_offset, stop: Some(stop) });
@@ -390,17 +422,28 @@ fn write_all_vectored(file: &File, mut pieces: &mut [IoSlice<'_>]) -> io::Result
 
 /// Checks the whole batch at `position`: framing, CRC, contents, offsets at or after
 /// `expected_offset` and inside the segment. Errors are the reason, for the recovery log.
-fn check_batch(reader: &mut WindowReader<'_>, position: u64, expected_offset: i64, base_offset: i64) -> Result<BatchHeader, String> {
+fn check_batch(
+    reader: &mut WindowReader<'_>,
+    position: u64,
+    expected_offset: i64,
+    base_offset: i64,
+) -> Result<BatchHeader, String> {
     let header = reader
         .header_at(position)
         .map_err(|e| e.to_string())?
         .ok_or_else(|| format!("{} bytes left, too few for a batch header", reader.file_size - position))?;
     batch::check_header(&header, reader.file_size - position).map_err(|e| e.to_string())?;
-    let crc = reader.crc(position + batch::CRC_START as u64, header.size_bytes() as u64 - batch::CRC_START as u64).map_err(|e| e.to_string())?;
+    let crc = reader
+        .crc(position + batch::CRC_START as u64, header.size_bytes() as u64 - batch::CRC_START as u64)
+        .map_err(|e| e.to_string())?;
     batch::check_crc(&header, crc).map_err(|e| e.to_string())?;
     batch::check_contents(&header).map_err(|e| e.to_string())?;
     if header.base_offset < expected_offset || header.last_offset() - base_offset > RELATIVE_OFFSET_MAX {
-        return Err(format!("batch offsets {}..={} out of order (expected {expected_offset} or more)", header.base_offset, header.last_offset()));
+        return Err(format!(
+            "batch offsets {}..={} out of order (expected {expected_offset} or more)",
+            header.base_offset,
+            header.last_offset()
+        ));
     }
     Ok(header)
 }
@@ -423,7 +466,8 @@ impl<'a> WindowReader<'a> {
     /// `len` bytes at `position` (`len` at most the buffer size, all inside the file).
     fn bytes(&mut self, position: u64, len: usize) -> io::Result<&[u8]> {
         assert!(len <= self.buffer.len() && position + len as u64 <= self.file_size);
-        let inside = position >= self.window_start && position + len as u64 <= self.window_start + self.window_len as u64;
+        let inside =
+            position >= self.window_start && position + len as u64 <= self.window_start + self.window_len as u64;
         if !inside {
             let want = (self.file_size - position).min(self.buffer.len() as u64) as usize;
             self.file.read_exact_at(&mut self.buffer[..want], position)?;

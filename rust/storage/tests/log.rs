@@ -86,7 +86,7 @@ fn rolls_segments_and_writes_kafka_index_entries() {
     assert!(log.segment_count() > 2, "64 KiB segments roll");
     log.close().unwrap();
     let index = fs::read(dir.path().join("00000000000000000000.index")).unwrap();
-    assert!(!index.is_empty() && index.len() % 8 == 0);
+    assert!(!index.is_empty() && index.len().is_multiple_of(8));
     // First entry: Kafka indexes once more than 4096 bytes were appended since the last entry.
     let relative = u32::from_be_bytes(index[0..4].try_into().unwrap());
     let position = u32::from_be_bytes(index[4..8].try_into().unwrap()) as usize;
@@ -251,7 +251,7 @@ fn rolls_on_segment_ms_and_on_a_full_index() {
     log.close().unwrap();
     for entry in fs::read_dir(dir.path()).unwrap() {
         let path = entry.unwrap().path();
-        if path.extension().map_or(false, |e| e == "timeindex") {
+        if path.extension().is_some_and(|e| e == "timeindex") {
             assert!(fs::metadata(&path).unwrap().len() <= 24 + 12, "{path:?} overfull");
         }
     }

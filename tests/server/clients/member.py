@@ -34,10 +34,14 @@ def run_confluent(args: argparse.Namespace, stop: list[bool]) -> None:
     from confluent_kafka import Consumer
 
     config: dict[str, object] = {
-        "bootstrap.servers": args.bootstrap, "group.id": args.group, "enable.auto.commit": False,
-        "session.timeout.ms": args.session_ms, "heartbeat.interval.ms": HEARTBEAT_MS,
-        "max.poll.interval.ms": 20_000, "partition.assignment.strategy": args.strategy or "range",
-    }  # fmt: skip
+        "bootstrap.servers": args.bootstrap,
+        "group.id": args.group,
+        "enable.auto.commit": False,
+        "session.timeout.ms": args.session_ms,
+        "heartbeat.interval.ms": HEARTBEAT_MS,
+        "max.poll.interval.ms": 20_000,
+        "partition.assignment.strategy": args.strategy or "range",
+    }
     if args.instance_id:
         config["group.instance.id"] = args.instance_id
     consumer = Consumer(config)
@@ -60,10 +64,14 @@ def run_kafka_python(args: argparse.Namespace, stop: list[bool]) -> None:
     from kafka import KafkaConsumer
 
     consumer = KafkaConsumer(
-        bootstrap_servers=args.bootstrap, group_id=args.group, enable_auto_commit=False,
-        session_timeout_ms=args.session_ms, heartbeat_interval_ms=HEARTBEAT_MS, max_poll_interval_ms=20_000,
+        bootstrap_servers=args.bootstrap,
+        group_id=args.group,
+        enable_auto_commit=False,
+        session_timeout_ms=args.session_ms,
+        heartbeat_interval_ms=HEARTBEAT_MS,
+        max_poll_interval_ms=20_000,
         group_instance_id=args.instance_id,
-    )  # fmt: skip
+    )
     consumer.subscribe([args.topic])
     last = None
     while not stop[0]:
@@ -80,10 +88,15 @@ async def run_aiokafka(args: argparse.Namespace, stop: list[bool]) -> None:
 
     asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, lambda: stop.__setitem__(0, True))
     consumer = AIOKafkaConsumer(
-        args.topic, bootstrap_servers=args.bootstrap, group_id=args.group, enable_auto_commit=False,
-        session_timeout_ms=args.session_ms, heartbeat_interval_ms=HEARTBEAT_MS, max_poll_interval_ms=20_000,
+        args.topic,
+        bootstrap_servers=args.bootstrap,
+        group_id=args.group,
+        enable_auto_commit=False,
+        session_timeout_ms=args.session_ms,
+        heartbeat_interval_ms=HEARTBEAT_MS,
+        max_poll_interval_ms=20_000,
         group_instance_id=args.instance_id,
-    )  # fmt: skip
+    )
     await consumer.start()
     last = None
     while not stop[0]:

@@ -49,12 +49,18 @@ class Records:
 
             self.TopicPartition = TopicPartition
             config: dict[str, object] = {
-                "bootstrap.servers": args.bootstrap, "group.id": args.group, "auto.offset.reset": "earliest",
-                "session.timeout.ms": SESSION_MS, "heartbeat.interval.ms": HEARTBEAT_MS,
-                "max.poll.interval.ms": MAX_POLL_INTERVAL_MS, "enable.auto.commit": False,
-            }  # fmt: skip
+                "bootstrap.servers": args.bootstrap,
+                "group.id": args.group,
+                "auto.offset.reset": "earliest",
+                "session.timeout.ms": SESSION_MS,
+                "heartbeat.interval.ms": HEARTBEAT_MS,
+                "max.poll.interval.ms": MAX_POLL_INTERVAL_MS,
+                "enable.auto.commit": False,
+            }
             if args.mode == "at-least-once-auto":
-                config.update({"enable.auto.commit": True, "enable.auto.offset.store": False, "auto.commit.interval.ms": 50})
+                config.update(
+                    {"enable.auto.commit": True, "enable.auto.offset.store": False, "auto.commit.interval.ms": 50}
+                )
             self.consumer: Any = Consumer(config)
             self.consumer.subscribe([self.topic], on_assign=self._on_assign)
         else:
@@ -73,10 +79,14 @@ class Records:
 
             self.KTopicPartition, self.OffsetAndMetadata = KTopicPartition, OffsetAndMetadata
             self.consumer = KafkaConsumer(
-                bootstrap_servers=args.bootstrap, group_id=args.group, auto_offset_reset="earliest",
-                enable_auto_commit=False, session_timeout_ms=SESSION_MS, heartbeat_interval_ms=HEARTBEAT_MS,
+                bootstrap_servers=args.bootstrap,
+                group_id=args.group,
+                auto_offset_reset="earliest",
+                enable_auto_commit=False,
+                session_timeout_ms=SESSION_MS,
+                heartbeat_interval_ms=HEARTBEAT_MS,
                 max_poll_interval_ms=MAX_POLL_INTERVAL_MS,
-            )  # fmt: skip
+            )
             self.consumer.subscribe([self.topic], listener=Listener())
 
     def _on_assign(self, consumer: Any, partitions: Any) -> None:

@@ -29,7 +29,9 @@ def encoded(version: int, error_code: ErrorCode = ErrorCode.none) -> bytes:
     if version >= 1:
         fields["throttle_time"] = NO_THROTTLE
     if version >= 3:
-        fields.update(supported_features=(), finalized_features_epoch=-1, finalized_features=(), zk_migration_ready=False)
+        fields.update(
+            supported_features=(), finalized_features_epoch=-1, finalized_features=(), zk_migration_ready=False
+        )
     return apis.encode_response(ApiKey.API_VERSIONS, version, cls(**fields))
 
 

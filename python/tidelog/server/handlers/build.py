@@ -33,7 +33,11 @@ def make(cls: type, **values: Any) -> Any:
 def element(cls: type, name: str) -> Any:
     """The dataclass held by field `name`: `tuple[X, ...]`, `X | None` or `X` gives X."""
     kind = _fields(cls)[name].type
-    for candidate in (kind, *typing.get_args(kind), *(a for arg in typing.get_args(kind) for a in typing.get_args(arg))):
+    for candidate in (
+        kind,
+        *typing.get_args(kind),
+        *(a for arg in typing.get_args(kind) for a in typing.get_args(arg)),
+    ):
         if dataclasses.is_dataclass(candidate):
             return candidate
     raise TypeError(f"{cls.__name__}.{name} holds no message class")

@@ -45,6 +45,7 @@ def timedelta_ms(value: datetime.timedelta | int) -> int:
 class CloseConnection(Exception):
     """Raised by a handler when Kafka would close the connection (acks=0 produce failures)."""
 
+
 # Kafka's "not requested" value for authorized-operation bit sets.
 AUTHORIZED_OPERATIONS_OMITTED = -(2**31)
 

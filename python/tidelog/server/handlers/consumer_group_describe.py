@@ -22,9 +22,18 @@ def handle(broker: Broker, header: RequestHeader, request: Any) -> bytes:
     version = header.api_version
     group_cls = element(apis.response_class(ApiKey.CONSUMER_GROUP_DESCRIBE, version), "groups")
     groups = tuple(
-        make(group_cls, error_code=ErrorCode.group_id_not_found, error_message=f"Group {group_id} is not a consumer group.",
-             group_id=group_id, group_state="", group_epoch=-1, assignment_epoch=-1, assignor_name="", members=(),
-             authorized_operations=AUTHORIZED_OPERATIONS_OMITTED)
+        make(
+            group_cls,
+            error_code=ErrorCode.group_id_not_found,
+            error_message=f"Group {group_id} is not a consumer group.",
+            group_id=group_id,
+            group_state="",
+            group_epoch=-1,
+            assignment_epoch=-1,
+            assignor_name="",
+            members=(),
+            authorized_operations=AUTHORIZED_OPERATIONS_OMITTED,
+        )
         for group_id in request.group_ids
-    )  # fmt: skip
+    )
     return response(ApiKey.CONSUMER_GROUP_DESCRIBE, version, throttle_time=NO_THROTTLE, groups=groups)

@@ -25,7 +25,9 @@ def handle(broker: Broker, header: RequestHeader, request: Any) -> bytes:
     for topic in request.topics:
         error, message = grow(broker, topic, request.validate_only)
         results.append(make(result_cls, name=topic.name, error_code=error, error_message=message))
-    return apis.encode_response(ApiKey.CREATE_PARTITIONS, version, make(cls, throttle_time=NO_THROTTLE, results=tuple(results)))
+    return apis.encode_response(
+        ApiKey.CREATE_PARTITIONS, version, make(cls, throttle_time=NO_THROTTLE, results=tuple(results))
+    )
 
 
 def grow(broker: Broker, topic: Any, validate_only: bool) -> tuple[ErrorCode, str | None]:
@@ -35,7 +37,11 @@ def grow(broker: Broker, topic: Any, validate_only: bool) -> tuple[ErrorCode, st
     if topic.assignments:
         return ErrorCode.invalid_request, "manual replica assignment is not supported"
     if topic.count <= meta.partitions:
-        return ErrorCode.invalid_partitions, f"Topic currently has {meta.partitions} partitions, which is higher than or equal to the requested {topic.count}."
+        return (
+            ErrorCode.invalid_partitions,
+            f"Topic currently has {meta.partitions} partitions, "
+            f"which is higher than or equal to the requested {topic.count}.",
+        )
     if validate_only:
         return ErrorCode.none, None
     try:

@@ -26,8 +26,12 @@ def handle(broker: Broker, header: RequestHeader, request: Any) -> bytes:
     version = header.api_version
     cls = apis.response_class(ApiKey.CREATE_TOPICS, version)
     result_cls = element(cls, "topics")
-    results = [create_one(broker, result_cls, topic, getattr(request, "validate_only", False)) for topic in request.topics]
-    return apis.encode_response(ApiKey.CREATE_TOPICS, version, make(cls, throttle_time=NO_THROTTLE, topics=tuple(results)))
+    results = [
+        create_one(broker, result_cls, topic, getattr(request, "validate_only", False)) for topic in request.topics
+    ]
+    return apis.encode_response(
+        ApiKey.CREATE_TOPICS, version, make(cls, throttle_time=NO_THROTTLE, topics=tuple(results))
+    )
 
 
 def refusal(broker: Broker, topic: Any) -> tuple[ErrorCode, str] | None:
@@ -41,7 +45,10 @@ def refusal(broker: Broker, topic: Any) -> tuple[ErrorCode, str] | None:
     if topic.assignments:
         return ErrorCode.invalid_request, "manual replica assignment is not supported"
     if topic.replication_factor not in (USE_DEFAULT, 1):
-        return ErrorCode.invalid_replication_factor, f"replication factor {topic.replication_factor} is larger than the 1 available broker"
+        return (
+            ErrorCode.invalid_replication_factor,
+            f"replication factor {topic.replication_factor} is larger than the 1 available broker",
+        )
     if partitions < 1:
         return ErrorCode.invalid_partitions, f"number of partitions {partitions} must be at least 1"
     try:
@@ -52,8 +59,17 @@ def refusal(broker: Broker, topic: Any) -> tuple[ErrorCode, str] | None:
 
 
 def failed(result_cls: type, name: str, error: ErrorCode, message: str) -> Any:
-    return make(result_cls, name=name, topic_id=None, error_code=error, error_message=message,
-                topic_config_error_code=0, num_partitions=-1, replication_factor=-1, configs=None)  # fmt: skip
+    return make(
+        result_cls,
+        name=name,
+        topic_id=None,
+        error_code=error,
+        error_message=message,
+        topic_config_error_code=0,
+        num_partitions=-1,
+        replication_factor=-1,
+        configs=None,
+    )
 
 
 def create_one(broker: Broker, result_cls: type, topic: Any, validate_only: bool) -> Any:
@@ -76,5 +92,14 @@ def create_one(broker: Broker, result_cls: type, topic: Any, validate_only: bool
             make(config_cls, name=name, value=value, read_only=False, config_source=source, is_sensitive=False)
             for name, value, source in topic_entries(config, configs)
         )
-    return make(result_cls, name=topic.name, topic_id=topic_id, error_code=ErrorCode.none, error_message=None,
-                topic_config_error_code=0, num_partitions=partitions, replication_factor=1, configs=entries)  # fmt: skip
+    return make(
+        result_cls,
+        name=topic.name,
+        topic_id=topic_id,
+        error_code=ErrorCode.none,
+        error_message=None,
+        topic_config_error_code=0,
+        num_partitions=partitions,
+        replication_factor=1,
+        configs=entries,
+    )

@@ -29,9 +29,15 @@ def handle(broker: Broker, header: RequestHeader, request: Any) -> bytes:
         answers = []
         for wanted in topic.partitions:
             error, low_watermark = delete(broker, topic.name, wanted.partition_index, wanted.offset)
-            answers.append(make(partition_cls, partition_index=wanted.partition_index, low_watermark=low_watermark, error_code=error))
+            answers.append(
+                make(
+                    partition_cls, partition_index=wanted.partition_index, low_watermark=low_watermark, error_code=error
+                )
+            )
         topics.append(make(topic_cls, name=topic.name, partitions=tuple(answers)))
-    return apis.encode_response(ApiKey.DELETE_RECORDS, version, make(cls, throttle_time=NO_THROTTLE, topics=tuple(topics)))
+    return apis.encode_response(
+        ApiKey.DELETE_RECORDS, version, make(cls, throttle_time=NO_THROTTLE, topics=tuple(topics))
+    )
 
 
 def delete(broker: Broker, topic: str, index: int, offset: int) -> tuple[ErrorCode, int]:

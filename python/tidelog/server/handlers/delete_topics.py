@@ -33,5 +33,9 @@ def handle(broker: Broker, header: RequestHeader, request: Any) -> bytes:
             results.append(make(result_cls, name=name, topic_id=topic_id, error_code=error, error_message=None))
             continue
         broker.delete_topic(meta.name)
-        results.append(make(result_cls, name=meta.name, topic_id=meta.topic_id, error_code=ErrorCode.none, error_message=None))
-    return apis.encode_response(ApiKey.DELETE_TOPICS, version, make(cls, throttle_time=NO_THROTTLE, responses=tuple(results)))
+        results.append(
+            make(result_cls, name=meta.name, topic_id=meta.topic_id, error_code=ErrorCode.none, error_message=None)
+        )
+    return apis.encode_response(
+        ApiKey.DELETE_TOPICS, version, make(cls, throttle_time=NO_THROTTLE, responses=tuple(results))
+    )

@@ -22,12 +22,35 @@ def handle(broker: Broker, header: RequestHeader, request: Any) -> bytes:
     version = header.api_version
     cls = apis.response_class(ApiKey.DESCRIBE_CLUSTER, version)
     if getattr(request, "endpoint_type", BROKERS_ENDPOINT) != BROKERS_ENDPOINT:
-        response = make(cls, throttle_time=NO_THROTTLE, error_code=ErrorCode.unsupported_endpoint_type, error_message=None,
-                        endpoint_type=request.endpoint_type, cluster_id=broker.cluster_id, controller_id=-1, brokers=(),
-                        cluster_authorized_operations=AUTHORIZED_OPERATIONS_OMITTED)  # fmt: skip
+        response = make(
+            cls,
+            throttle_time=NO_THROTTLE,
+            error_code=ErrorCode.unsupported_endpoint_type,
+            error_message=None,
+            endpoint_type=request.endpoint_type,
+            cluster_id=broker.cluster_id,
+            controller_id=-1,
+            brokers=(),
+            cluster_authorized_operations=AUTHORIZED_OPERATIONS_OMITTED,
+        )
         return apis.encode_response(ApiKey.DESCRIBE_CLUSTER, version, response)
-    node = make(element(cls, "brokers"), broker_id=broker.node_id, host=broker.host, port=broker.port, rack=None, is_fenced=False)
-    response = make(cls, throttle_time=NO_THROTTLE, error_code=ErrorCode.none, error_message=None, endpoint_type=BROKERS_ENDPOINT,
-                    cluster_id=broker.cluster_id, controller_id=broker.node_id, brokers=(node,),
-                    cluster_authorized_operations=AUTHORIZED_OPERATIONS_OMITTED)  # fmt: skip
+    node = make(
+        element(cls, "brokers"),
+        broker_id=broker.node_id,
+        host=broker.host,
+        port=broker.port,
+        rack=None,
+        is_fenced=False,
+    )
+    response = make(
+        cls,
+        throttle_time=NO_THROTTLE,
+        error_code=ErrorCode.none,
+        error_message=None,
+        endpoint_type=BROKERS_ENDPOINT,
+        cluster_id=broker.cluster_id,
+        controller_id=broker.node_id,
+        brokers=(node,),
+        cluster_authorized_operations=AUTHORIZED_OPERATIONS_OMITTED,
+    )
     return apis.encode_response(ApiKey.DESCRIBE_CLUSTER, version, response)

@@ -46,7 +46,11 @@ def broker_entries(config: BrokerConfig) -> Iterator[tuple[str, str, int]]:
     for field in dataclasses.fields(config):
         if field.name != "topic_defaults":
             value = getattr(config, field.name)
-            yield kafka_key(field.name), str(value).lower() if isinstance(value, bool) else str(value), STATIC_BROKER_CONFIG
+            yield (
+                kafka_key(field.name),
+                str(value).lower() if isinstance(value, bool) else str(value),
+                STATIC_BROKER_CONFIG,
+            )
 
 
 def handle(broker: Broker, header: RequestHeader, request: Any) -> bytes:
@@ -59,14 +63,34 @@ def handle(broker: Broker, header: RequestHeader, request: Any) -> bytes:
         error, message, entries = describe(broker, resource)
         wanted = resource.configuration_keys
         configs = tuple(
-            make(entry_cls, name=name, value=value, read_only=resource.resource_type == BROKER, config_source=source,
-                 is_default=source == DEFAULT_CONFIG, is_sensitive=False, synonyms=(), config_type=config_type(name, value),
-                 documentation=None)
-            for name, value, source in entries if wanted is None or name in wanted
-        )  # fmt: skip
-        results.append(make(result_cls, error_code=error, error_message=message, resource_type=resource.resource_type,
-                            resource_name=resource.resource_name, configs=configs))  # fmt: skip
-    return apis.encode_response(ApiKey.DESCRIBE_CONFIGS, version, make(cls, throttle_time=NO_THROTTLE, results=tuple(results)))
+            make(
+                entry_cls,
+                name=name,
+                value=value,
+                read_only=resource.resource_type == BROKER,
+                config_source=source,
+                is_default=source == DEFAULT_CONFIG,
+                is_sensitive=False,
+                synonyms=(),
+                config_type=config_type(name, value),
+                documentation=None,
+            )
+            for name, value, source in entries
+            if wanted is None or name in wanted
+        )
+        results.append(
+            make(
+                result_cls,
+                error_code=error,
+                error_message=message,
+                resource_type=resource.resource_type,
+                resource_name=resource.resource_name,
+                configs=configs,
+            )
+        )
+    return apis.encode_response(
+        ApiKey.DESCRIBE_CONFIGS, version, make(cls, throttle_time=NO_THROTTLE, results=tuple(results))
+    )
 
 
 def describe(broker: Broker, resource: Any) -> tuple[ErrorCode, str | None, list[tuple[str, str, int]]]:

@@ -32,10 +32,20 @@ def handle(broker: Broker, header: RequestHeader, request: Any) -> bytes:
 
 
 def describe_one(broker: Broker, group_cls: type, group_id: str, version: int) -> Any:
-    def answer(error: ErrorCode, state: str, protocol_type: str = "", protocol: str = "", members: tuple[Any, ...] = ()) -> Any:
-        return make(group_cls, error_code=error, error_message=None, group_id=group_id, group_state=state,
-                    protocol_type=protocol_type, protocol_data=protocol, members=members,
-                    authorized_operations=AUTHORIZED_OPERATIONS_OMITTED)  # fmt: skip
+    def answer(
+        error: ErrorCode, state: str, protocol_type: str = "", protocol: str = "", members: tuple[Any, ...] = ()
+    ) -> Any:
+        return make(
+            group_cls,
+            error_code=error,
+            error_message=None,
+            group_id=group_id,
+            group_state=state,
+            protocol_type=protocol_type,
+            protocol_data=protocol,
+            members=members,
+            authorized_operations=AUTHORIZED_OPERATIONS_OMITTED,
+        )
 
     try:
         group = broker.groups.describe(group_id)
@@ -48,9 +58,17 @@ def describe_one(broker: Broker, group_cls: type, group_id: str, version: int) -
     stable = group.is_(GroupState.STABLE)
     member_cls = element(group_cls, "members")
     members = tuple(
-        make(member_cls, member_id=m.member_id, group_instance_id=m.group_instance_id, client_id=m.client_id,
-             client_host=m.client_host, member_metadata=m.metadata_for(group.protocol) if stable else b"",
-             member_assignment=m.assignment if stable else b"")
+        make(
+            member_cls,
+            member_id=m.member_id,
+            group_instance_id=m.group_instance_id,
+            client_id=m.client_id,
+            client_host=m.client_host,
+            member_metadata=m.metadata_for(group.protocol) if stable else b"",
+            member_assignment=m.assignment if stable else b"",
+        )
         for m in group.members.values()
-    )  # fmt: skip
-    return answer(ErrorCode.none, group.state.value, group.protocol_type or "", (group.protocol or "") if stable else "", members)
+    )
+    return answer(
+        ErrorCode.none, group.state.value, group.protocol_type or "", (group.protocol or "") if stable else "", members
+    )

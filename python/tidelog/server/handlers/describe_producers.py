@@ -29,17 +29,37 @@ def handle(broker: Broker, header: RequestHeader, request: Any) -> bytes:
         for index in topic.partition_indexes:
             partition = broker.partition(topic.name, index)
             if partition is None:
-                partitions.append(make(partition_cls, partition_index=index, error_code=ErrorCode.unknown_topic_or_partition,
-                                       error_message=None, active_producers=()))  # fmt: skip
+                partitions.append(
+                    make(
+                        partition_cls,
+                        partition_index=index,
+                        error_code=ErrorCode.unknown_topic_or_partition,
+                        error_message=None,
+                        active_producers=(),
+                    )
+                )
                 continue
             producers = tuple(
-                make(state_cls, producer_id=entry.producer_id, producer_epoch=entry.epoch, last_sequence=entry.last_sequence,
-                     last_timestamp=entry.last_timestamp, coordinator_epoch=entry.coordinator_epoch,
-                     current_txn_start_offset=entry.current_txn_first_offset)  # fmt: skip
+                make(
+                    state_cls,
+                    producer_id=entry.producer_id,
+                    producer_epoch=entry.epoch,
+                    last_sequence=entry.last_sequence,
+                    last_timestamp=entry.last_timestamp,
+                    coordinator_epoch=entry.coordinator_epoch,
+                    current_txn_start_offset=entry.current_txn_first_offset,
+                )
                 for entry in sorted(partition.producer_state.producers.values(), key=lambda e: e.producer_id)
             )
-            partitions.append(make(partition_cls, partition_index=index, error_code=ErrorCode.none, error_message=None,
-                                   active_producers=producers))  # fmt: skip
+            partitions.append(
+                make(
+                    partition_cls,
+                    partition_index=index,
+                    error_code=ErrorCode.none,
+                    error_message=None,
+                    active_producers=producers,
+                )
+            )
         topics.append(make(topic_cls, name=topic.name, partitions=tuple(partitions)))
     response = make(cls, throttle_time=NO_THROTTLE, topics=tuple(topics))
     return apis.encode_response(ApiKey.DESCRIBE_PRODUCERS, version, response)

@@ -56,16 +56,28 @@ def resolve(broker: Broker, version: int, request: Any) -> list[tuple[str, uuid.
             name, topic_id, missing = (meta.name if meta else ""), topic.topic_id, ErrorCode.unknown_topic_id
         else:
             meta = broker.logs.topics.get(topic.topic)
-            name, topic_id, missing = topic.topic, (meta.topic_id if meta else ZERO_UUID), ErrorCode.unknown_topic_or_partition
+            name, topic_id, missing = (
+                topic.topic,
+                (meta.topic_id if meta else ZERO_UUID),
+                ErrorCode.unknown_topic_or_partition,
+            )
         wanted = [
-            Wanted(p.partition, p.fetch_offset, p.partition_max_bytes, broker.partition(name, p.partition) if meta else None, missing)
+            Wanted(
+                p.partition,
+                p.fetch_offset,
+                p.partition_max_bytes,
+                broker.partition(name, p.partition) if meta else None,
+                missing,
+            )
             for p in topic.partitions
         ]
         plan.append((name, topic_id, wanted))
     return plan
 
 
-def collect(plan: list[tuple[str, uuid.UUID, list[Wanted]]], max_bytes: int, committed: bool) -> tuple[list[FetchedTopic], int, bool]:
+def collect(
+    plan: list[tuple[str, uuid.UUID, list[Wanted]]], max_bytes: int, committed: bool
+) -> tuple[list[FetchedTopic], int, bool]:
     """Reads every partition within the limits (KIP-74: the first batch found may exceed them)."""
     topics = []
     total = 0
@@ -103,7 +115,9 @@ def read_one(want: Wanted, bytes_left: int, first: bool, committed: bool) -> Fet
     return answer
 
 
-async def long_poll(version: int, plan: list[tuple[str, uuid.UUID, list[Wanted]]], request: Any, committed: bool, max_wait_s: float) -> list[bytes | Sendable]:
+async def long_poll(
+    version: int, plan: list[tuple[str, uuid.UUID, list[Wanted]]], request: Any, committed: bool, max_wait_s: float
+) -> list[bytes | Sendable]:
     """Waits until `min_bytes` are readable or `max_wait` passes, woken by high-watermark moves."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + max_wait_s

@@ -29,16 +29,31 @@ def handle(broker: Broker, header: RequestHeader, request: Any) -> bytes:
     key_type = getattr(request, "key_type", GROUP_KEY)
     if version < BATCHED_KEYS_MIN_VERSION:
         error, message = locate(broker, key_type, request.key)
-        return response(ApiKey.FIND_COORDINATOR, version, throttle_time=NO_THROTTLE, error_code=error, error_message=message,
-                        node_id=broker.node_id if error == ErrorCode.none else -1, host=broker.host if error == ErrorCode.none else "",
-                        port=broker.port if error == ErrorCode.none else -1)  # fmt: skip
+        return response(
+            ApiKey.FIND_COORDINATOR,
+            version,
+            throttle_time=NO_THROTTLE,
+            error_code=error,
+            error_message=message,
+            node_id=broker.node_id if error == ErrorCode.none else -1,
+            host=broker.host if error == ErrorCode.none else "",
+            port=broker.port if error == ErrorCode.none else -1,
+        )
     coordinator_cls = element(apis.response_class(ApiKey.FIND_COORDINATOR, version), "coordinators")
     answers = []
     for key in request.coordinator_keys:
         error, message = locate(broker, key_type, key)
         found = error == ErrorCode.none
-        answers.append(coordinator_cls(key=key, node_id=broker.node_id if found else -1, host=broker.host if found else "",
-                                       port=broker.port if found else -1, error_code=error, error_message=message))  # fmt: skip
+        answers.append(
+            coordinator_cls(
+                key=key,
+                node_id=broker.node_id if found else -1,
+                host=broker.host if found else "",
+                port=broker.port if found else -1,
+                error_code=error,
+                error_message=message,
+            )
+        )
     return response(ApiKey.FIND_COORDINATOR, version, throttle_time=NO_THROTTLE, coordinators=tuple(answers))
 
 

@@ -18,8 +18,9 @@ if TYPE_CHECKING:
 
 def handle(broker: Broker, header: RequestHeader, request: Any) -> bytes:
     try:
-        error = broker.groups.heartbeat(request.group_id, request.generation_id, request.member_id,
-                                        getattr(request, "group_instance_id", None))  # fmt: skip
+        error = broker.groups.heartbeat(
+            request.group_id, request.generation_id, request.member_id, getattr(request, "group_instance_id", None)
+        )
     except ShardLoading:
         error = ErrorCode.coordinator_load_in_progress
     return response(ApiKey.HEARTBEAT, header.api_version, throttle_time=NO_THROTTLE, error_code=error)

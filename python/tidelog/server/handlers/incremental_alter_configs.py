@@ -27,8 +27,15 @@ def handle(broker: Broker, header: RequestHeader, request: Any) -> bytes:
     results = []
     for resource in request.resources:
         error, message = alter(broker, resource, request.validate_only)
-        results.append(make(result_cls, error_code=error, error_message=message, resource_type=resource.resource_type,
-                            resource_name=resource.resource_name))  # fmt: skip
+        results.append(
+            make(
+                result_cls,
+                error_code=error,
+                error_message=message,
+                resource_type=resource.resource_type,
+                resource_name=resource.resource_name,
+            )
+        )
     response = make(cls, throttle_time=NO_THROTTLE, responses=tuple(results))
     return apis.encode_response(ApiKey.INCREMENTAL_ALTER_CONFIGS, version, response)
 
@@ -49,7 +56,11 @@ def alter(broker: Broker, resource: Any, validate_only: bool) -> tuple[ErrorCode
         elif entry.config_operation in (APPEND, SUBTRACT):
             items = [i for i in current.get(entry.name, "").split(",") if i]
             change = [i for i in (entry.value or "").split(",") if i]
-            items = items + [i for i in change if i not in items] if entry.config_operation == APPEND else [i for i in items if i not in change]
+            items = (
+                items + [i for i in change if i not in items]
+                if entry.config_operation == APPEND
+                else [i for i in items if i not in change]
+            )
             overrides[entry.name] = ",".join(items)
         else:
             return ErrorCode.invalid_request, f"unknown config operation {entry.config_operation}"

@@ -31,10 +31,17 @@ def handle(broker: Broker, header: RequestHeader, request: Any) -> bytes:
         error, member_errors = ErrorCode.coordinator_load_in_progress, []
     if version < BATCHED_MEMBERS_MIN_VERSION:
         # One member: its error is the answer's error.
-        return response(ApiKey.LEAVE_GROUP, version, throttle_time=NO_THROTTLE,
-                        error_code=member_errors[0] if error == ErrorCode.none else error)  # fmt: skip
+        return response(
+            ApiKey.LEAVE_GROUP,
+            version,
+            throttle_time=NO_THROTTLE,
+            error_code=member_errors[0] if error == ErrorCode.none else error,
+        )
     if error != ErrorCode.none:
         return response(ApiKey.LEAVE_GROUP, version, throttle_time=NO_THROTTLE, error_code=error, members=())
     member_cls = element(apis.response_class(ApiKey.LEAVE_GROUP, version), "members")
-    answers = tuple(make(member_cls, member_id=m, group_instance_id=i, error_code=e) for (m, i), e in zip(members, member_errors))
+    answers = tuple(
+        make(member_cls, member_id=m, group_instance_id=i, error_code=e)
+        for (m, i), e in zip(members, member_errors, strict=False)
+    )
     return response(ApiKey.LEAVE_GROUP, version, throttle_time=NO_THROTTLE, error_code=error, members=answers)

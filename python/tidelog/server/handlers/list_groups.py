@@ -28,7 +28,14 @@ def handle(broker: Broker, header: RequestHeader, request: Any) -> bytes:
         for group in broker.groups.list_groups():
             if states and group.state.value.lower() not in states:
                 continue
-            listed.append(make(listed_cls, group_id=group.group_id, protocol_type=group.protocol_type or "",
-                               group_state=group.state.value, group_type=CLASSIC_GROUP_TYPE))  # fmt: skip
+            listed.append(
+                make(
+                    listed_cls,
+                    group_id=group.group_id,
+                    protocol_type=group.protocol_type or "",
+                    group_state=group.state.value,
+                    group_type=CLASSIC_GROUP_TYPE,
+                )
+            )
     error = ErrorCode.none if broker.groups.loaded() else ErrorCode.coordinator_load_in_progress
     return response(ApiKey.LIST_GROUPS, version, throttle_time=NO_THROTTLE, error_code=error, groups=tuple(listed))

@@ -32,8 +32,16 @@ def handle(broker: Broker, header: RequestHeader, request: Any) -> bytes:
         for wanted in topic.partitions:
             partition = broker.partition(topic.name, wanted.partition_index)
             error, timestamp, offset = look_up(partition, wanted.timestamp)
-            answers.append(make(partition_cls, partition_index=wanted.partition_index, error_code=error,
-                                timestamp=timestamp, offset=offset, leader_epoch=LEADER_EPOCH if offset >= 0 else -1))  # fmt: skip
+            answers.append(
+                make(
+                    partition_cls,
+                    partition_index=wanted.partition_index,
+                    error_code=error,
+                    timestamp=timestamp,
+                    offset=offset,
+                    leader_epoch=LEADER_EPOCH if offset >= 0 else -1,
+                )
+            )
         topics.append(make(topic_cls, name=topic.name, partitions=tuple(answers)))
     response = make(cls, throttle_time=NO_THROTTLE, topics=tuple(topics))
     return apis.encode_response(ApiKey.LIST_OFFSETS, version, response)

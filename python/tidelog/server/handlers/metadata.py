@@ -75,10 +75,18 @@ def describe_topic(broker: Broker, topic_cls: type, name: str | None, topic_id: 
     partition_cls = element(topic_cls, "partitions")
     node = (broker.node_id,)
     partitions = tuple(
-        make(partition_cls, error_code=ErrorCode.none, partition_index=index, leader_id=broker.node_id, leader_epoch=0,
-             replica_nodes=node, isr_nodes=node, offline_replicas=())
+        make(
+            partition_cls,
+            error_code=ErrorCode.none,
+            partition_index=index,
+            leader_id=broker.node_id,
+            leader_epoch=0,
+            replica_nodes=node,
+            isr_nodes=node,
+            offline_replicas=(),
+        )
         for index in range(meta.partitions if meta else 0)
-    )  # fmt: skip
+    )
     return make(
         topic_cls,
         error_code=error,

@@ -30,10 +30,18 @@ async def handle(broker: Broker, header: RequestHeader, request: Any) -> bytes:
         for p in topic.partitions:
             expire = commit_time + retention_ms if retention_ms >= 0 else -1
             offsets[(topic.name, p.partition_index)] = (
-                p.committed_offset, getattr(p, "committed_leader_epoch", NO_LEADER_EPOCH), p.committed_metadata, expire,
-            )  # fmt: skip
-    commit = CommitRequest(request.group_id, request.generation_id_or_member_epoch, request.member_id,
-                           getattr(request, "group_instance_id", None), offsets)  # fmt: skip
+                p.committed_offset,
+                getattr(p, "committed_leader_epoch", NO_LEADER_EPOCH),
+                p.committed_metadata,
+                expire,
+            )
+    commit = CommitRequest(
+        request.group_id,
+        request.generation_id_or_member_epoch,
+        request.member_id,
+        getattr(request, "group_instance_id", None),
+        offsets,
+    )
     try:
         errors = await broker.groups.commit(commit, broker.has_partition)
     except ShardLoading:
@@ -45,10 +53,16 @@ def encode(version: int, request: Any, errors: dict[tuple[str, int], ErrorCode])
     topic_cls = element(apis.response_class(ApiKey.OFFSET_COMMIT, version), "topics")
     partition_cls = element(topic_cls, "partitions")
     topics = tuple(
-        make(topic_cls, name=topic.name, partitions=tuple(
-            make(partition_cls, partition_index=p.partition_index, error_code=errors[(topic.name, p.partition_index)])
-            for p in topic.partitions
-        ))
+        make(
+            topic_cls,
+            name=topic.name,
+            partitions=tuple(
+                make(
+                    partition_cls, partition_index=p.partition_index, error_code=errors[(topic.name, p.partition_index)]
+                )
+                for p in topic.partitions
+            ),
+        )
         for topic in request.topics
-    )  # fmt: skip
+    )
     return response(ApiKey.OFFSET_COMMIT, version, throttle_time=NO_THROTTLE, topics=topics)

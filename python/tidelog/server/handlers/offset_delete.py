@@ -26,11 +26,21 @@ async def handle(broker: Broker, header: RequestHeader, request: Any) -> bytes:
         error, errors = ErrorCode.coordinator_load_in_progress, {}
     topic_cls = element(apis.response_class(ApiKey.OFFSET_DELETE, version), "topics")
     partition_cls = element(topic_cls, "partitions")
-    topics = () if error != ErrorCode.none else tuple(
-        make(topic_cls, name=t.name, partitions=tuple(
-            make(partition_cls, partition_index=p.partition_index, error_code=errors[(t.name, p.partition_index)])
-            for p in t.partitions
-        ))
-        for t in request.topics
-    )  # fmt: skip
+    topics = (
+        ()
+        if error != ErrorCode.none
+        else tuple(
+            make(
+                topic_cls,
+                name=t.name,
+                partitions=tuple(
+                    make(
+                        partition_cls, partition_index=p.partition_index, error_code=errors[(t.name, p.partition_index)]
+                    )
+                    for p in t.partitions
+                ),
+            )
+            for t in request.topics
+        )
+    )
     return response(ApiKey.OFFSET_DELETE, version, error_code=error, throttle_time=NO_THROTTLE, topics=topics)

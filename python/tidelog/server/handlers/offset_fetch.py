@@ -38,7 +38,11 @@ def handle(broker: Broker, header: RequestHeader, request: Any) -> bytes:
     groups = []
     for wanted in request.groups:
         error, offsets = fetch(broker, wanted.group_id, wanted.topics)
-        groups.append(make(group_cls, group_id=wanted.group_id, topics=encode_topics(group_cls, offsets, version), error_code=error))
+        groups.append(
+            make(
+                group_cls, group_id=wanted.group_id, topics=encode_topics(group_cls, offsets, version), error_code=error
+            )
+        )
     return response(ApiKey.OFFSET_FETCH, version, throttle_time=NO_THROTTLE, groups=tuple(groups))
 
 
@@ -57,8 +61,14 @@ def encode_topics(cls: type, offsets: Offsets, version: int) -> tuple[Any, ...]:
     by_topic: dict[str, list[Any]] = {}
     for (topic, partition), committed in offsets.items():
         partition_error = committed.error if version < GROUP_ERROR_MIN_VERSION else ErrorCode.none
-        by_topic.setdefault(topic, []).append(make(
-            partition_cls, partition_index=partition, committed_offset=committed.offset,
-            committed_leader_epoch=committed.leader_epoch, metadata=committed.metadata, error_code=partition_error,
-        ))  # fmt: skip
+        by_topic.setdefault(topic, []).append(
+            make(
+                partition_cls,
+                partition_index=partition,
+                committed_offset=committed.offset,
+                committed_leader_epoch=committed.leader_epoch,
+                metadata=committed.metadata,
+                error_code=partition_error,
+            )
+        )
     return tuple(make(topic_cls, name=name, partitions=tuple(parts)) for name, parts in by_topic.items())

@@ -32,8 +32,10 @@ Results = list[tuple[str, list[PartitionResult]]]
 
 def handle(broker: Broker, header: RequestHeader, request: Any) -> Awaitable[bytes | None] | bytes | None:
     if request.acks not in (ACKS_NONE, ACKS_LEADER, ACKS_ALL):
-        refused = [(t.name, [PartitionResult(p.index, ErrorCode.invalid_required_acks) for p in t.partition_data])
-                   for t in request.topic_data]  # fmt: skip
+        refused = [
+            (t.name, [PartitionResult(p.index, ErrorCode.invalid_required_acks) for p in t.partition_data])
+            for t in request.topic_data
+        ]
         return encode_produce_response(header.api_version, refused)
     results: Results = []
     durable: list[tuple[PartitionResult, asyncio.Future[None]]] = []
@@ -54,7 +56,9 @@ def handle(broker: Broker, header: RequestHeader, request: Any) -> Awaitable[byt
     return encode_produce_response(header.api_version, results)
 
 
-async def answer_when_durable(version: int, results: Results, durable: list[tuple[PartitionResult, asyncio.Future[None]]]) -> bytes:
+async def answer_when_durable(
+    version: int, results: Results, durable: list[tuple[PartitionResult, asyncio.Future[None]]]
+) -> bytes:
     for answer, future in durable:
         try:
             await future
@@ -77,12 +81,16 @@ def refusal(records: bytes | None) -> tuple[ErrorCode, str] | None:
     return None
 
 
-def append_one(broker: Broker, topic: str, index: int, records: bytes | None, acks_all: bool) -> tuple[PartitionResult, asyncio.Future[None] | None]:
+def append_one(
+    broker: Broker, topic: str, index: int, records: bytes | None, acks_all: bool
+) -> tuple[PartitionResult, asyncio.Future[None] | None]:
     partition = broker.partition(topic, index)
     if partition is None:
         return PartitionResult(index, ErrorCode.unknown_topic_or_partition), None
     if broker.is_internal(topic):  # only the coordinators write there, as in Kafka
-        return PartitionResult(index, ErrorCode.invalid_topic_exception, error_message=f"cannot append to internal topic {topic}"), None
+        return PartitionResult(
+            index, ErrorCode.invalid_topic_exception, error_message=f"cannot append to internal topic {topic}"
+        ), None
     refused = refusal(records)
     if refused is not None:
         return PartitionResult(index, refused[0], error_message=refused[1]), None
@@ -90,4 +98,6 @@ def append_one(broker: Broker, topic: str, index: int, records: bytes | None, ac
         answer, durable = partition.produce(records, acks_all)  # type: ignore[arg-type]
     except StorageError as error:
         return PartitionResult(index, error_code_for(error), error_message=str(error)), None
-    return PartitionResult(index, ErrorCode.none, answer.first_offset, answer.log_append_time_ms, answer.log_start_offset), durable
+    return PartitionResult(
+        index, ErrorCode.none, answer.first_offset, answer.log_append_time_ms, answer.log_start_offset
+    ), durable

@@ -20,11 +20,22 @@ if TYPE_CHECKING:
 async def handle(broker: Broker, header: RequestHeader, request: Any) -> bytes:
     try:
         result = await broker.groups.sync(
-            request.group_id, request.generation_id, request.member_id, getattr(request, "group_instance_id", None),
-            getattr(request, "protocol_type", None), getattr(request, "protocol_name", None),
+            request.group_id,
+            request.generation_id,
+            request.member_id,
+            getattr(request, "group_instance_id", None),
+            getattr(request, "protocol_type", None),
+            getattr(request, "protocol_name", None),
             {a.member_id: a.assignment for a in request.assignments},
-        )  # fmt: skip
+        )
     except ShardLoading:
         result = SyncResult(ErrorCode.coordinator_load_in_progress)
-    return response(ApiKey.SYNC_GROUP, header.api_version, throttle_time=NO_THROTTLE, error_code=result.error,
-                    protocol_type=result.protocol_type, protocol_name=result.protocol_name, assignment=result.assignment)  # fmt: skip
+    return response(
+        ApiKey.SYNC_GROUP,
+        header.api_version,
+        throttle_time=NO_THROTTLE,
+        error_code=result.error,
+        protocol_type=result.protocol_type,
+        protocol_name=result.protocol_name,
+        assignment=result.assignment,
+    )

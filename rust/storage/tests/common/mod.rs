@@ -19,7 +19,7 @@ pub fn batch(count: i32, value_bytes: usize, base_ms: i64) -> Vec<u8> {
         put_varint(&mut body, i as i64); // offset delta
         put_varint(&mut body, -1); // null key
         put_varint(&mut body, value_bytes as i64);
-        body.extend(std::iter::repeat((i % 251) as u8).take(value_bytes));
+        body.extend(std::iter::repeat_n((i % 251) as u8, value_bytes));
         put_varint(&mut body, 0); // no headers
         put_varint(&mut records, body.len() as i64);
         records.extend(body);
