@@ -24,7 +24,7 @@ from tidelog.protocol.apis import ApiKey
 from tidelog.protocol.fetch import FetchedPartition, FetchedTopic, encode_fetch_response
 from tidelog.protocol.framing import RequestHeader
 from tidelog.protocol.produce import PartitionResult, encode_produce_response
-from tidelog.protocol.records import build_batch
+from tidelog.protocol.record_batch import build_batch
 from tidelog.server.handlers import api_versions, metadata
 from tidelog.server.handlers.build import element, make
 

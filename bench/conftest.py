@@ -27,7 +27,7 @@ from typing import Any
 
 import pytest
 
-from tidelog.protocol.records import build_batch
+from tidelog.protocol.record_batch import build_batch
 from tidelog.storage import PartitionLog
 
 KiB = 1 << 10

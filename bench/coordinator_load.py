@@ -37,7 +37,7 @@ from tests.server.wire_client import WireClient  # noqa: E402
 from tidelog.config import BrokerConfig  # noqa: E402
 from tidelog.coordinator import records  # noqa: E402
 from tidelog.coordinator.records import OffsetAndMetadata, OffsetKey  # noqa: E402
-from tidelog.protocol.records import build_batch  # noqa: E402
+from tidelog.protocol.record_batch import build_batch  # noqa: E402
 from tidelog.storage import LogManager, TopicPartition  # noqa: E402
 
 TOPIC = "__consumer_offsets"

@@ -22,7 +22,7 @@ from kio.schema.metadata.v12.request import MetadataRequest, MetadataRequestTopi
 from kio.schema.produce.v9.request import PartitionProduceData, ProduceRequest, TopicProduceData
 from kio.serial import entity_writer
 
-from tidelog.protocol.records import build_batch
+from tidelog.protocol.record_batch import build_batch
 
 RECORDS_PER_BATCH = 16
 RECORD_BYTES = 1024

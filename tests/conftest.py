@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import struct
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -9,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from tidelog.config import TopicConfig
-from tidelog.protocol.records import build_batch
+from tidelog.protocol.record_batch import OFFSET_OF, build_batch
 from tidelog.storage import PartitionLog, log_config_for
 
 
@@ -24,6 +25,13 @@ def make_batch(count: int = 3, value_bytes: int = 100, timestamp_ms: int | None 
     return build_batch(
         [(base + i, f"key-{tag}-{i}".encode(), value, [("tag", str(tag).encode())]) for i in range(count)]
     )
+
+
+def with_attribute_bits(batch: bytes, bits: int) -> bytes:
+    """`batch` with `bits` set in its attributes (the CRC is left as it was)."""
+    at = OFFSET_OF["attributes"]
+    (attributes,) = struct.unpack_from(">h", batch, at)
+    return batch[:at] + struct.pack(">h", attributes | bits) + batch[at + 2 :]
 
 
 def open_log(directory: Path, **overrides: object) -> PartitionLog:

@@ -18,10 +18,10 @@ from kio.schema.fetch.v11.request import FetchPartition, FetchRequest, FetchTopi
 from kio.schema.list_offsets.v7.request import ListOffsetsPartition, ListOffsetsRequest, ListOffsetsTopic
 from kio.schema.metadata.v12.request import MetadataRequest, MetadataRequestTopic
 
-from tests.conftest import make_batch
+from tests.conftest import make_batch, with_attribute_bits
 from tests.server.test_bad_input import BAD_BATCH_ERRORS, produce
 from tests.server.wire_client import WireClient, encode_request
-from tidelog.protocol.records import iter_batches
+from tidelog.protocol.record_batch import CONTROL_FLAG, CRC_START, OFFSET_OF, iter_batches
 
 SECOND = datetime.timedelta(seconds=5)
 names = (f"compat-{i}" for i in itertools.count())
@@ -101,14 +101,15 @@ def test_list_offsets_answers(port: int) -> None:
 
 
 def with_crc(batch: bytes) -> bytes:
-    return batch[:17] + struct.pack(">I", crc32c.crc32c(batch[21:])) + batch[21:]
+    at = OFFSET_OF["crc"]
+    return batch[:at] + struct.pack(">I", crc32c.crc32c(batch[CRC_START:])) + batch[CRC_START:]
 
 
 # The bad batches of the server tests, plus a control batch whose CRC is right: Kafka must agree
 # on every error code.
 BAD_PRODUCES = {
     **BAD_BATCH_ERRORS,
-    "control batch, CRC fixed": (lambda b: with_crc(b[:22] + bytes([b[22] | 0x20]) + b[23:]), ErrorCode.invalid_record),
+    "control batch, CRC fixed": (lambda b: with_crc(with_attribute_bits(b, CONTROL_FLAG)), ErrorCode.invalid_record),
 }
 
 

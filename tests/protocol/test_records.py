@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from tidelog.protocol import _records_py, records
+from tidelog.protocol import _records_py, record_batch
 from tidelog.protocol._records_py import RecordDecodeError
 
 try:
@@ -27,7 +27,7 @@ def test_the_compiled_twin_is_built() -> None:
 
 
 def test_environment_variable_forces_the_twin() -> None:
-    code = "from tidelog.protocol import records; print(records.IMPLEMENTATION)"
+    code = "from tidelog.protocol import record_batch; print(record_batch.IMPLEMENTATION)"
     forced = subprocess.run(
         [sys.executable, "-c", code],
         env={**os.environ, "TIDELOG_NO_EXTENSIONS": "1"},
@@ -49,7 +49,7 @@ record = st.tuples(
 
 @pytest.mark.parametrize("twin", TWINS, ids=lambda m: m.__name__.rsplit(".", 1)[-1])
 @given(st.lists(record, min_size=1, max_size=20), st.integers(0, 2**40))
-def test_round_trip(twin: ModuleType, inputs: list[records.RecordInput], base_offset: int) -> None:
+def test_round_trip(twin: ModuleType, inputs: list[record_batch.RecordInput], base_offset: int) -> None:
     base_timestamp = inputs[0][0]
     encoded = twin.encode_records(inputs, base_timestamp)
     assert all(t.encode_records(inputs, base_timestamp) == encoded for t in TWINS)
@@ -73,9 +73,36 @@ def test_garbage_raises_the_declared_error_or_decodes_alike(twin: ModuleType, ga
 
 
 def test_batch_round_trip_and_crc_check() -> None:
-    batch = records.build_batch([(1000, b"k", b"v", [("h", None)]), (1005, None, b"w", [])], producer_id=7)
-    header, decoded = records.decode_batch(batch)
+    batch = record_batch.build_batch([(1000, b"k", b"v", [("h", None)]), (1005, None, b"w", [])], producer_id=7)
+    header, decoded = record_batch.decode_batch(batch)
     assert (header.producer_id, header.record_count, header.max_timestamp) == (7, 2, 1005)
     assert decoded == [(0, 1000, b"k", b"v", [("h", None)]), (1, 1005, None, b"w", [])]
     with pytest.raises(RecordDecodeError):
-        records.decode_batch(batch[:-1] + bytes([batch[-1] ^ 1]))
+        record_batch.decode_batch(batch[:-1] + bytes([batch[-1] ^ 1]))
+
+
+def test_header_views_read_the_fields_the_whole_header_reads() -> None:
+    batch = record_batch.build_batch(
+        [(1000, b"k", b"v", []), (1009, None, b"w", [])], producer_id=42, producer_epoch=3, base_sequence=17
+    )
+    header = record_batch.BatchHeader.read(batch)
+    fields = record_batch.PRODUCER_FIELDS.unpack_from(batch, record_batch.PRODUCER_FIELDS_AT)
+    expected = (2, header.attributes, header.last_offset_delta, header.max_timestamp, 42, 3, 17)
+    assert fields == expected
+    assert record_batch.batch_length_of(batch) == header.batch_length == len(batch) - record_batch.LOG_OVERHEAD
+
+
+def test_control_batch_is_a_transaction_marker() -> None:
+    for marker in record_batch.ControlRecordType:
+        batch = record_batch.build_control_batch(
+            marker, producer_id=9, producer_epoch=2, coordinator_epoch=5, timestamp_ms=7
+        )
+        header, ((offset, timestamp, key, value, headers),) = record_batch.decode_batch(batch)
+        assert header.is_control and header.is_transactional and header.record_count == 1
+        assert (header.producer_id, header.producer_epoch, header.base_sequence) == (9, 2, -1)
+        assert (offset, timestamp, headers) == (0, 7, [])
+        # Kafka's EndTransactionMarker: key (version 0, type), value (version 0, coordinator epoch).
+        assert key == bytes([0, 0, 0, marker]) and value == bytes([0, 0, 0, 0, 0, 5])
+        assert record_batch.parse_control_record(key, value) == (marker, 5)
+    with pytest.raises(RecordDecodeError):
+        record_batch.parse_control_record(bytes([0, 0, 0, 7]), None)

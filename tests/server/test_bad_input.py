@@ -18,9 +18,10 @@ from kio.schema.errors import ErrorCode
 from kio.schema.metadata.v12.request import MetadataRequest, MetadataRequestTopic
 from kio.schema.produce.v9.request import PartitionProduceData, ProduceRequest, TopicProduceData
 
-from tests.conftest import make_batch
+from tests.conftest import make_batch, with_attribute_bits
 from tests.server.conftest import BrokerProcess, free_port, wait_until
 from tests.server.wire_client import WireClient, encode_request
+from tidelog.protocol.record_batch import CONTROL_FLAG
 
 TIMEOUT = datetime.timedelta(seconds=5)
 
@@ -60,10 +61,7 @@ BAD_BATCH_ERRORS = {
     "truncated batch": (lambda b: b[:-10], ErrorCode.invalid_record),
     "wrong magic": (lambda b: b[:16] + b"\x01" + b[17:], ErrorCode.invalid_record),
     "two batches": (lambda b: b + b, ErrorCode.invalid_record),
-    "control batch": (
-        lambda b: b[:22] + bytes([b[22] | 0x20]) + b[23:],
-        ErrorCode.corrupt_message,
-    ),  # CRC first, as Kafka
+    "control batch": (lambda b: with_attribute_bits(b, CONTROL_FLAG), ErrorCode.corrupt_message),  # CRC first, as Kafka
     "negative length": (lambda b: b[:8] + struct.pack(">i", -7) + b[12:], ErrorCode.corrupt_message),
 }
 

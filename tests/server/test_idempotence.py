@@ -17,7 +17,7 @@ from tests.conftest import now_ms
 from tests.server.conftest import BrokerProcess, free_port, wait_until
 from tests.server.test_bad_input import create_topic, produce
 from tests.server.wire_client import WireClient
-from tidelog.protocol.records import build_batch
+from tidelog.protocol.record_batch import build_batch
 
 INT32_MAX = 2**31 - 1
 LATEST = -1

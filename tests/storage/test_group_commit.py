@@ -11,7 +11,7 @@ import textwrap
 from pathlib import Path
 
 from tests.conftest import make_batch, read_everything
-from tidelog.protocol.records import iter_batches
+from tidelog.protocol.record_batch import iter_batches
 from tidelog.storage import LogManager, TopicPartition
 
 

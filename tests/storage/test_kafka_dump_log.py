@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import make_batch, now_ms, open_log
-from tidelog.protocol.records import iter_batches
+from tidelog.protocol.record_batch import iter_batches
 from tidelog.storage import PartitionLog
 
 LIBS = Path(__file__).parents[2] / ".cache" / "kafka" / "libs"

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import make_batch, now_ms, open_log, read_everything
-from tidelog.protocol.records import decode_batch, iter_batches
+from tidelog.protocol.record_batch import decode_batch, iter_batches
 from tidelog.storage import (
     CorruptRecordError,
     InvalidRecordError,

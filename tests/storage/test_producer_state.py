@@ -16,7 +16,7 @@ import pytest
 from tests.conftest import now_ms
 from tidelog import limits
 from tidelog.config import TopicConfig
-from tidelog.protocol.records import build_batch
+from tidelog.protocol.record_batch import build_batch
 from tidelog.storage import (
     InvalidProducerEpochError,
     LogManager,

@@ -17,7 +17,7 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, 
 
 from tests.conftest import make_batch, now_ms, read_everything
 from tidelog.config import TopicConfig
-from tidelog.protocol.records import iter_batches
+from tidelog.protocol.record_batch import iter_batches
 from tidelog.storage import PartitionLog, log_config_for
 
 CONFIG = TopicConfig(segment_bytes=3000, index_interval_bytes=256)

@@ -18,7 +18,7 @@ from typing import Protocol
 from tidelog import limits
 from tidelog.coordinator import records
 from tidelog.coordinator.group import ClassicGroup, GroupState
-from tidelog.protocol.records import RecordDecodeError, build_batch, decode_batch, iter_batches
+from tidelog.protocol.record_batch import RecordDecodeError, build_batch, decode_batch, iter_batches
 
 log = logging.getLogger(__name__)
 
@@ -124,7 +124,7 @@ class Shard:
 
     def _replay_chunk(self, chunk: bytes, offset: int) -> int:
         for header, batch in iter_batches(chunk):
-            if header.attributes & 0x20:  # control batches (transaction markers) carry no state yet
+            if header.is_control:  # transaction markers carry no group state yet
                 offset = header.last_offset + 1
                 continue
             try:

@@ -14,6 +14,7 @@ from tidelog.config import BrokerConfig
 from tidelog.coordinator.group_coordinator import GroupCoordinator
 from tidelog.coordinator.shard import OffsetsLog
 from tidelog.storage import LogManager, Partition, ProducerIdAllocator, TopicError, TopicMetadata, TopicPartition
+from tidelog.storage.durable_file import write_atomically
 
 OFFSETS_TOPIC = "__consumer_offsets"
 INTERNAL_TOPICS = frozenset({OFFSETS_TOPIC})
@@ -33,7 +34,7 @@ def read_or_create_cluster_id(data_dir: Path) -> str:
             if key.strip() == "cluster.id":
                 return value.strip()
     cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
-    path.write_text(f"version=1\ncluster.id={cluster_id}\n")
+    write_atomically(path, f"version=1\ncluster.id={cluster_id}\n")
     return cluster_id
 
 

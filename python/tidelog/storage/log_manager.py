@@ -25,6 +25,7 @@ from typing import IO, Any
 from tidelog import limits
 from tidelog.config import TopicConfig
 from tidelog.storage._engine import DeletionReport, PartitionLog, RecoveryReport, StorageError
+from tidelog.storage.durable_file import write_atomically
 from tidelog.storage.partition import Partition, TopicPartition, log_config_for, now_ms
 from tidelog.storage.producer_state import ProducerStateManager
 
@@ -58,21 +59,6 @@ def check_topic_name(name: str) -> None:
         raise TopicError(f"topic name longer than {limits.TOPIC_NAME_LENGTH_MAX} characters")
     if not set(name) <= limits.TOPIC_NAME_CHARACTERS:
         raise TopicError(f"topic name {name!r} may hold only ASCII letters, digits, '.', '_' and '-'")
-
-
-def write_atomically(path: Path, text: str) -> None:
-    """Temp file, fsync, rename, directory fsync: the file is the old or the new, whole."""
-    temp = path.with_name(path.name + ".tmp")
-    with open(temp, "w") as out:
-        out.write(text)
-        out.flush()
-        os.fsync(out.fileno())
-    os.replace(temp, path)
-    directory = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(directory)
-    finally:
-        os.close(directory)
 
 
 class LogManager:

@@ -6,7 +6,6 @@ import asyncio
 import heapq
 import itertools
 import logging
-import struct
 import time
 from collections.abc import Callable
 from concurrent.futures import Executor, Future
@@ -15,6 +14,14 @@ from typing import NamedTuple, NoReturn
 
 from tidelog import limits
 from tidelog.config import TopicConfig
+from tidelog.protocol.record_batch import (
+    CONTROL_FLAG,
+    HEADER_BYTES,
+    MAGIC_V2,
+    PRODUCER_FIELDS,
+    PRODUCER_FIELDS_AT,
+    TRANSACTIONAL_FLAG,
+)
 from tidelog.storage._engine import AppendInfo, FileSlice, InvalidRecordError, LogConfig, PartitionLog, StorageError
 from tidelog.storage.producer_state import (
     BatchMetadata,
@@ -25,16 +32,6 @@ from tidelog.storage.producer_state import (
 )
 
 log = logging.getLogger(__name__)
-
-# The producer fields of a magic-v2 batch header, read from byte 16: magic, (crc skipped),
-# attributes, lastOffsetDelta, (baseTimestamp skipped), maxTimestamp, producerId, producerEpoch,
-# baseSequence. Reading them costs one unpack, so plain producers pay nearly nothing.
-PRODUCER_FIELDS = struct.Struct(">b4xhi8xqqhi")
-PRODUCER_FIELDS_AT = 16
-BATCH_HEADER_BYTES = 61
-MAGIC_V2 = 2
-TRANSACTIONAL_FLAG = 0x10
-CONTROL_FLAG = 0x20
 
 
 class TopicPartition(NamedTuple):
@@ -224,7 +221,7 @@ class Partition:
         group commit that moves the high watermark and, when `wait_durable` (acks=all) and acks
         are durable, returns a future to await first. A retried batch appends nothing and
         answers its original offsets, once those are durable too."""
-        if len(records) < BATCH_HEADER_BYTES:  # not a batch: the log refuses it with the reason
+        if len(records) < HEADER_BYTES:  # not a batch: the log refuses it with the reason
             return self._append(records, wait_durable, None)
         magic, attributes, offset_delta, max_timestamp, producer_id, epoch, base_sequence = PRODUCER_FIELDS.unpack_from(
             records, PRODUCER_FIELDS_AT

@@ -13,7 +13,7 @@ import json
 from pathlib import Path
 
 from tidelog import limits
-from tidelog.storage.log_manager import write_atomically
+from tidelog.storage.durable_file import write_atomically
 
 PRODUCER_IDS_FILE = "producer-ids.json"
 FORMAT_VERSION = 1

@@ -24,7 +24,6 @@ log end), then replays the batch headers of the log after it.
 from __future__ import annotations
 
 import logging
-import os
 import struct
 from collections import deque
 from dataclasses import dataclass, field
@@ -34,6 +33,7 @@ import crc32c
 
 from tidelog import limits
 from tidelog.storage._engine import PartitionLog, StorageError
+from tidelog.storage.durable_file import write_atomically
 
 log = logging.getLogger(__name__)
 
@@ -135,14 +135,6 @@ def snapshot_offsets(directory: Path) -> list[int]:
         if path.stem.isdigit():
             offsets.append(int(path.stem))
     return sorted(offsets)
-
-
-def _fsync_directory(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _unlink(path: Path) -> None:
@@ -282,12 +274,7 @@ class ProducerStateManager:
         Safe to run in another thread: `data` is an immutable copy of the state."""
         path = snapshot_path(directory, offset)
         temp = path.with_name(path.name[: -len(SNAPSHOT_SUFFIX)] + SNAPSHOT_TEMP_SUFFIX)
-        with open(temp, "wb") as out:
-            out.write(data)
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(temp, path)
-        _fsync_directory(directory)
+        write_atomically(path, data, temp)
         offsets = snapshot_offsets(directory)
         for old in offsets[: -limits.PRODUCER_SNAPSHOTS_KEPT]:
             _unlink(snapshot_path(directory, old))

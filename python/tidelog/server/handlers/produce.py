@@ -8,13 +8,13 @@ once the batch is in the log; acks=-1 once it is durable (group commit), unless
 from __future__ import annotations
 
 import asyncio
-import struct
 from typing import TYPE_CHECKING, Any
 
 from kio.schema.errors import ErrorCode
 
 from tidelog.protocol.framing import RequestHeader
 from tidelog.protocol.produce import PartitionResult, encode_produce_response
+from tidelog.protocol.record_batch import LOG_OVERHEAD, batch_length_of
 from tidelog.server.handlers.common import CloseConnection, error_code_for
 from tidelog.storage import StorageError
 
@@ -24,8 +24,6 @@ if TYPE_CHECKING:
     from tidelog.server.broker import Broker
 
 ACKS_NONE, ACKS_LEADER, ACKS_ALL = 0, 1, -1
-BATCH_LENGTH = struct.Struct(">i")
-LOG_OVERHEAD = 12
 
 Results = list[tuple[str, list[PartitionResult]]]
 
@@ -72,8 +70,8 @@ def refusal(records: bytes | None) -> tuple[ErrorCode, str] | None:
     (A batch cut short is INVALID_RECORD here, as in Kafka; a bad CRC is the log's CORRUPT_MESSAGE.)"""
     if not records:
         return ErrorCode.invalid_record, "no record batch"
-    if len(records) >= LOG_OVERHEAD:
-        (length,) = BATCH_LENGTH.unpack_from(records, 8)
+    length = batch_length_of(records)
+    if length is not None:
         if 0 <= length and LOG_OVERHEAD + length < len(records):
             return ErrorCode.invalid_record, "produce v3+ carries exactly one record batch per partition"
         if 0 <= length and LOG_OVERHEAD + length > len(records):

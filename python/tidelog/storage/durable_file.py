@@ -1,0 +1,34 @@
+"""Small files that must be the old version or the new one, whole, after any crash.
+
+One pattern, used for `topics.json`, `producer-ids.json`, `meta.properties` and producer-state
+snapshots: write a temp file, fsync it, rename it over the target, fsync the directory (without
+the last step the rename itself may be lost).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+TEMP_SUFFIX = ".tmp"
+
+
+def fsync_directory(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def write_atomically(path: Path, data: bytes | str, temp: Path | None = None) -> None:
+    """Replaces `path` with `data` durably: temp file (`temp`, or `path` + ".tmp"), fsync,
+    rename, directory fsync."""
+    temp = temp if temp is not None else path.with_name(path.name + TEMP_SUFFIX)
+    payload = data.encode() if isinstance(data, str) else data
+    with open(temp, "wb") as out:
+        out.write(payload)
+        out.flush()
+        os.fsync(out.fileno())
+    os.replace(temp, path)
+    fsync_directory(path.parent)
