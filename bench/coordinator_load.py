@@ -35,8 +35,8 @@ from kio.schema.offset_fetch.v7.request import OffsetFetchRequest, OffsetFetchRe
 from tests.server.conftest import BrokerProcess, free_port  # noqa: E402
 from tests.server.wire_client import WireClient  # noqa: E402
 from tidelog.config import BrokerConfig  # noqa: E402
-from tidelog.coordinator import records  # noqa: E402
-from tidelog.coordinator.records import OffsetAndMetadata, OffsetKey  # noqa: E402
+from tidelog.coordinator.group import records  # noqa: E402
+from tidelog.coordinator.group.records import OffsetAndMetadata, OffsetKey  # noqa: E402
 from tidelog.protocol.record_batch import build_batch  # noqa: E402
 from tidelog.storage import LogManager, TopicPartition  # noqa: E402
 

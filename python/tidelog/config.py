@@ -6,14 +6,75 @@ import dataclasses
 from collections.abc import Mapping
 from typing import Any
 
-INT64_MAX = 2**63 - 1
+INT32_MIN, INT32_MAX = -(2**31), 2**31 - 1
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
+MIB = 1 << 20
 TIMESTAMP_TYPES = ("CreateTime", "LogAppendTime")
-CLEANUP_POLICIES = ("delete", "compact", "compact,delete", "delete,compact")
+CLEANUP_POLICY_ITEMS = ("compact", "delete")
 EVENT_LOOPS = ("asyncio", "uvloop")
 
 
 class ConfigError(ValueError):
     """An unknown key or an invalid value; the message names it."""
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class ConfigKey:
+    """A topic config as Kafka 4.4 defines it (`LogConfig`): its type and bounds."""
+
+    name: str
+    kind: str  # Kafka's ConfigDef type: INT, LONG, STRING, LIST
+    minimum: int | None = None
+    choices: tuple[str, ...] = ()
+    # Kafka's internal configs (`internal.segment.bytes`, for tests) are accepted, never shown.
+    internal: bool = False
+
+    def parse(self, value: object) -> int | str | None:
+        """The value as the field holds it; raises ConfigError in Kafka's words."""
+        if self.kind in ("INT", "LONG"):
+            try:
+                number = int(str(value).strip())
+            except ValueError:
+                raise ConfigError(self.invalid(value, f"Not a number of type {self.kind}")) from None
+            low, high = (INT32_MIN, INT32_MAX) if self.kind == "INT" else (INT64_MIN, INT64_MAX)
+            if not low <= number <= high:
+                raise ConfigError(self.invalid(value, f"Not a number of type {self.kind}"))
+            if self.minimum is not None and number < self.minimum:
+                raise ConfigError(self.invalid(value, f"Value must be at least {self.minimum}"))
+            return number
+        text = str(value).strip()
+        if self.kind == "LIST":
+            items = [item.strip() for item in text.split(",") if item.strip()]
+            if not items or any(item not in self.choices for item in items):
+                raise ConfigError(self.invalid(value, f"String must be one of: {', '.join(self.choices)}"))
+            return ",".join(dict.fromkeys(items))
+        if self.choices and text not in self.choices:
+            raise ConfigError(self.invalid(value, f"String must be one of: {', '.join(self.choices)}"))
+        return text
+
+    def invalid(self, value: object, why: str) -> str:
+        return f"Invalid value {value} for configuration {self.name}: {why}"
+
+
+# The topic configs tidelog acts on, with Kafka 4.4's types and lower bounds.
+TOPIC_KEYS: dict[str, ConfigKey] = {
+    key.name: key
+    for key in (
+        ConfigKey("segment.bytes", "INT", minimum=MIB),
+        ConfigKey("segment.ms", "LONG", minimum=1),
+        ConfigKey("segment.index.bytes", "INT", minimum=4),
+        ConfigKey("index.interval.bytes", "INT", minimum=0),
+        ConfigKey("retention.ms", "LONG", minimum=-1),
+        ConfigKey("retention.bytes", "LONG"),
+        ConfigKey("max.message.bytes", "INT", minimum=0),
+        ConfigKey("message.timestamp.type", "STRING", choices=TIMESTAMP_TYPES),
+        ConfigKey("message.timestamp.before.max.ms", "LONG", minimum=0),
+        ConfigKey("message.timestamp.after.max.ms", "LONG", minimum=0),
+        ConfigKey("cleanup.policy", "LIST", choices=CLEANUP_POLICY_ITEMS),
+        # Kafka's override of segment.bytes below its 1 MiB bound, for tests.
+        ConfigKey("internal.segment.bytes", "INT", minimum=14, internal=True),
+    )
+}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -31,45 +92,53 @@ class TopicConfig:
     message_timestamp_before_max_ms: int = INT64_MAX
     message_timestamp_after_max_ms: int = 3_600_000
     cleanup_policy: str = "delete"
+    internal_segment_bytes: int | None = None
 
     def __post_init__(self) -> None:
-        if self.message_timestamp_type not in TIMESTAMP_TYPES:
-            raise ConfigError(f"message.timestamp.type must be one of {TIMESTAMP_TYPES}")
-        if self.cleanup_policy not in CLEANUP_POLICIES:
-            raise ConfigError(f"cleanup.policy must be one of {CLEANUP_POLICIES}")
         for field in dataclasses.fields(self):
             value = getattr(self, field.name)
-            if field.type == "int" and (not isinstance(value, int) or value < -1):
-                raise ConfigError(f"{kafka_key(field.name)} must be an integer of -1 or more, not {value!r}")
+            if value is not None:
+                TOPIC_KEYS[kafka_key(field.name)].parse(value)
 
     @classmethod
-    def keys(cls) -> list[str]:
-        return [kafka_key(f.name) for f in dataclasses.fields(cls)]
+    def keys(cls, internal: bool = False) -> list[str]:
+        return [k for k, spec in TOPIC_KEYS.items() if internal or not spec.internal]
+
+    @property
+    def effective_segment_bytes(self) -> int:
+        """What segments roll at: `internal.segment.bytes` when set, as in Kafka."""
+        return self.internal_segment_bytes if self.internal_segment_bytes is not None else self.segment_bytes
 
     def with_overrides(self, overrides: Mapping[str, Any]) -> TopicConfig:
         """A copy with `overrides` (Kafka keys, values as strings or ints) applied."""
         changes: dict[str, Any] = {}
-        fields = {f.name: f for f in dataclasses.fields(self)}
         for key, value in overrides.items():
-            name = key.replace(".", "_")
-            if name not in fields:
-                raise ConfigError(f"unknown topic config {key!r}; known: {', '.join(self.keys())}")
-            if fields[name].type == "int":
-                try:
-                    value = int(value)
-                except (TypeError, ValueError):
-                    raise ConfigError(f"{key} must be an integer, not {value!r}") from None
-            changes[name] = str(value) if fields[name].type == "str" else value
+            spec = TOPIC_KEYS.get(key)
+            if spec is None:
+                raise ConfigError(f"Unknown topic config name: {key}")
+            if value is not None:  # None: no override, the value stays this config's
+                changes[key.replace(".", "_")] = spec.parse(value)
         return dataclasses.replace(self, **changes)
 
-    def to_kafka(self) -> dict[str, str]:
-        """Every setting as Kafka's DescribeConfigs shows it: key to string value."""
-        return {kafka_key(f.name): str(getattr(self, f.name)) for f in dataclasses.fields(self)}
+    def to_kafka(self, internal: bool = False) -> dict[str, str]:
+        """Every setting as Kafka's DescribeConfigs shows it: key to string value (internal
+        keys only when asked, and only when set)."""
+        shown = {}
+        for field in dataclasses.fields(self):
+            key, value = kafka_key(field.name), getattr(self, field.name)
+            if TOPIC_KEYS[key].internal and (not internal or value is None):
+                continue
+            shown[key] = str(value)
+        return shown
 
     def overrides_against(self, base: TopicConfig) -> dict[str, str]:
         """Only the settings that differ from `base`."""
-        mine, theirs = self.to_kafka(), base.to_kafka()
-        return {key: value for key, value in mine.items() if theirs[key] != value}
+        mine, theirs = self.to_kafka(internal=True), base.to_kafka(internal=True)
+        return {key: value for key, value in mine.items() if theirs.get(key) != value}
+
+    @property
+    def cleanup_policies(self) -> set[str]:
+        return set(self.cleanup_policy.split(","))
 
 
 def kafka_key(field_name: str) -> str:
@@ -89,6 +158,8 @@ BROKER_TO_TOPIC_KEYS = {
     "log.message.timestamp.before.max.ms": "message.timestamp.before.max.ms",
     "log.message.timestamp.after.max.ms": "message.timestamp.after.max.ms",
     "log.cleanup.policy": "cleanup.policy",
+    # Not Kafka's: the broker-wide form of Kafka's topic-level `internal.segment.bytes`, for tests.
+    "tidelog.internal.log.segment.bytes": "internal.segment.bytes",
 }
 
 

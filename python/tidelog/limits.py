@@ -14,12 +14,14 @@ FLUSH_THREADS = 4
 # Threads that open (and recover) logs at start, Kafka's num.recovery.threads.per.data.dir.
 RECOVERY_THREADS = 2
 
-# Kafka's log.flush.offset.checkpoint.interval.ms and log.retention.check.interval.ms.
-CHECKPOINT_INTERVAL_MS = 60_000
-RETENTION_CHECK_INTERVAL_MS = 300_000
+# Listener: how often idle connections are looked for, and how long a stop waits for answers.
+IDLE_CHECK_INTERVAL_S = 5.0
+DRAIN_TIMEOUT_S = 10.0
 
 # Wire protocol.
 TAGGED_FIELDS_MAX = 64
+# Encoded Metadata answers kept per broker (one per distinct request shape), until a topic change.
+RESPONSE_CACHE_ENTRIES_MAX = 1024
 
 # Group coordinator: bytes of __consumer_offsets read per step while a partition is replayed
 # (the event loop serves other requests between steps).

@@ -12,12 +12,12 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tidelog.config import BrokerConfig
-from tidelog.coordinator import records
-from tidelog.coordinator.records import GroupKey, OffsetAndMetadata, OffsetKey, StoredGroup, StoredMember
-from tidelog.coordinator.shard import Shard
-from tidelog.server.broker import OffsetsPartitionLog
-from tidelog.storage import LogManager, TopicPartition
+from tests.core_harness import running_broker, until_loaded
+from tidelog.coordinator.group import records
+from tidelog.coordinator.group.records import GroupKey, OffsetAndMetadata, OffsetKey, StoredGroup, StoredMember
+from tidelog.coordinator.group.shard import GroupShard
+from tidelog.coordinator.runtime import CoordinatorResult, KeyValue
+from tidelog.core.broker import Broker
 
 LIBS = Path(__file__).parents[2] / ".cache" / "kafka" / "libs"
 DUMPER = "org.apache.kafka.tools.DumpLogSegments"
@@ -75,22 +75,15 @@ def test_partitioning_matches_java_string_hash_code() -> None:
     assert records.partition_for("console-consumer-1", 50) == abs(records.java_string_hash("console-consumer-1")) % 50
 
 
-def open_offsets(data_dir: Path, partitions: int = 1) -> LogManager:
-    manager = LogManager.open(str(data_dir), BrokerConfig().topic_defaults)
-    if TOPIC not in manager.topics:
-        manager.create_topic(TOPIC, partitions, {"cleanup.policy": "compact"})
-    return manager
-
-
-def shard_over(manager: LogManager) -> Shard:
-    partition = manager.get(TopicPartition(TOPIC, 0))
-    assert partition is not None
-    return Shard(0, OffsetsPartitionLog(partition), lambda group: None)
-
-
-def state_of(shard: Shard) -> dict[str, object]:
+def state_of(shard: GroupShard) -> dict[str, object]:
     """The durable state: committed offsets and the stored generation of every group."""
     return {name: (dict(group.offsets), group.stored) for name, group in shard.groups.items()}
+
+
+async def write(broker: Broker, key_values: list[KeyValue]) -> None:
+    """Writes records into `__consumer_offsets-0` through the coordinator runtime."""
+    broker.groups.ensure_offsets_topic()
+    await broker.groups.runtime.write(0, lambda shard: CoordinatorResult(key_values, None))
 
 
 operations = st.lists(
@@ -113,22 +106,15 @@ def test_a_reload_rebuilds_what_live_writes_produced(
     data_dir = tmp_path_factory.mktemp("offsets")
 
     async def write_all() -> dict[str, object]:
-        manager = open_offsets(data_dir)
-        shard = shard_over(manager)
-        shard.loading = False
-        for kind, group, partition, value in ops:
-            await shard.write([record_for(kind, group, partition, value)])
-        live = state_of(shard)
-        manager.close()
-        return live
+        async with running_broker(data_dir, offsets_topic_num_partitions=1) as broker:
+            for kind, group, partition, value in ops:
+                await write(broker, [record_for(kind, group, partition, value)])
+            return state_of(broker.groups.runtime.shard(0))
 
     async def reload() -> dict[str, object]:
-        manager = open_offsets(data_dir)
-        shard = shard_over(manager)
-        await shard.load()
-        loaded = state_of(shard)
-        manager.close()
-        return loaded
+        async with running_broker(data_dir, offsets_topic_num_partitions=1) as broker:
+            await until_loaded(broker)
+            return state_of(broker.groups.runtime.shard(0))
 
     live = asyncio.run(write_all())
     assert asyncio.run(reload()) == live
@@ -154,24 +140,15 @@ def record_for(kind: str, group: str, partition: int, value: int) -> tuple[bytes
     reason="needs Java and the Kafka jars (bench/kafka/fetch.sh)",
 )
 def test_kafka_decodes_our_offsets_records(tmp_path: Path) -> None:
-    async def write() -> None:
-        manager = open_offsets(tmp_path)
-        shard = shard_over(manager)
-        shard.loading = False
-        await shard.write([record_for("commit", "dump-group", 2, 4242)])
-        await shard.write([record_for("group", "dump-group", 0, 7)])
-        await shard.write(
-            [
-                (
-                    records.offset_key(OffsetKey("dump-group", "t", 3)),
-                    records.offset_value(OffsetAndMetadata(9, 5, "", 2, 3)),
-                )
-            ]
-        )
-        await shard.write([record_for("tombstone", "dump-group", 2, 0)])
-        manager.close()
+    async def write_records() -> None:
+        async with running_broker(tmp_path, offsets_topic_num_partitions=1) as broker:
+            await write(broker, [record_for("commit", "dump-group", 2, 4242)])
+            await write(broker, [record_for("group", "dump-group", 0, 7)])
+            key = records.offset_key(OffsetKey("dump-group", "t", 3))
+            await write(broker, [(key, records.offset_value(OffsetAndMetadata(9, 5, "", 2, 3)))])
+            await write(broker, [record_for("tombstone", "dump-group", 2, 0)])
 
-    asyncio.run(write())
+    asyncio.run(write_records())
     segment = next((tmp_path / f"{TOPIC}-0").glob("*.log"))
     result = subprocess.run(
         ["java", "-cp", f"{LIBS}/*", DUMPER, "--offsets-decoder", "--files", str(segment)],

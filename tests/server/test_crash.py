@@ -93,7 +93,9 @@ def test_idempotent_producers_of_every_client_survive_repeated_sigkill(tmp_path:
     each restart retries of batches acknowledged (or appended) before the kill are deduplicated
     from the recovered producer state. Small segments, so snapshots on roll and replays run too;
     a clean restart at the end loads the shutdown snapshot."""
-    broker = BrokerProcess(tmp_path / "data", free_port(), {"log.segment.bytes": str(256 * 1024)}).start()
+    broker = BrokerProcess(
+        tmp_path / "data", free_port(), {"tidelog.internal.log.segment.bytes": str(256 * 1024)}
+    ).start()
     try:
         admin = AdminClient({"bootstrap.servers": broker.bootstrap})
         admin.create_topics([NewTopic("kills", IDEMPOTENT_PARTITIONS, 1)])["kills"].result(30)

@@ -12,7 +12,7 @@ from kio.schema.errors import ErrorCode
 
 from tests.server.conftest import BrokerProcess, free_port
 from tests.server.wire_client import WireClient
-from tidelog.coordinator import records
+from tidelog.coordinator.group import records
 
 ROOT = Path(__file__).parents[2]
 COMMITS = 300_000

@@ -209,7 +209,7 @@ def test_idle_producers_expire(tmp_path: Path) -> None:
 @pytest.mark.parametrize("stop", ["sigkill", "clean"])
 def test_all_five_cached_batches_deduplicate_after_a_restart(tmp_path: Path, stop: str) -> None:
     # Small segments: snapshots are written on roll, and the restart loads one plus a replay.
-    broker = BrokerProcess(tmp_path / "data", free_port(), {"log.segment.bytes": "2000"}).start()
+    broker = BrokerProcess(tmp_path / "data", free_port(), {"tidelog.internal.log.segment.bytes": "2000"}).start()
     try:
         client = WireClient(broker.port)
         create_topic(client, "t")

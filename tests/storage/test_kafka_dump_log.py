@@ -73,7 +73,7 @@ def fill(directory: Path) -> tuple[int, PartitionLog]:
     """Several segments of batches of varied sizes and timestamps, some going back in time;
     returns the batch count and the still open log."""
     rng = random.Random(5)
-    log = open_log(directory, **{"segment.bytes": 64 * 1024})
+    log = open_log(directory, **{"internal.segment.bytes": 64 * 1024})
     base = now_ms() - 1_000_000
     for i in range(300):
         timestamp = base + i * 1000 + rng.randint(-3000, 3000)

@@ -55,17 +55,21 @@ def test_the_data_directory_is_locked(tmp_path: Path) -> None:
 
 
 def test_retention_applies_to_delete_policy_topics_only(tmp_path: Path) -> None:
-    config = TopicConfig(segment_bytes=2048, retention_bytes=0)
+    config = TopicConfig(internal_segment_bytes=2048, retention_bytes=0)
     manager = LogManager.open(tmp_path, config)
     manager.create_topic("deleting", 1)
     manager.create_topic("compacted", 1, {"cleanup.policy": "compact"})
     for topic in ("deleting", "compacted"):
         for i in range(20):
             manager.get(TopicPartition(topic, 0)).append(make_batch(tag=i))  # type: ignore[union-attr]
-    assert manager.enforce_retention() == {}, "nothing below the high watermark yet"
+
+    def durable(topic_partition: TopicPartition) -> int:
+        return manager.partitions[topic_partition].durable_offset
+
+    assert manager.enforce_retention(durable) == {}, "nothing below the bound (what is durable) yet"
     for topic in ("deleting", "compacted"):
         manager.get(TopicPartition(topic, 0)).log.flush()  # type: ignore[union-attr]
-    reports = manager.enforce_retention()
+    reports = manager.enforce_retention(durable)
     assert list(reports) == [TopicPartition("deleting", 0)]
     assert manager.get(TopicPartition("compacted", 0)).log_start_offset == 0  # type: ignore[union-attr]
     manager.close()
@@ -78,9 +82,8 @@ def test_a_file_slice_goes_out_with_sendfile(tmp_path: Path) -> None:
     assert partition is not None
     for i in range(5):
         partition.append(make_batch(tag=i))
-    assert partition.read(0, 1 << 20) is None, "nothing is readable above the high watermark"
-    partition.log.flush()
-    piece = partition.read(0, 1 << 20)
+    assert partition.read(0, 1 << 20, upper_bound=0) is None, "nothing is readable above the bound"
+    piece = partition.read(0, 1 << 20, upper_bound=partition.log_end_offset)
     assert piece is not None
     sender, receiver = socket.socketpair()
     with sender, receiver:

@@ -106,7 +106,7 @@ def test_log_append_time_is_stamped(log_dir: Path) -> None:
 
 
 def test_segments_roll_and_retention_by_size_moves_log_start(log_dir: Path) -> None:
-    log = open_log(log_dir, **{"segment.bytes": 16 * 1024, "retention.bytes": 32 * 1024})
+    log = open_log(log_dir, **{"internal.segment.bytes": 16 * 1024, "retention.bytes": 32 * 1024})
     for i in range(100):
         log.append(make_batch(count=4, value_bytes=250, tag=i), now_ms())
     assert log.segment_count > 5

@@ -21,10 +21,10 @@ from tidelog.storage import (
     InvalidProducerEpochError,
     LogManager,
     OutOfOrderSequenceError,
-    Partition,
     ProducerIdAllocator,
     ProducerStateManager,
     TopicPartition,
+    UnifiedLog,
 )
 from tidelog.storage.producer_state import SnapshotError, last_sequence_of, snapshot_offsets
 
@@ -77,8 +77,8 @@ def model_of(appended: list[Appended]) -> dict[int, ModelProducer]:
 
 
 def open_manager(directory: Path, segment_bytes: int = 3000) -> LogManager:
-    config = TopicConfig(segment_bytes=segment_bytes)
-    manager = LogManager.open(directory, config, durable_acks=False)
+    config = TopicConfig(internal_segment_bytes=segment_bytes)
+    manager = LogManager.open(directory, config)
     if "p" not in manager.topics:
         manager.create_topic("p", 1)
     return manager
@@ -92,7 +92,7 @@ def crash(manager: LogManager) -> None:
     manager._lock.close()
 
 
-def assert_state_matches(partition: Partition, model: dict[int, ModelProducer]) -> None:
+def assert_state_matches(partition: UnifiedLog, model: dict[int, ModelProducer]) -> None:
     producers = partition.producer_state.producers
     assert set(producers) == set(model)
     for pid, expected in model.items():
@@ -177,17 +177,17 @@ def test_crash_recovery_rebuilds_the_state_of_the_surviving_log(tmp_path: Path, 
         producer = producers[pid]
         roll = rng.random()
         if roll < 0.1:
-            partition.produce(plain_batch(tag), False)
+            partition.append(plain_batch(tag))
             continue
         if roll < 0.2 and producer.batches:  # a retry of a cached batch: same offsets, nothing appended
             first, last, first_offset, _, records = rng.choice(list(producer.batches))
             end = partition.log_end_offset
-            answer, _ = partition.produce(records, False)
+            answer = partition.append(records)
             assert answer.duplicate and answer.first_offset == first_offset and partition.log_end_offset == end
             continue
         if roll < 0.25 and producer.batches:  # a gap
             with pytest.raises(OutOfOrderSequenceError):
-                partition.produce(producer_batch(pid, producer.epoch, producer.next_sequence + 1, 1, tag), False)
+                partition.append(producer_batch(pid, producer.epoch, producer.next_sequence + 1, 1, tag))
             continue
         if roll < 0.3:  # a client-side epoch bump
             producer.epoch += 1
@@ -195,7 +195,7 @@ def test_crash_recovery_rebuilds_the_state_of_the_surviving_log(tmp_path: Path, 
             producer.batches.clear()
         count = rng.randint(1, 6)
         records = producer_batch(pid, producer.epoch, producer.next_sequence, count, tag)
-        answer, _ = partition.produce(records, False)
+        answer = partition.append(records)
         assert not answer.duplicate
         last_sequence = last_sequence_of(producer.next_sequence, count - 1)
         a = Appended(
@@ -238,10 +238,10 @@ def test_crash_recovery_rebuilds_the_state_of_the_surviving_log(tmp_path: Path, 
     assert_state_matches(partition, model)
     for pid, producer in model.items():  # every cached batch, retried, gets its original offset
         for _, _, first_offset, _, records in producer.batches:
-            answer, _ = partition.produce(records, False)
+            answer = partition.append(records)
             assert answer.duplicate and answer.first_offset == first_offset
         assert partition.log_end_offset == end
-        answer, _ = partition.produce(producer_batch(pid, producer.epoch, producer.next_sequence, 2), False)
+        answer = partition.append(producer_batch(pid, producer.epoch, producer.next_sequence, 2))
         assert not answer.duplicate and answer.first_offset == end
         end += 2
     manager.close()
@@ -255,11 +255,11 @@ def test_retention_removes_old_snapshots_but_keeps_the_newest(tmp_path: Path) ->
     manager = open_manager(tmp_path / "data", segment_bytes=1000)
     partition = manager.partitions[TopicPartition("p", 0)]
     for n in range(60):
-        partition.produce(producer_batch(7, 0, n, 1, n), False)
+        partition.append(producer_batch(7, 0, n, 1, n))
     manager.executor.shutdown(wait=True)
     directory = tmp_path / "data" / "p-0"
     assert len(snapshot_offsets(directory)) == limits.PRODUCER_SNAPSHOTS_KEPT, "older snapshots are pruned"
-    partition.log.delete_records_before(partition.log_end_offset, partition.high_watermark)
+    partition.log.delete_records_before(partition.log_end_offset, partition.log_end_offset)
     partition.producer_state.delete_snapshots_below(partition.log_start_offset)
     assert len(snapshot_offsets(directory)) == 1
     manager.close()

@@ -105,27 +105,27 @@ def test_flushed_and_checkpointed_data_is_never_truncated(tmp_path: Path) -> Non
 
 def test_clean_shutdown_skips_the_scan(tmp_path: Path) -> None:
     directory = tmp_path / "t-0"
-    log = open_log(directory, **{"segment.bytes": 4096})
+    log = open_log(directory, **{"internal.segment.bytes": 4096})
     for i in range(50):
         log.append(make_batch(tag=i), now_ms())
     content = read_everything(log)
     log.close()
-    log, report = PartitionLog.open(directory, log_config_for(TopicConfig(segment_bytes=4096)))
+    log, report = PartitionLog.open(directory, log_config_for(TopicConfig(internal_segment_bytes=4096)))
     assert report.clean_shutdown and report.segments_scanned == 0
     assert read_everything(log) == content
     del log  # crash: the clean mark was cleared at open
-    log, report = PartitionLog.open(directory, log_config_for(TopicConfig(segment_bytes=4096)))
+    log, report = PartitionLog.open(directory, log_config_for(TopicConfig(internal_segment_bytes=4096)))
     assert not report.clean_shutdown and report.segments_scanned >= 1
     assert read_everything(log) == content
 
 
 def test_torn_tail_in_an_older_segment_with_valid_later_segments_is_corruption(tmp_path: Path) -> None:
     directory = tmp_path / "t-0"
-    log = open_log(directory, **{"segment.bytes": 2048})
+    log = open_log(directory, **{"internal.segment.bytes": 2048})
     for i in range(20):
         log.append(make_batch(tag=i), now_ms())
     del log  # a crash: nothing flushed
     first = directory / f"{SEGMENT}.log"
     os.truncate(first, first.stat().st_size - 3)
     with pytest.raises(CorruptLogError):
-        open_log(directory, **{"segment.bytes": 2048})
+        open_log(directory, **{"internal.segment.bytes": 2048})

@@ -20,7 +20,7 @@ from tidelog.config import TopicConfig
 from tidelog.protocol.record_batch import iter_batches
 from tidelog.storage import PartitionLog, log_config_for
 
-CONFIG = TopicConfig(segment_bytes=3000, index_interval_bytes=256)
+CONFIG = TopicConfig(internal_segment_bytes=3000, index_interval_bytes=256)
 
 
 def checkpointed_recovery_point(directory: Path) -> int:

@@ -13,57 +13,13 @@ import logging
 import signal
 import sys
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Sequence
 
 from tidelog.config import BrokerConfig, ConfigError, read_properties
-from tidelog.server.broker import Broker
+from tidelog.core.broker import Broker
 from tidelog.server.listener import Listener
 
 log = logging.getLogger("tidelog")
-
-
-async def housekeeping(broker: Broker, stop: asyncio.Event) -> None:
-    """Checkpoints, retention, producer-id expiry and offset expiry on their configured
-    intervals, until `stop` is set."""
-    loop = asyncio.get_running_loop()
-    config = broker.config
-    tasks: dict[str, tuple[int, Callable[[], Awaitable[None]]]] = {
-        "checkpoint": (config.log_flush_offset_checkpoint_interval_ms, lambda: checkpoint(broker)),
-        "retention": (config.log_retention_check_interval_ms, lambda: enforce_retention(broker)),
-        "producer expiry": (config.producer_id_expiration_check_interval_ms, lambda: expire_producers(broker)),
-        "offset expiry": (config.offsets_retention_check_interval_ms, lambda: expire_offsets(broker)),
-    }
-    due = {name: loop.time() + interval_ms / 1000 for name, (interval_ms, _) in tasks.items()}
-    while not stop.is_set():
-        try:
-            await asyncio.wait_for(stop.wait(), max(0.0, min(due.values()) - loop.time()))
-        except TimeoutError:
-            pass
-        if stop.is_set():
-            break
-        for name, (interval_ms, task) in tasks.items():
-            if loop.time() >= due[name]:
-                await task()
-                due[name] = loop.time() + interval_ms / 1000
-
-
-async def checkpoint(broker: Broker) -> None:
-    broker.logs.checkpoint_all()
-
-
-async def enforce_retention(broker: Broker) -> None:
-    for topic_partition, report in broker.logs.enforce_retention().items():
-        log.info("retention deleted %d segment(s) of %s", report.segments_deleted, topic_partition.directory_name())
-
-
-async def expire_offsets(broker: Broker) -> None:
-    await broker.groups.expire_offsets()  # logs what it removes
-
-
-async def expire_producers(broker: Broker) -> None:
-    expired = broker.logs.expire_producers()
-    if expired:
-        log.info("forgot %d producer id(s) idle for producer.id.expiration.ms", expired)
 
 
 async def serve(config: BrokerConfig) -> None:
@@ -85,15 +41,15 @@ async def serve(config: BrokerConfig) -> None:
             host,
             port,
             config.log_dirs,
-            len(broker.logs.topics),
-            len(broker.logs.partitions),
+            len(broker.topics),
+            len(broker.partitions),
             (time.monotonic() - started) * 1000,
         )
-        await housekeeping(broker, stop)
+        await stop.wait()
         log.info("stopping: draining %d connection(s)", len(listener.connections))
         await listener.stop()
     finally:
-        broker.close()
+        await broker.close()
         log.info("closed cleanly")
 
 

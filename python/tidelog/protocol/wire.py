@@ -63,6 +63,14 @@ class Encoder:
         self._buffer += uvarint(len(data) + 1) if self.flexible else INT16.pack(len(data))
         self._buffer += data
 
+    def bytes_(self, value: bytes | None) -> None:
+        """A bytes field (int32 length, or compact; None: a null field)."""
+        if value is None:
+            self._buffer += uvarint(0) if self.flexible else INT32.pack(-1)
+            return
+        self._buffer += uvarint(len(value) + 1) if self.flexible else INT32.pack(len(value))
+        self._buffer += value
+
     def array_length(self, count: int | None) -> None:
         """Length of an array (None: a null array)."""
         if self.flexible:
@@ -83,6 +91,11 @@ class Encoder:
             self.parts.append(bytes(self._buffer))
             self._buffer.clear()
             self.parts.append(data)
+
+    def to_bytes(self) -> bytes:
+        """Everything written, for encodings without file parts (coordinator records)."""
+        assert not self.parts, "file parts cannot be joined into bytes"
+        return bytes(self._buffer)
 
     def finish(self) -> list[bytes | Sendable]:
         if self._buffer:

@@ -32,13 +32,13 @@ from tidelog.server.handlers import api_versions
 from tidelog.server.handlers.common import CLIENT_HOST, CloseConnection
 
 if TYPE_CHECKING:
-    from tidelog.server.broker import Broker
+    from tidelog.server.context import ServerContext
 
 log = logging.getLogger(__name__)
 
 Parts = list[bytes | Sendable]
 HandlerResult = Parts | bytes | None | Awaitable[Parts | bytes | None]
-Handler = Callable[["Broker", framing.RequestHeader, Any], HandlerResult]
+Handler = Callable[["ServerContext", framing.RequestHeader, Any], HandlerResult]
 FRAME_HEAD = struct.Struct(">ihh")  # size prefix, api key, api version
 
 
@@ -53,11 +53,11 @@ class Slot:
 
 
 class Connection(asyncio.Protocol):
-    def __init__(self, broker: Broker, handlers: dict[int, Handler], registry: set[Connection]) -> None:
-        self.broker = broker
+    def __init__(self, server: ServerContext, handlers: dict[int, Handler], registry: set[Connection]) -> None:
+        self.server = server
         self.handlers = handlers
         self.registry = registry
-        self.config = broker.config
+        self.config = server.config
         self.transport: asyncio.Transport | None = None
         self.peer = "?"
         self.client_host = "/?"
@@ -168,7 +168,7 @@ class Connection(asyncio.Protocol):
             return
         CLIENT_HOST.set(self.client_host)
         try:
-            result = self.handlers[api_key](self.broker, header, request)
+            result = self.handlers[api_key](self.server, header, request)
         except CloseConnection as reason:
             self.close(str(reason))
             return

@@ -6,19 +6,19 @@ import asyncio
 import logging
 import time
 
-from tidelog.server.broker import Broker
+from tidelog import limits
+from tidelog.core.broker import Broker
 from tidelog.server.connection import Connection
+from tidelog.server.context import ServerContext
 from tidelog.server.router import HANDLERS
 
 log = logging.getLogger(__name__)
-
-IDLE_CHECK_INTERVAL_S = 5.0
-DRAIN_TIMEOUT_S = 10.0
 
 
 class Listener:
     def __init__(self, broker: Broker) -> None:
         self.broker = broker
+        self.context = ServerContext(broker)
         self.connections: set[Connection] = set()
         self.server: asyncio.Server | None = None
         self._idle_task: asyncio.Task[None] | None = None
@@ -27,16 +27,18 @@ class Listener:
         host, port = self.broker.config.listener_address()
         loop = asyncio.get_running_loop()
         self.server = await loop.create_server(
-            lambda: Connection(self.broker, HANDLERS, self.connections), host, port, reuse_address=True, backlog=1024
+            lambda: Connection(self.context, HANDLERS, self.connections), host, port, reuse_address=True, backlog=1024
         )
         self._idle_task = asyncio.create_task(self._close_idle())
         bound = self.server.sockets[0].getsockname()
+        if not self.broker.config.advertised_listeners and port != bound[1]:
+            self.broker.advertise(host, bound[1])  # port 0: clients are told the port it got
         return bound[0], bound[1]
 
     async def _close_idle(self) -> None:
         idle_s = self.broker.config.connections_max_idle_ms / 1000
         while True:
-            await asyncio.sleep(IDLE_CHECK_INTERVAL_S)
+            await asyncio.sleep(limits.IDLE_CHECK_INTERVAL_S)
             now = time.monotonic()
             for connection in list(self.connections):
                 if now - connection.last_activity > idle_s and not connection.slots:
@@ -48,7 +50,7 @@ class Listener:
         self.server.close()
         if self._idle_task is not None:
             self._idle_task.cancel()
-        deadline = time.monotonic() + DRAIN_TIMEOUT_S
+        deadline = time.monotonic() + limits.DRAIN_TIMEOUT_S
         while any(c.slots for c in self.connections) and time.monotonic() < deadline:
             await asyncio.sleep(0.01)
         for connection in list(self.connections):

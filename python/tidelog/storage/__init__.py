@@ -25,7 +25,6 @@ from tidelog.storage._engine import (
     UnsupportedMagicError,
 )
 from tidelog.storage.log_manager import LogManager, TopicError, TopicMetadata
-from tidelog.storage.partition import Appended, GroupCommit, Partition, TopicPartition, log_config_for
 from tidelog.storage.producer_ids import ProducerIdAllocator
 from tidelog.storage.producer_state import (
     InvalidProducerEpochError,
@@ -35,9 +34,11 @@ from tidelog.storage.producer_state import (
     ProducerStateError,
     ProducerStateManager,
 )
+from tidelog.storage.unified_log import Appended, AppendOrigin, GroupCommit, TopicPartition, UnifiedLog, log_config_for
 
 __all__ = [
     "AppendInfo",
+    "AppendOrigin",
     "Appended",
     "BatchHeader",
     "CorruptLogError",
@@ -55,7 +56,6 @@ __all__ = [
     "LogManager",
     "OffsetOutOfRangeError",
     "OutOfOrderSequenceError",
-    "Partition",
     "PartitionLog",
     "ProducerEntry",
     "ProducerIdAllocator",
@@ -69,6 +69,7 @@ __all__ = [
     "TopicError",
     "TopicMetadata",
     "TopicPartition",
+    "UnifiedLog",
     "UnsupportedMagicError",
     "log_config_for",
 ]

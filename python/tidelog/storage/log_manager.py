@@ -16,7 +16,7 @@ import logging
 import os
 import shutil
 import uuid
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,8 +26,8 @@ from tidelog import limits
 from tidelog.config import TopicConfig
 from tidelog.storage._engine import DeletionReport, PartitionLog, RecoveryReport, StorageError
 from tidelog.storage.durable_file import write_atomically
-from tidelog.storage.partition import Partition, TopicPartition, log_config_for, now_ms
 from tidelog.storage.producer_state import ProducerStateManager
+from tidelog.storage.unified_log import TopicPartition, UnifiedLog, log_config_for, now_ms
 
 log = logging.getLogger(__name__)
 
@@ -47,9 +47,23 @@ class TopicMetadata:
     topic_id: uuid.UUID
     partitions: int
     overrides: dict[str, str] = field(default_factory=dict)
+    # Replica assignment per partition (broker ids), when a client gave one; else the broker's own.
+    assignments: list[list[int]] | None = None
 
     def to_json(self) -> dict[str, Any]:
-        return {"topic_id": str(self.topic_id), "partitions": self.partitions, "configs": self.overrides}
+        entry: dict[str, Any] = {
+            "topic_id": str(self.topic_id),
+            "partitions": self.partitions,
+            "configs": self.overrides,
+        }
+        if self.assignments is not None:
+            entry["assignments"] = self.assignments
+        return entry
+
+    @classmethod
+    def from_json(cls, name: str, entry: dict[str, Any]) -> TopicMetadata:
+        topic_id = uuid.UUID(entry["topic_id"])
+        return cls(name, topic_id, entry["partitions"], entry["configs"], entry.get("assignments"))
 
 
 def check_topic_name(name: str) -> None:
@@ -69,16 +83,14 @@ class LogManager:
         data_dir: Path,
         default_config: TopicConfig,
         lock: IO[bytes],
-        durable_acks: bool = True,
         producer_id_expiration_ms: int = DEFAULT_PRODUCER_ID_EXPIRATION_MS,
     ) -> None:
         self.data_dir = data_dir
-        self.durable_acks = durable_acks
         self.producer_id_expiration_ms = producer_id_expiration_ms
         self.default_config = default_config
         self._lock = lock
         self.topics: dict[str, TopicMetadata] = {}
-        self.partitions: dict[TopicPartition, Partition] = {}
+        self.partitions: dict[TopicPartition, UnifiedLog] = {}
         self.executor = ThreadPoolExecutor(limits.FLUSH_THREADS, thread_name_prefix="tidelog-flush")
         self.recovery_reports: dict[TopicPartition, RecoveryReport] = {}
 
@@ -87,7 +99,6 @@ class LogManager:
         cls,
         data_dir: str | os.PathLike[str],
         default_config: TopicConfig | None = None,
-        durable_acks: bool = True,
         producer_id_expiration_ms: int = DEFAULT_PRODUCER_ID_EXPIRATION_MS,
     ) -> LogManager:
         """Takes the directory's lock, loads topics and opens (recovering if needed) every log."""
@@ -99,7 +110,7 @@ class LogManager:
         except BlockingIOError:
             lock.close()
             raise RuntimeError(f"{path} is in use by another tidelog process") from None
-        manager = cls(path, default_config or TopicConfig(), lock, durable_acks, producer_id_expiration_ms)
+        manager = cls(path, default_config or TopicConfig(), lock, producer_id_expiration_ms)
         manager._load()
         return manager
 
@@ -107,9 +118,7 @@ class LogManager:
         topics_file = self.data_dir / TOPICS_FILE
         if topics_file.exists():
             for name, entry in json.loads(topics_file.read_text()).items():
-                self.topics[name] = TopicMetadata(
-                    name, uuid.UUID(entry["topic_id"]), entry["partitions"], entry["configs"]
-                )
+                self.topics[name] = TopicMetadata.from_json(name, entry)
         wanted = [tp for meta in self.topics.values() for tp in self._partitions_of(meta)]
         with ThreadPoolExecutor(limits.RECOVERY_THREADS, thread_name_prefix="tidelog-recovery") as pool:
             for topic_partition, opened in zip(wanted, pool.map(self._open_log, wanted), strict=True):
@@ -148,29 +157,34 @@ class LogManager:
                 report.log_end_offset,
                 report.duration_ms,
             )
-        self.partitions[topic_partition] = Partition(
-            topic_partition, partition_log, self.executor, self.durable_acks, producer_state
-        )
+        self.partitions[topic_partition] = UnifiedLog(topic_partition, partition_log, self.executor, producer_state)
 
     def _save_topics(self) -> None:
         text = json.dumps({name: meta.to_json() for name, meta in sorted(self.topics.items())}, indent=1)
         write_atomically(self.data_dir / TOPICS_FILE, text)
 
-    def create_topic(self, name: str, partitions: int, configs: Mapping[str, Any] | None = None) -> TopicMetadata:
+    def create_topic(
+        self,
+        name: str,
+        partitions: int,
+        configs: Mapping[str, Any] | None = None,
+        assignments: list[list[int]] | None = None,
+    ) -> TopicMetadata:
         check_topic_name(name)
         if name in self.topics:
             raise TopicError(f"topic {name!r} already exists")
         if not 1 <= partitions <= limits.PARTITIONS_PER_TOPIC_MAX:
             raise TopicError(f"partition count must be in [1, {limits.PARTITIONS_PER_TOPIC_MAX}]")
         config = self.default_config.with_overrides(configs or {})
-        meta = TopicMetadata(name, uuid.uuid4(), partitions, config.overrides_against(self.default_config))
+        meta = TopicMetadata(name, uuid.uuid4(), partitions, config.overrides_against(self.default_config), assignments)
         self.topics[name] = meta
         for topic_partition in self._partitions_of(meta):
             self._adopt(topic_partition, *self._open_log(topic_partition))
         self._save_topics()
         return meta
 
-    def create_partitions(self, name: str, total: int) -> None:
+    def create_partitions(self, name: str, total: int, assignments: list[list[int]] | None = None) -> None:
+        """Adds partitions up to `total`; `assignments` are the new partitions' replicas."""
         meta = self._topic(name)
         if not meta.partitions < total <= limits.PARTITIONS_PER_TOPIC_MAX:
             raise TopicError(f"topic {name!r} has {meta.partitions} partitions; the new count must be larger")
@@ -178,6 +192,8 @@ class LogManager:
             topic_partition = TopicPartition(name, partition)
             self._adopt(topic_partition, *self._open_log(topic_partition))
         meta.partitions = total
+        if assignments is not None or meta.assignments is not None:
+            meta.assignments = (meta.assignments or []) + (assignments or [])
         self._save_topics()
 
     def alter_topic_config(self, name: str, overrides: dict[str, str]) -> TopicConfig:
@@ -205,7 +221,7 @@ class LogManager:
             raise TopicError(f"unknown topic {name!r}")
         return self.topics[name]
 
-    def get(self, topic_partition: TopicPartition) -> Partition | None:
+    def get(self, topic_partition: TopicPartition) -> UnifiedLog | None:
         return self.partitions.get(topic_partition)
 
     def checkpoint_all(self) -> None:
@@ -217,14 +233,15 @@ class LogManager:
             except StorageError as error:
                 log.error("checkpoint of %s failed: %s", topic_partition.directory_name(), error)
 
-    def enforce_retention(self) -> dict[TopicPartition, DeletionReport]:
-        """Deletes expired segments of `delete`-policy topics, up to each log's end."""
+    def enforce_retention(self, upper_bound: Callable[[TopicPartition], int]) -> dict[TopicPartition, DeletionReport]:
+        """Deletes expired segments of `delete`-policy topics, never at or above
+        `upper_bound(topic_partition)` (the high watermark)."""
         reports = {}
         for topic_partition, partition in self.partitions.items():
-            if "delete" not in self.topic_config(topic_partition.topic).cleanup_policy:
+            if "delete" not in self.topic_config(topic_partition.topic).cleanup_policies:
                 continue
             try:
-                report = partition.log.delete_old_segments(now_ms(), partition.high_watermark)
+                report = partition.log.delete_old_segments(now_ms(), upper_bound(topic_partition))
             except StorageError as error:
                 log.error("retention on %s failed: %s", topic_partition.directory_name(), error)
                 continue

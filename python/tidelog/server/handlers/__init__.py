@@ -1,1 +1,1 @@
-"""One module per Kafka API, each with `handle(broker, header, request)`."""
+"""One module per Kafka API, each with `handle(server, header, request)`: decode, call the core, encode."""

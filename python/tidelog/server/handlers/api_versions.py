@@ -39,5 +39,5 @@ def unsupported_version_body() -> bytes:
     return encoded(0, ErrorCode.unsupported_version)
 
 
-def handle(broker: Any, header: RequestHeader, request: Any) -> bytes:
+def handle(server: Any, header: RequestHeader, request: Any) -> bytes:
     return encoded(header.api_version)

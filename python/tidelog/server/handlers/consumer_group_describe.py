@@ -15,10 +15,10 @@ from tidelog.server.handlers.build import element, make, response
 from tidelog.server.handlers.common import AUTHORIZED_OPERATIONS_OMITTED, NO_THROTTLE
 
 if TYPE_CHECKING:
-    from tidelog.server.broker import Broker
+    from tidelog.server.context import ServerContext
 
 
-def handle(broker: Broker, header: RequestHeader, request: Any) -> bytes:
+def handle(server: ServerContext, header: RequestHeader, request: Any) -> bytes:
     version = header.api_version
     group_cls = element(apis.response_class(ApiKey.CONSUMER_GROUP_DESCRIBE, version), "groups")
     groups = tuple(

@@ -1,4 +1,4 @@
-"""DeleteTopics v1-v6, by name or (v6) by topic id."""
+"""DeleteTopics v1-v6, by name or (v6) by topic id: decode, `Broker.delete_topic`, encode."""
 
 from __future__ import annotations
 
@@ -14,10 +14,11 @@ from tidelog.server.handlers.build import element, make
 from tidelog.server.handlers.common import NO_THROTTLE
 
 if TYPE_CHECKING:
-    from tidelog.server.broker import Broker
+    from tidelog.server.context import ServerContext
 
 
-def handle(broker: Broker, header: RequestHeader, request: Any) -> bytes:
+def handle(server: ServerContext, header: RequestHeader, request: Any) -> bytes:
+    broker = server.broker
     version = header.api_version
     cls = apis.response_class(ApiKey.DELETE_TOPICS, version)
     result_cls = element(cls, "responses")
@@ -27,7 +28,7 @@ def handle(broker: Broker, header: RequestHeader, request: Any) -> bytes:
         wanted = [(t.name, t.topic_id) for t in request.topics]
     results = []
     for name, topic_id in wanted:
-        meta = broker.logs.topics.get(name) if name else (broker.topic_by_id(topic_id) if topic_id else None)
+        meta = broker.topic(name) if name else (broker.topic_by_id(topic_id) if topic_id else None)
         if meta is None:
             error = ErrorCode.unknown_topic_or_partition if name else ErrorCode.unknown_topic_id
             results.append(make(result_cls, name=name, topic_id=topic_id, error_code=error, error_message=None))
@@ -36,6 +37,5 @@ def handle(broker: Broker, header: RequestHeader, request: Any) -> bytes:
         results.append(
             make(result_cls, name=meta.name, topic_id=meta.topic_id, error_code=ErrorCode.none, error_message=None)
         )
-    return apis.encode_response(
-        ApiKey.DELETE_TOPICS, version, make(cls, throttle_time=NO_THROTTLE, responses=tuple(results))
-    )
+    response = make(cls, throttle_time=NO_THROTTLE, responses=tuple(results))
+    return apis.encode_response(ApiKey.DELETE_TOPICS, version, response)

@@ -13,12 +13,13 @@ from tidelog.server.handlers.build import element, make
 from tidelog.server.handlers.common import AUTHORIZED_OPERATIONS_OMITTED, NO_THROTTLE
 
 if TYPE_CHECKING:
-    from tidelog.server.broker import Broker
+    from tidelog.server.context import ServerContext
 
 BROKERS_ENDPOINT = 1
 
 
-def handle(broker: Broker, header: RequestHeader, request: Any) -> bytes:
+def handle(server: ServerContext, header: RequestHeader, request: Any) -> bytes:
+    broker = server.broker
     version = header.api_version
     cls = apis.response_class(ApiKey.DESCRIBE_CLUSTER, version)
     if getattr(request, "endpoint_type", BROKERS_ENDPOINT) != BROKERS_ENDPOINT:

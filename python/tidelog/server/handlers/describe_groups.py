@@ -10,8 +10,8 @@ from typing import TYPE_CHECKING, Any
 
 from kio.schema.errors import ErrorCode
 
-from tidelog.coordinator.group import GroupState
-from tidelog.coordinator.group_coordinator import ShardLoading
+from tidelog.coordinator.group.group import GroupState
+from tidelog.coordinator.runtime import CoordinatorUnavailable
 from tidelog.protocol import apis
 from tidelog.protocol.apis import ApiKey
 from tidelog.protocol.framing import RequestHeader
@@ -19,19 +19,19 @@ from tidelog.server.handlers.build import element, make, response
 from tidelog.server.handlers.common import AUTHORIZED_OPERATIONS_OMITTED, NO_THROTTLE
 
 if TYPE_CHECKING:
-    from tidelog.server.broker import Broker
+    from tidelog.server.context import ServerContext
 
 GROUP_NOT_FOUND_MIN_VERSION = 6
 
 
-def handle(broker: Broker, header: RequestHeader, request: Any) -> bytes:
+def handle(server: ServerContext, header: RequestHeader, request: Any) -> bytes:
     version = header.api_version
     group_cls = element(apis.response_class(ApiKey.DESCRIBE_GROUPS, version), "groups")
-    described = tuple(describe_one(broker, group_cls, group_id, version) for group_id in request.groups)
+    described = tuple(describe_one(server, group_cls, group_id, version) for group_id in request.groups)
     return response(ApiKey.DESCRIBE_GROUPS, version, throttle_time=NO_THROTTLE, groups=described)
 
 
-def describe_one(broker: Broker, group_cls: type, group_id: str, version: int) -> Any:
+def describe_one(server: ServerContext, group_cls: type, group_id: str, version: int) -> Any:
     def answer(
         error: ErrorCode, state: str, protocol_type: str = "", protocol: str = "", members: tuple[Any, ...] = ()
     ) -> Any:
@@ -48,9 +48,9 @@ def describe_one(broker: Broker, group_cls: type, group_id: str, version: int) -
         )
 
     try:
-        group = broker.groups.describe(group_id)
-    except ShardLoading:
-        return answer(ErrorCode.coordinator_load_in_progress, "")
+        group = server.broker.groups.describe(group_id)
+    except CoordinatorUnavailable as unavailable:
+        return answer(unavailable.error_code, "")
     if group is None or group.is_(GroupState.DEAD):
         if version >= GROUP_NOT_FOUND_MIN_VERSION:
             return answer(ErrorCode.group_id_not_found, GroupState.DEAD.value)

@@ -14,10 +14,10 @@ from tidelog.server.handlers.build import element, make
 from tidelog.server.handlers.common import NO_THROTTLE
 
 if TYPE_CHECKING:
-    from tidelog.server.broker import Broker
+    from tidelog.server.context import ServerContext
 
 
-def handle(broker: Broker, header: RequestHeader, request: Any) -> bytes:
+def handle(server: ServerContext, header: RequestHeader, request: Any) -> bytes:
     version = header.api_version
     cls = apis.response_class(ApiKey.DESCRIBE_PRODUCERS, version)
     topic_cls = element(cls, "topics")
@@ -27,13 +27,13 @@ def handle(broker: Broker, header: RequestHeader, request: Any) -> bytes:
     for topic in request.topics:
         partitions = []
         for index in topic.partition_indexes:
-            partition = broker.partition(topic.name, index)
-            if partition is None:
+            error, entries = server.broker.describe_producers(topic.name, index)
+            if error != ErrorCode.none:
                 partitions.append(
                     make(
                         partition_cls,
                         partition_index=index,
-                        error_code=ErrorCode.unknown_topic_or_partition,
+                        error_code=error,
                         error_message=None,
                         active_producers=(),
                     )
@@ -49,7 +49,7 @@ def handle(broker: Broker, header: RequestHeader, request: Any) -> bytes:
                     coordinator_epoch=entry.coordinator_epoch,
                     current_txn_start_offset=entry.current_txn_first_offset,
                 )
-                for entry in sorted(partition.producer_state.producers.values(), key=lambda e: e.producer_id)
+                for entry in entries
             )
             partitions.append(
                 make(

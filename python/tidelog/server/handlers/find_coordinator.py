@@ -18,17 +18,18 @@ from tidelog.server.handlers.build import element, response
 from tidelog.server.handlers.common import NO_THROTTLE
 
 if TYPE_CHECKING:
-    from tidelog.server.broker import Broker
+    from tidelog.server.context import ServerContext
 
 GROUP_KEY, TRANSACTION_KEY = 0, 1
 BATCHED_KEYS_MIN_VERSION = 4
 
 
-def handle(broker: Broker, header: RequestHeader, request: Any) -> bytes:
+def handle(server: ServerContext, header: RequestHeader, request: Any) -> bytes:
+    broker = server.broker
     version = header.api_version
     key_type = getattr(request, "key_type", GROUP_KEY)
     if version < BATCHED_KEYS_MIN_VERSION:
-        error, message = locate(broker, key_type, request.key)
+        error, message = locate(server, key_type, request.key)
         return response(
             ApiKey.FIND_COORDINATOR,
             version,
@@ -42,7 +43,7 @@ def handle(broker: Broker, header: RequestHeader, request: Any) -> bytes:
     coordinator_cls = element(apis.response_class(ApiKey.FIND_COORDINATOR, version), "coordinators")
     answers = []
     for key in request.coordinator_keys:
-        error, message = locate(broker, key_type, key)
+        error, message = locate(server, key_type, key)
         found = error == ErrorCode.none
         answers.append(
             coordinator_cls(
@@ -57,12 +58,12 @@ def handle(broker: Broker, header: RequestHeader, request: Any) -> bytes:
     return response(ApiKey.FIND_COORDINATOR, version, throttle_time=NO_THROTTLE, coordinators=tuple(answers))
 
 
-def locate(broker: Broker, key_type: int, key: str) -> tuple[ErrorCode, str | None]:
+def locate(server: ServerContext, key_type: int, key: str) -> tuple[ErrorCode, str | None]:
     if key_type == TRANSACTION_KEY:
         return ErrorCode.coordinator_not_available, "transactions are not supported yet"
     if key_type != GROUP_KEY:
         return ErrorCode.invalid_request, f"unknown key type {key_type}"
     if not key:
         return ErrorCode.invalid_request, "empty group id"
-    broker.groups.ensure_offsets_topic()
+    server.broker.groups.ensure_offsets_topic()
     return ErrorCode.none, None

@@ -1,4 +1,4 @@
-"""IncrementalAlterConfigs v0-v1 for topics: SET, DELETE, APPEND and SUBTRACT."""
+"""IncrementalAlterConfigs v0-v1 for topics: decode, `Broker.alter_topic_configs`, encode."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING, Any
 
 from kio.schema.errors import ErrorCode
 
-from tidelog.config import ConfigError
+from tidelog.core.types import AlterConfigOp
 from tidelog.protocol import apis
 from tidelog.protocol.apis import ApiKey
 from tidelog.protocol.framing import RequestHeader
@@ -15,18 +15,16 @@ from tidelog.server.handlers.common import NO_THROTTLE
 from tidelog.server.handlers.describe_configs import TOPIC
 
 if TYPE_CHECKING:
-    from tidelog.server.broker import Broker
-
-SET, DELETE, APPEND, SUBTRACT = 0, 1, 2, 3
+    from tidelog.server.context import ServerContext
 
 
-def handle(broker: Broker, header: RequestHeader, request: Any) -> bytes:
+def handle(server: ServerContext, header: RequestHeader, request: Any) -> bytes:
     version = header.api_version
     cls = apis.response_class(ApiKey.INCREMENTAL_ALTER_CONFIGS, version)
     result_cls = element(cls, "responses")
     results = []
     for resource in request.resources:
-        error, message = alter(broker, resource, request.validate_only)
+        error, message = alter(server, resource, request.validate_only)
         results.append(
             make(
                 result_cls,
@@ -40,35 +38,14 @@ def handle(broker: Broker, header: RequestHeader, request: Any) -> bytes:
     return apis.encode_response(ApiKey.INCREMENTAL_ALTER_CONFIGS, version, response)
 
 
-def alter(broker: Broker, resource: Any, validate_only: bool) -> tuple[ErrorCode, str | None]:
+def alter(server: ServerContext, resource: Any, validate_only: bool) -> tuple[ErrorCode, str | None]:
     if resource.resource_type != TOPIC:
         return ErrorCode.invalid_request, "only topic configs can be altered; broker configs are static"
-    meta = broker.logs.topics.get(resource.resource_name)
-    if meta is None:
-        return ErrorCode.unknown_topic_or_partition, f"Topic '{resource.resource_name}' does not exist."
-    overrides = dict(meta.overrides)
-    current = broker.logs.topic_config(meta.name).to_kafka()
+    operations = []
     for entry in resource.configs:
-        if entry.config_operation == SET:
-            overrides[entry.name] = entry.value
-        elif entry.config_operation == DELETE:
-            overrides.pop(entry.name, None)
-        elif entry.config_operation in (APPEND, SUBTRACT):
-            items = [i for i in current.get(entry.name, "").split(",") if i]
-            change = [i for i in (entry.value or "").split(",") if i]
-            items = (
-                items + [i for i in change if i not in items]
-                if entry.config_operation == APPEND
-                else [i for i in items if i not in change]
-            )
-            overrides[entry.name] = ",".join(items)
-        else:
+        try:
+            operation = AlterConfigOp(entry.config_operation)
+        except ValueError:
             return ErrorCode.invalid_request, f"unknown config operation {entry.config_operation}"
-    try:
-        broker.config.topic_defaults.with_overrides(overrides)
-        if not validate_only:
-            broker.logs.alter_topic_config(meta.name, overrides)
-            broker.topics_changed()
-    except ConfigError as error:
-        return ErrorCode.invalid_config, str(error)
-    return ErrorCode.none, None
+        operations.append((operation, entry.name, entry.value))
+    return server.broker.alter_topic_configs(resource.resource_name, operations, validate_only)

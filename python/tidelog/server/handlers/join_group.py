@@ -4,10 +4,9 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from kio.schema.errors import ErrorCode
-
-from tidelog.coordinator.group import JoinResult
-from tidelog.coordinator.group_coordinator import JoinRequest, ShardLoading
+from tidelog.coordinator.group.group import JoinResult
+from tidelog.coordinator.group.shard import JoinRequest
+from tidelog.coordinator.runtime import CoordinatorUnavailable
 from tidelog.protocol import apis
 from tidelog.protocol.apis import ApiKey
 from tidelog.protocol.framing import RequestHeader
@@ -15,10 +14,10 @@ from tidelog.server.handlers.build import element, make, response
 from tidelog.server.handlers.common import CLIENT_HOST, NO_THROTTLE, timedelta_ms
 
 if TYPE_CHECKING:
-    from tidelog.server.broker import Broker
+    from tidelog.server.context import ServerContext
 
 
-async def handle(broker: Broker, header: RequestHeader, request: Any) -> bytes:
+async def handle(server: ServerContext, header: RequestHeader, request: Any) -> bytes:
     session_timeout = timedelta_ms(request.session_timeout)
     rebalance = getattr(request, "rebalance_timeout", None)  # v0 has none: the session timeout serves
     join = JoinRequest(
@@ -34,9 +33,9 @@ async def handle(broker: Broker, header: RequestHeader, request: Any) -> bytes:
         header.api_version,
     )
     try:
-        result = await broker.groups.join(join)
-    except ShardLoading:
-        result = JoinResult(ErrorCode.coordinator_load_in_progress, request.member_id)
+        result = await server.broker.groups.join(join)
+    except CoordinatorUnavailable as unavailable:
+        result = JoinResult(unavailable.error_code, request.member_id)
     return encode(header.api_version, result)
 
 

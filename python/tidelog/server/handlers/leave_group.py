@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING, Any
 
 from kio.schema.errors import ErrorCode
 
-from tidelog.coordinator.group_coordinator import ShardLoading
+from tidelog.coordinator.runtime import CoordinatorUnavailable
 from tidelog.protocol import apis
 from tidelog.protocol.apis import ApiKey
 from tidelog.protocol.framing import RequestHeader
@@ -14,21 +14,21 @@ from tidelog.server.handlers.build import element, make, response
 from tidelog.server.handlers.common import NO_THROTTLE
 
 if TYPE_CHECKING:
-    from tidelog.server.broker import Broker
+    from tidelog.server.context import ServerContext
 
 BATCHED_MEMBERS_MIN_VERSION = 3
 
 
-def handle(broker: Broker, header: RequestHeader, request: Any) -> bytes:
+def handle(server: ServerContext, header: RequestHeader, request: Any) -> bytes:
     version = header.api_version
     if version < BATCHED_MEMBERS_MIN_VERSION:
         members: list[tuple[str, str | None]] = [(request.member_id, None)]
     else:
         members = [(m.member_id, m.group_instance_id) for m in request.members]
     try:
-        error, member_errors = broker.groups.leave(request.group_id, members)
-    except ShardLoading:
-        error, member_errors = ErrorCode.coordinator_load_in_progress, []
+        error, member_errors = server.broker.groups.leave(request.group_id, members)
+    except CoordinatorUnavailable as unavailable:
+        error, member_errors = unavailable.error_code, []
     if version < BATCHED_MEMBERS_MIN_VERSION:
         # One member: its error is the answer's error.
         return response(

@@ -13,19 +13,19 @@ from tidelog.server.handlers.build import element, make, response
 from tidelog.server.handlers.common import NO_THROTTLE
 
 if TYPE_CHECKING:
-    from tidelog.server.broker import Broker
+    from tidelog.server.context import ServerContext
 
 CLASSIC_GROUP_TYPE = "classic"
 
 
-def handle(broker: Broker, header: RequestHeader, request: Any) -> bytes:
+def handle(server: ServerContext, header: RequestHeader, request: Any) -> bytes:
     version = header.api_version
     states = {s.lower() for s in getattr(request, "states_filter", ())}
     types = {t.lower() for t in getattr(request, "types_filter", ())}
     listed_cls = element(apis.response_class(ApiKey.LIST_GROUPS, version), "groups")
     listed = []
     if not types or CLASSIC_GROUP_TYPE in types:
-        for group in broker.groups.list_groups():
+        for group in server.broker.groups.list_groups():
             if states and group.state.value.lower() not in states:
                 continue
             listed.append(
@@ -37,5 +37,5 @@ def handle(broker: Broker, header: RequestHeader, request: Any) -> bytes:
                     group_type=CLASSIC_GROUP_TYPE,
                 )
             )
-    error = ErrorCode.none if broker.groups.loaded() else ErrorCode.coordinator_load_in_progress
+    error = ErrorCode.none if server.broker.groups.loaded() else ErrorCode.coordinator_load_in_progress
     return response(ApiKey.LIST_GROUPS, version, throttle_time=NO_THROTTLE, error_code=error, groups=tuple(listed))

@@ -6,22 +6,22 @@ from typing import TYPE_CHECKING, Any
 
 from kio.schema.errors import ErrorCode
 
-from tidelog.coordinator.group_coordinator import CommitRequest, ShardLoading
+from tidelog.coordinator.group.shard import CommitRequest
+from tidelog.coordinator.runtime import CoordinatorUnavailable, now_ms
 from tidelog.protocol import apis
 from tidelog.protocol.apis import ApiKey
 from tidelog.protocol.framing import RequestHeader
 from tidelog.server.handlers.build import element, make, response
 from tidelog.server.handlers.common import NO_THROTTLE, timedelta_ms
-from tidelog.storage.partition import now_ms
 
 if TYPE_CHECKING:
-    from tidelog.server.broker import Broker
+    from tidelog.server.context import ServerContext
 
 NO_RETENTION = -1
 NO_LEADER_EPOCH = -1
 
 
-async def handle(broker: Broker, header: RequestHeader, request: Any) -> bytes:
+async def handle(server: ServerContext, header: RequestHeader, request: Any) -> bytes:
     retention = getattr(request, "retention_time", None)  # v2-v4 only; -1 means the broker's setting
     retention_ms = NO_RETENTION if retention is None else timedelta_ms(retention)
     commit_time = now_ms()
@@ -43,9 +43,9 @@ async def handle(broker: Broker, header: RequestHeader, request: Any) -> bytes:
         offsets,
     )
     try:
-        errors = await broker.groups.commit(commit, broker.has_partition)
-    except ShardLoading:
-        errors = dict.fromkeys(offsets, ErrorCode.coordinator_load_in_progress)
+        errors = await server.broker.groups.commit(commit, server.broker.has_partition)
+    except CoordinatorUnavailable as unavailable:
+        errors = dict.fromkeys(offsets, unavailable.error_code)
     return encode(header.api_version, request, errors)
 
 

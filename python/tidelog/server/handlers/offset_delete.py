@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING, Any
 
 from kio.schema.errors import ErrorCode
 
-from tidelog.coordinator.group_coordinator import ShardLoading
+from tidelog.coordinator.runtime import CoordinatorUnavailable
 from tidelog.protocol import apis
 from tidelog.protocol.apis import ApiKey
 from tidelog.protocol.framing import RequestHeader
@@ -14,16 +14,16 @@ from tidelog.server.handlers.build import element, make, response
 from tidelog.server.handlers.common import NO_THROTTLE
 
 if TYPE_CHECKING:
-    from tidelog.server.broker import Broker
+    from tidelog.server.context import ServerContext
 
 
-async def handle(broker: Broker, header: RequestHeader, request: Any) -> bytes:
+async def handle(server: ServerContext, header: RequestHeader, request: Any) -> bytes:
     version = header.api_version
     partitions = [(t.name, p.partition_index) for t in request.topics for p in t.partitions]
     try:
-        error, errors = await broker.groups.delete_offsets(request.group_id, partitions)
-    except ShardLoading:
-        error, errors = ErrorCode.coordinator_load_in_progress, {}
+        error, errors = await server.broker.groups.delete_offsets(request.group_id, partitions)
+    except CoordinatorUnavailable as unavailable:
+        error, errors = unavailable.error_code, {}
     topic_cls = element(apis.response_class(ApiKey.OFFSET_DELETE, version), "topics")
     partition_cls = element(topic_cls, "partitions")
     topics = (

@@ -10,7 +10,8 @@ from typing import TYPE_CHECKING, Any
 
 from kio.schema.errors import ErrorCode
 
-from tidelog.coordinator.group_coordinator import CommittedOffset, ShardLoading
+from tidelog.coordinator.group.shard import CommittedOffset
+from tidelog.coordinator.runtime import CoordinatorUnavailable
 from tidelog.protocol import apis
 from tidelog.protocol.apis import ApiKey
 from tidelog.protocol.framing import RequestHeader
@@ -18,7 +19,7 @@ from tidelog.server.handlers.build import element, make, response
 from tidelog.server.handlers.common import NO_THROTTLE
 
 if TYPE_CHECKING:
-    from tidelog.server.broker import Broker
+    from tidelog.server.context import ServerContext
 
 BATCHED_GROUPS_MIN_VERSION = 8
 # v0-v1 answered a loading coordinator per partition; from v2 the answer has a group error.
@@ -27,17 +28,17 @@ GROUP_ERROR_MIN_VERSION = 2
 Offsets = dict[tuple[str, int], CommittedOffset]
 
 
-def handle(broker: Broker, header: RequestHeader, request: Any) -> bytes:
+def handle(server: ServerContext, header: RequestHeader, request: Any) -> bytes:
     version = header.api_version
     cls = apis.response_class(ApiKey.OFFSET_FETCH, version)
     if version < BATCHED_GROUPS_MIN_VERSION:
-        error, offsets = fetch(broker, request.group_id, request.topics)
+        error, offsets = fetch(server, request.group_id, request.topics)
         topics = encode_topics(cls, offsets, version)
         return response(ApiKey.OFFSET_FETCH, version, throttle_time=NO_THROTTLE, topics=topics, error_code=error)
     group_cls = element(cls, "groups")
     groups = []
     for wanted in request.groups:
-        error, offsets = fetch(broker, wanted.group_id, wanted.topics)
+        error, offsets = fetch(server, wanted.group_id, wanted.topics)
         groups.append(
             make(
                 group_cls, group_id=wanted.group_id, topics=encode_topics(group_cls, offsets, version), error_code=error
@@ -46,13 +47,13 @@ def handle(broker: Broker, header: RequestHeader, request: Any) -> bytes:
     return response(ApiKey.OFFSET_FETCH, version, throttle_time=NO_THROTTLE, groups=tuple(groups))
 
 
-def fetch(broker: Broker, group_id: str, topics: Any) -> tuple[ErrorCode, Offsets]:
+def fetch(server: ServerContext, group_id: str, topics: Any) -> tuple[ErrorCode, Offsets]:
     partitions = None if topics is None else [(t.name, p) for t in topics for p in t.partition_indexes]
     try:
-        return ErrorCode.none, broker.groups.fetch_offsets(group_id, partitions)
-    except ShardLoading:
-        loading = CommittedOffset(-1, -1, "", ErrorCode.coordinator_load_in_progress)
-        return ErrorCode.coordinator_load_in_progress, dict.fromkeys(partitions or [], loading)
+        return ErrorCode.none, server.broker.groups.fetch_offsets(group_id, partitions)
+    except CoordinatorUnavailable as unavailable:
+        loading = CommittedOffset(-1, -1, "", unavailable.error_code)
+        return unavailable.error_code, dict.fromkeys(partitions or [], loading)
 
 
 def encode_topics(cls: type, offsets: Offsets, version: int) -> tuple[Any, ...]:

@@ -1,101 +1,51 @@
-"""Produce v3-v11: validate and append one batch per partition; answer per `acks`.
+"""Produce v3-v11: decode, `Broker.produce`, encode.
 
-acks=0 gets no answer (an error closes the connection instead, as in Kafka); acks=1 is answered
-once the batch is in the log; acks=-1 once it is durable (group commit), unless
-`tidelog.flush.before.ack=false`. Appends run inline; only the durable wait is asynchronous.
+acks=0 gets no answer (a refused append closes the connection instead, as in Kafka); acks=1 is
+answered once the batches are in the log; acks=-1 once they are durable (the core decides).
 """
 
 from __future__ import annotations
 
-import asyncio
 from typing import TYPE_CHECKING, Any
 
-from kio.schema.errors import ErrorCode
-
+from tidelog.core.types import Acks, ProduceResult
 from tidelog.protocol.framing import RequestHeader
 from tidelog.protocol.produce import PartitionResult, encode_produce_response
-from tidelog.protocol.record_batch import LOG_OVERHEAD, batch_length_of
-from tidelog.server.handlers.common import CloseConnection, error_code_for
-from tidelog.storage import StorageError
+from tidelog.server.handlers.common import CloseConnection
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable
 
-    from tidelog.server.broker import Broker
-
-ACKS_NONE, ACKS_LEADER, ACKS_ALL = 0, 1, -1
-
-Results = list[tuple[str, list[PartitionResult]]]
+    from tidelog.server.context import ServerContext
 
 
-def handle(broker: Broker, header: RequestHeader, request: Any) -> Awaitable[bytes | None] | bytes | None:
-    if request.acks not in (ACKS_NONE, ACKS_LEADER, ACKS_ALL):
-        refused = [
-            (t.name, [PartitionResult(p.index, ErrorCode.invalid_required_acks) for p in t.partition_data])
-            for t in request.topic_data
-        ]
-        return encode_produce_response(header.api_version, refused)
-    results: Results = []
-    durable: list[tuple[PartitionResult, asyncio.Future[None]]] = []
-    for topic in request.topic_data:
-        answers = []
-        for data in topic.partition_data:
-            answer, future = append_one(broker, topic.name, data.index, data.records, request.acks == ACKS_ALL)
-            answers.append(answer)
-            if future is not None:
-                durable.append((answer, future))
-        results.append((topic.name, answers))
-    if request.acks == ACKS_NONE:
-        if any(a.error_code != ErrorCode.none for _, answers in results for a in answers):
+def handle(server: ServerContext, header: RequestHeader, request: Any) -> Awaitable[bytes] | bytes | None:
+    entries = [(t.name, p.index, p.records) for t in request.topic_data for p in t.partition_data]
+    outcome = server.broker.produce(entries, request.acks)
+    if request.acks == Acks.NONE:
+        if outcome.any_error():
             raise CloseConnection("produce with acks=0 failed")
         return None
-    if durable:
-        return answer_when_durable(header.api_version, results, durable)
-    return encode_produce_response(header.api_version, results)
+    if outcome.waits:
+        return answer_when_durable(header.api_version, request, outcome)
+    return encode(header.api_version, request, outcome.results)
 
 
-async def answer_when_durable(
-    version: int, results: Results, durable: list[tuple[PartitionResult, asyncio.Future[None]]]
-) -> bytes:
-    for answer, future in durable:
-        try:
-            await future
-        except StorageError as error:  # the fsync failed: nothing of this append is acknowledged
-            answer.error_code, answer.base_offset, answer.error_message = error_code_for(error), -1, str(error)
-    return encode_produce_response(version, results)
+async def answer_when_durable(version: int, request: Any, outcome: Any) -> bytes:
+    return encode(version, request, await outcome.durable())
 
 
-def refusal(records: bytes | None) -> tuple[ErrorCode, str] | None:
-    """Checks Kafka makes on the request before the log sees the bytes: one whole batch.
-    (A batch cut short is INVALID_RECORD here, as in Kafka; a bad CRC is the log's CORRUPT_MESSAGE.)"""
-    if not records:
-        return ErrorCode.invalid_record, "no record batch"
-    length = batch_length_of(records)
-    if length is not None:
-        if 0 <= length and LOG_OVERHEAD + length < len(records):
-            return ErrorCode.invalid_record, "produce v3+ carries exactly one record batch per partition"
-        if 0 <= length and LOG_OVERHEAD + length > len(records):
-            return ErrorCode.invalid_record, "the record batch is cut short"
-    return None
-
-
-def append_one(
-    broker: Broker, topic: str, index: int, records: bytes | None, acks_all: bool
-) -> tuple[PartitionResult, asyncio.Future[None] | None]:
-    partition = broker.partition(topic, index)
-    if partition is None:
-        return PartitionResult(index, ErrorCode.unknown_topic_or_partition), None
-    if broker.is_internal(topic):  # only the coordinators write there, as in Kafka
-        return PartitionResult(
-            index, ErrorCode.invalid_topic_exception, error_message=f"cannot append to internal topic {topic}"
-        ), None
-    refused = refusal(records)
-    if refused is not None:
-        return PartitionResult(index, refused[0], error_message=refused[1]), None
-    try:
-        answer, durable = partition.produce(records, acks_all)  # type: ignore[arg-type]
-    except StorageError as error:
-        return PartitionResult(index, error_code_for(error), error_message=str(error)), None
-    return PartitionResult(
-        index, ErrorCode.none, answer.first_offset, answer.log_append_time_ms, answer.log_start_offset
-    ), durable
+def encode(version: int, request: Any, results: list[ProduceResult]) -> bytes:
+    answers = iter(results)
+    topics = []
+    for topic in request.topic_data:
+        partitions = []
+        for _ in topic.partition_data:
+            r = next(answers)
+            partitions.append(
+                PartitionResult(
+                    r.partition, r.error, r.base_offset, r.log_append_time_ms, r.log_start_offset, r.message
+                )
+            )
+        topics.append((topic.name, partitions))
+    return encode_produce_response(version, topics)

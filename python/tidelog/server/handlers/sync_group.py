@@ -4,22 +4,21 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from kio.schema.errors import ErrorCode
-
-from tidelog.coordinator.group import SyncResult
-from tidelog.coordinator.group_coordinator import ShardLoading
+from tidelog.coordinator.group.group import SyncResult
+from tidelog.coordinator.group.shard import SyncRequest
+from tidelog.coordinator.runtime import CoordinatorUnavailable
 from tidelog.protocol.apis import ApiKey
 from tidelog.protocol.framing import RequestHeader
 from tidelog.server.handlers.build import response
 from tidelog.server.handlers.common import NO_THROTTLE
 
 if TYPE_CHECKING:
-    from tidelog.server.broker import Broker
+    from tidelog.server.context import ServerContext
 
 
-async def handle(broker: Broker, header: RequestHeader, request: Any) -> bytes:
+async def handle(server: ServerContext, header: RequestHeader, request: Any) -> bytes:
     try:
-        result = await broker.groups.sync(
+        sync = SyncRequest(
             request.group_id,
             request.generation_id,
             request.member_id,
@@ -28,8 +27,9 @@ async def handle(broker: Broker, header: RequestHeader, request: Any) -> bytes:
             getattr(request, "protocol_name", None),
             {a.member_id: a.assignment for a in request.assignments},
         )
-    except ShardLoading:
-        result = SyncResult(ErrorCode.coordinator_load_in_progress)
+        result = await server.broker.groups.sync(sync)
+    except CoordinatorUnavailable as unavailable:
+        result = SyncResult(unavailable.error_code)
     return response(
         ApiKey.SYNC_GROUP,
         header.api_version,

@@ -1,8 +1,9 @@
-"""One partition: its native log plus the group commit that makes `acks=all` durable."""
+"""One partition's log on this broker: the native log, producer state, and the group commit."""
 
 from __future__ import annotations
 
 import asyncio
+import enum
 import heapq
 import itertools
 import logging
@@ -24,7 +25,6 @@ from tidelog.protocol.record_batch import (
 )
 from tidelog.storage._engine import AppendInfo, FileSlice, InvalidRecordError, LogConfig, PartitionLog, StorageError
 from tidelog.storage.producer_state import (
-    BatchMetadata,
     InvalidTxnStateError,
     ProducerStateError,
     ProducerStateManager,
@@ -45,7 +45,7 @@ class TopicPartition(NamedTuple):
 
 def log_config_for(config: TopicConfig) -> LogConfig:
     return LogConfig(
-        segment_bytes=config.segment_bytes,
+        segment_bytes=config.effective_segment_bytes,
         segment_ms=config.segment_ms,
         segment_index_bytes=config.segment_index_bytes,
         index_interval_bytes=config.index_interval_bytes,
@@ -59,9 +59,10 @@ def log_config_for(config: TopicConfig) -> LogConfig:
 
 
 class Appended(NamedTuple):
-    """What a Produce answers for one partition: a new append's offsets, or a duplicate's original ones."""
+    """What an append answers: a new batch's offsets, or a duplicate's original ones."""
 
     first_offset: int
+    last_offset: int
     log_append_time_ms: int
     log_start_offset: int
     duplicate: bool = False
@@ -164,12 +165,20 @@ class GroupCommit:
             self.request_flush()
 
 
-class Partition:
-    """A topic-partition's log as the broker uses it. Not for use from several event loops.
+class AppendOrigin(enum.Enum):
+    """Who appends (Kafka's AppendOrigin): clients' batches pass the producer rules and may not
+    be control batches; the broker's coordinators write their own records and markers."""
 
-    The high watermark is the end of what consumers may read. With `durable_acks` (the default)
-    it is the recovery point, so consumers never see a record a crash could still take away;
-    without, it is the log end offset, as on a single Kafka broker.
+    CLIENT = "client"
+    COORDINATOR = "coordinator"
+
+
+class UnifiedLog:
+    """A partition's log on this broker: the native log, its producer state, and the group commit
+    that makes appends durable. Kafka's `UnifiedLog`, without replication (the core's
+    `Partition` holds the high watermark). Not for use from several event loops.
+
+    The durable offset is the recovery point: every offset below it is fsynced.
     """
 
     def __init__(
@@ -177,18 +186,17 @@ class Partition:
         topic_partition: TopicPartition,
         log: PartitionLog,
         executor: Executor,
-        durable_acks: bool = True,
         producer_state: ProducerStateManager | None = None,
     ) -> None:
         self.topic_partition = topic_partition
         self.log = log
-        self.durable_acks = durable_acks
         self.executor = executor
         self.producer_state = (
             producer_state if producer_state is not None else ProducerStateManager(Path(log.directory))
         )
-        self.group_commit = GroupCommit(log, executor, self._high_watermark_moved)
-        self._watchers: set[asyncio.Future[None]] = set()
+        self.group_commit = GroupCommit(log, executor, self._durable_moved)
+        # Told (on the event loop) when the durable offset moved; the core's Partition listens.
+        self.on_durable: Callable[[int], None] | None = None
 
     @property
     def log_start_offset(self) -> int:
@@ -199,39 +207,37 @@ class Partition:
         return self.log.log_end_offset
 
     @property
-    def high_watermark(self) -> int:
-        high_watermark = self.log.recovery_point if self.durable_acks else self.log.log_end_offset
-        return max(high_watermark, self.log.log_start_offset)
+    def durable_offset(self) -> int:
+        """Every offset below this is on disk."""
+        return self.log.recovery_point
 
-    def append(self, records: bytes | bytearray | memoryview) -> AppendInfo:
-        """Validates and appends; the data is in the page cache, not yet durable. No producer-state
-        rules: this is for the broker's own appends and tests; clients go through `produce`."""
+    def append_unchecked(self, records: bytes | bytearray | memoryview) -> AppendInfo:
+        """Validates and appends without producer rules (tests, tools); not yet durable."""
         return self.log.append(records, now_ms())
 
     async def append_durable(self, records: bytes | bytearray | memoryview) -> AppendInfo:
-        """Appends, then waits for the group commit that makes it durable (acks=all)."""
+        """`append_unchecked`, then waits for the group commit that makes it durable."""
         info = self.log.append(records, now_ms())
         await self.group_commit.wait_durable(info.last_offset)
         return info
 
-    def produce(
-        self, records: bytes | bytearray | memoryview, wait_durable: bool
-    ) -> tuple[Appended, asyncio.Future[None] | None]:
-        """The broker's append, with the idempotent-producer rules (`producer_state`). Schedules the
-        group commit that moves the high watermark and, when `wait_durable` (acks=all) and acks
-        are durable, returns a future to await first. A retried batch appends nothing and
-        answers its original offsets, once those are durable too."""
+    def append(self, records: bytes | bytearray | memoryview, origin: AppendOrigin = AppendOrigin.CLIENT) -> Appended:
+        """The broker's append, with the idempotent-producer rules (`producer_state`) for
+        clients' batches. A retried batch appends nothing and answers its original offsets
+        (`duplicate`). The data is in the page cache; `durable_future` waits for the disk."""
+        if origin is AppendOrigin.COORDINATOR:
+            return self._append(records, None, from_client=False)
         if len(records) < HEADER_BYTES:  # not a batch: the log refuses it with the reason
-            return self._append(records, wait_durable, None)
+            return self._append(records, None)
         magic, attributes, offset_delta, max_timestamp, producer_id, epoch, base_sequence = PRODUCER_FIELDS.unpack_from(
             records, PRODUCER_FIELDS_AT
         )
         if magic != MAGIC_V2 or attributes & CONTROL_FLAG:  # refused by the log, as it is
-            return self._append(records, wait_durable, None)
+            return self._append(records, None)
         if attributes & TRANSACTIONAL_FLAG:
             self._refuse(records, InvalidTxnStateError("transactional batches need a transaction: not supported yet"))
         if producer_id < 0:
-            return self._append(records, wait_durable, None)
+            return self._append(records, None)
         if base_sequence < 0:
             self._refuse(records, InvalidRecordError(f"producer {producer_id} sent a batch without a sequence"))
         last_sequence = last_sequence_of(base_sequence, offset_delta)
@@ -241,9 +247,11 @@ class Partition:
             self._refuse(records, error)
         if duplicate is not None:
             self.log.batch_headers(records, now_ms())  # a damaged retry is refused as damaged
-            return self._answer_duplicate(duplicate, wait_durable)
+            append_time = duplicate.timestamp if duplicate.log_append_time else -1
+            first_offset, last_offset = duplicate.first_offset, duplicate.last_offset
+            return Appended(first_offset, last_offset, append_time, self.log.log_start_offset, duplicate=True)
         producer = (producer_id, epoch, base_sequence, last_sequence, offset_delta, max_timestamp)
-        return self._append(records, wait_durable, producer)
+        return self._append(records, producer)
 
     def _refuse(self, records: bytes | bytearray | memoryview, error: StorageError) -> NoReturn:
         """Raises `error`, unless the batch is malformed: Kafka checks the batch before the
@@ -254,10 +262,10 @@ class Partition:
     def _append(
         self,
         records: bytes | bytearray | memoryview,
-        wait_durable: bool,
         producer: tuple[int, int, int, int, int, int] | None,
-    ) -> tuple[Appended, asyncio.Future[None] | None]:
-        info = self.log.append(records, now_ms(), from_client=True)
+        from_client: bool = True,
+    ) -> Appended:
+        info = self.log.append(records, now_ms(), from_client=from_client)
         if info.rolled:  # Kafka snapshots at each roll; the state is still that before this batch
             self._snapshot_in_background(info.first_offset)
         if producer is not None:
@@ -274,23 +282,19 @@ class Partition:
                 timestamp,
                 log_append_time,
             )
-        answer = Appended(info.first_offset, info.log_append_time_ms, info.log_start_offset)
-        if not self.durable_acks:
-            self._high_watermark_moved(info.last_offset + 1)
-            return answer, None
-        if wait_durable:
-            return answer, self.group_commit.durable_future(info.last_offset)
-        self.group_commit.request_flush()
-        return answer, None
+        return Appended(info.first_offset, info.last_offset, info.log_append_time_ms, info.log_start_offset)
 
-    def _answer_duplicate(
-        self, original: BatchMetadata, wait_durable: bool
-    ) -> tuple[Appended, asyncio.Future[None] | None]:
-        append_time = original.timestamp if original.log_append_time else -1
-        answer = Appended(original.first_offset, append_time, self.log.log_start_offset, duplicate=True)
-        if self.durable_acks and wait_durable:  # the original may still wait for its group commit
-            return answer, self.group_commit.durable_future(original.last_offset)
-        return answer, None
+    def durable_future(self, offset: int) -> asyncio.Future[None] | None:
+        """A future done once `offset` is on disk (group commit); None if it already is."""
+        return self.group_commit.durable_future(offset)
+
+    def request_flush(self) -> None:
+        """A flush soon that nobody waits on (it moves the durable offset)."""
+        self.group_commit.request_flush()
+
+    def _durable_moved(self, offset: int) -> None:
+        if self.on_durable is not None:
+            self.on_durable(offset)
 
     def _snapshot_in_background(self, offset: int) -> None:
         """Takes the state's bytes now and writes them in the flush pool, off the event loop."""
@@ -308,21 +312,6 @@ class Partition:
         """A snapshot at the log end offset, written now (clean shutdown)."""
         self.producer_state.take_snapshot(self.log.log_end_offset)
 
-    def read(
-        self, offset: int, max_bytes: int, upper_bound: int | None = None, min_one_batch: bool = True
-    ) -> FileSlice | None:
-        bound = self.high_watermark if upper_bound is None else upper_bound
-        return self.log.read(offset, max_bytes, bound, min_one_batch)
-
-    def watch(self, waiter: asyncio.Future[None]) -> None:
-        """`waiter` gets a result when the high watermark next moves (fetch long polls)."""
-        self._watchers.add(waiter)
-
-    def unwatch(self, waiter: asyncio.Future[None]) -> None:
-        self._watchers.discard(waiter)
-
-    def _high_watermark_moved(self, _: int) -> None:
-        watchers, self._watchers = self._watchers, set()
-        for waiter in watchers:
-            if not waiter.done():
-                waiter.set_result(None)
+    def read(self, offset: int, max_bytes: int, upper_bound: int, min_one_batch: bool = True) -> FileSlice | None:
+        """Whole batches from the one holding `offset`, none at or above `upper_bound`."""
+        return self.log.read(offset, max_bytes, upper_bound, min_one_batch)

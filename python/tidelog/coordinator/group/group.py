@@ -20,7 +20,8 @@ import enum
 import struct
 from dataclasses import dataclass, field
 
-from tidelog.coordinator.records import OffsetAndMetadata, StoredGroup, StoredMember
+from tidelog.coordinator.group.records import OffsetAndMetadata, StoredGroup, StoredMember
+from tidelog.coordinator.runtime import Timer
 
 CONSUMER_PROTOCOL_TYPE = "consumer"
 NO_GENERATION = -1
@@ -70,7 +71,7 @@ class Member:
     assignment: bytes = b""
     join_waiter: asyncio.Future[JoinResult] | None = None
     sync_waiter: asyncio.Future[SyncResult] | None = None
-    session_timer: asyncio.TimerHandle | None = None
+    session_timer: Timer | None = None
 
     def metadata_for(self, protocol: str | None) -> bytes:
         for name, metadata in self.protocols:
@@ -114,12 +115,12 @@ class ClassicGroup:
         self.members: dict[str, Member] = {}
         self.static_members: dict[str, str] = {}  # group.instance.id → member id
         # Member ids handed out with MEMBER_ID_REQUIRED (JoinGroup v4+), not yet joined.
-        self.pending_members: dict[str, asyncio.TimerHandle] = {}
+        self.pending_members: dict[str, Timer] = {}
         # The durable state, changed only by replaying records: committed offsets and the
         # last stored generation.
         self.offsets: dict[tuple[str, int], OffsetAndMetadata] = {}
         self.stored: StoredGroup | None = None
-        self.join_timer: asyncio.TimerHandle | None = None
+        self.join_timer: Timer | None = None
         # When the initial rebalance delay may still be stretched, and up to when.
         self.initial_delay_deadline: float | None = None
 

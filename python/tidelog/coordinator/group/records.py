@@ -21,6 +21,7 @@ import struct
 from dataclasses import dataclass, field
 
 from tidelog import limits
+from tidelog.protocol.wire import Encoder
 
 OFFSET_COMMIT_KEY_VERSIONS = (0, 1)
 GROUP_METADATA_KEY_VERSION = 2
@@ -92,62 +93,62 @@ class StoredGroup:
 # ---- writing ------------------------------------------------------------------------------
 
 
-class _Writer:
-    def __init__(self) -> None:
-        self.out = bytearray()
-
-    def int16(self, value: int) -> _Writer:
-        self.out += INT16.pack(value)
-        return self
-
-    def int32(self, value: int) -> _Writer:
-        self.out += INT32.pack(value)
-        return self
-
-    def int64(self, value: int) -> _Writer:
-        self.out += INT64.pack(value)
-        return self
-
-    def string(self, value: str | None) -> _Writer:
-        if value is None:
-            return self.int16(-1)
-        data = value.encode()
-        self.out += INT16.pack(len(data)) + data
-        return self
-
-    def bytes_(self, value: bytes) -> _Writer:
-        self.out += INT32.pack(len(value)) + value
-        return self
+def _encoder() -> Encoder:
+    return Encoder(flexible=False)  # the versions written are all non-flexible
 
 
 def offset_key(key: OffsetKey) -> bytes:
-    writer = _Writer().int16(OFFSET_COMMIT_KEY_WRITTEN).string(key.group).string(key.topic).int32(key.partition)
-    return bytes(writer.out)
+    out = _encoder()
+    out.int16(OFFSET_COMMIT_KEY_WRITTEN)
+    out.string(key.group)
+    out.string(key.topic)
+    out.int32(key.partition)
+    return out.to_bytes()
 
 
 def group_key(key: GroupKey) -> bytes:
-    return bytes(_Writer().int16(GROUP_METADATA_KEY_VERSION).string(key.group).out)
+    out = _encoder()
+    out.int16(GROUP_METADATA_KEY_VERSION)
+    out.string(key.group)
+    return out.to_bytes()
 
 
 def offset_value(value: OffsetAndMetadata) -> bytes:
+    out = _encoder()
     if value.expire_timestamp_ms != NO_TIMESTAMP:
-        writer = _Writer().int16(OFFSET_COMMIT_VALUE_WITH_EXPIRY).int64(value.offset).string(value.metadata)
-        writer.int64(value.commit_timestamp_ms).int64(value.expire_timestamp_ms)
-        return bytes(writer.out)
-    writer = _Writer().int16(OFFSET_COMMIT_VALUE_WRITTEN).int64(value.offset).int32(value.leader_epoch)
-    writer.string(value.metadata).int64(value.commit_timestamp_ms)
-    return bytes(writer.out)
+        out.int16(OFFSET_COMMIT_VALUE_WITH_EXPIRY)
+        out.int64(value.offset)
+        out.string(value.metadata)
+        out.int64(value.commit_timestamp_ms)
+        out.int64(value.expire_timestamp_ms)
+        return out.to_bytes()
+    out.int16(OFFSET_COMMIT_VALUE_WRITTEN)
+    out.int64(value.offset)
+    out.int32(value.leader_epoch)
+    out.string(value.metadata)
+    out.int64(value.commit_timestamp_ms)
+    return out.to_bytes()
 
 
 def group_value(value: StoredGroup) -> bytes:
-    writer = _Writer().int16(GROUP_METADATA_VALUE_WRITTEN).string(value.protocol_type).int32(value.generation)
-    writer.string(value.protocol).string(value.leader).int64(value.state_timestamp_ms)
-    writer.int32(len(value.members))
+    out = _encoder()
+    out.int16(GROUP_METADATA_VALUE_WRITTEN)
+    out.string(value.protocol_type)
+    out.int32(value.generation)
+    out.string(value.protocol)
+    out.string(value.leader)
+    out.int64(value.state_timestamp_ms)
+    out.array_length(len(value.members))
     for member in value.members:
-        writer.string(member.member_id).string(member.group_instance_id).string(member.client_id)
-        writer.string(member.client_host).int32(member.rebalance_timeout_ms).int32(member.session_timeout_ms)
-        writer.bytes_(member.subscription).bytes_(member.assignment)
-    return bytes(writer.out)
+        out.string(member.member_id)
+        out.string(member.group_instance_id)
+        out.string(member.client_id)
+        out.string(member.client_host)
+        out.int32(member.rebalance_timeout_ms)
+        out.int32(member.session_timeout_ms)
+        out.bytes_(member.subscription)
+        out.bytes_(member.assignment)
+    return out.to_bytes()
 
 
 # ---- reading ------------------------------------------------------------------------------

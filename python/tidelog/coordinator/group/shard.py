@@ -1,9 +1,9 @@
-"""The group coordinator: classic-protocol rebalances and committed offsets.
+"""One partition of `__consumer_offsets`: its groups, their replay, and the group operations.
 
-Every group lives in one shard, the `__consumer_offsets` partition Kafka would pick for it.
-Membership moves (join, sync, heartbeat, leave, session expiry) happen in memory on the event
-loop, as in Kafka; each completed generation, each commit and each deletion is written to the
-shard's log and answered only once durable (see `shard.py`).
+Durable state (committed offsets, each group's last completed generation, whether a group exists)
+changes only in `replay`. Membership (joins, syncs, heartbeats, sessions) lives in memory, as in
+Kafka: operations change it directly and return the records a generation, a commit or a
+deletion must write (`CoordinatorResult`); the runtime answers once those are durable.
 
 Error codes and their order follow Kafka's classic group coordinator, because clients act on
 them: UNKNOWN_MEMBER_ID makes a consumer rejoin from scratch, ILLEGAL_GENERATION and
@@ -15,17 +15,17 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
-from collections.abc import Callable, Coroutine, Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TypeVar
 
 from kio.schema.errors import ErrorCode
 
 from tidelog.config import BrokerConfig
-from tidelog.coordinator import records
-from tidelog.coordinator.group import ClassicGroup, GroupState, JoinResult, Member, SyncResult
-from tidelog.coordinator.records import NO_LEADER_EPOCH, OffsetAndMetadata, OffsetKey
-from tidelog.coordinator.shard import KeyValue, OffsetsLog, Shard, now_ms
+from tidelog.coordinator.group import records
+from tidelog.coordinator.group.group import ClassicGroup, GroupState, JoinResult, Member, SyncResult
+from tidelog.coordinator.group.records import NO_LEADER_EPOCH, OffsetAndMetadata, OffsetKey
+from tidelog.coordinator.runtime import CoordinatorResult, KeyValue, ShardContext
 
 log = logging.getLogger(__name__)
 
@@ -33,10 +33,6 @@ NO_OFFSET = -1
 MEMBER_ID_REQUIRED_MIN_VERSION = 4
 # From JoinGroup v9 a static leader that rejoins unchanged is told to skip the assignment.
 SKIP_ASSIGNMENT_MIN_VERSION = 9
-
-
-class ShardLoading(Exception):
-    """The group's shard is still being replayed: COORDINATOR_LOAD_IN_PROGRESS."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,6 +47,17 @@ class JoinRequest:
     protocol_type: str
     protocols: list[tuple[str, bytes]]
     version: int
+
+
+@dataclass(frozen=True, slots=True)
+class SyncRequest:
+    group_id: str
+    generation: int
+    member_id: str
+    group_instance_id: str | None
+    protocol_type: str | None
+    protocol_name: str | None
+    assignments: dict[str, bytes]
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,151 +80,131 @@ class CommittedOffset:
 
 UNKNOWN_OFFSET = CommittedOffset(NO_OFFSET, NO_LEADER_EPOCH, "")
 
-
-def group_record(group: ClassicGroup) -> KeyValue:
-    """The GroupMetadata record of the group's current generation."""
-    return records.group_key(records.GroupKey(group.group_id)), records.group_value(group.to_stored(now_ms()))
+T = TypeVar("T")
+Waiting = asyncio.Future
 
 
-def group_tombstone(group_id: str) -> KeyValue:
-    return records.group_key(records.GroupKey(group_id)), None
+def answered(value: T) -> asyncio.Future[T]:
+    """A future that already holds `value`: the answer of an operation that waits for nothing."""
+    done: asyncio.Future[T] = asyncio.get_running_loop().create_future()
+    done.set_result(value)
+    return done
 
 
 def offset_tombstones(group_id: str, partitions: Iterable[tuple[str, int]]) -> list[KeyValue]:
     return [(records.offset_key(OffsetKey(group_id, topic, partition)), None) for topic, partition in partitions]
 
 
-class GroupCoordinator:
-    def __init__(self, config: BrokerConfig, open_offsets_topic: Callable[[], list[OffsetsLog]]) -> None:
+def group_tombstone(group_id: str) -> KeyValue:
+    return records.group_key(records.GroupKey(group_id)), None
+
+
+class GroupShard:
+    def __init__(self, context: ShardContext, config: BrokerConfig) -> None:
+        self.context = context
         self.config = config
-        self._open_offsets_topic = open_offsets_topic
-        self.shards: list[Shard] = []
-        self._tasks: set[asyncio.Task[None]] = set()
+        self.loading = True
+        self.groups: dict[str, ClassicGroup] = {}
 
-    # ---- shards ------------------------------------------------------------------------------
+    # ---- the one way durable state changes ---------------------------------------------------
 
-    def start(self, offsets_logs: list[OffsetsLog]) -> None:
-        """Starts replaying every shard (the topic exists, from an earlier run)."""
-        self.shards = [Shard(i, shard_log, self._schedule_loaded_group) for i, shard_log in enumerate(offsets_logs)]
-        self._spawn(self._load_all())
+    def replay(self, offset: int, producer_id: int, producer_epoch: int, key: bytes, value: bytes | None) -> None:
+        parsed = records.parse_key(bytes(key))
+        if isinstance(parsed, records.OffsetKey):
+            group = self.groups.get(parsed.group)
+            if value is None:
+                if group is not None:
+                    group.offsets.pop((parsed.topic, parsed.partition), None)
+                return
+            if group is None:
+                group = self.groups[parsed.group] = ClassicGroup(parsed.group, self.context.now_ms())
+            group.offsets[(parsed.topic, parsed.partition)] = records.parse_offset_value(value)
+        elif isinstance(parsed, records.GroupKey):
+            group = self.groups.get(parsed.group)
+            if value is None:
+                if group is not None:
+                    group.move_to(GroupState.DEAD, self.context.now_ms())
+                    del self.groups[parsed.group]
+                return
+            stored = records.parse_group_value(value)
+            if group is None:
+                group = self.groups[parsed.group] = ClassicGroup(parsed.group, self.context.now_ms())
+            group.stored = stored
+            if self.loading:
+                group.load_stored(stored)
+            # Live, the members in memory wrote this record and are already at or past it.
 
-    async def _load_all(self) -> None:
-        """One partition after another, so each becomes available as early as it can (all at
-        once, every group would wait for the slowest)."""
-        loop = asyncio.get_running_loop()
-        started = loop.time()
-        for shard in self.shards:
-            shard_started = loop.time()
-            await shard.load()
-            await asyncio.sleep(0)  # requests waiting on the loop go first
-            if shard.records_loaded:
-                log.info(
-                    "loaded __consumer_offsets-%d: %d record(s), %d group(s) in %.0f ms",
-                    shard.index,
-                    shard.records_loaded,
-                    len(shard.groups),
-                    (loop.time() - shard_started) * 1000,
-                )
-        total = sum(s.records_loaded for s in self.shards)
-        log.info("group coordinator loaded: %d record(s) in %.0f ms", total, (loop.time() - started) * 1000)
+    def replay_end_transaction(self, offset: int, producer_id: int, producer_epoch: int, committed: bool) -> None:
+        """Transactional offset commits come with the transaction coordinator; a marker in
+        `__consumer_offsets` holds no group state until then."""
 
-    def _spawn(self, coroutine: Coroutine[Any, Any, None]) -> None:
-        task = asyncio.ensure_future(coroutine)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+    def on_loaded(self) -> None:
+        """Members loaded from the log must heartbeat within their session timeout, or go."""
+        self.loading = False
+        for group in self.groups.values():
+            for member in group.members.values():
+                self._refresh_session(group, member)
 
-    def ensure_offsets_topic(self) -> None:
-        """Creates `__consumer_offsets` on first use, as Kafka does; nothing to replay then."""
-        if self.shards:
-            return
-        self.shards = [
-            Shard(i, shard_log, self._schedule_loaded_group) for i, shard_log in enumerate(self._open_offsets_topic())
-        ]
-        for shard in self.shards:
-            shard.loading = False
+    def on_unloaded(self) -> None:
+        """Members waiting get NOT_COORDINATOR and find the coordinator again."""
+        for group in self.groups.values():
+            for member in group.members.values():
+                if member.join_waiter is not None and not member.join_waiter.done():
+                    member.join_waiter.set_result(JoinResult(ErrorCode.not_coordinator, member.member_id))
+            self._fail_syncs(group, ErrorCode.not_coordinator)
+            group.move_to(GroupState.DEAD, self.context.now_ms())
+        self.groups.clear()
 
-    def shard_for(self, group_id: str) -> Shard:
-        self.ensure_offsets_topic()
-        shard = self.shards[records.partition_for(group_id, len(self.shards))]
-        if shard.loading:
-            raise ShardLoading(group_id)
-        return shard
-
-    def loaded(self) -> bool:
-        return bool(self.shards) and not any(s.loading for s in self.shards)
-
-    def forget_offsets_topic(self) -> None:
-        """`__consumer_offsets` is being deleted (Kafka allows it): every group and offset goes;
-        members waiting get NOT_COORDINATOR and find the coordinator again, which recreates it."""
-        for shard in self.shards:
-            for group in shard.groups.values():
-                self._cancel_timers(group)
-                for member in group.members.values():
-                    if member.join_waiter is not None and not member.join_waiter.done():
-                        member.join_waiter.set_result(JoinResult(ErrorCode.not_coordinator, member.member_id))
-                self._fail_syncs(group, ErrorCode.not_coordinator)
-                group.move_to(GroupState.DEAD, now_ms())
-        for task in self._tasks:
-            task.cancel()
-        self.shards = []
-
-    def close(self) -> None:
-        for task in self._tasks:
-            task.cancel()
-        for shard in self.shards:
-            for group in shard.groups.values():
-                self._cancel_timers(group)
+    def group_record(self, group: ClassicGroup) -> KeyValue:
+        """The GroupMetadata record of the group's current generation."""
+        stored = group.to_stored(self.context.now_ms())
+        return records.group_key(records.GroupKey(group.group_id)), records.group_value(stored)
 
     # ---- JoinGroup ---------------------------------------------------------------------------
 
-    async def join(self, request: JoinRequest) -> JoinResult:
-        error = self._join_refusal(request)
-        if error is not None:
-            return JoinResult(error, request.member_id)
-        shard = self.shard_for(request.group_id)
-        group = shard.groups.get(request.group_id)
+    def join(self, request: JoinRequest) -> CoordinatorResult[Waiting[JoinResult]]:
+        """The request passed the coordinator's checks (`GroupCoordinator.join_refusal`)."""
+        group = self.groups.get(request.group_id)
         if group is None:
             if request.member_id:
-                return JoinResult(ErrorCode.unknown_member_id, request.member_id)
-            group = shard.groups[request.group_id] = ClassicGroup(request.group_id, now_ms())
+                return self._join_answer(JoinResult(ErrorCode.unknown_member_id, request.member_id))
+            group = self.groups[request.group_id] = ClassicGroup(request.group_id, self.context.now_ms())
         if group.is_(GroupState.DEAD):
-            return JoinResult(ErrorCode.coordinator_not_available, request.member_id)
+            return self._join_answer(JoinResult(ErrorCode.coordinator_not_available, request.member_id))
         if not group.supports(request.protocol_type, request.protocols):
-            return JoinResult(ErrorCode.inconsistent_group_protocol, request.member_id)
+            return self._join_answer(JoinResult(ErrorCode.inconsistent_group_protocol, request.member_id))
         if not request.member_id:
-            return await self._join_new_member(shard, group, request)
-        return await self._join_known_member(shard, group, request)
+            return self._join_new_member(group, request)
+        return self._join_answer(self._join_known_member(group, request))
 
-    def _join_refusal(self, request: JoinRequest) -> ErrorCode | None:
-        if not request.group_id:
-            return ErrorCode.invalid_group_id
-        low, high = self.config.group_min_session_timeout_ms, self.config.group_max_session_timeout_ms
-        if not low <= request.session_timeout_ms <= high:
-            return ErrorCode.invalid_session_timeout
-        return None
+    @staticmethod
+    def _join_answer(
+        result: JoinResult | Waiting[JoinResult], records_: Sequence[KeyValue] = ()
+    ) -> CoordinatorResult[Waiting[JoinResult]]:
+        waiter = result if isinstance(result, asyncio.Future) else answered(result)
+        return CoordinatorResult(records_, waiter)
 
-    async def _join_new_member(self, shard: Shard, group: ClassicGroup, request: JoinRequest) -> JoinResult:
+    def _join_new_member(self, group: ClassicGroup, request: JoinRequest) -> CoordinatorResult[Waiting[JoinResult]]:
         known = group.member_for_instance(request.group_instance_id)
         if known is not None:
-            return await self._rejoin_static_member(shard, group, known, request)
+            return self._rejoin_static_member(group, known, request)
         if len(group.members) + len(group.pending_members) >= self.config.group_max_size:
-            return JoinResult(ErrorCode.group_max_size_reached, "")
+            return self._join_answer(JoinResult(ErrorCode.group_max_size_reached, ""))
         prefix = request.group_instance_id or request.client_id
         member_id = f"{prefix}-{uuid.uuid4()}"
         if request.group_instance_id is None and request.version >= MEMBER_ID_REQUIRED_MIN_VERSION:
             # KIP-394: the member must come back with this id, so a lost answer leaves no ghost.
-            loop = asyncio.get_running_loop()
-            group.pending_members[member_id] = loop.call_later(
+            group.pending_members[member_id] = self.context.call_later(
                 request.session_timeout_ms / 1000, self._expire_pending, group, member_id
             )
-            return JoinResult(ErrorCode.member_id_required, member_id)
-        return await self._add_member_and_rebalance(group, member_id, request)
+            return self._join_answer(JoinResult(ErrorCode.member_id_required, member_id))
+        return self._join_answer(self._add_member_and_rebalance(group, member_id, request))
 
-    async def _join_known_member(self, shard: Shard, group: ClassicGroup, request: JoinRequest) -> JoinResult:
+    def _join_known_member(self, group: ClassicGroup, request: JoinRequest) -> JoinResult | Waiting[JoinResult]:
         member_id = request.member_id
         if member_id in group.pending_members:
             group.pending_members.pop(member_id).cancel()
-            return await self._add_member_and_rebalance(group, member_id, request)
+            return self._add_member_and_rebalance(group, member_id, request)
         member = group.members.get(member_id)
         if member is None:
             return JoinResult(ErrorCode.unknown_member_id, member_id)
@@ -225,20 +212,23 @@ class GroupCoordinator:
         if request.group_instance_id is not None and instance_owner != member_id:
             return JoinResult(ErrorCode.fenced_instance_id, member_id)
         if group.is_(GroupState.PREPARING_REBALANCE):
-            return await self._update_and_wait(group, member, request)
+            self._update_member(member, request)
+            return self._wait_for_join(group, member)
         if group.is_(GroupState.COMPLETING_REBALANCE):
             if member.same_protocols(request.protocols):
                 return self._join_result(group, member_id)
-            return await self._update_and_rebalance(group, member, request, "member changed its protocols")
+            self._update_member(member, request)
+            return self._rebalance_and_wait(group, member, "member changed its protocols")
         # Stable (Empty cannot hold a known member).
         if group.leader == member_id or not member.same_protocols(request.protocols):
-            return await self._update_and_rebalance(group, member, request, "leader or protocols changed")
+            self._update_member(member, request)
+            return self._rebalance_and_wait(group, member, "leader or protocols changed")
         self._refresh_session(group, member)
         return self._join_result(group, member_id)
 
-    async def _rejoin_static_member(
-        self, shard: Shard, group: ClassicGroup, old_id: str, request: JoinRequest
-    ) -> JoinResult:
+    def _rejoin_static_member(
+        self, group: ClassicGroup, old_id: str, request: JoinRequest
+    ) -> CoordinatorResult[Waiting[JoinResult]]:
         """A static member back with a new member id: the old id is fenced, its place kept."""
         new_id = f"{request.group_instance_id}-{uuid.uuid4()}"
         old = group.members[old_id]
@@ -252,24 +242,31 @@ class GroupCoordinator:
         # Kafka's rule: no rebalance unless the group's protocol would change. A rejoining static
         # leader gets the members and skip_assignment (v9+); its SyncGroup in Stable changes nothing.
         if group.is_(GroupState.STABLE) and group.choose_protocol() == group.protocol:
-            try:
-                await shard.write([group_record(group)])
-            except Exception as error:  # the old id stays fenced; the member will rejoin
-                log.error("persisting static member of %s failed: %s", group.group_id, error)
-                return JoinResult(ErrorCode.unknown_member_id, new_id)
-            self._refresh_session(group, member)
             result = self._join_result(group, new_id)
             if group.leader == new_id:
                 if request.version >= SKIP_ASSIGNMENT_MIN_VERSION:
                     result.skip_assignment = True
                 else:  # Kafka names the old id, with no members, so no assignment is recomputed
                     result.leader, result.members = old_id, []
-            return result
-        if group.is_(GroupState.PREPARING_REBALANCE):
-            return await self._wait_for_join(group, member)
-        return await self._rebalance_and_wait(group, member, "static member rejoined with new protocols")
 
-    async def _add_member_and_rebalance(self, group: ClassicGroup, member_id: str, request: JoinRequest) -> JoinResult:
+            def failed(error: BaseException) -> Waiting[JoinResult]:
+                # The old id stays fenced; the member will rejoin.
+                log.error("persisting static member of %s failed: %s", group.group_id, error)
+                return answered(JoinResult(ErrorCode.unknown_member_id, new_id))
+
+            return CoordinatorResult(
+                [self.group_record(group)],
+                answered(result),
+                on_committed=lambda: self._refresh_session(group, member),
+                on_failed=failed,
+            )
+        if group.is_(GroupState.PREPARING_REBALANCE):
+            return self._join_answer(self._wait_for_join(group, member))
+        return self._join_answer(self._rebalance_and_wait(group, member, "static member rejoined with new protocols"))
+
+    def _add_member_and_rebalance(
+        self, group: ClassicGroup, member_id: str, request: JoinRequest
+    ) -> Waiting[JoinResult]:
         member = Member(
             member_id,
             request.group_instance_id,
@@ -283,17 +280,7 @@ class GroupCoordinator:
         group.add(member)
         if group.is_(GroupState.PREPARING_REBALANCE) and group.initial_delay_deadline is not None:
             self._stretch_initial_delay(group)
-        return await self._rebalance_and_wait(group, member, f"member {member_id} joined")
-
-    async def _update_and_rebalance(
-        self, group: ClassicGroup, member: Member, request: JoinRequest, reason: str
-    ) -> JoinResult:
-        self._update_member(member, request)
-        return await self._rebalance_and_wait(group, member, reason)
-
-    async def _update_and_wait(self, group: ClassicGroup, member: Member, request: JoinRequest) -> JoinResult:
-        self._update_member(member, request)
-        return await self._wait_for_join(group, member)
+        return self._rebalance_and_wait(group, member, f"member {member_id} joined")
 
     @staticmethod
     def _update_member(member: Member, request: JoinRequest) -> None:
@@ -303,22 +290,20 @@ class GroupCoordinator:
         member.client_id = request.client_id
         member.client_host = request.client_host
 
-    async def _rebalance_and_wait(self, group: ClassicGroup, member: Member, reason: str) -> JoinResult:
+    def _rebalance_and_wait(self, group: ClassicGroup, member: Member, reason: str) -> Waiting[JoinResult]:
         if not group.is_(GroupState.PREPARING_REBALANCE):
             self._prepare_rebalance(group, reason)
-        return await self._wait_for_join(group, member)
+        return self._wait_for_join(group, member)
 
-    async def _wait_for_join(self, group: ClassicGroup, member: Member) -> JoinResult:
-        waiter: asyncio.Future[JoinResult] = asyncio.get_running_loop().create_future()
+    def _wait_for_join(self, group: ClassicGroup, member: Member) -> Waiting[JoinResult]:
+        waiter: Waiting[JoinResult] = asyncio.get_running_loop().create_future()
         if member.join_waiter is not None and not member.join_waiter.done():
             # The member sent JoinGroup again before the first was answered (it timed out).
             member.join_waiter.set_result(JoinResult(ErrorCode.rebalance_in_progress, member.member_id))
         member.join_waiter = waiter
         self._cancel_session(member)  # a member waiting in a rebalance is alive by definition
         self._try_complete_join(group)
-        # Shielded: if the client's connection goes, the member still counts as joined (as in
-        # Kafka); it then misses SyncGroup and heartbeats, and its session expires.
-        return await asyncio.shield(waiter)
+        return waiter
 
     def _join_result(self, group: ClassicGroup, member_id: str) -> JoinResult:
         members = []
@@ -339,11 +324,10 @@ class GroupCoordinator:
     # ---- rebalance ---------------------------------------------------------------------------
 
     def _prepare_rebalance(self, group: ClassicGroup, reason: str) -> None:
-        loop = asyncio.get_running_loop()
         if group.is_(GroupState.COMPLETING_REBALANCE):
             self._fail_syncs(group, ErrorCode.rebalance_in_progress)
         was_empty = group.is_(GroupState.EMPTY)
-        group.move_to(GroupState.PREPARING_REBALANCE, now_ms())
+        group.move_to(GroupState.PREPARING_REBALANCE, self.context.now_ms())
         log.info("group %s rebalancing (generation %d): %s", group.group_id, group.generation, reason)
         if group.join_timer is not None:
             group.join_timer.cancel()
@@ -351,19 +335,21 @@ class GroupCoordinator:
             # Kafka's initial delay: wait for more members before the first generation, each
             # arrival stretching the wait by the delay, never past the rebalance timeout.
             delay = self.config.group_initial_rebalance_delay_ms / 1000
-            group.initial_delay_deadline = loop.time() + max(group.max_rebalance_timeout_ms() / 1000, delay)
-            group.join_timer = loop.call_later(delay, self._complete_join, group)
+            loop_time = asyncio.get_running_loop().time()
+            group.initial_delay_deadline = loop_time + max(group.max_rebalance_timeout_ms() / 1000, delay)
+            group.join_timer = self.context.call_later(delay, self._complete_join, group)
         else:
             group.initial_delay_deadline = None
-            group.join_timer = loop.call_later(group.max_rebalance_timeout_ms() / 1000, self._complete_join, group)
+            timeout_s = group.max_rebalance_timeout_ms() / 1000
+            group.join_timer = self.context.call_later(timeout_s, self._complete_join, group)
 
     def _stretch_initial_delay(self, group: ClassicGroup) -> None:
-        loop = asyncio.get_running_loop()
         assert group.initial_delay_deadline is not None
-        delay = min(self.config.group_initial_rebalance_delay_ms / 1000, group.initial_delay_deadline - loop.time())
+        left = group.initial_delay_deadline - asyncio.get_running_loop().time()
+        delay = min(self.config.group_initial_rebalance_delay_ms / 1000, left)
         if group.join_timer is not None:
             group.join_timer.cancel()
-        group.join_timer = loop.call_later(max(delay, 0), self._complete_join, group)
+        group.join_timer = self.context.call_later(max(delay, 0), self._complete_join, group)
 
     def _try_complete_join(self, group: ClassicGroup) -> None:
         if group.is_(GroupState.PREPARING_REBALANCE) and group.initial_delay_deadline is None and group.all_joined():
@@ -382,13 +368,11 @@ class GroupCoordinator:
         group.generation += 1
         if group.is_empty:
             group.protocol = None
-            group.move_to(GroupState.EMPTY, now_ms())
-            self._spawn(
-                self._write_quietly(self.shard_for(group.group_id), [group_record(group)], f"group {group.group_id}")
-            )
+            group.move_to(GroupState.EMPTY, self.context.now_ms())
+            self.context.write(CoordinatorResult([self.group_record(group)], None), f"group {group.group_id}")
             return
         group.protocol = group.choose_protocol()
-        group.move_to(GroupState.COMPLETING_REBALANCE, now_ms())
+        group.move_to(GroupState.COMPLETING_REBALANCE, self.context.now_ms())
         log.info(
             "group %s generation %d: %d member(s), protocol %s",
             group.group_id,
@@ -404,63 +388,65 @@ class GroupCoordinator:
 
     # ---- SyncGroup ---------------------------------------------------------------------------
 
-    async def sync(
-        self,
-        group_id: str,
-        generation: int,
-        member_id: str,
-        instance_id: str | None,
-        protocol_type: str | None,
-        protocol_name: str | None,
-        assignments: dict[str, bytes],
-    ) -> SyncResult:
-        if not group_id:
-            return SyncResult(ErrorCode.invalid_group_id)
-        group = self.shard_for(group_id).groups.get(group_id)
-        if group is None or member_id not in group.members:
-            return SyncResult(ErrorCode.unknown_member_id)
-        if instance_id is not None and group.member_for_instance(instance_id) != member_id:
-            return SyncResult(ErrorCode.fenced_instance_id)
-        if generation != group.generation:
-            return SyncResult(ErrorCode.illegal_generation)
-        if (protocol_type is not None and protocol_type != group.protocol_type) or (
-            protocol_name is not None and protocol_name != group.protocol
-        ):
-            return SyncResult(ErrorCode.inconsistent_group_protocol)
-        member = group.members[member_id]
-        if group.is_(GroupState.PREPARING_REBALANCE):
-            return SyncResult(ErrorCode.rebalance_in_progress)
+    def sync(self, request: SyncRequest) -> CoordinatorResult[Waiting[SyncResult]]:
+        refused = self._sync_refusal(request)
+        if refused is not None:
+            return CoordinatorResult((), answered(refused))
+        group = self.groups[request.group_id]
+        member = group.members[request.member_id]
         if group.is_(GroupState.STABLE):
             self._refresh_session(group, member)
-            return SyncResult(ErrorCode.none, group.protocol_type, group.protocol, member.assignment)
-        waiter: asyncio.Future[SyncResult] = asyncio.get_running_loop().create_future()
+            stable = SyncResult(ErrorCode.none, group.protocol_type, group.protocol, member.assignment)
+            return CoordinatorResult((), answered(stable))
+        waiter: Waiting[SyncResult] = asyncio.get_running_loop().create_future()
         member.sync_waiter = waiter
         self._refresh_session(group, member)
-        if group.leader == member_id:
-            self._spawn(self._complete_sync(group, generation, assignments))
-        return await asyncio.shield(waiter)
+        if group.leader != request.member_id:
+            return CoordinatorResult((), waiter)
+        # The leader's assignment: stored first; once durable, the generation is Stable.
+        for each in group.members.values():
+            each.assignment = request.assignments.get(each.member_id, b"")
+        generation = request.generation
 
-    async def _complete_sync(self, group: ClassicGroup, generation: int, assignments: dict[str, bytes]) -> None:
-        """Stores the leader's assignment; once durable, the generation is Stable."""
-        for member in group.members.values():
-            member.assignment = assignments.get(member.member_id, b"")
-        shard = self.shard_for(group.group_id)
-        try:
-            await shard.write([group_record(group)])
-        except Exception as error:
+        def failed(error: BaseException) -> Waiting[SyncResult]:
             log.error("storing generation %d of %s failed: %s", generation, group.group_id, error)
             if group.is_(GroupState.COMPLETING_REBALANCE) and group.generation == generation:
                 self._fail_syncs(group, ErrorCode.not_coordinator)
                 self._prepare_rebalance(group, "storing the assignment failed")
-            return
+            return waiter
+
+        return CoordinatorResult(
+            [self.group_record(group)],
+            waiter,
+            on_committed=lambda: self._complete_sync(group, generation),
+            on_failed=failed,
+        )
+
+    def _sync_refusal(self, request: SyncRequest) -> SyncResult | None:
+        group = self.groups.get(request.group_id)
+        if group is None or request.member_id not in group.members:
+            return SyncResult(ErrorCode.unknown_member_id)
+        owner = group.member_for_instance(request.group_instance_id)
+        if request.group_instance_id is not None and owner != request.member_id:
+            return SyncResult(ErrorCode.fenced_instance_id)
+        if request.generation != group.generation:
+            return SyncResult(ErrorCode.illegal_generation)
+        if (request.protocol_type is not None and request.protocol_type != group.protocol_type) or (
+            request.protocol_name is not None and request.protocol_name != group.protocol
+        ):
+            return SyncResult(ErrorCode.inconsistent_group_protocol)
+        if group.is_(GroupState.PREPARING_REBALANCE):
+            return SyncResult(ErrorCode.rebalance_in_progress)
+        return None
+
+    def _complete_sync(self, group: ClassicGroup, generation: int) -> None:
         if not (group.is_(GroupState.COMPLETING_REBALANCE) and group.generation == generation):
             return  # the group moved on while the record was written; those waiters were answered
-        group.move_to(GroupState.STABLE, now_ms())
+        group.move_to(GroupState.STABLE, self.context.now_ms())
         for member in group.members.values():
             if member.sync_waiter is not None and not member.sync_waiter.done():
-                member.sync_waiter.set_result(
-                    SyncResult(ErrorCode.none, group.protocol_type, group.protocol, member.assignment)
-                )
+                result = SyncResult(ErrorCode.none, group.protocol_type, group.protocol, member.assignment)
+                member.sync_waiter.set_result(result)
             member.sync_waiter = None
 
     def _fail_syncs(self, group: ClassicGroup, error: ErrorCode) -> None:
@@ -473,9 +459,7 @@ class GroupCoordinator:
     # ---- Heartbeat and LeaveGroup ------------------------------------------------------------
 
     def heartbeat(self, group_id: str, generation: int, member_id: str, instance_id: str | None) -> ErrorCode:
-        if not group_id:
-            return ErrorCode.invalid_group_id
-        group = self.shard_for(group_id).groups.get(group_id)
+        group = self.groups.get(group_id)
         if group is None or group.is_(GroupState.EMPTY, GroupState.DEAD):
             return ErrorCode.unknown_member_id
         if instance_id is not None and group.member_for_instance(instance_id) not in (None, member_id):
@@ -493,15 +477,10 @@ class GroupCoordinator:
     def leave(self, group_id: str, members: Sequence[tuple[str, str | None]]) -> tuple[ErrorCode, list[ErrorCode]]:
         """Removes members (member id, group.instance.id); a group error, and one per member
         (none when the group error is not NONE)."""
-        if not group_id:
-            return ErrorCode.invalid_group_id, []
-        group = self.shard_for(group_id).groups.get(group_id)
+        group = self.groups.get(group_id)
         if group is None:
             return ErrorCode.unknown_member_id, [ErrorCode.unknown_member_id] * len(members)
-        errors = []
-        for member_id, instance_id in members:
-            errors.append(self._leave_one(group, member_id, instance_id))
-        return ErrorCode.none, errors
+        return ErrorCode.none, [self._leave_one(group, member_id, instance_id) for member_id, instance_id in members]
 
     def _leave_one(self, group: ClassicGroup, member_id: str, instance_id: str | None) -> ErrorCode:
         if instance_id is not None:
@@ -539,7 +518,7 @@ class GroupCoordinator:
 
     def _refresh_session(self, group: ClassicGroup, member: Member) -> None:
         self._cancel_session(member)
-        member.session_timer = asyncio.get_running_loop().call_later(
+        member.session_timer = self.context.call_later(
             member.session_timeout_ms / 1000, self._expire_member, group, member.member_id
         )
 
@@ -559,11 +538,6 @@ class GroupCoordinator:
         if group.pending_members.pop(member_id, None) is not None:
             self._try_complete_join(group)
 
-    def _schedule_loaded_group(self, group: ClassicGroup) -> None:
-        """Members loaded from the log must heartbeat within their session timeout, or go."""
-        for member in group.members.values():
-            self._refresh_session(group, member)
-
     @staticmethod
     def _cancel_timers(group: ClassicGroup) -> None:
         if group.join_timer is not None:
@@ -576,7 +550,8 @@ class GroupCoordinator:
 
     # ---- offsets -----------------------------------------------------------------------------
 
-    def commit_refusal(self, group: ClassicGroup | None, request: CommitRequest) -> ErrorCode | None:
+    @staticmethod
+    def commit_refusal(group: ClassicGroup | None, request: CommitRequest) -> ErrorCode | None:
         """Kafka's classic checks on an offset commit, in Kafka's order."""
         if group is None:
             return None if request.generation < 0 else ErrorCode.illegal_generation
@@ -586,10 +561,8 @@ class GroupCoordinator:
             return None  # a commit from outside group management (assign(), admin tools)
         if group.is_(GroupState.COMPLETING_REBALANCE):
             return ErrorCode.rebalance_in_progress
-        if (
-            request.group_instance_id is not None
-            and group.member_for_instance(request.group_instance_id) != request.member_id
-        ):
+        owner = group.member_for_instance(request.group_instance_id)
+        if request.group_instance_id is not None and owner != request.member_id:
             return ErrorCode.fenced_instance_id
         if request.member_id not in group.members:
             return ErrorCode.unknown_member_id
@@ -597,37 +570,34 @@ class GroupCoordinator:
             return ErrorCode.illegal_generation
         return None
 
-    async def commit(
+    def commit(
         self, request: CommitRequest, valid_partition: Callable[[str, int], bool]
-    ) -> dict[tuple[str, int], ErrorCode]:
-        shard = self.shard_for(request.group_id)
-        group = shard.groups.get(request.group_id)
+    ) -> CoordinatorResult[dict[tuple[str, int], ErrorCode]]:
+        group = self.groups.get(request.group_id)
         refused = self.commit_refusal(group, request)
         if refused is not None:
-            return {tp: refused for tp in request.offsets}
+            return CoordinatorResult((), dict.fromkeys(request.offsets, refused))
         if group is None:
-            group = shard.groups[request.group_id] = ClassicGroup(request.group_id, now_ms())
+            group = self.groups[request.group_id] = ClassicGroup(request.group_id, self.context.now_ms())
         member = group.members.get(request.member_id)
         if member is not None:
             self._refresh_session(group, member)
         errors: dict[tuple[str, int], ErrorCode] = {}
         writes: list[KeyValue] = []
-        timestamp = now_ms()
+        timestamp = self.context.now_ms()
         for (topic, partition), (offset, leader_epoch, metadata, expire) in request.offsets.items():
             error = self._offset_refusal(topic, partition, metadata, valid_partition)
             errors[(topic, partition)] = error
             if error == ErrorCode.none:
                 value = OffsetAndMetadata(offset, leader_epoch, metadata or "", timestamp, expire)
-                writes.append(
-                    (records.offset_key(OffsetKey(request.group_id, topic, partition)), records.offset_value(value))
-                )
-        if writes:
-            try:
-                await shard.write(writes)
-            except Exception as error:
-                log.error("offset commit for %s failed: %s", request.group_id, error)
-                return {tp: (ErrorCode.not_coordinator if e == ErrorCode.none else e) for tp, e in errors.items()}
-        return errors
+                key = records.offset_key(OffsetKey(request.group_id, topic, partition))
+                writes.append((key, records.offset_value(value)))
+
+        def failed(error: BaseException) -> dict[tuple[str, int], ErrorCode]:
+            log.error("offset commit for %s failed: %s", request.group_id, error)
+            return {tp: (ErrorCode.not_coordinator if e == ErrorCode.none else e) for tp, e in errors.items()}
+
+        return CoordinatorResult(writes, errors, on_failed=failed)
 
     def _offset_refusal(
         self, topic: str, partition: int, metadata: str | None, valid_partition: Callable[[str, int], bool]
@@ -642,7 +612,7 @@ class GroupCoordinator:
         self, group_id: str, partitions: Sequence[tuple[str, int]] | None
     ) -> dict[tuple[str, int], CommittedOffset]:
         """Committed offsets of a group: the ones asked for (-1 where none), or all of them."""
-        group = self.shard_for(group_id).groups.get(group_id)
+        group = self.groups.get(group_id)
         committed = {} if group is None else group.offsets
         if partitions is None:
             return {tp: CommittedOffset(o.offset, o.leader_epoch, o.metadata) for tp, o in sorted(committed.items())}
@@ -659,79 +629,59 @@ class GroupCoordinator:
     # ---- admin -------------------------------------------------------------------------------
 
     def describe(self, group_id: str) -> ClassicGroup | None:
-        return self.shard_for(group_id).groups.get(group_id)
+        return self.groups.get(group_id)
 
     def list_groups(self) -> list[ClassicGroup]:
-        self.ensure_offsets_topic()
-        return [
-            g for shard in self.shards if not shard.loading for g in shard.groups.values() if not g.is_(GroupState.DEAD)
-        ]
+        return [g for g in self.groups.values() if not g.is_(GroupState.DEAD)]
 
-    async def delete_group(self, group_id: str) -> ErrorCode:
-        if not group_id:
-            return ErrorCode.invalid_group_id
-        shard = self.shard_for(group_id)
-        group = shard.groups.get(group_id)
+    def delete_group(self, group_id: str) -> CoordinatorResult[ErrorCode]:
+        group = self.groups.get(group_id)
         if group is None or group.is_(GroupState.DEAD):
-            return ErrorCode.group_id_not_found
+            return CoordinatorResult((), ErrorCode.group_id_not_found)
         if not group.is_(GroupState.EMPTY):
-            return ErrorCode.non_empty_group
+            return CoordinatorResult((), ErrorCode.non_empty_group)
         tombstones = offset_tombstones(group_id, group.offsets)
         tombstones.append(group_tombstone(group_id))
         self._cancel_timers(group)
-        group.move_to(GroupState.DEAD, now_ms())  # no joins while the tombstones are written
-        try:
-            await shard.write(tombstones)
-        except Exception as error:
-            log.error("deleting group %s failed: %s", group_id, error)
-            group.move_to(GroupState.EMPTY, now_ms())
-            return ErrorCode.not_coordinator
-        return ErrorCode.none
+        group.move_to(GroupState.DEAD, self.context.now_ms())  # no joins while the tombstones are written
 
-    async def delete_offsets(
+        def failed(error: BaseException) -> ErrorCode:
+            log.error("deleting group %s failed: %s", group_id, error)
+            group.move_to(GroupState.EMPTY, self.context.now_ms())
+            return ErrorCode.not_coordinator
+
+        return CoordinatorResult(tombstones, ErrorCode.none, on_failed=failed)
+
+    def delete_offsets(
         self, group_id: str, partitions: Sequence[tuple[str, int]]
-    ) -> tuple[ErrorCode, dict[tuple[str, int], ErrorCode]]:
+    ) -> CoordinatorResult[tuple[ErrorCode, dict[tuple[str, int], ErrorCode]]]:
         """OffsetDelete: drops committed offsets the group no longer consumes."""
-        shard = self.shard_for(group_id)
-        group = shard.groups.get(group_id)
+        group = self.groups.get(group_id)
         if group is None or group.is_(GroupState.DEAD):
-            return ErrorCode.group_id_not_found, {}
+            return CoordinatorResult((), (ErrorCode.group_id_not_found, {}))
         subscribed: set[str] = set()
         if not group.is_(GroupState.EMPTY):
             topics = group.subscribed_topics()
             if topics is None:
-                return ErrorCode.non_empty_group, {}
+                return CoordinatorResult((), (ErrorCode.non_empty_group, {}))
             subscribed = topics
         errors = {
             tp: (ErrorCode.group_subscribed_to_topic if tp[0] in subscribed else ErrorCode.none) for tp in partitions
         }
-        tombstones = offset_tombstones(
-            group_id, [tp for tp, error in errors.items() if error == ErrorCode.none and tp in group.offsets]
-        )
-        if tombstones:
-            try:
-                await shard.write(tombstones)
-            except Exception as error:
-                log.error("deleting offsets of %s failed: %s", group_id, error)
-                return ErrorCode.not_coordinator, {}
-        return ErrorCode.none, errors
+        doomed = [tp for tp, error in errors.items() if error == ErrorCode.none and tp in group.offsets]
 
-    def topic_deleted(self, topic: str) -> None:
+        def failed(error: BaseException) -> tuple[ErrorCode, dict[tuple[str, int], ErrorCode]]:
+            log.error("deleting offsets of %s failed: %s", group_id, error)
+            return ErrorCode.not_coordinator, {}
+
+        return CoordinatorResult(offset_tombstones(group_id, doomed), (ErrorCode.none, errors), on_failed=failed)
+
+    def offsets_of_deleted_topic(self, topic: str) -> CoordinatorResult[None]:
         """Committed offsets of a deleted topic go too (tombstones), as in Kafka."""
-        for shard in self.shards:
-            if shard.loading:
-                continue
-            tombstones: list[KeyValue] = []
-            for group in shard.groups.values():
-                tombstones += offset_tombstones(group.group_id, [tp for tp in group.offsets if tp[0] == topic])
-            if tombstones:
-                self._spawn(self._write_quietly(shard, tombstones, f"offsets of deleted topic {topic}"))
-
-    async def _write_quietly(self, shard: Shard, key_values: list[KeyValue], what: str) -> None:
-        try:
-            await shard.write(key_values)
-        except Exception as error:
-            log.error("writing %s failed: %s", what, error)
+        tombstones: list[KeyValue] = []
+        for group in self.groups.values():
+            tombstones += offset_tombstones(group.group_id, [tp for tp in group.offsets if tp[0] == topic])
+        return CoordinatorResult(tombstones, None)
 
     # ---- offset retention --------------------------------------------------------------------
 
@@ -762,32 +712,26 @@ class GroupCoordinator:
                 expired.append((topic, partition))
         return expired
 
-    async def expire_offsets(self) -> int:
+    def expire_offsets(self, now: int, retention_ms: int) -> CoordinatorResult[int]:
         """Kafka's offsets.retention.minutes: offsets of a group that has been Empty for that
         long (or, for groups that never had members, not committed for that long) go, and so does
-        a group left with none. Returns how many offsets were removed."""
-        retention_ms = self.config.offsets_retention_minutes * 60_000
-        now = now_ms()
-        removed = 0
-        for shard in self.shards:
-            if shard.loading:
-                continue
-            for group in list(shard.groups.values()):
-                removed += await self._expire_group(shard, group, now, retention_ms)
-        return removed
+        a group left with none. One write for the whole shard; answers how many offsets went."""
+        tombstones: list[KeyValue] = []
+        expired_by_group: dict[str, int] = {}
+        for group in self.groups.values():
+            expired = self._expired_offsets(group, now, retention_ms)
+            tombstones += offset_tombstones(group.group_id, expired)
+            if group.is_(GroupState.EMPTY) and len(expired) == len(group.offsets):
+                tombstones.append(group_tombstone(group.group_id))
+            if expired:
+                expired_by_group[group.group_id] = len(expired)
 
-    async def _expire_group(self, shard: Shard, group: ClassicGroup, now: int, retention_ms: int) -> int:
-        expired = self._expired_offsets(group, now, retention_ms)
-        tombstones = offset_tombstones(group.group_id, expired)
-        if group.is_(GroupState.EMPTY) and len(expired) == len(group.offsets):
-            tombstones.append(group_tombstone(group.group_id))
-        if not tombstones:
+        def committed() -> None:
+            for group_id, count in expired_by_group.items():
+                log.info("group %s: %d offset(s) expired", group_id, count)
+
+        def failed(error: BaseException) -> int:
+            log.error("expiring offsets in %s failed: %s", self.context.name, error)
             return 0
-        try:
-            await shard.write(tombstones)
-        except Exception as error:
-            log.error("expiring offsets of %s failed: %s", group.group_id, error)
-            return 0
-        if expired:
-            log.info("group %s: %d offset(s) expired", group.group_id, len(expired))
-        return len(expired)
+
+        return CoordinatorResult(tombstones, sum(expired_by_group.values()), committed, failed)

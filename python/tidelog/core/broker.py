@@ -1,0 +1,691 @@
+"""The broker core: one object whose methods are the broker's operations, for every front end.
+
+In the spirit of Kafka's `ReplicaManager` (and the parts of `KafkaApis` that hold rules): the TCP
+handlers decode a request, call one of these methods with plain values, and encode what it
+returns; the embedded API calls the same methods. So the rules (acks, idempotence, limits,
+isolation, topic validation, Kafka's error codes and their order) live here once.
+
+Errors are values: each operation answers per partition or per topic with a Kafka `ErrorCode`
+(and a message where Kafka gives one), as the protocol does. Every topic change goes through this
+class, which bumps `metadata_epoch`: caches of anything derived from topics (encoded Metadata
+answers) are valid for one epoch only.
+
+Used from the event loop thread only.
+"""
+
+from __future__ import annotations
+
+import base64
+import dataclasses
+import logging
+import uuid
+from collections.abc import Awaitable, Iterable, Sequence
+from pathlib import Path
+
+from kio.schema.errors import ErrorCode
+
+from tidelog import limits
+from tidelog.config import TOPIC_KEYS, BrokerConfig, ConfigError, TopicConfig, kafka_key
+from tidelog.coordinator.group.coordinator import OFFSETS_TOPIC, GroupCoordinator
+from tidelog.coordinator.runtime import CoordinatorLog
+from tidelog.core import fetch as fetching
+from tidelog.core.coordinator_log import CoordinatorPartitionLog
+from tidelog.core.errors import error_code_for
+from tidelog.core.housekeeping import Housekeeping
+from tidelog.core.partition import Partition
+from tidelog.core.types import (
+    Acks,
+    AlterConfigOp,
+    ConfigEntry,
+    ConfigSource,
+    ConfigType,
+    CreatedTopic,
+    FetchedData,
+    FetchPartition,
+    IsolationLevel,
+    ListedOffset,
+    NewTopic,
+    OffsetSpec,
+    PartitionDescription,
+    ProduceOutcome,
+    ProduceResult,
+    TopicDescription,
+)
+from tidelog.errors import KafkaError
+from tidelog.protocol.record_batch import LOG_OVERHEAD, batch_length_of
+from tidelog.storage import (
+    AppendOrigin,
+    DeletionReport,
+    LogManager,
+    ProducerEntry,
+    ProducerIdAllocator,
+    StorageError,
+    TopicError,
+    TopicMetadata,
+    TopicPartition,
+)
+from tidelog.storage.durable_file import write_atomically
+from tidelog.storage.log_manager import check_topic_name
+
+log = logging.getLogger(__name__)
+
+INTERNAL_TOPICS = frozenset({OFFSETS_TOPIC})
+META_PROPERTIES = "meta.properties"
+# What Kafka answers as the topic id of a topic it does not know.
+ZERO_UUID = uuid.UUID(int=0)
+USE_DEFAULT = -1
+HIGH_WATERMARK = -1  # DeleteRecords' "up to the high watermark"
+
+
+def read_or_create_cluster_id(data_dir: Path) -> str:
+    """The cluster id in `meta.properties` (Kafka's file), made once like Kafka's: a random
+    UUID in URL-safe base64 without padding."""
+    path = data_dir / META_PROPERTIES
+    if path.exists():
+        for line in path.read_text().splitlines():
+            key, _, value = line.partition("=")
+            if key.strip() == "cluster.id":
+                return value.strip()
+    cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+    write_atomically(path, f"version=1\ncluster.id={cluster_id}\n")
+    return cluster_id
+
+
+class Broker:
+    """A single-node broker: its logs, coordinators, identity, and operations."""
+
+    def __init__(self, config: BrokerConfig, logs: LogManager) -> None:
+        self.config = config
+        self.logs = logs
+        self.node_id = config.node_id
+        self.host, self.port = config.advertised_address()
+        self.cluster_id = read_or_create_cluster_id(logs.data_dir)
+        self.producer_ids = ProducerIdAllocator(logs.data_dir)
+        # Bumped on every topic change (and a new advertised address).
+        self.metadata_epoch = 0
+        self.partitions: dict[TopicPartition, Partition] = {}
+        self._topic_names: dict[uuid.UUID, str] = {}
+        for meta in logs.topics.values():
+            self._adopt_topic(meta)
+        self.groups = GroupCoordinator(config, self._create_offsets_topic)
+        self.housekeeping = Housekeeping(self)
+        self.started = False
+
+    @classmethod
+    def open(cls, config: BrokerConfig) -> Broker:
+        """Opens the data directory (taking its lock) and recovers every log."""
+        logs = LogManager.open(
+            config.log_dirs, config.topic_defaults, producer_id_expiration_ms=config.producer_id_expiration_ms
+        )
+        try:
+            return cls(config, logs)
+        except BaseException:
+            logs.close()
+            raise
+
+    # ---- lifecycle ---------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Starts the work that needs the event loop: replaying the coordinators' topics (in
+        the background; their groups answer COORDINATOR_LOAD_IN_PROGRESS until loaded) and
+        housekeeping. Call it before serving requests."""
+        assert not self.started
+        self.started = True
+        if OFFSETS_TOPIC in self.logs.topics:
+            self.groups.start(self._offsets_logs())
+        self.housekeeping.start()
+
+    async def close(self) -> None:
+        """Stops housekeeping and coordinators, flushes and closes every log (marked clean)."""
+        await self.housekeeping.stop()
+        self.groups.close()
+        self.logs.close()
+
+    def advertise(self, host: str, port: int) -> None:
+        """The address Metadata and FindCoordinator give clients (once the listener is bound)."""
+        self.host, self.port = host, port
+        self._topics_changed()
+
+    # ---- topics and partitions ---------------------------------------------------------------
+
+    @property
+    def topics(self) -> dict[str, TopicMetadata]:
+        return self.logs.topics
+
+    def topic(self, name: str) -> TopicMetadata | None:
+        return self.logs.topics.get(name)
+
+    def topic_by_id(self, topic_id: uuid.UUID) -> TopicMetadata | None:
+        name = self._topic_names.get(topic_id)
+        return None if name is None else self.logs.topics.get(name)
+
+    def partition(self, topic: str, index: int) -> Partition | None:
+        return self.partitions.get(TopicPartition(topic, index))
+
+    def has_partition(self, topic: str, index: int) -> bool:
+        return TopicPartition(topic, index) in self.partitions
+
+    @staticmethod
+    def is_internal(topic: str) -> bool:
+        return topic in INTERNAL_TOPICS
+
+    def replicas_of(self, meta: TopicMetadata, index: int) -> tuple[int, ...]:
+        if meta.assignments is not None and index < len(meta.assignments):
+            return tuple(meta.assignments[index])
+        return (self.node_id,)
+
+    def _adopt_topic(self, meta: TopicMetadata, first_partition: int = 0) -> None:
+        self._topic_names[meta.topic_id] = meta.name
+        for index in range(first_partition, meta.partitions):
+            topic_partition = TopicPartition(meta.name, index)
+            unified_log = self.logs.partitions[topic_partition]
+            durable_acks = self.config.tidelog_flush_before_ack
+            self.partitions[topic_partition] = Partition(topic_partition, meta.topic_id, unified_log, durable_acks)
+
+    def _topics_changed(self) -> None:
+        self.metadata_epoch += 1
+
+    # ---- produce -----------------------------------------------------------------------------
+
+    def produce(
+        self,
+        entries: Iterable[tuple[str, int, bytes | bytearray | memoryview | None]],
+        acks: int,
+        origin: AppendOrigin = AppendOrigin.CLIENT,
+    ) -> ProduceOutcome:
+        """Appends one batch per (topic, partition, records). Answered at once for acks 0 and 1;
+        for acks=all (-1) the outcome waits until each append is durable (group commit), unless
+        `tidelog.flush.before.ack=false`."""
+        if acks not in (Acks.NONE, Acks.LEADER, Acks.ALL):
+            refused = [ProduceResult(t, p, ErrorCode.invalid_required_acks) for t, p, _ in entries]
+            return ProduceOutcome(refused, [])
+        results: list[ProduceResult] = []
+        durable: list[tuple[ProduceResult, Awaitable[None]]] = []
+        for topic, index, records in entries:
+            result, future = self._append_one(topic, index, records, acks == Acks.ALL, origin)
+            results.append(result)
+            if future is not None:
+                durable.append((result, future))
+        return ProduceOutcome(results, durable)  # type: ignore[arg-type]
+
+    def _append_one(
+        self,
+        topic: str,
+        index: int,
+        records: bytes | bytearray | memoryview | None,
+        acks_all: bool,
+        origin: AppendOrigin,
+    ) -> tuple[ProduceResult, Awaitable[None] | None]:
+        partition = self.partitions.get(TopicPartition(topic, index))
+        if partition is None:
+            return ProduceResult(topic, index, ErrorCode.unknown_topic_or_partition), None
+        if not partition.is_leader:
+            return ProduceResult(topic, index, ErrorCode.not_leader_or_follower), None
+        if origin is AppendOrigin.CLIENT and topic in INTERNAL_TOPICS:  # only coordinators write there
+            message = f"cannot append to internal topic {topic}"
+            return ProduceResult(topic, index, ErrorCode.invalid_topic_exception, message=message), None
+        refused = one_batch_refusal(records)
+        if refused is not None:
+            return ProduceResult(topic, index, refused[0], message=refused[1]), None
+        assert records is not None
+        try:
+            appended, future = partition.append_as_leader(records, acks_all, origin)
+        except StorageError as error:
+            return ProduceResult(topic, index, error_code_for(error), message=str(error)), None
+        result = ProduceResult(
+            topic, index, ErrorCode.none, appended.first_offset, appended.log_append_time_ms, appended.log_start_offset
+        )
+        return result, future
+
+    # ---- fetch -------------------------------------------------------------------------------
+
+    def fetch(
+        self,
+        partitions: Sequence[FetchPartition],
+        *,
+        max_bytes: int,
+        min_bytes: int,
+        max_wait_ms: int,
+        isolation: IsolationLevel = IsolationLevel.READ_UNCOMMITTED,
+    ) -> list[FetchedData] | Awaitable[list[FetchedData]]:
+        """Reads each partition from its fetch offset. Answered at once when `min_bytes` are
+        readable, an error happened, or `max_wait_ms` is 0; else the answer waits (long poll)."""
+        plan = [self._resolve(request) for request in partitions]
+        total, failed = fetching.collect(plan, max_bytes, isolation)
+        if total >= min_bytes or max_wait_ms <= 0 or failed or not plan:
+            return [w.answer for w in plan]
+        return fetching.long_poll(plan, max_bytes, min_bytes, isolation, max_wait_ms / 1000)
+
+    def _resolve(self, request: FetchPartition) -> fetching.Wanted:
+        if request.topic_id is not None:
+            name = self._topic_names.get(request.topic_id)
+            topic_id, missing = request.topic_id, ErrorCode.unknown_topic_id
+        else:
+            name = request.topic
+            meta = self.logs.topics.get(name) if name is not None else None
+            topic_id, missing = (meta.topic_id if meta else ZERO_UUID), ErrorCode.unknown_topic_or_partition
+        partition = self.partitions.get(TopicPartition(name, request.partition)) if name is not None else None
+        answer = FetchedData(name or "", topic_id, request.partition)
+        if partition is None:
+            answer.error = missing
+        return fetching.Wanted(request, partition, answer)
+
+    # ---- offsets -----------------------------------------------------------------------------
+
+    def list_offset(
+        self, topic: str, index: int, timestamp: int, isolation: IsolationLevel = IsolationLevel.READ_UNCOMMITTED
+    ) -> ListedOffset:
+        """ListOffsets for one partition: LATEST (the last stable offset under read_committed,
+        else the high watermark), EARLIEST, MAX_TIMESTAMP (the record holding the largest
+        timestamp), or the first record whose timestamp is at least `timestamp`."""
+        partition = self.partitions.get(TopicPartition(topic, index))
+        if partition is None:
+            return ListedOffset(ErrorCode.unknown_topic_or_partition)
+        if not partition.is_leader:
+            return ListedOffset(ErrorCode.not_leader_or_follower)
+        epoch = partition.leader_epoch
+        upper_bound = (
+            partition.last_stable_offset if isolation == IsolationLevel.READ_COMMITTED else partition.high_watermark
+        )
+        if timestamp == OffsetSpec.LATEST:
+            return ListedOffset(ErrorCode.none, offset=upper_bound, leader_epoch=epoch)
+        if timestamp in (OffsetSpec.EARLIEST, OffsetSpec.EARLIEST_LOCAL):
+            return ListedOffset(ErrorCode.none, offset=partition.log_start_offset, leader_epoch=epoch)
+        if timestamp == OffsetSpec.LATEST_TIERED:  # no tiered storage: nothing is tiered
+            return ListedOffset(ErrorCode.none)
+        try:
+            if timestamp == OffsetSpec.MAX_TIMESTAMP:
+                found = partition.log.log.max_timestamp_and_offset()
+                offset_and_time = None if found is None else (found[1], found[0])
+            else:
+                offset_and_time = partition.log.log.offset_for_timestamp(timestamp)
+        except StorageError as error:
+            return ListedOffset(error_code_for(error))
+        if offset_and_time is None or offset_and_time[0] >= upper_bound:
+            return ListedOffset(ErrorCode.none)
+        return ListedOffset(ErrorCode.none, offset_and_time[1], offset_and_time[0], epoch)
+
+    def delete_records(self, topic: str, index: int, offset: int) -> tuple[ErrorCode, int]:
+        """DeleteRecords: moves the log start offset up to `offset` (-1: the high watermark);
+        answers the new low watermark."""
+        partition = self.partitions.get(TopicPartition(topic, index))
+        if partition is None:
+            return ErrorCode.unknown_topic_or_partition, -1
+        high_watermark = partition.high_watermark
+        target = high_watermark if offset == HIGH_WATERMARK else offset
+        try:
+            return ErrorCode.none, partition.log.log.delete_records_before(target, high_watermark)
+        except StorageError as error:
+            return error_code_for(error), -1
+
+    def enforce_retention(self) -> dict[TopicPartition, DeletionReport]:
+        """Deletes expired segments, never past a partition's high watermark."""
+        return self.logs.enforce_retention(lambda tp: self.partitions[tp].high_watermark)
+
+    # ---- producers ---------------------------------------------------------------------------
+
+    def init_producer_id(self, transactional_id: str | None) -> tuple[ErrorCode, int, int]:
+        """InitProducerId: a new producer id with epoch 0 for an idempotent producer.
+        Transactions are the next issue: a transactional id is answered
+        TRANSACTIONAL_ID_AUTHORIZATION_FAILED, which every client reports at once as fatal
+        (COORDINATOR_NOT_AVAILABLE would have them retry forever)."""
+        if transactional_id == "":
+            return ErrorCode.invalid_request, -1, -1  # Kafka: an empty transactional id is malformed
+        if transactional_id is not None:
+            return ErrorCode.transactional_id_authorization_failed, -1, -1
+        try:
+            return ErrorCode.none, self.producer_ids.allocate(), 0
+        except OSError as failure:  # the block could not be persisted: no id is safe to give
+            log.error("persisting a producer-id block failed: %s", failure)
+            return ErrorCode.coordinator_load_in_progress, -1, -1  # retriable: the client asks again
+
+    def describe_producers(self, topic: str, index: int) -> tuple[ErrorCode, list[ProducerEntry]]:
+        partition = self.partitions.get(TopicPartition(topic, index))
+        if partition is None:
+            return ErrorCode.unknown_topic_or_partition, []
+        entries = sorted(partition.log.producer_state.producers.values(), key=lambda e: e.producer_id)
+        return ErrorCode.none, entries
+
+    # ---- topic administration ----------------------------------------------------------------
+
+    def create_topics(self, topics: Sequence[NewTopic], validate_only: bool = False) -> list[CreatedTopic]:
+        """CreateTopics: one answer per requested topic, in order. A name given twice in one
+        request is refused (INVALID_REQUEST) wherever it appears, as Kafka does."""
+        counts: dict[str, int] = {}
+        for topic in topics:
+            counts[topic.name] = counts.get(topic.name, 0) + 1
+        results = []
+        for topic in topics:
+            if counts[topic.name] > 1:
+                results.append(CreatedTopic(topic.name, ErrorCode.invalid_request, "Duplicate topic name."))
+            else:
+                results.append(self._create_one(topic, validate_only))
+        return results
+
+    def _create_one(self, topic: NewTopic, validate_only: bool) -> CreatedTopic:
+        try:
+            partitions, assignments, config = self._validate_new_topic(topic)
+        except KafkaError as error:
+            return CreatedTopic(topic.name, error.error_code, error.message)
+        topic_id = None
+        if not validate_only:
+            topic_id = self.create_topic(topic.name, partitions, topic.configs, assignments=assignments).topic_id
+        replication_factor = len(assignments[0]) if assignments else 1
+        entries = self._topic_entries(config, {k for k, v in topic.configs.items() if v is not None})
+        return CreatedTopic(topic.name, ErrorCode.none, None, topic_id, partitions, replication_factor, entries)
+
+    def _validate_new_topic(self, topic: NewTopic) -> tuple[int, list[list[int]] | None, TopicConfig]:
+        """Kafka's checks of a new topic, in its order; raises KafkaError."""
+        try:
+            check_topic_name(topic.name)
+        except TopicError as error:
+            raise KafkaError(str(error), ErrorCode.invalid_topic_exception) from None
+        if topic.name in self.logs.topics:
+            raise KafkaError(f"Topic '{topic.name}' already exists.", ErrorCode.topic_already_exists)
+        if topic.name in INTERNAL_TOPICS:
+            raise KafkaError(f"{topic.name} is an internal topic; the broker creates it", ErrorCode.invalid_request)
+        assignments = None
+        if topic.assignments:
+            if topic.num_partitions != USE_DEFAULT or topic.replication_factor != USE_DEFAULT:
+                message = (
+                    "Both numPartitions or replicationFactor and replicasAssignments were set. "
+                    "Both cannot be used at the same time."
+                )
+                raise KafkaError(message, ErrorCode.invalid_request)
+            assignments = self._check_assignments(topic.assignments, first_partition=0)
+            partitions = len(assignments)
+        else:
+            replication_factor = (
+                self.config.default_replication_factor
+                if topic.replication_factor == USE_DEFAULT
+                else topic.replication_factor
+            )
+            partitions = self.config.num_partitions if topic.num_partitions == USE_DEFAULT else topic.num_partitions
+            if replication_factor <= 0:
+                message = "Replication factor must be larger than 0, or -1 to use the default value."
+                raise KafkaError(message, ErrorCode.invalid_replication_factor)
+            if partitions <= 0:
+                message = "Number of partitions was set to an invalid non-positive value."
+                raise KafkaError(message, ErrorCode.invalid_partitions)
+            if replication_factor > 1:
+                message = (
+                    f"Unable to replicate the partition {replication_factor} time(s): The target replication "
+                    f"factor of {replication_factor} cannot be reached because only 1 broker(s) are registered."
+                )
+                raise KafkaError(message, ErrorCode.invalid_replication_factor)
+        if partitions > limits.PARTITIONS_PER_TOPIC_MAX:
+            message = f"Number of partitions {partitions} is above tidelog's {limits.PARTITIONS_PER_TOPIC_MAX}."
+            raise KafkaError(message, ErrorCode.invalid_partitions)
+        try:
+            config = self.config.topic_defaults.with_overrides(topic.configs)
+        except ConfigError as error:
+            raise KafkaError(str(error), ErrorCode.invalid_config) from None
+        return partitions, assignments, config
+
+    def _check_assignments(self, assignments: dict[int, list[int]], first_partition: int) -> list[list[int]]:
+        """A manual replica assignment, checked as Kafka does: consecutive partition indexes,
+        known brokers, no broker twice, one replication factor."""
+        indexes = sorted(assignments)
+        if indexes != list(range(first_partition, first_partition + len(indexes))):
+            message = "Partitions in the manual replica assignment should be a consecutive 0-based integer sequence."
+            raise KafkaError(message, ErrorCode.invalid_replica_assignment)
+        ordered = [list(assignments[index]) for index in indexes]
+        for index, replicas in zip(indexes, ordered, strict=True):
+            if not replicas:
+                message = f"The manual partition assignment includes an empty replica list for partition {index}."
+                raise KafkaError(message, ErrorCode.invalid_replica_assignment)
+            if len(set(replicas)) != len(replicas):
+                message = f"The manual partition assignment includes the partition {index} with duplicate broker ids."
+                raise KafkaError(message, ErrorCode.invalid_replica_assignment)
+            for broker_id in replicas:
+                if broker_id != self.node_id:
+                    message = (
+                        f"The manual partition assignment includes broker {broker_id}, "
+                        "but no such broker is registered."
+                    )
+                    raise KafkaError(message, ErrorCode.invalid_replica_assignment)
+        if len({len(replicas) for replicas in ordered}) > 1:
+            message = "All partitions in the manual partition assignment must have the same number of replicas."
+            raise KafkaError(message, ErrorCode.invalid_replica_assignment)
+        return ordered
+
+    def create_topic(
+        self,
+        name: str,
+        partitions: int,
+        configs: dict[str, str | None] | None = None,
+        internal: bool = False,
+        assignments: list[list[int]] | None = None,
+    ) -> TopicMetadata:
+        """Creates a topic that passed the checks (or an internal one); raises KafkaError."""
+        if name in INTERNAL_TOPICS and not internal:
+            raise KafkaError(f"{name} is an internal topic; the broker creates it", ErrorCode.invalid_request)
+        overrides = {k: v for k, v in (configs or {}).items() if v is not None}
+        try:
+            meta = self.logs.create_topic(name, partitions, overrides, assignments)
+        except ConfigError as error:
+            raise KafkaError(str(error), ErrorCode.invalid_config) from None
+        except TopicError as error:
+            raise KafkaError(str(error), ErrorCode.invalid_request) from None
+        self._adopt_topic(meta)
+        self._topics_changed()
+        log.info("created topic %s with %d partition(s)", name, partitions)
+        return meta
+
+    def delete_topic(self, name: str) -> None:
+        """Deletes a topic and its data. Committed offsets of its partitions go too (as in
+        Kafka); deleting `__consumer_offsets` (Kafka allows it) drops every group."""
+        meta = self.logs.topics.get(name)
+        if meta is None:
+            raise KafkaError(f"Topic '{name}' does not exist.", ErrorCode.unknown_topic_or_partition)
+        if name == OFFSETS_TOPIC:  # the coordinator starts over on next use
+            self.groups.forget_offsets_topic()
+        for index in range(meta.partitions):
+            self.partitions.pop(TopicPartition(name, index), None)
+        self._topic_names.pop(meta.topic_id, None)
+        self.logs.delete_topic(name)
+        self.groups.topic_deleted(name)
+        self._topics_changed()
+        log.info("deleted topic %s", name)
+
+    def create_partitions(
+        self, name: str, count: int, assignments: list[list[int]] | None = None, validate_only: bool = False
+    ) -> tuple[ErrorCode, str | None]:
+        """CreatePartitions: raises a topic's partition count to `count`; `assignments` (the
+        new partitions' replicas) are checked as CreateTopics checks them."""
+        meta = self.logs.topics.get(name)
+        if meta is None:
+            return ErrorCode.unknown_topic_or_partition, f"Topic '{name}' does not exist."
+        if count <= meta.partitions:
+            message = (
+                f"Topic currently has {meta.partitions} partitions, "
+                f"which is higher than or equal to the requested {count}."
+            )
+            return ErrorCode.invalid_partitions, message
+        if count > limits.PARTITIONS_PER_TOPIC_MAX:
+            return (
+                ErrorCode.invalid_partitions,
+                f"Number of partitions {count} is above {limits.PARTITIONS_PER_TOPIC_MAX}.",
+            )
+        checked = None
+        if assignments:
+            if len(assignments) != count - meta.partitions:
+                message = (
+                    f"Increasing the number of partitions by {count - meta.partitions} but "
+                    f"{len(assignments)} assignments provided."
+                )
+                return ErrorCode.invalid_replica_assignment, message
+            try:
+                new = dict(enumerate(assignments, start=meta.partitions))
+                checked = self._check_assignments(new, first_partition=meta.partitions)
+            except KafkaError as error:
+                return error.error_code, error.message
+        if validate_only:
+            return ErrorCode.none, None
+        old_count = meta.partitions
+        try:
+            self.logs.create_partitions(name, count, checked)
+        except TopicError as error:
+            return ErrorCode.invalid_partitions, str(error)
+        self._adopt_topic(meta, first_partition=old_count)
+        self._topics_changed()
+        return ErrorCode.none, None
+
+    def alter_topic_configs(
+        self, name: str, operations: Sequence[tuple[AlterConfigOp, str, str | None]], validate_only: bool = False
+    ) -> tuple[ErrorCode, str | None]:
+        """IncrementalAlterConfigs for a topic: SET, DELETE, APPEND and SUBTRACT (list keys)."""
+        meta = self.logs.topics.get(name)
+        if meta is None:
+            return ErrorCode.unknown_topic_or_partition, f"Topic '{name}' does not exist."
+        overrides: dict[str, str | None] = dict(meta.overrides)
+        current = self.logs.topic_config(name).to_kafka(internal=True)
+        for operation, key, value in operations:
+            if operation == AlterConfigOp.SET:
+                overrides[key] = value
+            elif operation == AlterConfigOp.DELETE:
+                overrides.pop(key, None)
+            elif operation in (AlterConfigOp.APPEND, AlterConfigOp.SUBTRACT):
+                items = [i for i in current.get(key, "").split(",") if i]
+                change = [i for i in (value or "").split(",") if i]
+                if operation == AlterConfigOp.APPEND:
+                    items += [i for i in change if i not in items]
+                else:
+                    items = [i for i in items if i not in change]
+                overrides[key] = ",".join(items)
+            else:
+                return ErrorCode.invalid_request, f"unknown config operation {operation}"
+        cleaned = {k: v for k, v in overrides.items() if v is not None}
+        try:
+            self.config.topic_defaults.with_overrides(cleaned)
+        except ConfigError as error:
+            return ErrorCode.invalid_config, str(error)
+        if not validate_only:
+            self.logs.alter_topic_config(name, cleaned)
+            self._topics_changed()
+        return ErrorCode.none, None
+
+    def describe_topic_configs(self, name: str) -> tuple[ErrorCode, str | None, list[ConfigEntry]]:
+        meta = self.logs.topics.get(name)
+        if meta is None:
+            return ErrorCode.unknown_topic_or_partition, f"Topic '{name}' does not exist.", []
+        return ErrorCode.none, None, self._topic_entries(self.logs.topic_config(name), set(meta.overrides))
+
+    @staticmethod
+    def _topic_entries(config: TopicConfig, overridden: set[str]) -> list[ConfigEntry]:
+        entries = []
+        for key, value in config.to_kafka().items():
+            source = ConfigSource.DYNAMIC_TOPIC_CONFIG if key in overridden else ConfigSource.DEFAULT_CONFIG
+            entries.append(ConfigEntry(key, value, source, ConfigType[TOPIC_KEYS[key].kind]))
+        return entries
+
+    def describe_broker_configs(self, name: str) -> tuple[ErrorCode, str | None, list[ConfigEntry]]:
+        if name not in ("", str(self.node_id)):
+            return ErrorCode.invalid_request, f"unknown broker {name!r}", []
+        entries = []
+        for field in dataclasses.fields(self.config):
+            if field.name == "topic_defaults":
+                continue
+            field_name, value = field.name, getattr(self.config, field.name)
+            text = str(value).lower() if isinstance(value, bool) else str(value)
+            kind = (
+                ConfigType.BOOLEAN
+                if isinstance(value, bool)
+                else ConfigType.LONG
+                if isinstance(value, int)
+                else ConfigType.STRING
+            )
+            entries.append(ConfigEntry(kafka_key(field_name), text, ConfigSource.STATIC_BROKER_CONFIG, kind, True))
+        return ErrorCode.none, None, entries
+
+    # ---- metadata ----------------------------------------------------------------------------
+
+    def describe_topics(
+        self, topics: Sequence[tuple[str | None, uuid.UUID | None]] | None, allow_auto_create: bool
+    ) -> list[TopicDescription]:
+        """Metadata: the named topics (by name, or by id), or all of them. With
+        `allow_auto_create` and `auto.create.topics.enable`, unknown legal names are created."""
+        if topics is None:
+            return [self._describe(meta) for _, meta in sorted(self.logs.topics.items())]
+        answers = []
+        for name, topic_id in topics:
+            if name is None and topic_id is not None:
+                meta = self.topic_by_id(topic_id)
+                answers.append(
+                    self._describe(meta)
+                    if meta is not None
+                    else TopicDescription(None, topic_id, ErrorCode.unknown_topic_id)
+                )
+                continue
+            assert name is not None
+            meta = self.logs.topics.get(name)
+            if meta is None:
+                answers.append(self._describe_missing(name, topic_id, allow_auto_create))
+            else:
+                answers.append(self._describe(meta))
+        return answers
+
+    def _describe(self, meta: TopicMetadata) -> TopicDescription:
+        partitions = []
+        for index in range(meta.partitions):
+            replicas = self.replicas_of(meta, index)
+            epoch = self.partitions[TopicPartition(meta.name, index)].leader_epoch
+            partitions.append(PartitionDescription(index, self.node_id, epoch, replicas, replicas))
+        internal = meta.name in INTERNAL_TOPICS
+        return TopicDescription(meta.name, meta.topic_id, ErrorCode.none, internal, tuple(partitions))
+
+    def _describe_missing(self, name: str, topic_id: uuid.UUID | None, allow_auto_create: bool) -> TopicDescription:
+        unknown = topic_id or ZERO_UUID
+        try:
+            check_topic_name(name)
+        except TopicError:
+            return TopicDescription(name, unknown, ErrorCode.invalid_topic_exception)
+        if allow_auto_create:
+            meta = self.auto_create(name)
+            if meta is not None:
+                return self._describe(meta)
+        return TopicDescription(name, unknown, ErrorCode.unknown_topic_or_partition)
+
+    def auto_create(self, name: str) -> TopicMetadata | None:
+        """Creates `name` with the default partition count if auto-creation is on and the name is legal."""
+        if name == OFFSETS_TOPIC:
+            self.groups.ensure_offsets_topic()
+            return self.logs.topics[name]
+        if not self.config.auto_create_topics_enable:
+            return None
+        try:
+            return self.create_topic(name, self.config.num_partitions)
+        except KafkaError:
+            return None
+
+    # ---- internal topics ---------------------------------------------------------------------
+
+    def _offsets_logs(self) -> list[CoordinatorLog]:
+        meta = self.logs.topics[OFFSETS_TOPIC]
+        return [
+            CoordinatorPartitionLog(self.partitions[TopicPartition(OFFSETS_TOPIC, i)]) for i in range(meta.partitions)
+        ]
+
+    def _create_offsets_topic(self) -> list[CoordinatorLog]:
+        """`__consumer_offsets` as Kafka makes it: compacted, its own partition count and segment size."""
+        configs: dict[str, str | None] = {"cleanup.policy": "compact"}
+        segment_bytes = self.config.offsets_topic_segment_bytes
+        # Below Kafka's 1 MiB bound on segment.bytes (tests), through Kafka's internal override.
+        small = segment_bytes < (TOPIC_KEYS["segment.bytes"].minimum or 0)
+        configs["internal.segment.bytes" if small else "segment.bytes"] = str(segment_bytes)
+        self.create_topic(OFFSETS_TOPIC, self.config.offsets_topic_num_partitions, configs, internal=True)
+        return self._offsets_logs()
+
+
+def one_batch_refusal(records: bytes | bytearray | memoryview | None) -> tuple[ErrorCode, str] | None:
+    """Checks Kafka makes on a produce before the log sees the bytes: exactly one whole batch.
+    (A batch cut short is INVALID_RECORD here, as in Kafka; a bad CRC is the log's CORRUPT_MESSAGE.)"""
+    if not records:
+        return ErrorCode.invalid_record, "no record batch"
+    length = batch_length_of(records)
+    if length is not None and length >= 0:
+        if LOG_OVERHEAD + length < len(records):
+            return ErrorCode.invalid_record, "produce v3+ carries exactly one record batch per partition"
+        if LOG_OVERHEAD + length > len(records):
+            return ErrorCode.invalid_record, "the record batch is cut short"
+    return None

@@ -1,0 +1,71 @@
+"""The broker's periodic work: checkpoints, retention, producer-id expiry, offset expiry.
+
+Started by `Broker.start` and stopped by `Broker.close`, so every broker gets it, whether the
+CLI, an embedded server or the native API opened it. Each task runs on its own interval (Kafka's
+keys); a task that fails is logged and runs again at its next interval.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from tidelog.core.broker import Broker
+
+log = logging.getLogger(__name__)
+
+
+class Housekeeping:
+    def __init__(self, broker: Broker) -> None:
+        config = broker.config
+        self.broker = broker
+        self.tasks: dict[str, tuple[int, Callable[[], Awaitable[None]]]] = {
+            "checkpoint": (config.log_flush_offset_checkpoint_interval_ms, self.checkpoint),
+            "retention": (config.log_retention_check_interval_ms, self.enforce_retention),
+            "producer expiry": (config.producer_id_expiration_check_interval_ms, self.expire_producers),
+            "offset expiry": (config.offsets_retention_check_interval_ms, self.expire_offsets),
+        }
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self._task = asyncio.ensure_future(self._run())
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            try:
+                await self._task
+            except asyncio.CancelledError:
+                pass
+            self._task = None
+
+    async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        due = {name: loop.time() + interval_ms / 1000 for name, (interval_ms, _) in self.tasks.items()}
+        while True:
+            await asyncio.sleep(max(0.0, min(due.values()) - loop.time()))
+            for name, (interval_ms, task) in self.tasks.items():
+                if loop.time() >= due[name]:
+                    try:
+                        await task()
+                    except Exception:  # the broker goes on; the task runs again next time
+                        log.exception("housekeeping task %s failed", name)
+                    due[name] = loop.time() + interval_ms / 1000
+
+    async def checkpoint(self) -> None:
+        self.broker.logs.checkpoint_all()
+
+    async def enforce_retention(self) -> None:
+        for topic_partition, report in self.broker.enforce_retention().items():
+            log.info("retention deleted %d segment(s) of %s", report.segments_deleted, topic_partition.directory_name())
+
+    async def expire_producers(self) -> None:
+        expired = self.broker.logs.expire_producers()
+        if expired:
+            log.info("forgot %d producer id(s) idle for producer.id.expiration.ms", expired)
+
+    async def expire_offsets(self) -> None:
+        await self.broker.groups.expire_offsets()  # logs what it removes
