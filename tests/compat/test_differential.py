@@ -186,3 +186,42 @@ def test_fetch_limits(port: int) -> None:
     two = fetch(client, topic, 0, int(2.5 * batch_size), 1 << 20)
     assert [h.base_offset for h, _ in iter_batches(two.records)] == [0, 4]
     client.close()
+
+
+def confluent_produce(port: int, topic: str, timestamps: list[int], compression: str) -> None:
+    """One batch of records with these timestamps, as confluent-kafka (librdkafka) sends it."""
+    from confluent_kafka import Producer
+
+    producer = Producer(
+        {"bootstrap.servers": f"127.0.0.1:{port}", "linger.ms": 200, "compression.type": compression, "acks": "all"}
+    )
+    for i, timestamp in enumerate(timestamps):
+        producer.produce(topic, value=f"value-{i}".encode(), timestamp=timestamp)
+    assert producer.flush(30) == 0
+
+
+def admin_list_offset(port: int, topic: str, spec: Any) -> tuple[int, int]:
+    """(offset, timestamp) that AdminClient.list_offsets answers for partition 0."""
+    from confluent_kafka import TopicPartition
+    from confluent_kafka.admin import AdminClient
+
+    admin = AdminClient({"bootstrap.servers": f"127.0.0.1:{port}"})
+    answer = admin.list_offsets({TopicPartition(topic, 0): spec})[TopicPartition(topic, 0)].result(30)
+    return answer.offset, answer.timestamp
+
+
+@pytest.mark.parametrize("compression", ["none", "gzip", "zstd"])
+def test_list_offsets_finds_records_inside_batches(port: int, compression: str) -> None:
+    """MAX_TIMESTAMP names the record holding the largest timestamp, and a lookup by time the first
+    record at or after it, also inside a compressed batch (Kafka 4.4 decompresses to find it)."""
+    from confluent_kafka.admin import OffsetSpec
+
+    client = WireClient(port)
+    topic = create_topic(client)
+    client.close()
+    confluent_produce(port, topic, [BASE_MS + 100, BASE_MS + 400, BASE_MS + 200, BASE_MS + 300], compression)
+    assert admin_list_offset(port, topic, OffsetSpec.max_timestamp()) == (1, BASE_MS + 400)
+    assert admin_list_offset(port, topic, OffsetSpec.for_timestamp(BASE_MS + 150)) == (1, BASE_MS + 400)
+    assert admin_list_offset(port, topic, OffsetSpec.for_timestamp(BASE_MS + 250)) == (1, BASE_MS + 400)
+    assert admin_list_offset(port, topic, OffsetSpec.for_timestamp(BASE_MS + 50)) == (0, BASE_MS + 100)
+    assert admin_list_offset(port, topic, OffsetSpec.for_timestamp(BASE_MS + 401))[0] == -1

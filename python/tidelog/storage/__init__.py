@@ -23,6 +23,7 @@ from tidelog.storage._engine import (
     StorageError,
     StorageIOError,
     UnsupportedMagicError,
+    decompress,
 )
 from tidelog.storage.log_manager import LogManager, TopicError, TopicMetadata
 from tidelog.storage.producer_ids import ProducerIdAllocator
@@ -71,5 +72,6 @@ __all__ = [
     "TopicPartition",
     "UnifiedLog",
     "UnsupportedMagicError",
+    "decompress",
     "log_config_for",
 ]

@@ -405,15 +405,27 @@ impl PyPartitionLog {
         self.inner.lock().offset_for_timestamp(timestamp_ms).map_err(to_py)
     }
 
-    /// `(max timestamp, last offset of its batch)`, or `None` for an empty log.
-    fn max_timestamp_and_offset(&self) -> Option<(i64, i64)> {
-        self.inner.lock().max_timestamp_and_offset()
+    /// `(max timestamp, offset of the first record carrying it)`, or `None` for an empty log.
+    fn max_timestamp_and_offset(&self) -> PyResult<Option<(i64, i64)>> {
+        self.inner.lock().max_timestamp_and_offset().map_err(to_py)
     }
+}
+
+/// The records section `data`, compressed with Kafka codec `compression_id`, decompressed (for
+/// in-process readers); GIL released while it runs.
+#[pyfunction]
+fn decompress<'py>(py: Python<'py>, compression_id: i16, data: PyBuffer<u8>) -> PyResult<Bound<'py, PyBytes>> {
+    let out = with_bytes(&data, |bytes| {
+        py.detach(|| storage::codec::decompress(compression_id, bytes).map(|c| c.into_owned()))
+    })?
+    .map_err(to_py)?;
+    Ok(PyBytes::new(py, &out))
 }
 
 #[pymodule]
 fn _engine(m: &Bound<'_, PyModule>) -> PyResult<()> {
     let py = m.py();
+    m.add_function(wrap_pyfunction!(decompress, m)?)?;
     m.add_class::<PyLogConfig>()?;
     m.add_class::<PyPartitionLog>()?;
     m.add_class::<PyFileSlice>()?;

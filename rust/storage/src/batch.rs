@@ -20,6 +20,29 @@ pub const NO_PRODUCER_ID: i64 = -1;
 
 const COMPRESSION_MASK: i16 = 0x07;
 const COMPRESSION_ID_MAX: i16 = 4; // none, gzip, snappy, lz4, zstd
+
+/// The codec in the low three attribute bits.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Compression {
+    None,
+    Gzip,
+    Snappy,
+    Lz4,
+    Zstd,
+}
+
+impl Compression {
+    pub fn from_id(id: i16) -> Option<Compression> {
+        match id {
+            0 => Some(Compression::None),
+            1 => Some(Compression::Gzip),
+            2 => Some(Compression::Snappy),
+            3 => Some(Compression::Lz4),
+            4 => Some(Compression::Zstd),
+            _ => None,
+        }
+    }
+}
 const TIMESTAMP_TYPE_LOG_APPEND: i16 = 0x08;
 const TRANSACTIONAL_FLAG: i16 = 0x10;
 const CONTROL_FLAG: i16 = 0x20;
@@ -227,25 +250,29 @@ fn read_varlong(buf: &[u8], at: &mut usize) -> Option<i64> {
     None
 }
 
-/// For an uncompressed batch: the offset and timestamp of the first record whose timestamp is
-/// at least `target_ms`. `None` if no record qualifies or the records do not parse.
-pub fn find_record_by_timestamp(batch: &[u8], header: &BatchHeader, target_ms: i64) -> Option<(i64, i64)> {
-    if header.compression_id() != 0 || header.is_log_append_time() {
-        return None;
-    }
-    let mut at = BATCH_HEADER_BYTES;
+/// The first record of a batch (its records section, uncompressed) that `wanted(offset,
+/// timestamp)` accepts, as (offset, timestamp). In a LogAppendTime batch every record carries the
+/// batch's max timestamp. `None` if no record qualifies or the records do not parse.
+pub fn first_record_where(
+    header: &BatchHeader,
+    records: &[u8],
+    wanted: impl Fn(i64, i64) -> bool,
+) -> Option<(i64, i64)> {
+    let mut at = 0;
     for _ in 0..header.record_count {
-        let length = read_varlong(batch, &mut at)?;
+        let length = read_varlong(records, &mut at)?;
         let record_start = at;
         at += 1; // attributes
-        let timestamp_delta = read_varlong(batch, &mut at)?;
-        let offset_delta = read_varlong(batch, &mut at)?;
-        let timestamp = header.base_timestamp + timestamp_delta;
-        if timestamp >= target_ms {
-            return Some((header.base_offset + offset_delta, timestamp));
+        let timestamp_delta = read_varlong(records, &mut at)?;
+        let offset_delta = read_varlong(records, &mut at)?;
+        let timestamp =
+            if header.is_log_append_time() { header.max_timestamp } else { header.base_timestamp + timestamp_delta };
+        let offset = header.base_offset + offset_delta;
+        if wanted(offset, timestamp) {
+            return Some((offset, timestamp));
         }
         at = record_start.checked_add(usize::try_from(length).ok()?)?;
-        if at > batch.len() {
+        if at > records.len() {
             return None;
         }
     }

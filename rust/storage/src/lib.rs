@@ -11,6 +11,7 @@
 
 pub mod batch;
 pub mod checkpoint;
+pub mod codec;
 pub mod config;
 pub mod error;
 pub mod index;

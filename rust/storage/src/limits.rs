@@ -21,3 +21,6 @@ pub const RECOVERY_READ_BUFFER_BYTES: usize = 1 << 20;
 pub const SEGMENT_NAME_DIGITS: usize = 20;
 /// Batches one append call may carry; a Produce carries one per partition.
 pub const APPEND_BATCHES_MAX: usize = 1024;
+/// Bytes a compressed records section may decompress to before it counts as corrupt (lookups
+/// and in-process readers decompress; produce and fetch never do).
+pub const DECOMPRESSED_RECORDS_BYTES_MAX: usize = 256 << 20;

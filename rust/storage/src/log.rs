@@ -501,8 +501,7 @@ impl Log {
     }
 
     /// The first offset whose record timestamp is at least `timestamp_ms`, with that timestamp
-    /// (Kafka's ListOffsets by time). Compressed batches answer with their first offset at or
-    /// after the log start and the batch's max timestamp.
+    /// (Kafka's ListOffsets by time), at or after the log start offset.
     pub fn offset_for_timestamp(&self, timestamp_ms: i64) -> Result<Option<(i64, i64)>> {
         for segment in self.segments.values() {
             if segment.max_timestamp() >= timestamp_ms && segment.next_offset() > self.log_start_offset {
@@ -514,13 +513,17 @@ impl Log {
         Ok(None)
     }
 
-    /// The largest timestamp in the log and the last offset of the batch that carries it.
-    pub fn max_timestamp_and_offset(&self) -> Option<(i64, i64)> {
-        self.segments
-            .values()
-            .filter(|s| s.max_timestamp() != NO_TIMESTAMP)
-            .max_by_key(|s| s.max_timestamp())
-            .map(|s| (s.max_timestamp(), s.offset_of_max_timestamp()))
+    /// The largest timestamp in the log and the offset of the first record that carries it
+    /// (Kafka's ListOffsets MAX_TIMESTAMP), as (timestamp, offset).
+    pub fn max_timestamp_and_offset(&self) -> Result<Option<(i64, i64)>> {
+        let mut newest: Option<&Segment> = None;
+        for segment in self.segments.values().filter(|s| s.max_timestamp() != NO_TIMESTAMP) {
+            if newest.is_none_or(|n| segment.max_timestamp() > n.max_timestamp()) {
+                newest = Some(segment); // the first segment reaching the max, as Kafka's maxBy
+            }
+        }
+        let Some(segment) = newest else { return Ok(None) };
+        Ok(segment.record_with_max_timestamp()?.map(|(offset, timestamp)| (timestamp, offset)))
     }
 
     /// First step of a group commit: writes out pending index entries and names the files whose

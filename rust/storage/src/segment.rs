@@ -10,7 +10,9 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use crate::batch::{self, BatchHeader, NO_TIMESTAMP};
+use crate::codec;
 use crate::config::LogConfig;
+use crate::error::Result as StorageResult;
 use crate::index::{OffsetIndex, Position, RelativeOffset, TimeIndex};
 use crate::limits::{BATCH_HEADER_BYTES, RECOVERY_READ_BUFFER_BYTES, RELATIVE_OFFSET_MAX, SEGMENT_NAME_DIGITS};
 use crate::slice::FileSlice;
@@ -287,23 +289,46 @@ impl Segment {
         }
     }
 
-    /// First record at or after `start_offset` whose timestamp is at least `target_ms`.
-    pub fn find_offset_by_timestamp(&self, target_ms: i64, start_offset: i64) -> io::Result<Option<(i64, i64)>> {
+    /// First record at or after `start_offset` whose timestamp is at least `target_ms` (Kafka's
+    /// `LogSegment.findOffsetByTimestamp`: compressed batches are decompressed to find it).
+    pub fn find_offset_by_timestamp(&self, target_ms: i64, start_offset: i64) -> StorageResult<Option<(i64, i64)>> {
         let from_offset =
             self.time_index.lookup(target_ms).map_or(self.base_offset, |(_, r)| self.base_offset + r.0 as i64);
         let Some((mut position, _)) = self.translate_offset(from_offset.max(start_offset))? else { return Ok(None) };
         while let Some(header) = self.read_header_at(position)? {
             if header.max_timestamp >= target_ms && header.last_offset() >= start_offset {
-                let mut batch = vec![0u8; header.size_bytes()];
-                self.log.read_exact_at(&mut batch, position)?;
-                let found = batch::find_record_by_timestamp(&batch, &header, target_ms)
-                    .filter(|&(offset, _)| offset >= start_offset)
-                    .unwrap_or((header.base_offset.max(start_offset), header.max_timestamp));
-                return Ok(Some(found));
+                let batch = self.read_batch(position, &header)?;
+                let records = codec::records_of(&header, &batch)?;
+                let found = batch::first_record_where(&header, &records, |offset, timestamp| {
+                    offset >= start_offset && timestamp >= target_ms
+                });
+                if found.is_some() {
+                    return Ok(found);
+                }
             }
             position += header.size_bytes() as u64;
         }
         Ok(None)
+    }
+
+    /// The first record carrying this segment's max timestamp, as (offset, timestamp): the
+    /// batch that first reached it holds it (Kafka's ListOffsets MAX_TIMESTAMP).
+    pub fn record_with_max_timestamp(&self) -> StorageResult<Option<(i64, i64)>> {
+        if self.max_timestamp == NO_TIMESTAMP {
+            return Ok(None);
+        }
+        let Some((position, header)) = self.translate_offset(self.offset_of_max_timestamp)? else { return Ok(None) };
+        let batch = self.read_batch(position, &header)?;
+        let records = codec::records_of(&header, &batch)?;
+        let max = self.max_timestamp;
+        let found = batch::first_record_where(&header, &records, |_, timestamp| timestamp == max);
+        Ok(Some(found.unwrap_or((header.last_offset(), max))))
+    }
+
+    fn read_batch(&self, position: u64, header: &BatchHeader) -> io::Result<Vec<u8>> {
+        let mut batch = vec![0u8; header.size_bytes()];
+        self.log.read_exact_at(&mut batch, position)?;
+        Ok(batch)
     }
 
     /// After a clean shutdown: reads batch headers from the last index entry to the end to find

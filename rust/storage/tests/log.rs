@@ -3,7 +3,7 @@ mod common;
 use std::fs;
 use std::sync::Arc;
 
-use common::{batch, now_ms};
+use common::{batch, batch_with_timestamps, now_ms};
 use tidelog_storage::{Log, LogConfig, SharedLog, StorageError, TimestampType};
 
 fn small_config() -> LogConfig {
@@ -185,7 +185,47 @@ fn timestamp_lookup_finds_the_first_record_at_or_after() {
     let (offset, timestamp) = log.offset_for_timestamp(t + 1205).unwrap().unwrap();
     assert_eq!((offset, timestamp), (125, t + 1205));
     assert_eq!(log.offset_for_timestamp(t + 10_000).unwrap(), None);
-    assert_eq!(log.max_timestamp_and_offset(), Some((t + 4909, 499)));
+    assert_eq!(log.max_timestamp_and_offset().unwrap(), Some((t + 4909, 499)));
+}
+
+#[test]
+fn max_timestamp_is_the_record_that_carries_it_not_its_batch_end() {
+    // Kafka 4.4 answers ListOffsets MAX_TIMESTAMP with the record (offset 1 here), not the batch's last offset.
+    let dir = tempfile::tempdir().unwrap();
+    let (mut log, _) = Log::open(dir.path(), LogConfig::default()).unwrap();
+    let t = now_ms() - 10_000;
+    log.append(&batch_with_timestamps(&[t + 100, t + 400, t + 200], 0), t, 0).unwrap();
+    log.append(&batch_with_timestamps(&[t + 50, t + 400, t + 300], 0), t, 0).unwrap();
+    assert_eq!(log.max_timestamp_and_offset().unwrap(), Some((t + 400, 1)), "the first batch reaching it");
+}
+
+#[test]
+fn timestamp_lookups_decompress_every_codec() {
+    for codec in 0..=4i16 {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut log, _) = Log::open(dir.path(), LogConfig::default()).unwrap();
+        let t = now_ms() - 10_000;
+        log.append(&batch_with_timestamps(&[t, t + 10, t + 20, t + 30], codec), t, 0).unwrap();
+        log.append(&batch_with_timestamps(&[t + 40, t + 90, t + 60], codec), t, 0).unwrap();
+        assert_eq!(log.offset_for_timestamp(t + 15).unwrap(), Some((2, t + 20)), "codec {codec}");
+        assert_eq!(log.offset_for_timestamp(t + 61).unwrap(), Some((5, t + 90)), "codec {codec}");
+        assert_eq!(log.max_timestamp_and_offset().unwrap(), Some((t + 90, 5)), "codec {codec}");
+        assert_eq!(log.offset_for_timestamp(t + 91).unwrap(), None);
+    }
+}
+
+#[test]
+fn a_damaged_compressed_batch_is_an_error_not_a_panic() {
+    let batch = batch_with_timestamps(&[1, 2, 3], 4);
+    let header = tidelog_storage::BatchHeader::read(&batch);
+    let mut records = batch[61..].to_vec();
+    records.truncate(records.len() / 2);
+    assert!(tidelog_storage::codec::decompress(header.compression_id(), &records).is_err());
+    assert!(tidelog_storage::codec::decompress(
+        2,
+        b"\x82SNAPPY\x00\x00\x00\x00\x01\x00\x00\x00\x01\x00\x00\x00\x09abc"
+    )
+    .is_err());
 }
 
 #[test]

@@ -58,3 +58,57 @@ pub fn producer_batch(count: i32, base_ms: i64, producer_id: i64, epoch: i16, ba
     out[17..21].copy_from_slice(&crc.to_be_bytes());
     out
 }
+
+/// A batch whose records carry `timestamps` (base: the first), its records section compressed
+/// with Kafka codec `codec` (0 none, 1 gzip, 2 snappy, 3 lz4, 4 zstd), as a producer sends it.
+pub fn batch_with_timestamps(timestamps: &[i64], codec: i16) -> Vec<u8> {
+    use std::io::Write;
+    let base = timestamps[0];
+    let mut records = Vec::new();
+    for (i, &timestamp) in timestamps.iter().enumerate() {
+        let mut body = vec![0u8];
+        put_varint(&mut body, timestamp - base);
+        put_varint(&mut body, i as i64);
+        put_varint(&mut body, -1);
+        put_varint(&mut body, 4);
+        body.extend(b"vvvv");
+        put_varint(&mut body, 0);
+        put_varint(&mut records, body.len() as i64);
+        records.extend(body);
+    }
+    let compressed = match codec {
+        0 => records,
+        1 => {
+            let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+            encoder.write_all(&records).unwrap();
+            encoder.finish().unwrap()
+        }
+        2 => snap::raw::Encoder::new().compress_vec(&records).unwrap(),
+        3 => {
+            let mut encoder = lz4_flex::frame::FrameEncoder::new(Vec::new());
+            encoder.write_all(&records).unwrap();
+            encoder.finish().unwrap()
+        }
+        4 => zstd::stream::encode_all(&records[..], 3).unwrap(),
+        _ => unreachable!(),
+    };
+    let count = timestamps.len() as i32;
+    let mut out = Vec::new();
+    out.extend(0i64.to_be_bytes());
+    out.extend(((49 + compressed.len()) as i32).to_be_bytes());
+    out.extend((-1i32).to_be_bytes());
+    out.push(2);
+    out.extend(0u32.to_be_bytes());
+    out.extend(codec.to_be_bytes());
+    out.extend((count - 1).to_be_bytes());
+    out.extend(base.to_be_bytes());
+    out.extend(timestamps.iter().max().unwrap().to_be_bytes());
+    out.extend((-1i64).to_be_bytes());
+    out.extend((-1i16).to_be_bytes());
+    out.extend((-1i32).to_be_bytes());
+    out.extend(count.to_be_bytes());
+    out.extend(compressed);
+    let crc = crc32c::crc32c(&out[21..]);
+    out[17..21].copy_from_slice(&crc.to_be_bytes());
+    out
+}
