@@ -12,7 +12,17 @@ from typing import Any
 import crc32c
 import pytest
 from kio.schema.api_versions.v3.request import ApiVersionsRequest
-from kio.schema.create_topics.v5.request import CreatableTopic, CreatableTopicConfig, CreateTopicsRequest
+from kio.schema.create_partitions.v1.request import (
+    CreatePartitionsAssignment,
+    CreatePartitionsRequest,
+    CreatePartitionsTopic,
+)
+from kio.schema.create_topics.v5.request import (
+    CreatableReplicaAssignment,
+    CreatableTopic,
+    CreatableTopicConfig,
+    CreateTopicsRequest,
+)
 from kio.schema.errors import ErrorCode
 from kio.schema.fetch.v11.request import FetchPartition, FetchRequest, FetchTopic
 from kio.schema.list_offsets.v7.request import ListOffsetsPartition, ListOffsetsRequest, ListOffsetsTopic
@@ -225,3 +235,104 @@ def test_list_offsets_finds_records_inside_batches(port: int, compression: str) 
     assert admin_list_offset(port, topic, OffsetSpec.for_timestamp(BASE_MS + 250)) == (1, BASE_MS + 400)
     assert admin_list_offset(port, topic, OffsetSpec.for_timestamp(BASE_MS + 50)) == (0, BASE_MS + 100)
     assert admin_list_offset(port, topic, OffsetSpec.for_timestamp(BASE_MS + 401))[0] == -1
+
+
+def create_topics(client: WireClient, *topics: CreatableTopic, validate_only: bool = False) -> list[Any]:
+    request = CreateTopicsRequest(topics=topics, timeout=SECOND, validate_only=validate_only)
+    return list(client.request(19, 5, request).topics)
+
+
+def new_topic(
+    name: str, partitions: int = 1, replication: int = 1, assignments: tuple[Any, ...] = (), **configs: str
+) -> CreatableTopic:
+    entries = tuple(CreatableTopicConfig(name=k, value=v) for k, v in configs.items())
+    return CreatableTopic(
+        name=name, num_partitions=partitions, replication_factor=replication, assignments=assignments, configs=entries
+    )
+
+
+@pytest.mark.parametrize(
+    "configs, expected",
+    [
+        ({"segment.bytes": str(64 << 10)}, ErrorCode.invalid_config),  # below Kafka's 1 MiB
+        ({"segment.bytes": str(1 << 20)}, ErrorCode.none),
+        ({"segment.ms": "0"}, ErrorCode.invalid_config),
+        ({"retention.ms": "-2"}, ErrorCode.invalid_config),
+        ({"segment.index.bytes": "3"}, ErrorCode.invalid_config),
+        ({"cleanup.policy": "delete,compact"}, ErrorCode.none),
+        ({"cleanup.policy": "forever"}, ErrorCode.invalid_config),
+        ({"max.message.bytes": "abc"}, ErrorCode.invalid_config),
+    ],
+)
+def test_topic_configs_are_checked_with_kafkas_bounds(port: int, configs: dict[str, str], expected: int) -> None:
+    client = WireClient(port)
+    (answer,) = create_topics(client, new_topic(next(names), **configs), validate_only=True)
+    assert answer.error_code == expected, answer.error_message
+    client.close()
+
+
+def assignment(partition: int, *brokers: int) -> CreatableReplicaAssignment:
+    return CreatableReplicaAssignment(partition_index=partition, broker_ids=brokers)
+
+
+def test_manual_replica_assignments(port: int) -> None:
+    """Assignments naming known brokers are accepted (kafka-topics --replica-assignment, admin
+    clients); partition count and replication factor must then be -1; an unknown broker is
+    INVALID_REPLICA_ASSIGNMENT."""
+    client = WireClient(port)
+    name = next(names)
+    (created,) = create_topics(client, new_topic(name, -1, -1, (assignment(0, 1), assignment(1, 1))))
+    assert (created.error_code, created.num_partitions, created.replication_factor) == (ErrorCode.none, 2, 1)
+    wait_for_leader(client, name)
+    request = MetadataRequest(
+        topics=(MetadataRequestTopic(topic_id=None, name=name),),
+        allow_auto_topic_creation=False,
+        include_topic_authorized_operations=False,
+    )
+    (topic,) = client.request(3, 12, request).topics
+    assert [(p.partition_index, tuple(p.replica_nodes)) for p in topic.partitions] == [(0, (1,)), (1, (1,))]
+    refused = create_topics(
+        client,
+        new_topic(next(names), -1, -1, (assignment(0, 7),)),
+        new_topic(next(names), 2, -1, (assignment(0, 1),)),
+        new_topic(next(names), -1, -1, (assignment(0, 1, 1),)),
+        new_topic(next(names), -1, -1, (assignment(1, 1),)),
+        validate_only=True,
+    )
+    assert [a.error_code for a in refused] == [
+        ErrorCode.invalid_replica_assignment,  # broker 7 is unknown
+        ErrorCode.invalid_request,  # a partition count as well as assignments
+        ErrorCode.invalid_replica_assignment,  # a broker twice
+        ErrorCode.invalid_replica_assignment,  # partitions not 0, 1, ...
+    ]
+    grow = CreatePartitionsRequest(
+        topics=(CreatePartitionsTopic(name=name, count=3, assignments=(CreatePartitionsAssignment(broker_ids=(1,)),)),),
+        timeout=SECOND,
+        validate_only=False,
+    )
+    assert client.request(37, 1, grow).results[0].error_code == ErrorCode.none
+    bad = CreatePartitionsRequest(
+        topics=(CreatePartitionsTopic(name=name, count=4, assignments=(CreatePartitionsAssignment(broker_ids=(9,)),)),),
+        timeout=SECOND,
+        validate_only=True,
+    )
+    assert client.request(37, 1, bad).results[0].error_code == ErrorCode.invalid_replica_assignment
+    client.close()
+
+
+def test_create_topics_naming_a_topic_twice(port: int) -> None:
+    client = WireClient(port)
+    name, other = next(names), next(names)
+    answers = create_topics(client, new_topic(name), new_topic(other), new_topic(name))
+    by_name = {}
+    for answer in answers:
+        by_name.setdefault(answer.name, []).append(answer.error_code)
+    assert by_name[other] == [ErrorCode.none]
+    assert by_name[name] == [ErrorCode.invalid_request], "one answer for the name, not created"
+    request = MetadataRequest(
+        topics=(MetadataRequestTopic(topic_id=None, name=name),),
+        allow_auto_topic_creation=False,
+        include_topic_authorized_operations=False,
+    )
+    assert client.request(3, 12, request).topics[0].error_code == ErrorCode.unknown_topic_or_partition, "not created"
+    client.close()

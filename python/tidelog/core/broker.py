@@ -349,8 +349,8 @@ class Broker:
     # ---- topic administration ----------------------------------------------------------------
 
     def create_topics(self, topics: Sequence[NewTopic], validate_only: bool = False) -> list[CreatedTopic]:
-        """CreateTopics: one answer per requested topic, in order. A name given twice in one
-        request is refused (INVALID_REQUEST) wherever it appears, as Kafka does."""
+        """CreateTopics: one answer per requested name, in request order. A name given twice in
+        one request is not created and gets one INVALID_REQUEST answer, as Kafka answers."""
         counts: dict[str, int] = {}
         for topic in topics:
             counts[topic.name] = counts.get(topic.name, 0) + 1
@@ -358,7 +358,8 @@ class Broker:
         for topic in topics:
             if counts[topic.name] > 1:
                 results.append(CreatedTopic(topic.name, ErrorCode.invalid_request, "Duplicate topic name."))
-            else:
+                counts[topic.name] = 0  # answered once
+            elif counts[topic.name] == 1:
                 results.append(self._create_one(topic, validate_only))
         return results
 
