@@ -38,3 +38,16 @@ PRODUCER_ID_BLOCK_SIZE = 1000
 PRODUCER_SNAPSHOTS_KEPT = 3
 # Batch headers one call of the producer-state replay reads, so one call stays short.
 PRODUCER_REPLAY_BATCHES_PER_CALL = 10_000
+
+# Embedded API. Appends of one loop turn are joined into batches of at most this many bytes (and
+# never more than the topic's max.message.bytes).
+EMBEDDED_BATCH_BYTES_MAX = 1 << 20
+# A record's encoded fields besides its key, value and headers, at their widest: length (5),
+# attributes (1), timestamp delta (10), offset delta (5), key and value lengths (5 each),
+# header count (5).
+RECORD_OVERHEAD_BYTES_MAX = 36
+# What one native read returns at most unless asked otherwise.
+EMBEDDED_READ_RECORDS_DEFAULT = 10_000
+EMBEDDED_READ_BYTES_DEFAULT = 16 << 20
+# How long a native call waits for a coordinator that is still loading its shard.
+EMBEDDED_COORDINATOR_WAIT_S = 60.0

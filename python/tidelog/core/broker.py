@@ -233,7 +233,13 @@ class Broker:
         except StorageError as error:
             return ProduceResult(topic, index, error_code_for(error), message=str(error)), None
         result = ProduceResult(
-            topic, index, ErrorCode.none, appended.first_offset, appended.log_append_time_ms, appended.log_start_offset
+            topic,
+            index,
+            ErrorCode.none,
+            appended.first_offset,
+            appended.log_append_time_ms,
+            appended.log_start_offset,
+            duplicate=appended.duplicate,
         )
         return result, future
 

@@ -53,6 +53,8 @@ class ProduceResult:
     log_append_time_ms: int = NO_TIMESTAMP
     log_start_offset: int = NO_OFFSET
     message: str | None = None
+    # A retried idempotent batch: nothing was appended, the offsets are the original's.
+    duplicate: bool = False
 
 
 class ProduceOutcome:

@@ -1,6 +1,6 @@
 """Records inside a magic-v2 batch: the pure-Python reference implementation.
 
-`ext/_records.pyx` is its compiled twin with the same API; `records.py` picks one. Each record:
+`ext/_records.pyx` is its compiled twin with the same API; `record_batch.py` picks one. Each record:
 varint length, int8 attributes, varlong timestamp delta, varint offset delta, varint-sized key
 and value (-1 = null), varint header count, then per header a varint-sized UTF-8 key and a
 varint-sized value. Varints are zigzag-encoded.
@@ -13,8 +13,8 @@ from collections.abc import Sequence
 Header = tuple[str, bytes | None]
 # (timestamp_ms, key, value, headers), what a producer hands over.
 RecordInput = tuple[int, bytes | None, bytes | None, Sequence[Header]]
-# (offset, timestamp_ms, key, value, headers), what a reader gets.
-Record = tuple[int, int, bytes | None, bytes | None, list[Header]]
+# (offset, timestamp_ms, key, value, headers), what the coordinators' replay reads.
+RecordTuple = tuple[int, int, bytes | None, bytes | None, list[Header]]
 
 VARINT_BYTES_MAX = 10
 
@@ -92,10 +92,10 @@ class _Reader:
 
 def decode_records(
     data: bytes | bytearray | memoryview, base_offset: int, base_timestamp: int, count: int
-) -> list[Record]:
+) -> list[RecordTuple]:
     """The `count` records in an uncompressed records section."""
     reader = _Reader(data)
-    records: list[Record] = []
+    records: list[RecordTuple] = []
     for _ in range(count):
         length = reader.varint()
         end = reader.at + length
@@ -116,3 +116,165 @@ def decode_records(
             raise RecordDecodeError("record length does not match its fields")
         records.append((offset, timestamp, key, value, headers))
     return records
+
+
+# ---- records for readers (the embedded API) ------------------------------------------------
+
+
+class Record:
+    """One record as a reader gets it: where it is (topic, partition, offset), its timestamp,
+    key, value and headers ((name, value) pairs). Keys and values are bytes or None."""
+
+    __slots__ = ("topic", "partition", "offset", "timestamp", "key", "value", "headers")
+
+    def __init__(
+        self,
+        topic: str,
+        partition: int,
+        offset: int,
+        timestamp: int,
+        key: bytes | None,
+        value: bytes | None,
+        headers: tuple[Header, ...] = (),
+    ) -> None:
+        self.topic = topic
+        self.partition = partition
+        self.offset = offset
+        self.timestamp = timestamp
+        self.key = key
+        self.value = value
+        self.headers = headers
+
+    def _fields(self) -> tuple[object, ...]:
+        return (self.topic, self.partition, self.offset, self.timestamp, self.key, self.value, self.headers)
+
+    def __eq__(self, other: object) -> bool:
+        if not hasattr(other, "headers") or not hasattr(other, "offset"):
+            return NotImplemented
+        return self._fields() == _record_fields(other)
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        return (
+            f"Record(topic={self.topic!r}, partition={self.partition}, offset={self.offset}, "
+            f"timestamp={self.timestamp}, key={self.key!r}, value={self.value!r}, headers={self.headers!r})"
+        )
+
+
+def _record_fields(record: object) -> tuple[object, ...]:
+    names = ("topic", "partition", "offset", "timestamp", "key", "value", "headers")
+    return tuple(getattr(record, name) for name in names)
+
+
+def decode_into(
+    out: list[Record],
+    data: bytes | bytearray | memoryview,
+    base_offset: int,
+    base_timestamp: int,
+    count: int,
+    log_append_time: int,
+    topic: str,
+    partition: int,
+    min_offset: int,
+    limit: int,
+) -> int:
+    """Appends to `out` the records of an uncompressed records section whose offset is at least
+    `min_offset`, at most `limit` of them; returns how many. `log_append_time` >= 0 replaces every
+    record's timestamp (a LogAppendTime batch)."""
+    added = 0
+    for offset, timestamp, key, value, headers in decode_records(data, base_offset, base_timestamp, count):
+        if added >= limit:
+            break
+        if offset < min_offset:
+            continue
+        stamp = log_append_time if log_append_time >= 0 else timestamp
+        out.append(Record(topic, partition, offset, stamp, key, value, tuple(headers)))
+        added += 1
+    return added
+
+
+class ColumnBuilder:
+    """Records decoded into columns: offsets, timestamps, and each key's and value's place in one
+    contiguous byte buffer (start, length; length -1 for null). Headers are not kept."""
+
+    def __init__(self, capacity: int, data_capacity: int) -> None:
+        import array
+
+        self.capacity = capacity
+        self.count = 0
+        self.offsets = array.array("q", bytes(8 * capacity))
+        self.timestamps = array.array("q", bytes(8 * capacity))
+        self.key_starts = array.array("q", bytes(8 * capacity))
+        self.key_lengths = array.array("i", bytes(4 * capacity))
+        self.value_starts = array.array("q", bytes(8 * capacity))
+        self.value_lengths = array.array("i", bytes(4 * capacity))
+        self.data = bytearray(data_capacity)
+        self.data_size = 0
+
+    def _place(self, chunk: bytes | None) -> tuple[int, int]:
+        if chunk is None:
+            return self.data_size, -1
+        start = self.data_size
+        end = start + len(chunk)
+        if end > len(self.data):  # decompressed data outgrew the estimate: double
+            self.data.extend(bytes(max(end - len(self.data), len(self.data))))
+        self.data[start:end] = chunk
+        self.data_size = end
+        return start, len(chunk)
+
+    def add(
+        self,
+        data: bytes | bytearray | memoryview,
+        base_offset: int,
+        base_timestamp: int,
+        count: int,
+        log_append_time: int,
+        min_offset: int,
+    ) -> int:
+        """Adds the records of an uncompressed records section (offset >= `min_offset`) until the
+        builder is full; returns how many were added."""
+        added = 0
+        for offset, timestamp, key, value, _ in decode_records(data, base_offset, base_timestamp, count):
+            if self.count >= self.capacity:
+                break
+            if offset < min_offset:
+                continue
+            i = self.count
+            self.offsets[i] = offset
+            self.timestamps[i] = log_append_time if log_append_time >= 0 else timestamp
+            self.key_starts[i], self.key_lengths[i] = self._place(key)
+            self.value_starts[i], self.value_lengths[i] = self._place(value)
+            self.count += 1
+            added += 1
+        return added
+
+
+MURMUR2_SEED = 0x9747B28C
+MURMUR2_M = 0x5BD1E995
+MASK32 = 0xFFFFFFFF
+
+
+def murmur2(data: bytes) -> int:
+    """Kafka's `Utils.murmur2` (the Java client's partitioner hash), as a signed 32-bit int."""
+    length = len(data)
+    h = (MURMUR2_SEED ^ length) & MASK32
+    whole = length - length % 4
+    for i in range(0, whole, 4):
+        k = data[i] | data[i + 1] << 8 | data[i + 2] << 16 | data[i + 3] << 24
+        k = (k * MURMUR2_M) & MASK32
+        k ^= k >> 24
+        k = (k * MURMUR2_M) & MASK32
+        h = ((h * MURMUR2_M) & MASK32) ^ k
+    tail = length % 4
+    if tail == 3:
+        h ^= data[whole + 2] << 16
+    if tail >= 2:
+        h ^= data[whole + 1] << 8
+    if tail >= 1:
+        h ^= data[whole]
+        h = (h * MURMUR2_M) & MASK32
+    h ^= h >> 13
+    h = (h * MURMUR2_M) & MASK32
+    h ^= h >> 15
+    return h - (1 << 32) if h >= 1 << 31 else h

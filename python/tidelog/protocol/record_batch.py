@@ -24,11 +24,12 @@ import os
 import struct
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from types import ModuleType
 
 import crc32c
 
 from tidelog.protocol import _records_py
-from tidelog.protocol._records_py import Header, Record, RecordDecodeError, RecordInput
+from tidelog.protocol._records_py import Header, Record, RecordDecodeError, RecordInput, RecordTuple
 
 __all__ = [
     "HEADER",
@@ -39,6 +40,7 @@ __all__ = [
     "Record",
     "RecordDecodeError",
     "RecordInput",
+    "RecordTuple",
     "build_batch",
     "build_control_batch",
     "decode_batch",
@@ -49,19 +51,22 @@ __all__ = [
 NO_EXTENSIONS = bool(os.environ.get("TIDELOG_NO_EXTENSIONS"))
 
 encode_records: Callable[[Sequence[RecordInput], int], bytes]
-decode_records: Callable[[bytes | bytearray | memoryview, int, int, int], list[Record]]
-if NO_EXTENSIONS:
-    encode_records, decode_records = _records_py.encode_records, _records_py.decode_records
-    IMPLEMENTATION = "python"
-else:
+decode_records: Callable[[bytes | bytearray | memoryview, int, int, int], list[RecordTuple]]
+_twin: ModuleType = _records_py
+if not NO_EXTENSIONS:
     try:
         from tidelog.protocol import _records  # type: ignore[attr-defined]
 
-        encode_records, decode_records = _records.encode_records, _records.decode_records
-        IMPLEMENTATION = "cython"
+        _twin = _records
     except ImportError:  # not built: the twin serves
-        encode_records, decode_records = _records_py.encode_records, _records_py.decode_records
-        IMPLEMENTATION = "python"
+        pass
+IMPLEMENTATION = "python" if _twin is _records_py else "cython"
+encode_records, decode_records = _twin.encode_records, _twin.decode_records
+# For readers: Record objects, columns, and Kafka's partitioner hash, from the same twin.
+decode_into: Callable[..., int] = _twin.decode_into
+ColumnBuilder: Callable[[int, int], _records_py.ColumnBuilder] = _twin.ColumnBuilder
+RecordClass: type[Record] = _twin.Record
+murmur2: Callable[[bytes], int] = _twin.murmur2
 
 # ---- the layout ------------------------------------------------------------------------------
 
@@ -306,7 +311,7 @@ def check_crc(header: BatchHeader, batch: bytes | bytearray | memoryview) -> Non
         raise RecordDecodeError("CRC-32C mismatch")
 
 
-def decode_batch(batch: bytes | bytearray | memoryview) -> tuple[BatchHeader, list[Record]]:
+def decode_batch(batch: bytes | bytearray | memoryview) -> tuple[BatchHeader, list[RecordTuple]]:
     """Header and records of one whole uncompressed batch, after checking its CRC."""
     view_ = memoryview(batch)
     header = BatchHeader.read(view_)

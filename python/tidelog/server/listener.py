@@ -23,8 +23,9 @@ class Listener:
         self.server: asyncio.Server | None = None
         self._idle_task: asyncio.Task[None] | None = None
 
-    async def start(self) -> tuple[str, int]:
-        host, port = self.broker.config.listener_address()
+    async def start(self, address: tuple[str, int] | None = None) -> tuple[str, int]:
+        """Listens on `address`, or on the configured listener; answers the bound address."""
+        host, port = address if address is not None else self.broker.config.listener_address()
         loop = asyncio.get_running_loop()
         self.server = await loop.create_server(
             lambda: Connection(self.context, HANDLERS, self.connections), host, port, reuse_address=True, backlog=1024
