@@ -40,7 +40,12 @@ def upper_bound(partition: Partition, isolation: IsolationLevel) -> int:
 
 
 def _chunks(partition: Partition, offset: int, max_bytes: int, bound: int) -> Any:
-    """Whole batches from `offset` up to `bound`, `max_bytes` in all (at least one batch)."""
+    """Whole batches from `offset` up to `bound`, `max_bytes` in all (at least one batch).
+    An offset outside the log is OFFSET_OUT_OF_RANGE, as a fetch answers it."""
+    start, end = partition.log_start_offset, partition.log_end_offset
+    if not start <= offset <= end:
+        message = f"offset {offset} is outside [{start}, {end}] of {partition.topic_partition}"
+        raise KafkaError.of(ErrorCode.offset_out_of_range, message)
     budget, first = max_bytes, True
     position = offset
     while position < bound and (budget > 0 or first):
