@@ -51,3 +51,4 @@ EMBEDDED_READ_RECORDS_DEFAULT = 10_000
 EMBEDDED_READ_BYTES_DEFAULT = 16 << 20
 # How long a native call waits for a coordinator that is still loading its shard.
 EMBEDDED_COORDINATOR_WAIT_S = 60.0
+EMBEDDED_COORDINATOR_RETRY_S = 0.01

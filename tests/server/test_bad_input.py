@@ -24,6 +24,7 @@ from tests.server.wire_client import WireClient, encode_request
 from tidelog.protocol.record_batch import CONTROL_FLAG
 
 TIMEOUT = datetime.timedelta(seconds=5)
+AUTO_CREATE_TIMEOUT_S = 10
 
 
 def produce_request(topic: str, records: bytes, acks: int = -1) -> ProduceRequest:
@@ -32,16 +33,17 @@ def produce_request(topic: str, records: bytes, acks: int = -1) -> ProduceReques
 
 
 def create_topic(client: WireClient, topic: str) -> None:
-    response = client.request(
-        3,
-        12,
-        MetadataRequest(
-            topics=(MetadataRequestTopic(topic_id=None, name=topic),),
-            allow_auto_topic_creation=True,
-            include_topic_authorized_operations=False,
-        ),
+    """Auto-creates `topic` as a client does: Kafka answers the first Metadata request that
+    creates it UNKNOWN_TOPIC_OR_PARTITION, and shows the topic from the next one on."""
+    request = MetadataRequest(
+        topics=(MetadataRequestTopic(topic_id=None, name=topic),),
+        allow_auto_topic_creation=True,
+        include_topic_authorized_operations=False,
     )
-    assert response.topics[0].error_code == ErrorCode.none
+    deadline = time.monotonic() + AUTO_CREATE_TIMEOUT_S
+    while client.request(3, 12, request).topics[0].error_code != ErrorCode.none:
+        assert time.monotonic() < deadline, f"{topic} was not auto-created"
+        time.sleep(0.01)
 
 
 def produce(client: WireClient, topic: str, records: bytes, acks: int = -1) -> Any:

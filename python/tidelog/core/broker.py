@@ -19,8 +19,9 @@ import base64
 import dataclasses
 import logging
 import uuid
-from collections.abc import Awaitable, Iterable, Sequence
+from collections.abc import Awaitable, Hashable, Iterable, Sequence
 from pathlib import Path
+from typing import TypeVar
 
 from kio.schema.errors import ErrorCode
 
@@ -40,6 +41,7 @@ from tidelog.core.types import (
     ConfigSource,
     ConfigType,
     CreatedTopic,
+    DeletedTopic,
     FetchedData,
     FetchPartition,
     IsolationLevel,
@@ -68,6 +70,7 @@ from tidelog.storage.durable_file import write_atomically
 from tidelog.storage.log_manager import check_topic_name
 
 log = logging.getLogger(__name__)
+T = TypeVar("T", bound=Hashable)
 
 INTERNAL_TOPICS = frozenset({OFFSETS_TOPIC})
 META_PROPERTIES = "meta.properties"
@@ -75,6 +78,18 @@ META_PROPERTIES = "meta.properties"
 ZERO_UUID = uuid.UUID(int=0)
 USE_DEFAULT = -1
 HIGH_WATERMARK = -1  # DeleteRecords' "up to the high watermark"
+DUPLICATE_NAME = "Duplicate topic name."
+
+
+def duplicated(keys: Sequence[T]) -> list[T]:
+    """The keys given more than once, in order of first appearance."""
+    seen: set[T] = set()
+    repeated: dict[T, None] = {}
+    for key in keys:
+        if key in seen:
+            repeated[key] = None
+        seen.add(key)
+    return list(repeated)
 
 
 def read_or_create_cluster_id(data_dir: Path) -> str:
@@ -355,18 +370,11 @@ class Broker:
     # ---- topic administration ----------------------------------------------------------------
 
     def create_topics(self, topics: Sequence[NewTopic], validate_only: bool = False) -> list[CreatedTopic]:
-        """CreateTopics: one answer per requested name, in request order. A name given twice in
-        one request is not created and gets one INVALID_REQUEST answer, as Kafka answers."""
-        counts: dict[str, int] = {}
-        for topic in topics:
-            counts[topic.name] = counts.get(topic.name, 0) + 1
-        results = []
-        for topic in topics:
-            if counts[topic.name] > 1:
-                results.append(CreatedTopic(topic.name, ErrorCode.invalid_request, "Duplicate topic name."))
-                counts[topic.name] = 0  # answered once
-            elif counts[topic.name] == 1:
-                results.append(self._create_one(topic, validate_only))
+        """CreateTopics: one answer per requested name. A name given twice in one request is not
+        created and gets one INVALID_REQUEST answer, after the others, as Kafka answers."""
+        duplicates = duplicated([topic.name for topic in topics])
+        results = [self._create_one(topic, validate_only) for topic in topics if topic.name not in duplicates]
+        results += [CreatedTopic(name, ErrorCode.invalid_request, DUPLICATE_NAME) for name in duplicates]
         return results
 
     def _create_one(self, topic: NewTopic, validate_only: bool) -> CreatedTopic:
@@ -479,6 +487,27 @@ class Broker:
         log.info("created topic %s with %d partition(s)", name, partitions)
         return meta
 
+    def delete_topics(self, wanted: Sequence[tuple[str | None, uuid.UUID | None]]) -> list[DeletedTopic]:
+        """DeleteTopics, by name or (v6) by topic id. A topic named twice is not deleted and gets
+        one INVALID_REQUEST answer, after the others, as Kafka answers."""
+        keys = [name if name else topic_id for name, topic_id in wanted]
+        duplicates = duplicated(keys)
+        results = []
+        for (name, topic_id), key in zip(wanted, keys, strict=True):
+            if key in duplicates:
+                continue
+            meta = self.topic(name) if name else (self.topic_by_id(topic_id) if topic_id else None)
+            if meta is None:
+                error = ErrorCode.unknown_topic_or_partition if name else ErrorCode.unknown_topic_id
+                results.append(DeletedTopic(name, topic_id, error))
+                continue
+            self.delete_topic(meta.name)
+            results.append(DeletedTopic(meta.name, meta.topic_id, ErrorCode.none))
+        for key in duplicates:
+            name, topic_id = (key, None) if isinstance(key, str) else (None, key)
+            results.append(DeletedTopic(name, topic_id, ErrorCode.invalid_request, DUPLICATE_NAME))
+        return results
+
     def delete_topic(self, name: str) -> None:
         """Deletes a topic and its data. Committed offsets of its partitions go too (as in
         Kafka); deleting `__consumer_offsets` (Kafka allows it) drops every group."""
@@ -494,6 +523,22 @@ class Broker:
         self.groups.topic_deleted(name)
         self._topics_changed()
         log.info("deleted topic %s", name)
+
+    def create_partitions_of(
+        self, topics: Sequence[tuple[str, int, list[list[int]] | None]], validate_only: bool = False
+    ) -> list[tuple[str, ErrorCode, str | None]]:
+        """CreatePartitions for several topics: (name, error, message) each; a topic named twice
+        gets one INVALID_REQUEST answer, before the others (Kafka 4.4's order here)."""
+        duplicates = duplicated([name for name, _, _ in topics])
+        results: list[tuple[str, ErrorCode, str | None]] = [
+            (name, ErrorCode.invalid_request, DUPLICATE_NAME) for name in duplicates
+        ]
+        results += [
+            (name, *self.create_partitions(name, count, assignments, validate_only))
+            for name, count, assignments in topics
+            if name not in duplicates
+        ]
+        return results
 
     def create_partitions(
         self, name: str, count: int, assignments: list[list[int]] | None = None, validate_only: bool = False
@@ -648,9 +693,9 @@ class Broker:
         except TopicError:
             return TopicDescription(name, unknown, ErrorCode.invalid_topic_exception)
         if allow_auto_create:
-            meta = self.auto_create(name)
-            if meta is not None:
-                return self._describe(meta)
+            # Kafka creates it and answers this request UNKNOWN_TOPIC_OR_PARTITION all the same;
+            # the partitions show from the next request on (clients ask again).
+            self.auto_create(name)
         return TopicDescription(name, unknown, ErrorCode.unknown_topic_or_partition)
 
     def auto_create(self, name: str) -> TopicMetadata | None:

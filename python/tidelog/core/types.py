@@ -176,6 +176,14 @@ class CreatedTopic:
     configs: list[ConfigEntry] = field(default_factory=list)
 
 
+@dataclass(slots=True)
+class DeletedTopic:
+    name: str | None
+    topic_id: uuid.UUID | None
+    error: ErrorCode = ErrorCode.none
+    message: str | None = None
+
+
 class AlterConfigOp(enum.IntEnum):
     """IncrementalAlterConfigs operations."""
 

@@ -40,6 +40,7 @@ ISOLATION: dict[str, IsolationLevel] = {
     "read_uncommitted": IsolationLevel.READ_UNCOMMITTED,
 }
 Bytesish = bytes | bytearray | memoryview | str
+INT32_MAX = 2**31 - 1
 # What append_many takes per record: a value, or (key, value), or an AppendRecord.
 RecordLike = Any
 
@@ -163,7 +164,7 @@ class _Handle:
                 raise UnknownTopicOrPartitionError(f"{topic} has no partition {partition!r} (it has {count})")
             return partition
         if key is not None:
-            return (murmur2(key) & 0x7FFFFFFF) % count
+            return (murmur2(key) & INT32_MAX) % count  # Kafka's Utils.toPositive
         turn = self._round_robin.get(topic, 0)
         self._round_robin[topic] = turn + 1
         return turn % count
@@ -314,7 +315,7 @@ class _Handle:
             except CoordinatorUnavailable as unavailable:
                 if unavailable.error_code != ErrorCode.coordinator_load_in_progress or time.monotonic() > deadline:
                     raise KafkaError.of(unavailable.error_code, str(unavailable)) from None
-            await asyncio.sleep(0.01)
+            await asyncio.sleep(limits.EMBEDDED_COORDINATOR_RETRY_S)
 
     def _new_producer_id(self) -> tuple[int, int]:
         error, producer_id, epoch = self._home.broker.init_producer_id(None)
@@ -523,7 +524,7 @@ class _Sequences:
         return out
 
     def advance(self, topic: str, partition: int, base_sequence: int, count: int) -> None:
-        self.sequences[(topic, partition)] = (base_sequence + count) & 0x7FFFFFFF
+        self.sequences[(topic, partition)] = (base_sequence + count) & INT32_MAX  # sequences wrap to 0
 
 
 class IdempotentProducer(_Sequences):

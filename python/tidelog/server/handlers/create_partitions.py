@@ -18,10 +18,13 @@ def handle(server: ServerContext, header: RequestHeader, request: Any) -> bytes:
     version = header.api_version
     cls = apis.response_class(ApiKey.CREATE_PARTITIONS, version)
     result_cls = element(cls, "results")
-    results = []
-    for topic in request.topics:
-        assignments = [list(a.broker_ids) for a in topic.assignments] if topic.assignments else None
-        error, message = server.broker.create_partitions(topic.name, topic.count, assignments, request.validate_only)
-        results.append(make(result_cls, name=topic.name, error_code=error, error_message=message))
+    wanted = [
+        (t.name, t.count, [list(a.broker_ids) for a in t.assignments] if t.assignments else None)
+        for t in request.topics
+    ]
+    results = [
+        make(result_cls, name=name, error_code=error, error_message=message)
+        for name, error, message in server.broker.create_partitions_of(wanted, request.validate_only)
+    ]
     response = make(cls, throttle_time=NO_THROTTLE, results=tuple(results))
     return apis.encode_response(ApiKey.CREATE_PARTITIONS, version, response)

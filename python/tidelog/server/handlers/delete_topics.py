@@ -5,8 +5,6 @@ from __future__ import annotations
 import uuid
 from typing import TYPE_CHECKING, Any
 
-from kio.schema.errors import ErrorCode
-
 from tidelog.protocol import apis
 from tidelog.protocol.apis import ApiKey
 from tidelog.protocol.framing import RequestHeader
@@ -18,7 +16,6 @@ if TYPE_CHECKING:
 
 
 def handle(server: ServerContext, header: RequestHeader, request: Any) -> bytes:
-    broker = server.broker
     version = header.api_version
     cls = apis.response_class(ApiKey.DELETE_TOPICS, version)
     result_cls = element(cls, "responses")
@@ -26,16 +23,9 @@ def handle(server: ServerContext, header: RequestHeader, request: Any) -> bytes:
         wanted: list[tuple[str | None, uuid.UUID | None]] = [(name, None) for name in request.topic_names]
     else:
         wanted = [(t.name, t.topic_id) for t in request.topics]
-    results = []
-    for name, topic_id in wanted:
-        meta = broker.topic(name) if name else (broker.topic_by_id(topic_id) if topic_id else None)
-        if meta is None:
-            error = ErrorCode.unknown_topic_or_partition if name else ErrorCode.unknown_topic_id
-            results.append(make(result_cls, name=name, topic_id=topic_id, error_code=error, error_message=None))
-            continue
-        broker.delete_topic(meta.name)
-        results.append(
-            make(result_cls, name=meta.name, topic_id=meta.topic_id, error_code=ErrorCode.none, error_message=None)
-        )
+    results = [
+        make(result_cls, name=d.name, topic_id=d.topic_id, error_code=d.error, error_message=d.message)
+        for d in server.broker.delete_topics(wanted)
+    ]
     response = make(cls, throttle_time=NO_THROTTLE, responses=tuple(results))
     return apis.encode_response(ApiKey.DELETE_TOPICS, version, response)

@@ -30,9 +30,11 @@ def handle(server: ServerContext, header: RequestHeader, request: Any) -> bytes:
     key = (ApiKey.METADATA, version, names, auto_create)
     cached = server.responses.get(key)
     if cached is None:
+        epoch = server.broker.metadata_epoch
         topics = server.broker.describe_topics(names, auto_create)
-        epoch = server.broker.metadata_epoch  # after any auto-creation
         cached = encode(server, version, topics)
+        # Kept only if nothing changed meanwhile: an answer that auto-created a topic says
+        # UNKNOWN_TOPIC_OR_PARTITION for it, and the next request must see the topic.
         server.responses.put(key, cached, epoch)
     return cached
 
