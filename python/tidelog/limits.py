@@ -49,6 +49,9 @@ RECORD_OVERHEAD_BYTES_MAX = 36
 # What one native read returns at most unless asked otherwise.
 EMBEDDED_READ_RECORDS_DEFAULT = 10_000
 EMBEDDED_READ_BYTES_DEFAULT = 16 << 20
+# A native read takes the log in pieces of at most this many bytes (it stops once it has
+# max_records), so a large max_bytes costs nothing when the records run out first.
+EMBEDDED_READ_PIECE_BYTES = 256 << 10
 # How long a native call waits for a coordinator that is still loading its shard.
 EMBEDDED_COORDINATOR_WAIT_S = 60.0
 EMBEDDED_COORDINATOR_RETRY_S = 0.01

@@ -252,3 +252,21 @@ def test_the_sync_api_refuses_to_block_its_own_event_loop(tmp_path: Path) -> Non
             sync.close()  # not the last handle: the broker stays open for the async one
 
     asyncio.run(scenario())
+
+
+def test_a_damaged_batch_is_never_handed_to_a_native_reader(tmp_path: Path) -> None:
+    from tidelog.errors import CorruptRecordError
+
+    with tidelog.open(tmp_path) as log:
+        log.create_topic("t")
+        log.append_many("t", [b"a" * 50, b"b" * 50])
+        log.append_many("t", [b"c" * 50])
+        segment = next((tmp_path / "t-0").glob("*.log"))
+        data = bytearray(segment.read_bytes())
+        data[len(data) - 10] ^= 0xFF  # inside the second batch's records
+        segment.write_bytes(data)
+        assert [r.value for r in log.read("t", 0, 0, max_records=2)] == [b"a" * 50, b"b" * 50]
+        with pytest.raises(CorruptRecordError, match="CRC-32C"):
+            log.read("t", 0, 2)
+        with pytest.raises(CorruptRecordError):
+            log.read_columns("t", 0, 0)

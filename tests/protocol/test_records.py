@@ -106,3 +106,52 @@ def test_control_batch_is_a_transaction_marker() -> None:
         assert record_batch.parse_control_record(key, value) == (marker, 5)
     with pytest.raises(RecordDecodeError):
         record_batch.parse_control_record(bytes([0, 0, 0, 7]), None)
+
+
+def batches_for_walk() -> bytes:
+    """Three batches back to back, as a read of the log returns them: data, a marker, data."""
+    first = record_batch.build_batch([(1000 + i, f"k{i}".encode(), f"v{i}".encode(), [("h", b"x")]) for i in range(5)])
+    marker = record_batch.build_control_batch(record_batch.ControlRecordType.COMMIT, 7, 0, 0, 2000)
+    last = record_batch.build_batch([(3000 + i, None, f"w{i}".encode(), []) for i in range(4)])
+
+    def at(batch: bytes, base: int) -> bytes:
+        return base.to_bytes(8, "big", signed=True) + batch[8:]
+
+    return at(first, 0) + at(marker, 5) + at(last, 6)
+
+
+def no_decompress(codec: int, data: memoryview) -> bytes:
+    raise AssertionError("nothing here is compressed")
+
+
+@pytest.mark.parametrize("limit", [100, 7, 3])
+def test_both_twins_walk_batches_alike(limit: int) -> None:
+    import crc32c
+
+    data = batches_for_walk()
+    answers = []
+    for twin in TWINS:
+        records: list[object] = []
+        walked = twin.decode_batches(data, 2, limit, records, "t", 3, crc32c.crc32c, no_decompress)
+        builder = twin.ColumnBuilder(limit, 16)
+        columns = twin.decode_batches(data, 2, limit, builder, "t", 3, crc32c.crc32c, no_decompress)
+        offsets = [int(builder.offsets[i]) for i in range(builder.count)]
+        values = [bytes(builder.data[builder.value_starts[i] : builder.value_starts[i] + builder.value_lengths[i]])
+                  for i in range(builder.count)]  # fmt: skip
+        answers.append((walked, [(r.offset, r.value, r.headers) for r in records], columns, offsets, values))  # type: ignore[attr-defined]
+    assert all(a == answers[0] for a in answers)
+    walked, records_seen, columns, offsets, values = answers[0]
+    expected = [2, 3, 4, 6, 7, 8, 9][:limit]
+    assert [o for o, _, _ in records_seen] == expected == offsets, "from offset 2, over the marker at 5"
+    assert walked == columns == ((10, 7) if limit >= 7 else (expected[-1] + 1, limit))
+    assert records_seen[0] == (2, b"v2", (("h", b"x"),))
+
+
+def test_a_damaged_batch_fails_its_crc_in_both_twins() -> None:
+    import crc32c
+
+    data = bytearray(batches_for_walk())
+    data[70] ^= 0xFF  # inside the first batch's records
+    for twin in TWINS:
+        with pytest.raises(RecordDecodeError, match="CRC-32C"):
+            twin.decode_batches(bytes(data), 0, 100, [], "t", 0, crc32c.crc32c, no_decompress)

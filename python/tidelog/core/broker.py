@@ -15,6 +15,7 @@ Used from the event loop thread only.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import dataclasses
 import logging
@@ -125,6 +126,7 @@ class Broker:
         self.groups = GroupCoordinator(config, self._create_offsets_topic)
         self.housekeeping = Housekeeping(self)
         self.started = False
+        self.loop: asyncio.AbstractEventLoop | None = None
 
     @classmethod
     def open(cls, config: BrokerConfig) -> Broker:
@@ -146,6 +148,7 @@ class Broker:
         housekeeping. Call it before serving requests."""
         assert not self.started
         self.started = True
+        self.loop = asyncio.get_running_loop()
         if OFFSETS_TOPIC in self.logs.topics:
             self.groups.start(self._offsets_logs())
         self.housekeeping.start()
@@ -257,6 +260,30 @@ class Broker:
             duplicate=appended.duplicate,
         )
         return result, future
+
+    def produce_from_thread(self, topic: str, index: int, batch: bytes, durable: bool) -> ProduceResult:
+        """Appends one batch without a producer id from any thread, with the same checks as
+        `produce` (and, when `durable`, the fdatasync before the answer, run in the calling thread):
+        for in-process writers that would otherwise wait for two hops to the event loop's threads
+        and back. Batches with a producer id go through `produce`, on the loop."""
+        assert self.loop is not None, "the broker is not started"
+        partition = self.partitions.get(TopicPartition(topic, index))
+        if partition is None:
+            return ProduceResult(topic, index, ErrorCode.unknown_topic_or_partition)
+        if not partition.is_leader:
+            return ProduceResult(topic, index, ErrorCode.not_leader_or_follower)
+        if topic in INTERNAL_TOPICS:
+            return ProduceResult(topic, index, ErrorCode.invalid_topic_exception, message="an internal topic")
+        refused = one_batch_refusal(batch)
+        if refused is not None:
+            return ProduceResult(topic, index, refused[0], message=refused[1])
+        try:
+            appended = partition.append_from_thread(batch, self.loop, durable)
+        except StorageError as error:
+            return ProduceResult(topic, index, error_code_for(error), message=str(error))
+        return ProduceResult(
+            topic, index, ErrorCode.none, appended.first_offset, appended.log_append_time_ms, appended.log_start_offset
+        )
 
     # ---- fetch -------------------------------------------------------------------------------
 

@@ -67,19 +67,31 @@ def read_one(want: Wanted, bytes_left: int, first: bool, isolation: IsolationLev
         answer.error = error_code_for(error)
 
 
+def moved(want: Wanted, isolation: IsolationLevel) -> bool:
+    """Whether the partition's readable end passed what the last collect answered."""
+    assert want.partition is not None
+    if isolation == IsolationLevel.READ_COMMITTED:
+        return want.partition.last_stable_offset != want.answer.last_stable_offset
+    return want.partition.high_watermark != want.answer.high_watermark
+
+
 async def long_poll(
     plan: Sequence[Wanted], max_bytes: int, min_bytes: int, isolation: IsolationLevel, max_wait_s: float
 ) -> list[FetchedData]:
     """Waits until `min_bytes` are readable or `max_wait` passes, woken by high-watermark moves."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + max_wait_s
-    partitions = [w.partition for w in plan if w.partition is not None]
+    watched = [w for w in plan if w.partition is not None]
+    partitions = [w.partition for w in watched if w.partition is not None]
     while True:
         waiter: asyncio.Future[None] = loop.create_future()
         for partition in partitions:
             partition.watch(waiter)
         try:
-            await asyncio.wait((waiter,), timeout=max(0.0, deadline - loop.time()))
+            # Registered first, then compared with what the last collect saw: a move in between
+            # is not missed.
+            if not any(moved(w, isolation) for w in watched):
+                await asyncio.wait((waiter,), timeout=max(0.0, deadline - loop.time()))
         finally:
             for partition in partitions:
                 partition.unwatch(waiter)

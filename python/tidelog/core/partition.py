@@ -46,6 +46,10 @@ class Partition:
         self.leader_epoch = INITIAL_LEADER_EPOCH
         self.is_leader = True
         self._watchers: set[asyncio.Future[None]] = set()
+        # Appends and flushes from other threads whose loop-side effects are not yet handed over.
+        self._thread_appends_pending = False
+        self._rolled_meanwhile = False
+        self._unflushed_meanwhile = False
         log.on_durable = self._durable_moved
         self._check_invariants()
 
@@ -112,13 +116,65 @@ class Partition:
             self.log.request_flush()
         return appended, None
 
+    def append_from_thread(
+        self, records: bytes | bytearray | memoryview, loop: asyncio.AbstractEventLoop, durable: bool
+    ) -> Appended:
+        """`append_as_leader` for a batch without a producer id, from a thread other than the
+        event loop's. The append is the native, thread-safe one; with `durable` (and durable
+        acks) this thread then runs the group commit's fdatasync itself (it covers every append
+        so far; concurrent flushes queue in the engine). What belongs to the loop (a snapshot
+        after a roll, releasing the group commit's waiters and the high watermark's watchers, or
+        the background flush that moves the high watermark) is handed to `loop`, once per loop
+        turn however many appends come meanwhile. Raises StorageError."""
+        appended, rolled = self.log.append_plain(records)
+        flushed = durable and self.durable_acks
+        if flushed and self.log.durable_offset <= appended.last_offset:
+            self.log.log.flush()
+        self._rolled_meanwhile = self._rolled_meanwhile or rolled
+        self._unflushed_meanwhile = self._unflushed_meanwhile or not flushed
+        self._hand_over(loop)
+        return appended
+
+    def _hand_over(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Schedules `_after_thread_appends` unless it is pending, or has nothing to do: no roll,
+        everything flushed, and nobody waiting. (Waiters register before they look at the high
+        watermark, so one registering after this check finds the new high watermark already.)"""
+        idle = not (self._rolled_meanwhile or self._unflushed_meanwhile)
+        if idle and not self._watchers and not self.log.group_commit.waiting:
+            return
+        if not self._thread_appends_pending:
+            self._thread_appends_pending = True
+            loop.call_soon_threadsafe(self._after_thread_appends)
+
+    def _after_thread_appends(self) -> None:
+        self._thread_appends_pending = False
+        if self._rolled_meanwhile:
+            self._rolled_meanwhile = False
+            self.log.snapshot_now()
+        self.log.group_commit.released(self.log.durable_offset)  # wakes waiters and watchers
+        if self._unflushed_meanwhile:
+            self._unflushed_meanwhile = False
+            if self.durable_acks:
+                self.log.request_flush()  # moves the high watermark soon
+            else:
+                self._high_watermark_moved()
+
+    def flush_from_thread(self, offset: int, loop: asyncio.AbstractEventLoop) -> None:
+        """Makes every offset up to `offset` durable from the calling thread (after an append
+        made on the loop); the loop is told as after `append_from_thread`. Raises StorageError."""
+        if self.log.durable_offset > offset:
+            return  # another flush covered it
+        self.log.log.flush()
+        self._hand_over(loop)
+
     # ---- reads -------------------------------------------------------------------------------
 
     def read(self, offset: int, max_bytes: int, upper_bound: int, min_one_batch: bool) -> FileSlice | None:
         return self.log.read(offset, max_bytes, upper_bound, min_one_batch)
 
     def watch(self, waiter: asyncio.Future[None]) -> None:
-        """`waiter` gets a result when the high watermark next moves (long polls, tails)."""
+        """`waiter` gets a result when the high watermark next moves (long polls, tails). Look
+        at the high watermark again after registering: a move just before may not wake it."""
         self._watchers.add(waiter)
 
     def unwatch(self, waiter: asyncio.Future[None]) -> None:

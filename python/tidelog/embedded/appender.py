@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from kio.schema.errors import ErrorCode
 
@@ -39,8 +39,7 @@ CONTENT_ERRORS = frozenset(
 )
 
 
-@dataclass(frozen=True, slots=True)
-class AppendResult:
+class AppendResult(NamedTuple):
     """Where a call's records went: `base_offset` to `last_offset` in one partition."""
 
     topic: str
@@ -56,11 +55,15 @@ class AppendResult:
         return self.base_offset
 
 
-@dataclass(slots=True)
 class _Call:
-    records: Sequence[RecordInput]
-    size: int
-    answer: asyncio.Future[AppendResult]
+    """One call's records waiting for the end of the loop turn, and its answer."""
+
+    __slots__ = ("records", "size", "answer")
+
+    def __init__(self, records: Sequence[RecordInput], size: int, answer: asyncio.Future[AppendResult]) -> None:
+        self.records = records
+        self.size = size
+        self.answer = answer
 
 
 # A batch to write: its bytes, the calls it holds, and each call's record count.
@@ -70,10 +73,13 @@ Batch = tuple[bytes, list[_Call], list[int]]
 def record_size(record: RecordInput) -> int:
     """An upper bound of a record's encoded size (varints at their widest)."""
     _, key, value, headers = record
-    size = limits.RECORD_OVERHEAD_BYTES_MAX + len(key or b"") + len(value or b"")
+    size = RECORD_OVERHEAD + (len(key) if key is not None else 0) + (len(value) if value is not None else 0)
     for name, header_value in headers:
-        size += limits.RECORD_OVERHEAD_BYTES_MAX + len(name) * 4 + len(header_value or b"")
+        size += RECORD_OVERHEAD + len(name) * 4 + len(header_value or b"")
     return size
+
+
+RECORD_OVERHEAD = limits.RECORD_OVERHEAD_BYTES_MAX
 
 
 class Appender:
@@ -90,8 +96,14 @@ class Appender:
     ) -> asyncio.Future[AppendResult]:
         """Queues one call's records for the end of this loop turn."""
         loop = asyncio.get_running_loop()
-        call = _Call(records, sum(record_size(r) for r in records), loop.create_future())
-        self._pending.setdefault((topic, partition, acks), []).append(call)
+        size = record_size(records[0]) if len(records) == 1 else sum(record_size(r) for r in records)
+        call = _Call(records, size, loop.create_future())
+        key = (topic, partition, acks)
+        pending = self._pending.get(key)
+        if pending is None:
+            self._pending[key] = [call]
+        else:
+            pending.append(call)
         if not self._scheduled:
             self._scheduled = True
             loop.call_soon(self._flush)

@@ -217,14 +217,21 @@ def _start_thread(key: Path, settings: dict[str, str], config: BrokerConfig) -> 
     return home
 
 
-def release(home: Home) -> None:
-    """One user fewer; the last one closes the broker (cleanly: flushed, marked clean)."""
+def _last_user_leaves(home: Home) -> bool:
+    """One user fewer; True for the last one, who then closes it (the home leaves the registry)."""
     with _registry_lock:
         home.users -= 1
         if home.users > 0 or home.closed:
-            return
+            return False
         home.closed = True
         _homes.pop(home.path, None)
+        return True
+
+
+def release(home: Home) -> None:
+    """One user fewer; the last one closes the broker (cleanly: flushed, marked clean)."""
+    if not _last_user_leaves(home):
+        return
     if home.thread is not None:
         home.loop.call_soon_threadsafe(home.loop.stop)
         home.thread.join()
@@ -235,12 +242,8 @@ def release(home: Home) -> None:
 
 
 async def release_async(home: Home) -> None:
-    with _registry_lock:
-        home.users -= 1
-        if home.users > 0 or home.closed:
-            return
-        home.closed = True
-        _homes.pop(home.path, None)
+    if not _last_user_leaves(home):
+        return
     if home.thread is not None:
         home.loop.call_soon_threadsafe(home.loop.stop)
         await asyncio.to_thread(home.thread.join)

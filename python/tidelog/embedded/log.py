@@ -13,17 +13,19 @@ from __future__ import annotations
 
 import asyncio
 import os
+import threading
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 from kio.schema.errors import ErrorCode
 
 from tidelog import limits
 from tidelog.coordinator.group.shard import CommitRequest
 from tidelog.coordinator.runtime import CoordinatorUnavailable
+from tidelog.core.errors import error_code_for
 from tidelog.core.partition import Partition
 from tidelog.core.types import Acks, IsolationLevel, NewTopic
 from tidelog.embedded import home as homes
@@ -31,6 +33,7 @@ from tidelog.embedded.appender import AppendResult
 from tidelog.embedded.reader import Columns, read_columns, read_records, upper_bound
 from tidelog.errors import ClosedError, KafkaError, UnknownTopicOrPartitionError
 from tidelog.protocol.record_batch import Header, Record, RecordInput, build_batch, murmur2
+from tidelog.storage import StorageError, TopicMetadata
 
 Durability = Literal["none", "os", "fsync"]
 Isolation = Literal["read_committed", "read_uncommitted"]
@@ -39,8 +42,10 @@ ISOLATION: dict[str, IsolationLevel] = {
     "read_committed": IsolationLevel.READ_COMMITTED,
     "read_uncommitted": IsolationLevel.READ_UNCOMMITTED,
 }
+T = TypeVar("T")
 Bytesish = bytes | bytearray | memoryview | str
 INT32_MAX = 2**31 - 1
+PLAIN = (bytes, type(None))  # key and value types taken as they are
 # What append_many takes per record: a value, or (key, value), or an AppendRecord.
 RecordLike = Any
 
@@ -88,6 +93,8 @@ def _bytes(value: object, what: str) -> bytes | None:
 
 def record_input(value: object, key: object = None, headers: object = (), timestamp: object = None) -> RecordInput:
     """One record as the batch builder takes it, with every field checked."""
+    if timestamp is None and not headers and type(value) in PLAIN and type(key) in PLAIN:
+        return time.time_ns() // 1_000_000, key, value, ()  # type: ignore[return-value]  # the usual shape
     if timestamp is None:
         stamp = time.time_ns() // 1_000_000
     elif isinstance(timestamp, int) and not isinstance(timestamp, bool) and timestamp >= 0:
@@ -110,6 +117,28 @@ def _coerce(record: RecordLike) -> RecordInput:
     return record_input(record)
 
 
+def coerce_all(records: Iterable[RecordLike]) -> list[RecordInput]:
+    """`_coerce` for each record, with one timestamp for the call and a fast path for the
+    usual shapes (bytes values, (bytes, bytes) pairs)."""
+    now = time.time_ns() // 1_000_000
+    out: list[RecordInput] = []
+    for record in records:
+        kind = type(record)
+        if kind is bytes:
+            out.append((now, None, record, ()))
+        elif kind is tuple and len(record) == 2 and type(record[0]) in PLAIN and type(record[1]) in PLAIN:
+            out.append((now, record[0], record[1], ()))
+        else:
+            out.append(_coerce(record))
+    return out
+
+
+def _answered(value: T) -> asyncio.Future[T]:
+    done: asyncio.Future[T] = asyncio.get_running_loop().create_future()
+    done.set_result(value)
+    return done
+
+
 def _check_name(topic: object) -> str:
     if not isinstance(topic, str):
         raise TypeError(f"a topic name is a str, not {type(topic).__name__}")
@@ -122,9 +151,10 @@ class _Handle:
 
     def __init__(self, home: homes.Home, durability: Durability) -> None:
         self._home = home
-        self._acks_for(durability)
+        self._default_acks = self._acks_for(durability)
         self.durability = durability
         self._round_robin: dict[str, int] = {}
+        self._topics: dict[str, tuple[int, TopicMetadata]] = {}
         self.closed = False
 
     @property
@@ -150,9 +180,14 @@ class _Handle:
             raise ValueError(f"isolation must be one of {sorted(ISOLATION)}, not {isolation!r}") from None
 
     def _partition_count(self, topic: str) -> int:
-        meta = self._home.broker.topic(_check_name(topic))
+        broker = self._home.broker
+        known = self._topics.get(topic)  # (metadata epoch, topic) as last looked up
+        if known is not None and known[0] == broker.metadata_epoch:
+            return known[1].partitions
+        meta = broker.topic(_check_name(topic))
         if meta is None:
             raise UnknownTopicOrPartitionError(f"unknown topic {topic!r}")
+        self._topics[topic] = (broker.metadata_epoch, meta)
         return meta.partitions
 
     def _partition_for(self, topic: str, key: bytes | None, partition: int | None) -> int:
@@ -169,11 +204,27 @@ class _Handle:
         self._round_robin[topic] = turn + 1
         return turn % count
 
+    def _one(
+        self,
+        topic: str,
+        value: object,
+        key: object,
+        headers: object,
+        timestamp: object,
+        partition: int | None,
+        durability: Durability | None,
+    ) -> tuple[RecordInput, Acks, int]:
+        """One record to append, checked: the record, the acks of its durability, its partition."""
+        self._check_open()
+        record = record_input(value, key, headers, timestamp)
+        acks = self._default_acks if durability is None else self._acks_for(durability)
+        return record, acks, self._partition_for(topic, record[1], partition)
+
     def _split(
         self, topic: str, records: Iterable[RecordLike], partition: int | None
     ) -> list[tuple[int, list[RecordInput]]]:
         """Records by partition, in order of first appearance; order kept within a partition."""
-        inputs = [_coerce(r) for r in records]
+        inputs = coerce_all(records)
         if not inputs:
             raise ValueError("append_many needs at least one record")
         if partition is not None or self._partition_count(topic) == 1:
@@ -335,6 +386,8 @@ class _Handle:
             waiter: asyncio.Future[None] = loop.create_future()
             partition.watch(waiter)
             try:
+                if upper_bound(partition, isolation) > offset:  # moved while registering
+                    return True
                 left = None if deadline is None else deadline - loop.time()
                 if left is not None and left <= 0:
                     return False
@@ -394,14 +447,9 @@ class Log(_Handle):
         durability: Durability | None = None,
     ) -> AppendResult | None:
         """Appends one record; returns where it went once `durability` holds (None for "none")."""
-        self._check_open()
-        record = record_input(value, key, headers, timestamp)
-        acks = self._acks_for(durability or self.durability)
-        target = self._partition_for(topic, record[1], partition)
-        if acks == Acks.NONE:
-            self._home.submit(lambda: self._append(topic, target, [record], acks))
-            return None
-        return self._home.call(lambda: self._append(topic, target, [record], acks))
+        record, acks, target = self._one(topic, value, key, headers, timestamp, partition, durability)
+        result = self._write(topic, target, build_batch([record]), 1, acks)
+        return None if acks == Acks.NONE else result
 
     def append_many(
         self,
@@ -415,10 +463,28 @@ class Log(_Handle):
         as one batch, contiguous and in order. One result per partition written (none for
         durability "none")."""
         self._check_open()
-        acks = self._acks_for(durability or self.durability)
-        shares = self._split(topic, records, partition)
-        futures = [self._home.submit(self._appending(topic, p, rs, acks)) for p, rs in shares]
-        return [] if acks == Acks.NONE else [future.result() for future in futures]
+        acks = self._default_acks if durability is None else self._acks_for(durability)
+        results = [
+            self._write(topic, target, build_batch(inputs), len(inputs), acks)
+            for target, inputs in self._split(topic, records, partition)
+        ]
+        return [] if acks == Acks.NONE else results
+
+    def _write(self, topic: str, partition: int, batch: bytes, count: int, acks: Acks) -> AppendResult:
+        """Appends a batch built in this thread, from this thread (`Broker.produce_from_thread`:
+        the engine's append is thread-safe; with "fsync" this thread runs the group commit's
+        fdatasync itself, which covers other threads' appends too): no hop to the broker's
+        threads and back."""
+        if threading.get_ident() == self._home.loop_thread_id:
+            raise RuntimeError(
+                "the synchronous API would block the event loop that runs this broker; "
+                "use tidelog.aio from inside the loop"
+            )
+        result = self._home.broker.produce_from_thread(topic, partition, batch, durable=acks == Acks.ALL)
+        if result.error != ErrorCode.none:
+            raise KafkaError.of(result.error, result.message)
+        last = result.base_offset + count - 1
+        return AppendResult(topic, partition, result.base_offset, last, result.log_append_time_ms)
 
     def tail(
         self,
@@ -549,9 +615,17 @@ class IdempotentProducer(_Sequences):
         return results
 
     def retry_batch(self, topic: str, partition: int, batch: bytes, count: int, acks: Acks) -> AppendResult:
-        """Sends a batch built by `batches` (again): appended once, whatever happened before."""
+        """Sends a batch built by `batches` (again): appended once, whatever happened before.
+        The producer rules run on the broker's loop; the fdatasync, in this thread."""
         home = self.log._home
-        return home.call(lambda: home.appender.append_batch(topic, partition, batch, acks, count))
+        page_cache = Acks.LEADER if acks == Acks.ALL else acks
+        result = home.call(lambda: home.appender.append_batch(topic, partition, batch, page_cache, count))
+        if acks == Acks.ALL:
+            try:
+                self.log._partition(topic, partition).flush_from_thread(result.last_offset, home.loop)
+            except StorageError as error:
+                raise KafkaError.of(error_code_for(error), str(error)) from None
+        return result
 
     def append(self, topic: str, value: Bytesish | None, **fields: Any) -> AppendResult:
         partition, durability = fields.pop("partition", None), fields.pop("durability", None)
@@ -613,7 +687,7 @@ class AsyncLog(_Handle):
         self._check_open()
         await self._home.call_async(lambda: self._delete(name))
 
-    async def append(
+    def append(
         self,
         topic: str,
         value: Bytesish | None,
@@ -623,18 +697,19 @@ class AsyncLog(_Handle):
         timestamp: int | None = None,
         partition: int | None = None,
         durability: Durability | None = None,
-    ) -> AppendResult | None:
-        self._check_open()
-        record = record_input(value, key, headers, timestamp)
-        acks = self._acks_for(durability or self.durability)
-        target = self._partition_for(topic, record[1], partition)
-        if self._home.on_home_loop():
-            answer = self._append(topic, target, [record], acks)
-            return None if acks == Acks.NONE else await answer
+    ) -> Awaitable[AppendResult | None]:
+        """Appends one record: `await` it for where it went, once `durability` holds (None for
+        "none"). Bad arguments raise at the call. (An awaitable, not a coroutine: on the
+        broker's loop it is the append's own future, one object less per append.)"""
+        record, acks, target = self._one(topic, value, key, headers, timestamp, partition, durability)
+        home = self._home
+        if home.on_home_loop():
+            answer = home.appender.append(topic, target, [record], acks)
+            return _answered(None) if acks == Acks.NONE else answer
         if acks == Acks.NONE:
-            self._home.submit(lambda: self._append(topic, target, [record], acks))
-            return None
-        return await self._home.call_async(lambda: self._append(topic, target, [record], acks))
+            home.submit(lambda: self._append(topic, target, [record], acks))
+            return _answered(None)
+        return asyncio.wrap_future(home.submit(lambda: self._append(topic, target, [record], acks)))
 
     async def append_many(
         self,
@@ -645,7 +720,7 @@ class AsyncLog(_Handle):
         durability: Durability | None = None,
     ) -> list[AppendResult]:
         self._check_open()
-        acks = self._acks_for(durability or self.durability)
+        acks = self._default_acks if durability is None else self._acks_for(durability)
         shares = self._split(topic, records, partition)
         answers = [self._home.call_async(self._appending(topic, p, rs, acks)) for p, rs in shares]
         if acks == Acks.NONE:

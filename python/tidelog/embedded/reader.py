@@ -9,24 +9,20 @@ compiled `_records` module (Record objects, or columns written straight into arr
 
 from __future__ import annotations
 
+import threading
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import crc32c
 from kio.schema.errors import ErrorCode
 
+from tidelog import limits
 from tidelog.core.errors import error_code_for
 from tidelog.core.partition import Partition
 from tidelog.core.types import IsolationLevel
 from tidelog.errors import KafkaError
-from tidelog.protocol.record_batch import (
-    CRC_START,
-    HEADER_BYTES,
-    ColumnBuilder,
-    Record,
-    decode_into,
-    iter_batches,
-)
+from tidelog.protocol.record_batch import ColumnBuilder, Record, RecordDecodeError, decode_batches
 from tidelog.storage import StorageError, decompress
 
 if TYPE_CHECKING:
@@ -39,41 +35,59 @@ def upper_bound(partition: Partition, isolation: IsolationLevel) -> int:
     return partition.high_watermark
 
 
-def _chunks(partition: Partition, offset: int, max_bytes: int, bound: int) -> Any:
-    """Whole batches from `offset` up to `bound`, `max_bytes` in all (at least one batch).
-    An offset outside the log is OFFSET_OUT_OF_RANGE, as a fetch answers it."""
+_buffers = threading.local()
+
+
+def _scratch(size: int) -> memoryview:
+    """A writable view of `size` bytes of this thread's read buffer (its contents are decoded,
+    i.e. copied out, before the next piece is read)."""
+    buffer: bytearray | None = getattr(_buffers, "buffer", None)
+    if buffer is None or len(buffer) < size:
+        buffer = _buffers.buffer = bytearray(max(size, limits.EMBEDDED_READ_PIECE_BYTES))
+    return memoryview(buffer)[:size]
+
+
+def _pieces(partition: Partition, offset: int, max_bytes: int, bound: int) -> Iterator[tuple[memoryview, int]]:
+    """(whole batches, their first offset) from `offset` up to `bound`, about `max_bytes` in
+    all; the caller says where to go on from (`send`). An offset outside the log is
+    OFFSET_OUT_OF_RANGE, as a fetch answers it."""
     start, end = partition.log_start_offset, partition.log_end_offset
     if not start <= offset <= end:
         message = f"offset {offset} is outside [{start}, {end}] of {partition.topic_partition}"
         raise KafkaError.of(ErrorCode.offset_out_of_range, message)
-    budget, first = max_bytes, True
-    position = offset
-    while position < bound and (budget > 0 or first):
+    budget, position = max_bytes, offset
+    while position < bound and budget > 0:
+        # In pieces, so a read that stops at max_records copies little more than it decodes; each
+        # piece holds at least one batch (the last may pass max_bytes by that batch: "about").
+        piece_bytes = max(min(budget, limits.EMBEDDED_READ_PIECE_BYTES), 0)
         try:
-            piece = partition.read(position, max(budget, 0), bound, min_one_batch=first)
+            piece = partition.read(position, piece_bytes, bound, min_one_batch=True)
         except StorageError as error:
             raise KafkaError.of(error_code_for(error), str(error)) from None
         if piece is None:
             return
-        data = piece.read()
-        budget -= len(data)
-        first = False
-        for header, batch in iter_batches(data):
-            if crc32c.crc32c(batch[CRC_START:]) != header.crc:
-                message = f"{partition.topic_partition}: batch at offset {header.base_offset} fails its CRC-32C"
-                raise KafkaError.of(ErrorCode.corrupt_message, message)
-            yield header, batch
-            position = header.last_offset + 1
+        data = _scratch(piece.size)
+        piece.read_into(data)  # into this thread's buffer: no fresh pages per piece
+        budget -= piece.size
+        position = piece.last_offset + 1
+        yield data, piece.first_offset
 
 
-def _payload(header: Any, batch: memoryview) -> bytes | memoryview:
-    records = batch[HEADER_BYTES:]
-    if not header.compression:
-        return records
+def _decompress(codec: int, records: memoryview) -> bytes:
     try:
-        return decompress(header.compression, records)
+        return decompress(codec, records)
     except StorageError as error:
         raise KafkaError.of(error_code_for(error), str(error)) from None
+
+
+def _decode(data: memoryview, offset: int, limit: int, sink: Any, partition: Partition) -> tuple[int, int]:
+    """Every batch of `data` into `sink`: CRC-32C checked (as Kafka's consumers check it),
+    control batches stepped over, compressed ones decompressed by the engine."""
+    topic, index = partition.topic_partition
+    try:
+        return decode_batches(data, offset, limit, sink, topic, index, crc32c.crc32c, _decompress)
+    except RecordDecodeError as error:
+        raise KafkaError.of(ErrorCode.corrupt_message, f"{partition.topic_partition}: {error}") from None
 
 
 def read_records(
@@ -81,24 +95,12 @@ def read_records(
 ) -> tuple[list[Record], int]:
     """Records from `offset` (at most `max_records`, about `max_bytes` of batches), and the offset
     to read from next."""
-    topic, index = partition.topic_partition
-    bound = upper_bound(partition, isolation)
     out: list[Record] = []
     next_offset = offset
-    for header, batch in _chunks(partition, offset, max_bytes, bound):
-        if header.is_control:
-            next_offset = header.last_offset + 1
-            continue
-        append_time = header.max_timestamp if header.is_log_append_time else -1
-        left = max_records - len(out)
-        decode_into(
-            out, _payload(header, batch), header.base_offset, header.base_timestamp, header.record_count,
-            append_time, topic, index, offset, left,
-        )  # fmt: skip
+    for data, _ in _pieces(partition, offset, max_bytes, upper_bound(partition, isolation)):
+        next_offset, _ = _decode(data, offset, max_records - len(out), out, partition)
         if len(out) >= max_records:
-            next_offset = out[-1].offset + 1
             break
-        next_offset = header.last_offset + 1
     return out, max(next_offset, offset)
 
 
@@ -140,26 +142,19 @@ def read_columns(
         import numpy as np
     except ImportError:  # an optional dependency
         raise ImportError("columnar reads need numpy: pip install numpy") from None
-    topic, index = partition.topic_partition
-    bound = upper_bound(partition, isolation)
-    batches = list(_chunks(partition, offset, max_bytes, bound))
-    capacity = min(max_records, sum(h.record_count for h, _ in batches))
-    builder = ColumnBuilder(capacity, sum(h.size_bytes for h, _ in batches))
+    # Arrays for max_records up front (a few dozen bytes a record); the data buffer grows as needed.
+    builder = ColumnBuilder(max_records, min(max_bytes, limits.EMBEDDED_READ_PIECE_BYTES))
     next_offset = offset
-    for header, batch in batches:
-        if not header.is_control:
-            append_time = header.max_timestamp if header.is_log_append_time else -1
-            payload = _payload(header, batch)
-            builder.add(payload, header.base_offset, header.base_timestamp, header.record_count, append_time, offset)
-            if builder.count >= max_records:
-                next_offset = int(builder.offsets[builder.count - 1]) + 1
-                break
-        next_offset = header.last_offset + 1
+    for data, _ in _pieces(partition, offset, max_bytes, upper_bound(partition, isolation)):
+        next_offset, _ = _decode(data, offset, max_records - builder.count, builder, partition)
+        if builder.count >= max_records:
+            break
     n = builder.count
 
     def column(values: Any, dtype: Any) -> np.ndarray:
         return np.frombuffer(values, dtype=dtype, count=n)
 
+    topic, index = partition.topic_partition
     return Columns(
         topic,
         index,

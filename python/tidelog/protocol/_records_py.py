@@ -8,7 +8,8 @@ varint-sized value. Varints are zigzag-encoded.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import struct
+from collections.abc import Callable, Sequence
 
 Header = tuple[str, bytes | None]
 # (timestamp_ms, key, value, headers), what a producer hands over.
@@ -278,3 +279,56 @@ def murmur2(data: bytes) -> int:
     h = (h * MURMUR2_M) & MASK32
     h ^= h >> 15
     return h - (1 << 32) if h >= 1 << 31 else h
+
+
+_BATCH_HEAD = struct.Struct(">qiibIhiqqqhii")  # the magic-v2 header (record_batch.HEADER)
+_HEAD_BYTES = 61
+_CRC_START = 21
+_OVERHEAD = 12
+_COMPRESSION = 0x07
+_APPEND_TIME = 0x08
+_CONTROL = 0x20
+
+
+def decode_batches(
+    data: bytes | bytearray | memoryview,
+    min_offset: int,
+    limit: int,
+    sink: list[Record] | ColumnBuilder,
+    topic: str,
+    partition: int,
+    crc: Callable[[memoryview], int],
+    decompress: Callable[[int, memoryview], bytes],
+) -> tuple[int, int]:
+    """Walks whole batches back to back (a read of the log): checks each one's CRC-32C with
+    `crc`, steps over control batches, decompresses with `decompress`, and decodes the records
+    at or after `min_offset` into `sink` (Record objects into a list, or a ColumnBuilder), at
+    most `limit` of them. Returns (the offset to read from next, records added)."""
+    view = memoryview(data)
+    at, added, next_offset = 0, 0, min_offset
+    while at + _HEAD_BYTES <= len(view) and added < limit:
+        base, length, _, _, stored_crc, attributes, last_delta, base_ts, max_ts, _, _, _, count = (
+            _BATCH_HEAD.unpack_from(view, at)
+        )
+        size = length + _OVERHEAD
+        if size < _HEAD_BYTES or at + size > len(view):
+            break
+        if crc(view[at + _CRC_START : at + size]) != stored_crc:
+            raise RecordDecodeError(f"the batch at offset {base} fails its CRC-32C")
+        if not attributes & _CONTROL:
+            records = view[at + _HEAD_BYTES : at + size]
+            payload = decompress(attributes & _COMPRESSION, records) if attributes & _COMPRESSION else records
+            append_time = max_ts if attributes & _APPEND_TIME else -1
+            if isinstance(sink, list):
+                got = decode_into(
+                    sink, payload, base, base_ts, count, append_time, topic, partition, min_offset, limit - added
+                )
+            else:
+                got = sink.add(payload, base, base_ts, count, append_time, min_offset)
+            added += got
+            if added >= limit or (not isinstance(sink, list) and sink.count >= sink.capacity):
+                last = sink[-1].offset if isinstance(sink, list) else sink.offsets[sink.count - 1]
+                return max(last + 1, next_offset), added
+        next_offset = max(next_offset, base + last_delta + 1)
+        at += size
+    return next_offset, added

@@ -64,6 +64,7 @@ IMPLEMENTATION = "python" if _twin is _records_py else "cython"
 encode_records, decode_records = _twin.encode_records, _twin.decode_records
 # For readers: Record objects, columns, and Kafka's partitioner hash, from the same twin.
 decode_into: Callable[..., int] = _twin.decode_into
+decode_batches: Callable[..., tuple[int, int]] = _twin.decode_batches
 ColumnBuilder: Callable[[int, int], _records_py.ColumnBuilder] = _twin.ColumnBuilder
 RecordClass: type[Record] = _twin.Record
 murmur2: Callable[[bytes], int] = _twin.murmur2
@@ -99,6 +100,7 @@ def _offsets() -> dict[str, int]:
 
 OFFSET_OF = _offsets()
 HEADER = struct.Struct(">" + "".join(code for _, code in FIELDS))
+CRC = struct.Struct(">I")
 HEADER_BYTES = HEADER.size  # 61
 # baseOffset and batchLength: the bytes a batch's `batchLength` does not count.
 LOG_OVERHEAD = OFFSET_OF["partition_leader_epoch"]
@@ -238,9 +240,9 @@ def build_batch(
         base_sequence,
         len(records),
     )
-    crc = crc32c.crc32c(header[CRC_START:] + body)
+    crc = crc32c.crc32c(body, crc32c.crc32c(header[CRC_START:]))
     at = OFFSET_OF["crc"]
-    return header[:at] + struct.pack(">I", crc) + header[CRC_START:] + body
+    return b"".join((header[:at], CRC.pack(crc), header[CRC_START:], body))
 
 
 # ---- control records (transaction markers) ---------------------------------------------------

@@ -260,6 +260,8 @@ class LogManager:
 
     def close(self) -> None:
         """Snapshots producer state, flushes and closes every log cleanly, then releases the directory."""
+        for partition in self.partitions.values():
+            partition.group_commit.close()
         for topic_partition, partition in self.partitions.items():
             try:
                 partition.snapshot_producer_state()

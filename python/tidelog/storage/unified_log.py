@@ -91,7 +91,15 @@ class GroupCommit:
         self._requested = False
         self._timer: asyncio.TimerHandle | None = None
         self._last_start = 0.0
+        self._closed = False
         self.flushes = 0
+
+    def close(self) -> None:
+        """No flush starts after this (the log is about to close, its flush pool to stop)."""
+        self._closed = True
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
 
     def request_flush(self) -> None:
         """Asks for a flush soon with nobody waiting on it (to move the high watermark).
@@ -128,8 +136,23 @@ class GroupCommit:
         self._start_flush()
         return future
 
+    @property
+    def waiting(self) -> bool:
+        """Whether anyone waits for durability (read from other threads: a hint only)."""
+        return bool(self._waiters)
+
+    def released(self, durable: int) -> None:
+        """A flush made outside this group commit (a synchronous caller running the engine's
+        flush in its own thread) made every offset below `durable` durable: its waiters go."""
+        while self._waiters and self._waiters[0][0] < durable:
+            _, _, future = heapq.heappop(self._waiters)
+            if not future.done():
+                future.set_result(None)
+        if self._on_durable is not None:
+            self._on_durable(durable)
+
     def _start_flush(self) -> None:
-        if self._flushing or not (self._waiters or self._requested):
+        if self._closed or self._flushing or not (self._waiters or self._requested):
             return
         self._flushing = True
         self._requested = False
@@ -252,6 +275,24 @@ class UnifiedLog:
             return Appended(first_offset, last_offset, append_time, self.log.log_start_offset, duplicate=True)
         producer = (producer_id, epoch, base_sequence, last_sequence, offset_delta, max_timestamp)
         return self._append(records, producer)
+
+    def append_plain(self, records: bytes | bytearray | memoryview) -> tuple[Appended, bool]:
+        """Appends batches without a producer id from any thread (the native log is thread-safe
+        and such batches touch no producer state). Returns the offsets and whether the segment
+        rolled: the caller hands the roll's snapshot to the event loop (`snapshot_now`)."""
+        if len(records) >= HEADER_BYTES:
+            magic, attributes, _, _, producer_id, _, _ = PRODUCER_FIELDS.unpack_from(records, PRODUCER_FIELDS_AT)
+            if producer_id >= 0 or attributes & (TRANSACTIONAL_FLAG | CONTROL_FLAG):
+                raise ValueError("only batches without a producer id may be appended from any thread")
+        info = self.log.append(records, now_ms(), from_client=True)
+        appended = Appended(info.first_offset, info.last_offset, info.log_append_time_ms, info.log_start_offset)
+        return appended, info.rolled
+
+    def snapshot_now(self) -> None:
+        """On the event loop: a producer-state snapshot as of the log end offset, written in the
+        flush pool (after a roll made by an append from another thread; consistent because only
+        the event loop changes producer state)."""
+        self._snapshot_in_background(self.log.log_end_offset)
 
     def _refuse(self, records: bytes | bytearray | memoryview, error: StorageError) -> NoReturn:
         """Raises `error`, unless the batch is malformed: Kafka checks the batch before the
