@@ -1,6 +1,8 @@
-"""A process appending with durability "fsync" is SIGKILLed 20 times at random points; after
-reopening, every append that returned is in the log once, at the offsets it was told, in order,
-and nothing appears twice. (Small segments, so kills also land around rolls.)"""
+"""A process appending with durability "fsync" is SIGKILLed 20 times at random points (every
+other run through the asyncio API's joined appends, the others through the synchronous API's
+appends from threads); after reopening, every append that returned is in the log once, at the
+offsets it was told, in order, and nothing appears twice. (Small segments, so kills also land
+around rolls and their producer-state snapshots.)"""
 
 from __future__ import annotations
 
@@ -21,7 +23,14 @@ READY_TIMEOUT_S = 30
 def run_until_killed(data: Path, run: int, rng: random.Random) -> list[tuple[int, int, int, int, int]]:
     """Starts the writer, kills it after a random time once it appends; its acknowledgements."""
     child = subprocess.Popen(
-        [sys.executable, str(ROOT / "tests" / "embedded" / "crash_writer.py"), str(data), f"r{run}", str(run)],
+        [
+            sys.executable,
+            str(ROOT / "tests" / "embedded" / "crash_writer.py"),
+            str(data),
+            f"r{run}",
+            str(run),
+            "async" if run % 2 == 0 else "sync",
+        ],
         stdout=subprocess.PIPE,
         text=True,
     )

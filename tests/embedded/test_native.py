@@ -270,3 +270,48 @@ def test_a_damaged_batch_is_never_handed_to_a_native_reader(tmp_path: Path) -> N
             log.read("t", 0, 2)
         with pytest.raises(CorruptRecordError):
             log.read_columns("t", 0, 0)
+
+
+def test_threads_tcp_producers_and_a_tail_share_one_partition(tmp_path: Path) -> None:
+    """Synchronous appends (from threads, in those threads) and a Kafka producer over TCP (on the
+    broker's loop) interleave on one partition: every record once, offsets unique; a tail waiting
+    meanwhile wakes for each; segments roll under the threads and get their snapshots."""
+    from confluent_kafka import Producer
+
+    config = {"tidelog.internal.log.segment.bytes": str(16 << 10)}
+    with serve(tmp_path, config=config) as server, tidelog.open(tmp_path, config=config) as log:
+        log.create_topic("mixed")
+        seen: list[int] = []
+
+        async def follow() -> None:
+            async with await tidelog.aio.open(tmp_path, config=config) as alog:
+                async for record in alog.tail("mixed", 0, 0, timeout=20):
+                    seen.append(record.offset)
+                    if len(seen) == 600:
+                        return
+
+        follower = threading.Thread(target=asyncio.run, args=(follow(),))
+        follower.start()
+
+        def writer(tag: int) -> None:
+            for i in range(50):
+                log.append_many(
+                    "mixed", [f"t{tag}-{i}-{j}".encode() for j in range(2)], durability=["fsync", "os"][i % 2]
+                )
+
+        threads = [threading.Thread(target=writer, args=(t,)) for t in range(4)]
+        for thread in threads:
+            thread.start()
+        producer = Producer({"bootstrap.servers": server.bootstrap, "linger.ms": 1, "enable.idempotence": True})
+        for i in range(200):
+            producer.produce("mixed", f"tcp-{i}".encode(), partition=0)
+        assert producer.flush(20) == 0
+        for thread in threads:
+            thread.join()
+        follower.join(30)
+        assert sorted(seen) == list(range(600)), "the tail saw every record once"
+        values = [r.value for r in log.read("mixed", 0, 0, max_records=1000)]
+        assert len(values) == len(set(values)) == 600
+        assert [v for v in values if v.startswith(b"tcp-")] == [f"tcp-{i}".encode() for i in range(200)]
+    snapshots = sorted((tmp_path / "mixed-0").glob("*.snapshot"))
+    assert len(snapshots) >= 2, "rolls made by the threads' appends were snapshotted (and at close)"
