@@ -58,6 +58,26 @@ cdef inline Py_ssize_t write_field(unsigned char* out, Py_ssize_t at, object dat
     return at + length
 
 
+def plain_inputs(records, timestamp):
+    cdef list out = []
+    cdef tuple pair
+    empty = ()
+    for record in records:
+        if type(record) is bytes:
+            out.append((timestamp, None, record, empty))
+        elif type(record) is tuple and len(<tuple>record) == 2:
+            pair = <tuple>record
+            key = pair[0]
+            value = pair[1]
+            if (key is None or type(key) is bytes) and (value is None or type(value) is bytes):
+                out.append((timestamp, key, value, empty))
+            else:
+                return None
+        else:
+            return None
+    return out
+
+
 def encode_records(records, int64_t base_timestamp):
     """Two passes: the exact size first, then one buffer written in C (no per-byte calls)."""
     cdef Py_ssize_t count = len(records), i, total = 0, body, at = 0

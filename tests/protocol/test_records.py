@@ -155,3 +155,32 @@ def test_a_damaged_batch_fails_its_crc_in_both_twins() -> None:
     for twin in TWINS:
         with pytest.raises(RecordDecodeError, match="CRC-32C"):
             twin.decode_batches(bytes(data), 0, 100, [], "t", 0, crc32c.crc32c, no_decompress)
+
+
+plain_record = st.one_of(
+    st.binary(max_size=20),
+    st.tuples(st.none() | st.binary(max_size=20), st.none() | st.binary(max_size=20)),
+)
+odd_record = st.one_of(
+    st.none(),
+    st.text(max_size=5),
+    st.tuples(st.text(max_size=5), st.binary(max_size=5)),
+    st.tuples(st.binary(max_size=5), st.binary(max_size=5), st.binary(max_size=5)),
+    st.builds(bytearray, st.binary(max_size=5)),
+    st.lists(st.binary(max_size=5), min_size=2, max_size=2),
+)
+
+
+@pytest.mark.parametrize("twin", TWINS, ids=lambda m: m.__name__.rsplit(".", 1)[-1])
+@given(st.lists(plain_record, max_size=20), st.integers(0, 2**41))
+def test_plain_inputs_stamps_values_and_pairs(twin: ModuleType, records: list[object], stamp: int) -> None:
+    expected = [(stamp, None, r, ()) if isinstance(r, bytes) else (stamp, r[0], r[1], ()) for r in records]  # type: ignore[index]
+    assert twin.plain_inputs(records, stamp) == expected
+
+
+@pytest.mark.parametrize("twin", TWINS, ids=lambda m: m.__name__.rsplit(".", 1)[-1])
+@given(st.lists(plain_record, max_size=5), odd_record, st.lists(plain_record, max_size=5))
+def test_plain_inputs_gives_up_on_any_other_shape(
+    twin: ModuleType, before: list[object], odd: object, after: list[object]
+) -> None:
+    assert twin.plain_inputs([*before, odd, *after], 7) is None

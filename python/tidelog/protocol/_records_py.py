@@ -40,6 +40,26 @@ def _put_bytes(out: bytearray, data: bytes | None) -> None:
         out += data
 
 
+def plain_inputs(records: Sequence[object], timestamp: int) -> list[RecordInput] | None:
+    """The inputs of records given in the usual shapes, a value (bytes) or a (key, value) pair
+    of bytes or None, all stamped `timestamp`; None as soon as one record has another shape
+    (the caller then checks each record the long way)."""
+    out: list[RecordInput] = []
+    for record in records:
+        if type(record) is bytes:
+            out.append((timestamp, None, record, ()))
+        elif type(record) is tuple and len(record) == 2:
+            key: object = record[0]
+            value: object = record[1]
+            if (key is None or type(key) is bytes) and (value is None or type(value) is bytes):
+                out.append((timestamp, key, value, ()))
+            else:
+                return None
+        else:
+            return None
+    return out
+
+
 def encode_records(records: Sequence[RecordInput], base_timestamp: int) -> bytes:
     """The records section for `records`, offset deltas 0..n-1."""
     out = bytearray()

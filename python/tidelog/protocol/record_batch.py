@@ -24,6 +24,7 @@ import os
 import struct
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from operator import itemgetter
 from types import ModuleType
 
 import crc32c
@@ -62,6 +63,7 @@ if not NO_EXTENSIONS:
         pass
 IMPLEMENTATION = "python" if _twin is _records_py else "cython"
 encode_records, decode_records = _twin.encode_records, _twin.decode_records
+plain_inputs: Callable[[Sequence[object], int], list[RecordInput] | None] = _twin.plain_inputs
 # For readers: Record objects, columns, and Kafka's partitioner hash, from the same twin.
 decode_into: Callable[..., int] = _twin.decode_into
 decode_batches: Callable[..., tuple[int, int]] = _twin.decode_batches
@@ -206,6 +208,8 @@ def batch_length_of(data: bytes | bytearray | memoryview) -> int | None:
     return int(BATCH_LENGTH.unpack_from(data, BATCH_LENGTH_AT)[0])
 
 
+_timestamp_of = itemgetter(0)  # of a RecordInput
+
 # ---- building --------------------------------------------------------------------------------
 
 
@@ -234,7 +238,7 @@ def build_batch(
         attributes,
         len(records) - 1,
         base_timestamp,
-        max(r[0] for r in records),
+        max(map(_timestamp_of, records)),
         producer_id,
         producer_epoch,
         base_sequence,
