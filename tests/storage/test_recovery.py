@@ -129,3 +129,31 @@ def test_torn_tail_in_an_older_segment_with_valid_later_segments_is_corruption(t
     os.truncate(first, first.stat().st_size - 3)
     with pytest.raises(CorruptLogError):
         open_log(directory, **{"internal.segment.bytes": 2048})
+
+
+def test_index_entries_a_group_commit_left_in_memory_are_rebuilt_after_a_crash(tmp_path: Path) -> None:
+    """Group commits write the log, not the active segment's index entries (derived data,
+    written at roll and close): a crash leaves the index files behind the log, and every
+    lookup by offset and by time still lands after the restart."""
+    directory = tmp_path / "t-0"
+    batches = 200
+    log = open_log(directory, **{"index.interval.bytes": 1})  # an index entry per batch
+    base = now_ms() - 100_000
+    for i in range(batches):
+        log.append(make_batch(count=2, timestamp_ms=base + 10 * i, tag=i), now_ms())
+        log.flush()
+    log.checkpoint()  # the recovery point at the log end
+    assert (directory / f"{SEGMENT}.index").stat().st_size < batches * 8, "entries were written at each commit"
+    content = read_everything(log)
+    del log  # a crash
+    log, report = PartitionLog.open(directory, log_config_for(TopicConfig(index_interval_bytes=1)))
+    assert not report.clean_shutdown and report.segments_scanned == 1
+    assert read_everything(log) == content
+    for i in range(batches):
+        piece = log.read(2 * i + 1, 1, log.log_end_offset)
+        assert piece is not None and (piece.first_offset, piece.last_offset) == (2 * i, 2 * i + 1)
+        assert log.offset_for_timestamp(base + 10 * i + 1) == (2 * i + 1, base + 10 * i + 1)
+    log.close()
+    # A clean close writes them all: one per batch after the first (at position 0, Kafka's rule).
+    assert (directory / f"{SEGMENT}.index").stat().st_size == (batches - 1) * 8
+    assert (directory / f"{SEGMENT}.timeindex").stat().st_size == (batches - 1) * 12

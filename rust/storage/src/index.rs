@@ -5,9 +5,10 @@
 //! `.timeindex`: entries of (8-byte timestamp, 4-byte relative offset), timestamps strictly
 //! increasing. No checksum: both are derived data, rebuilt from the log when in doubt.
 //!
-//! Entries live in memory and are written to the file in one go by `persist` (at group commit,
-//! roll and close); the file never holds a partial or preallocated entry, so its length is
-//! always a whole number of entries, which is what Kafka's tools expect of a closed index.
+//! Entries live in memory and are written to the file in one go by `persist` (at roll and
+//! close, and at a group commit once `INDEX_ENTRIES_PENDING_MAX` wait); the file never holds a
+//! partial or preallocated entry, so its length is always a whole number of entries, which is
+//! what Kafka's tools expect of a closed index.
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, Read, Write};
@@ -52,6 +53,10 @@ struct IndexFile<E> {
 }
 
 impl<E: Copy> IndexFile<E> {
+    fn pending(&self) -> usize {
+        self.entries.len() - self.persisted
+    }
+
     fn write_pending(&mut self, encode: impl Fn(&E, &mut Vec<u8>)) -> io::Result<()> {
         if self.persisted == self.entries.len() {
             return Ok(());
@@ -137,6 +142,10 @@ impl OffsetIndex {
     pub fn is_empty(&self) -> bool {
         self.inner.entries.is_empty()
     }
+    /// Entries not yet written to the file.
+    pub fn pending(&self) -> usize {
+        self.inner.pending()
+    }
     pub fn persist(&mut self) -> io::Result<()> {
         self.inner.write_pending(|(r, p), out| {
             out.extend_from_slice(&r.0.to_be_bytes());
@@ -214,6 +223,10 @@ impl TimeIndex {
     }
     pub fn is_empty(&self) -> bool {
         self.inner.entries.is_empty()
+    }
+    /// Entries not yet written to the file.
+    pub fn pending(&self) -> usize {
+        self.inner.pending()
     }
     pub fn persist(&mut self) -> io::Result<()> {
         self.inner.write_pending(|(t, r), out| {

@@ -24,3 +24,8 @@ pub const APPEND_BATCHES_MAX: usize = 1024;
 /// Bytes a compressed records section may decompress to before it counts as corrupt (lookups
 /// and in-process readers decompress; produce and fetch never do).
 pub const DECOMPRESSED_RECORDS_BYTES_MAX: usize = 256 << 20;
+/// Index entries of the active segment held in memory before a group commit writes them out
+/// (a roll or close writes them all). They are derived data, not needed for durability: after
+/// a crash the segment holding the recovery point is rebuilt from the log, so writing them at
+/// every commit would only add two writes and an inode update to each fsync-paced append.
+pub const INDEX_ENTRIES_PENDING_MAX: usize = 1024;

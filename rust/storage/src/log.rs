@@ -14,7 +14,7 @@ use crate::batch::{self, BatchHeader, NO_TIMESTAMP};
 use crate::checkpoint::{sync_dir, Checkpoint};
 use crate::config::{LogConfig, TimestampType};
 use crate::error::{Result, StorageError};
-use crate::limits::{APPEND_BATCHES_MAX, BATCH_HEADER_BYTES};
+use crate::limits::{APPEND_BATCHES_MAX, BATCH_HEADER_BYTES, INDEX_ENTRIES_PENDING_MAX};
 use crate::segment::{Segment, LOG_SUFFIX, OFFSET_INDEX_SUFFIX, TIME_INDEX_SUFFIX};
 use crate::slice::FileSlice;
 
@@ -526,15 +526,18 @@ impl Log {
         Ok(segment.record_with_max_timestamp()?.map(|(offset, timestamp)| (timestamp, offset)))
     }
 
-    /// First step of a group commit: writes out pending index entries and names the files whose
-    /// appends are not yet durable. Everything below `target_offset` is durable once the plan
-    /// has executed.
+    /// First step of a group commit: names the files whose appends are not yet durable, and
+    /// writes out index entries once `INDEX_ENTRIES_PENDING_MAX` wait (they are rebuilt from
+    /// the log after a crash; roll and close write them all). Everything below `target_offset`
+    /// is durable once the plan has executed.
     pub fn prepare_flush(&mut self) -> Result<FlushPlan> {
         self.writable()?;
         let mut files = Vec::new();
         for base in std::mem::take(&mut self.unsynced_segments) {
             if let Some(segment) = self.segments.get_mut(&base) {
-                segment.persist_indexes()?;
+                if segment.index_entries_pending() >= INDEX_ENTRIES_PENDING_MAX {
+                    segment.persist_indexes()?;
+                }
                 files.push(segment.log_file());
             }
         }

@@ -206,6 +206,11 @@ impl Segment {
         self.persist_indexes()
     }
 
+    /// Index entries held in memory only.
+    pub fn index_entries_pending(&self) -> usize {
+        self.offset_index.pending() + self.time_index.pending()
+    }
+
     pub fn persist_indexes(&mut self) -> io::Result<()> {
         self.offset_index.persist()?;
         self.time_index.persist()
