@@ -24,7 +24,7 @@ from tidelog.errors import (
     TopicAlreadyExistsError,
     UnknownTopicOrPartitionError,
 )
-from tidelog.protocol.record_batch import murmur2
+from tidelog.protocol.record_batch import iter_batches, murmur2
 
 
 def test_each_durability_level_answers_when_it_holds(tmp_path: Path) -> None:
@@ -114,6 +114,52 @@ def test_bad_input_gets_a_clear_typed_exception_and_nothing_acknowledged_is_lost
         log.append("small", b"after close")
     with pytest.raises(ClosedError):
         log.read("small", 0, 0)
+
+
+def test_async_appends_follow_topic_changes_and_close(tmp_path: Path) -> None:
+    """Once a topic is known the asyncio append takes a shorter way; it must answer exactly as
+    the full checks do when the topic changes, the arguments are wrong, or the log closed."""
+
+    async def scenario() -> None:
+        log = await tidelog.aio.open(tmp_path)
+        await log.create_topic("t")
+        assert (await log.append("t", b"a", partition=0)).offset == 0  # type: ignore[union-attr]
+        assert (await log.append("t", b"b", key=b"k", partition=0)).offset == 1  # type: ignore[union-attr]
+        with pytest.raises(UnknownTopicOrPartitionError):
+            log.append("t", b"x", partition=1)
+        with pytest.raises(UnknownTopicOrPartitionError):
+            log.append("t", b"x", partition=True)  # a bool is not a partition number
+        with pytest.raises(TypeError, match="value must be bytes"):
+            log.append("t", 42, partition=0)  # type: ignore[arg-type]
+        with pytest.raises(ValueError, match="durability"):
+            log.append("t", b"x", partition=0, durability="always")  # type: ignore[arg-type]
+        await log.delete_topic("t")
+        with pytest.raises(UnknownTopicOrPartitionError):
+            log.append("t", b"x", partition=0)
+        await log.create_topic("t", partitions=2)
+        assert (await log.append("t", b"c", partition=1)).offset == 0  # type: ignore[union-attr]
+        assert [r.value for r in log.read("t", 1, 0)] == [b"c"]
+        assert log.read("t", 0, 0) == []
+        await log.aclose()
+        with pytest.raises(ClosedError):
+            log.append("t", b"x", partition=0)
+
+    asyncio.run(scenario())
+
+
+def test_appends_joined_past_max_message_bytes_go_in_several_batches(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        async with await tidelog.aio.open(tmp_path) as log:
+            await log.create_topic("small", config={"max.message.bytes": "2000"})
+            values = [bytes([i]) * 100 for i in range(60)]  # ~8 KiB joined: five batches or more
+            results = await asyncio.gather(*(log.append("small", v, partition=0) for v in values))
+            assert [r.offset for r in results] == list(range(60))  # type: ignore[union-attr]
+            assert [r.value for r in log.read("small", 0, 0, max_records=100)] == values
+            with open(next((tmp_path / "small-0").glob("*.log")), "rb") as segment:
+                batches = iter_batches(segment.read())
+            assert 5 <= len(batches) <= 10 and all(len(view) <= 2000 for _, view in batches)  # not one per call
+
+    asyncio.run(scenario())
 
 
 def test_a_bad_append_fails_alone_when_joined_with_others(tmp_path: Path) -> None:

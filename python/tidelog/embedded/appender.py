@@ -82,53 +82,84 @@ def record_size(record: RecordInput) -> int:
 RECORD_OVERHEAD = limits.RECORD_OVERHEAD_BYTES_MAX
 
 
+class _Pending:
+    """The calls to one (topic, partition, acks) waiting for the end of the loop turn, and an
+    upper bound of their encoded size."""
+
+    __slots__ = ("calls", "size")
+
+    def __init__(self, call: _Call) -> None:
+        self.calls = [call]
+        self.size = call.size
+
+
 class Appender:
     """On the home loop only."""
 
-    def __init__(self, broker: Broker) -> None:
+    def __init__(self, broker: Broker, loop: asyncio.AbstractEventLoop) -> None:
         self.broker = broker
-        self._pending: dict[tuple[str, int, int], list[_Call]] = {}
+        self.loop = loop
+        self._pending: dict[tuple[str, int, int], _Pending] = {}
         self._scheduled = False
         self._in_flight: set[asyncio.Task[None]] = set()
+        self._limits: dict[str, tuple[int, int]] = {}  # topic -> (metadata epoch, batch bytes max)
 
     def append(
         self, topic: str, partition: int, records: Sequence[RecordInput], acks: int
     ) -> asyncio.Future[AppendResult]:
         """Queues one call's records for the end of this loop turn."""
-        loop = asyncio.get_running_loop()
         size = record_size(records[0]) if len(records) == 1 else sum(record_size(r) for r in records)
-        call = _Call(records, size, loop.create_future())
+        call = _Call(records, size, self.loop.create_future())
         key = (topic, partition, acks)
         pending = self._pending.get(key)
         if pending is None:
-            self._pending[key] = [call]
+            self._pending[key] = _Pending(call)
         else:
-            pending.append(call)
+            pending.calls.append(call)
+            pending.size += size
         if not self._scheduled:
             self._scheduled = True
-            loop.call_soon(self._flush)
+            self.loop.call_soon(self._flush)
         return call.answer
 
     def append_batch(
         self, topic: str, partition: int, batch: bytes, acks: int, count: int
     ) -> asyncio.Future[AppendResult]:
         """Appends a batch as built (idempotent producers) on its own, now."""
-        answer: asyncio.Future[AppendResult] = asyncio.get_running_loop().create_future()
+        answer: asyncio.Future[AppendResult] = self.loop.create_future()
         self._produce(topic, partition, acks, [(batch, [_Call((), 0, answer)], [count])])
         return answer
+
+    def _batch_bytes_max(self, topic: str) -> int:
+        """What the records of one joined batch may take: the embedded cap, and never more than
+        the topic's max.message.bytes (looked up again when a topic changes)."""
+        epoch = self.broker.metadata_epoch
+        known = self._limits.get(topic)
+        if known is not None and known[0] == epoch:
+            return known[1]
+        limit = limits.EMBEDDED_BATCH_BYTES_MAX
+        if self.broker.topic(topic) is not None:
+            limit = min(limit, self.broker.logs.topic_config(topic).max_message_bytes)
+        limit -= HEADER_BYTES
+        self._limits[topic] = (epoch, limit)
+        return limit
 
     def _flush(self) -> None:
         self._scheduled = False
         pending, self._pending = self._pending, {}
-        for (topic, partition, acks), calls in pending.items():
-            meta = self.broker.topic(topic)
-            limit = limits.EMBEDDED_BATCH_BYTES_MAX
-            if meta is not None:
-                limit = min(limit, self.broker.logs.topic_config(topic).max_message_bytes)
-            limit -= HEADER_BYTES
-            batches = []
-            for group in _groups(calls, limit):
-                records = [record for call in group for record in call.records]
+        for (topic, partition, acks), waiting in pending.items():
+            calls = waiting.calls
+            limit = self._batch_bytes_max(topic)
+            batches: list[Batch] = []
+            if waiting.size <= limit:  # the usual case: everything in one batch
+                groups = [calls]
+            else:
+                groups = _groups(calls, limit)
+            for group in groups:
+                if len(group) == 1:
+                    records = group[0].records
+                else:
+                    records = [record for call in group for record in call.records]
                 batches.append((build_batch(records), group, [len(call.records) for call in group]))
             self._produce(topic, partition, acks, batches)
 
@@ -172,11 +203,13 @@ class Appender:
                     log.error("append to %s-%d with durability none failed: %s", topic, partition, error)
                 continue
             offset = result.base_offset
+            append_time, duplicate = result.log_append_time_ms, result.duplicate
             for call, count in zip(calls, counts, strict=True):
-                appended = AppendResult(
-                    topic, partition, offset, offset + count - 1, result.log_append_time_ms, result.duplicate
-                )
-                _settle(call.answer, appended)
+                answer = call.answer
+                if not answer.done():  # (cancelled by its caller meanwhile)
+                    answer.set_result(
+                        AppendResult(topic, partition, offset, offset + count - 1, append_time, duplicate)
+                    )
                 offset += count
 
     def _retry_alone(self, topic: str, partition: int, acks: int, calls: list[_Call]) -> None:

@@ -53,7 +53,7 @@ class Home:
         self.loop = loop
         self.loop_thread_id = threading.get_ident()
         self.thread: threading.Thread | None = None
-        self.appender = Appender(broker)
+        self.appender = Appender(broker, loop)
         self.listener: Listener | None = None
         self.users = 0
         self.closed = False

@@ -706,8 +706,25 @@ class AsyncLog(_Handle):
         """Appends one record: `await` it for where it went, once `durability` holds (None for
         "none"). Bad arguments raise at the call. (An awaitable, not a coroutine: on the
         broker's loop it is the append's own future, one object less per append.)"""
-        record, acks, target = self._one(topic, value, key, headers, timestamp, partition, durability)
         home = self._home
+        known = self._topics.get(topic)
+        if (  # the usual call, checked inline: bytes, a partition of a known topic, on the loop
+            known is not None
+            and known[0] == home.broker.metadata_epoch
+            and type(value) in PLAIN
+            and type(key) in PLAIN
+            and timestamp is None
+            and not headers
+            and type(partition) is int
+            and 0 <= partition < known[1].partitions
+            and not (self.closed or home.closed)
+            and home.on_home_loop()
+        ):
+            acks = self._default_acks if durability is None else self._acks_for(durability)
+            record: RecordInput = (time.time_ns() // 1_000_000, key, value, ())  # type: ignore[assignment]  # bytes or None, checked above
+            answer = home.appender.append(topic, partition, [record], acks)
+            return _answered(None) if acks == Acks.NONE else answer
+        record, acks, target = self._one(topic, value, key, headers, timestamp, partition, durability)
         if home.on_home_loop():
             answer = home.appender.append(topic, target, [record], acks)
             return _answered(None) if acks == Acks.NONE else answer
