@@ -39,6 +39,12 @@ create_exception!(
 create_exception!(_engine, LogClosedError, StorageError, "The log was closed.");
 create_exception!(_engine, StorageIOError, StorageError, "A failed disk operation (Kafka KAFKA_STORAGE_ERROR).");
 create_exception!(_engine, InvalidConfigError, StorageError, "A log config value out of range.");
+create_exception!(
+    _engine,
+    InvalidAbortedTxnError,
+    StorageError,
+    "An aborted-transaction index entry out of order or outside the log."
+);
 
 fn to_py(error: Error) -> PyErr {
     let message = error.to_string();
@@ -52,6 +58,7 @@ fn to_py(error: Error) -> PyErr {
         Error::OffsetOutOfRange { .. } => OffsetOutOfRangeError::new_err(message),
         Error::CorruptLog { .. } => CorruptLogError::new_err(message),
         Error::InvalidConfig(_) => InvalidConfigError::new_err(message),
+        Error::InvalidAbortedTxn(_) => InvalidAbortedTxnError::new_err(message),
         Error::Closed => LogClosedError::new_err(message),
         Error::Io(_) => StorageIOError::new_err(message),
     }
@@ -446,6 +453,7 @@ fn _engine(m: &Bound<'_, PyModule>) -> PyResult<()> {
         ("LogClosedError", py.get_type::<LogClosedError>()),
         ("StorageIOError", py.get_type::<StorageIOError>()),
         ("InvalidConfigError", py.get_type::<InvalidConfigError>()),
+        ("InvalidAbortedTxnError", py.get_type::<InvalidAbortedTxnError>()),
     ] {
         m.add(name, class)?;
     }

@@ -32,6 +32,10 @@ pub enum StorageError {
     /// rather than silently drop it. Kafka: KAFKA_STORAGE_ERROR.
     #[error("corrupt log {path}: {detail}")]
     CorruptLog { path: String, detail: String },
+    /// An aborted-transaction index entry the log cannot take: last offsets that do not
+    /// strictly increase, or a marker offset outside the log. A broker bug, not client input.
+    #[error("invalid aborted transaction: {0}")]
+    InvalidAbortedTxn(String),
     /// A bad configuration value.
     #[error("invalid log config: {0}")]
     InvalidConfig(String),

@@ -20,6 +20,7 @@ pub mod log;
 pub mod segment;
 pub mod shared;
 pub mod slice;
+pub mod txn_index;
 
 pub use batch::BatchHeader;
 pub use config::{LogConfig, TimestampType};
@@ -27,3 +28,4 @@ pub use error::{Result, StorageError};
 pub use log::{AppendInfo, DeletionReport, Log, RecoveryReport};
 pub use shared::SharedLog;
 pub use slice::FileSlice;
+pub use txn_index::AbortedTxn;

@@ -10,6 +10,9 @@ pub const BATCH_LENGTH_MIN: i32 = (BATCH_HEADER_BYTES - LOG_OVERHEAD_BYTES) as i
 pub const OFFSET_INDEX_ENTRY_BYTES: usize = 8;
 /// Size of one `.timeindex` entry: 8-byte timestamp + 4-byte relative offset.
 pub const TIME_INDEX_ENTRY_BYTES: usize = 12;
+/// Size of one `.txnindex` entry (Kafka's `AbortedTxn.TOTAL_SIZE`): version i16, producer id,
+/// first offset, last offset and last stable offset, each i64.
+pub const TXN_INDEX_ENTRY_BYTES: usize = 34;
 /// Offsets inside a segment are stored relative to its base offset in 4 bytes.
 pub const RELATIVE_OFFSET_MAX: i64 = i32::MAX as i64;
 /// Positions inside a segment are 4-byte signed integers in Kafka's index format.
