@@ -15,8 +15,9 @@ use crate::checkpoint::{sync_dir, Checkpoint};
 use crate::config::{LogConfig, TimestampType};
 use crate::error::{Result, StorageError};
 use crate::limits::{APPEND_BATCHES_MAX, BATCH_HEADER_BYTES, INDEX_ENTRIES_PENDING_MAX};
-use crate::segment::{Segment, LOG_SUFFIX, OFFSET_INDEX_SUFFIX, TIME_INDEX_SUFFIX};
+use crate::segment::{Segment, LOG_SUFFIX, OFFSET_INDEX_SUFFIX, TIME_INDEX_SUFFIX, TXN_INDEX_SUFFIX};
 use crate::slice::FileSlice;
+use crate::txn_index::{self, AbortedTxn};
 
 /// Offsets an append was given.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -40,6 +41,8 @@ pub struct RecoveryReport {
     pub indexes_rebuilt: usize,
     pub bytes_truncated: u64,
     pub segments_deleted: usize,
+    /// `.txnindex` entries dropped because their ABORT marker did not survive.
+    pub aborted_txns_truncated: usize,
     pub log_end_offset: i64,
     pub duration_ms: u64,
 }
@@ -59,8 +62,14 @@ pub struct FlushPlan {
 }
 
 impl FlushPlan {
-    /// fdatasync every file with unsynced appends, oldest segment first, then the directory if
-    /// segments were created or deleted. May take milliseconds: call it without locks held.
+    /// The files `execute` fdatasyncs, in that order.
+    pub fn files(&self) -> &[Arc<File>] {
+        &self.files
+    }
+
+    /// fdatasync every file with unsynced appends, oldest segment first, then the `.txnindex`
+    /// files with new entries, then the directory if files were created or deleted. May take
+    /// milliseconds: call it without locks held.
     pub fn execute(&self) -> io::Result<()> {
         for file in &self.files {
             file.sync_data()?;
@@ -80,6 +89,10 @@ pub struct Log {
     recovery_point: i64,
     unsynced_segments: BTreeSet<i64>,
     unsynced_indexes: Vec<Arc<File>>,
+    /// Segments whose `.txnindex` changed since the last group commit.
+    unsynced_txn_indexes: BTreeSet<i64>,
+    /// Target offset of the group commit between `prepare_flush` and `complete_flush`.
+    flush_in_flight: Option<i64>,
     directory_dirty: bool,
     /// Set when an fsync failed: the page cache may have dropped the data, so nothing written
     /// since the last good fsync can be trusted again (fsyncgate). The log refuses all writes.
@@ -109,6 +122,8 @@ impl Log {
             recovery_point: checkpoint.map_or(0, |c| c.recovery_point),
             unsynced_segments: BTreeSet::new(),
             unsynced_indexes: Vec::new(),
+            unsynced_txn_indexes: BTreeSet::new(),
+            flush_in_flight: None,
             directory_dirty: false,
             failed: None,
             closed: false,
@@ -119,6 +134,9 @@ impl Log {
             // as Kafka's truncateFullyAndStartAt does.
             report.segments_deleted += log.truncate_fully_and_start_at(log.log_start_offset)?;
         }
+        // An ABORT marker cut off with a torn tail takes its entry with it (Kafka truncates the
+        // transaction index with the log); so does one whose log write never reached the disk.
+        report.aborted_txns_truncated = log.truncate_aborted_txns_from(log.log_end_offset())?;
         log.delete_segments_below_log_start()?;
         if !report.clean_shutdown {
             log.sync_all_segments()?;
@@ -144,7 +162,7 @@ impl Log {
             let Ok(base) = stem.parse::<i64>() else { continue };
             if suffix == LOG_SUFFIX {
                 bases.push(base);
-            } else if (suffix == OFFSET_INDEX_SUFFIX || suffix == TIME_INDEX_SUFFIX)
+            } else if [OFFSET_INDEX_SUFFIX, TIME_INDEX_SUFFIX, TXN_INDEX_SUFFIX].contains(&suffix)
                 && !path.with_extension(LOG_SUFFIX).exists()
             {
                 fs::remove_file(&path)?; // an index whose segment is gone
@@ -216,6 +234,7 @@ impl Log {
             segment.delete_files()?;
         }
         self.unsynced_segments.clear();
+        self.unsynced_txn_indexes.clear();
         self.create_segment(offset)?;
         Ok(count)
     }
@@ -235,10 +254,11 @@ impl Log {
         for segment in self.segments.values_mut() {
             segment.persist_indexes()?;
             segment.log_file().sync_data()?;
-            for file in segment.index_files() {
+            for file in segment.index_files().into_iter().chain(segment.txn_index().file()) {
                 file.sync_data()?;
             }
         }
+        self.unsynced_txn_indexes.clear();
         sync_dir(&self.dir)?;
         self.directory_dirty = false;
         Ok(())
@@ -526,6 +546,91 @@ impl Log {
         Ok(segment.record_with_max_timestamp()?.map(|(offset, timestamp)| (timestamp, offset)))
     }
 
+    /// Records an aborted transaction in the `.txnindex` of the segment holding its ABORT marker
+    /// (`txn.last_offset`, already appended): the active segment for a marker just written, an
+    /// older one when producer state replayed after a crash re-appends a lost entry. Last offsets
+    /// must strictly increase across the log.
+    ///
+    /// The entry is written at once. It is durable with its marker: the next group commit
+    /// fsyncs it, as it does the marker. If a group commit already counts the marker durable
+    /// (it completed, or is in flight without this entry, between the two calls), the entry is
+    /// fsynced here instead, so the recovery point never passes a marker whose entry could be
+    /// lost. Aborts are rare; that fsync is too.
+    pub fn append_aborted_txn(&mut self, txn: AbortedTxn) -> Result<()> {
+        self.writable()?;
+        let log_end_offset = self.log_end_offset();
+        if txn.first_offset > txn.last_offset || txn.last_offset >= log_end_offset {
+            return Err(StorageError::InvalidAbortedTxn(format!(
+                "offsets {}..={} of producer {}: the marker must be in the log (end offset {log_end_offset}) \
+                 and after the first offset",
+                txn.first_offset, txn.last_offset, txn.producer_id
+            )));
+        }
+        let Some((&base, _)) = self.segments.range(..=txn.last_offset).next_back() else {
+            let first_base = self.segments.keys().next().copied().unwrap_or_default();
+            return Err(StorageError::InvalidAbortedTxn(format!(
+                "marker offset {} is below the first segment's base offset {first_base}",
+                txn.last_offset
+            )));
+        };
+        let previous = self.last_aborted_txn_offset();
+        let segment = self.segments.get_mut(&base).expect("floor segment exists");
+        txn_index::check_order(previous, &txn, segment.txn_index().path())?;
+        let created = segment.txn_index_mut().append(txn)?;
+        let counted_durable = self.recovery_point.max(self.flush_in_flight.unwrap_or(i64::MIN));
+        if txn.last_offset >= counted_durable {
+            self.directory_dirty |= created;
+            self.unsynced_txn_indexes.insert(base);
+            return Ok(());
+        }
+        let file = segment.txn_index().file().expect("an entry was just written");
+        let synced = file.sync_data().and_then(|()| if created { sync_dir(&self.dir) } else { Ok(()) });
+        if let Err(error) = synced {
+            self.failed = Some(error.to_string()); // as a failed group commit: fsyncgate
+            return Err(StorageError::Io(error));
+        }
+        Ok(())
+    }
+
+    /// Kafka's `collectAbortedTransactions`: the aborted transactions overlapping a fetch of
+    /// `[fetch_offset, upper_bound_offset)`, in log order. From the segment holding `fetch_offset`
+    /// on, every entry whose last offset is at or after `fetch_offset` and whose first offset is
+    /// below `upper_bound_offset`, stopping at the first entry whose last stable offset reaches
+    /// `upper_bound_offset` (no later abort can overlap the range).
+    pub fn collect_aborted_txns(&self, fetch_offset: i64, upper_bound_offset: i64) -> Vec<AbortedTxn> {
+        let floor = self.segments.range(..=fetch_offset).next_back().map_or(i64::MIN, |(&b, _)| b);
+        let mut found = Vec::new();
+        for segment in self.segments.range(floor..).map(|(_, s)| s) {
+            if segment.txn_index().collect(fetch_offset, upper_bound_offset, &mut found) {
+                break;
+            }
+        }
+        found
+    }
+
+    /// The last offset (ABORT marker) of the newest `.txnindex` entry, if any: after a crash,
+    /// producer state replayed from a snapshot re-appends the entries of aborts past it.
+    pub fn last_aborted_txn_offset(&self) -> Option<i64> {
+        self.segments.values().rev().find_map(|s| s.txn_index().last_offset())
+    }
+
+    /// Drops every `.txnindex` entry whose last offset is at or after `offset` (Kafka's
+    /// `TransactionIndex.truncateTo`, for every segment); returns how many went. The shortened
+    /// files are fsynced by the next group commit.
+    pub fn truncate_aborted_txns_from(&mut self, offset: i64) -> Result<usize> {
+        self.writable()?;
+        let floor = self.segments.range(..=offset).next_back().map_or(i64::MIN, |(&b, _)| b);
+        let mut dropped = 0;
+        for (&base, segment) in self.segments.range_mut(floor..) {
+            let gone = segment.txn_index_mut().truncate_to(offset)?;
+            if gone > 0 {
+                dropped += gone;
+                self.unsynced_txn_indexes.insert(base);
+            }
+        }
+        Ok(dropped)
+    }
+
     /// First step of a group commit: names the files whose appends are not yet durable, and
     /// writes out index entries once `INDEX_ENTRIES_PENDING_MAX` wait (they are rebuilt from
     /// the log after a crash; roll and close write them all). Everything below `target_offset`
@@ -542,12 +647,18 @@ impl Log {
             }
         }
         files.append(&mut self.unsynced_indexes);
+        for base in std::mem::take(&mut self.unsynced_txn_indexes) {
+            files.extend(self.segments.get(&base).and_then(|s| s.txn_index().file()));
+        }
         let directory = std::mem::take(&mut self.directory_dirty).then(|| self.dir.clone());
-        Ok(FlushPlan { files, directory, target_offset: self.log_end_offset() })
+        let target_offset = self.log_end_offset();
+        self.flush_in_flight = Some(target_offset);
+        Ok(FlushPlan { files, directory, target_offset })
     }
 
     /// Last step of a group commit: records the outcome. A failed fsync fails the log for good.
     pub fn complete_flush(&mut self, target_offset: i64, outcome: io::Result<()>) -> Result<i64> {
+        self.flush_in_flight = None;
         if let Err(error) = outcome {
             self.failed = Some(error.to_string());
             return Err(StorageError::Io(error));
@@ -655,6 +766,7 @@ impl Log {
         for base in bases {
             let segment = self.segments.remove(base).expect("segment to delete exists");
             self.unsynced_segments.remove(base);
+            self.unsynced_txn_indexes.remove(base);
             report.segments_deleted += 1;
             report.bytes_deleted += segment.size();
             segment.delete_files()?;

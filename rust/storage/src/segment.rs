@@ -1,4 +1,5 @@
-//! One segment: `<base offset>.log` plus its `.index` and `.timeindex`.
+//! One segment: `<base offset>.log` plus its `.index` and `.timeindex`, and its `.txnindex` once
+//! a transaction aborted in it.
 //!
 //! Not thread-safe: the owning `Log` serializes access. The `.log` file holds whole batches
 //! back to back, exactly as they travel on the wire, with offsets already assigned.
@@ -16,10 +17,14 @@ use crate::error::Result as StorageResult;
 use crate::index::{OffsetIndex, Position, RelativeOffset, TimeIndex};
 use crate::limits::{BATCH_HEADER_BYTES, RECOVERY_READ_BUFFER_BYTES, RELATIVE_OFFSET_MAX, SEGMENT_NAME_DIGITS};
 use crate::slice::FileSlice;
+use crate::txn_index::TransactionIndex;
 
 pub const LOG_SUFFIX: &str = "log";
 pub const OFFSET_INDEX_SUFFIX: &str = "index";
 pub const TIME_INDEX_SUFFIX: &str = "timeindex";
+pub const TXN_INDEX_SUFFIX: &str = "txnindex";
+/// Every file a segment may own, for deletion.
+const SEGMENT_SUFFIXES: [&str; 4] = [LOG_SUFFIX, OFFSET_INDEX_SUFFIX, TIME_INDEX_SUFFIX, TXN_INDEX_SUFFIX];
 
 pub fn segment_file(dir: &Path, base_offset: i64, suffix: &str) -> PathBuf {
     dir.join(format!("{base_offset:0width$}.{suffix}", width = SEGMENT_NAME_DIGITS))
@@ -50,6 +55,8 @@ pub struct Segment {
     next_offset: i64,
     offset_index: OffsetIndex,
     time_index: TimeIndex,
+    /// Aborted transactions whose marker is in this segment; its file exists once one is.
+    txn_index: TransactionIndex,
     bytes_since_last_index_entry: u64,
     max_timestamp: i64,
     offset_of_max_timestamp: i64,
@@ -64,23 +71,25 @@ fn wall_clock_ms() -> i64 {
 }
 
 impl Segment {
-    /// Creates the three files of a new, empty segment.
-    pub fn create(dir: &Path, base_offset: i64) -> io::Result<Segment> {
+    /// Creates the files of a new, empty segment (the `.txnindex` waits for its first entry).
+    pub fn create(dir: &Path, base_offset: i64) -> StorageResult<Segment> {
         let log_path = segment_file(dir, base_offset, LOG_SUFFIX);
         OpenOptions::new().write(true).create_new(true).open(&log_path)?;
         let (segment, _) = Segment::open(dir, base_offset)?;
         Ok(segment)
     }
 
-    /// Opens a segment's files and loads its indexes. Returns whether both indexes passed their
-    /// sanity checks; the tail is not read yet (see `load_tail` and `recover`).
-    pub fn open(dir: &Path, base_offset: i64) -> io::Result<(Segment, bool)> {
+    /// Opens a segment's files and loads its indexes. Returns whether the offset and time indexes
+    /// passed their sanity checks; the tail is not read yet (see `load_tail` and `recover`). A
+    /// damaged `.txnindex` is an error: it cannot be rebuilt from the log (see `txn_index`).
+    pub fn open(dir: &Path, base_offset: i64) -> StorageResult<(Segment, bool)> {
         let log_path = segment_file(dir, base_offset, LOG_SUFFIX);
         let log = OpenOptions::new().read(true).append(true).open(&log_path)?;
         let size = log.metadata()?.len();
         let (offset_index, offset_sane) =
             OffsetIndex::open(&segment_file(dir, base_offset, OFFSET_INDEX_SUFFIX), size)?;
         let (time_index, time_sane) = TimeIndex::open(&segment_file(dir, base_offset, TIME_INDEX_SUFFIX))?;
+        let txn_index = TransactionIndex::open(&segment_file(dir, base_offset, TXN_INDEX_SUFFIX), base_offset)?;
         let segment = Segment {
             base_offset,
             log_path,
@@ -89,6 +98,7 @@ impl Segment {
             next_offset: base_offset,
             offset_index,
             time_index,
+            txn_index,
             bytes_since_last_index_entry: 0,
             max_timestamp: NO_TIMESTAMP,
             offset_of_max_timestamp: base_offset,
@@ -118,6 +128,12 @@ impl Segment {
     }
     pub fn index_files(&self) -> [Arc<File>; 2] {
         [self.offset_index.file(), self.time_index.file()]
+    }
+    pub fn txn_index(&self) -> &TransactionIndex {
+        &self.txn_index
+    }
+    pub fn txn_index_mut(&mut self) -> &mut TransactionIndex {
+        &mut self.txn_index
     }
 
     fn relative(&self, offset: i64) -> RelativeOffset {
@@ -374,7 +390,8 @@ impl Segment {
     }
 
     /// Reads every batch, checks framing, CRC, contents and increasing offsets, and rebuilds
-    /// both indexes from scratch. Stops at the first bad batch; truncates nothing.
+    /// the offset and time indexes from scratch. Stops at the first bad batch; truncates nothing.
+    /// The `.txnindex` is kept: the log drops its entries past whatever survives.
     pub fn recover(&mut self, config: &LogConfig) -> io::Result<ScanOutcome> {
         self.offset_index.reset()?;
         self.time_index.reset()?;
@@ -427,7 +444,7 @@ impl Segment {
     }
 
     pub fn delete_files(self) -> io::Result<()> {
-        for suffix in [LOG_SUFFIX, OFFSET_INDEX_SUFFIX, TIME_INDEX_SUFFIX] {
+        for suffix in SEGMENT_SUFFIXES {
             let path = self.log_path.with_extension(suffix);
             match fs::remove_file(&path) {
                 Err(error) if error.kind() != io::ErrorKind::NotFound => return Err(error),
