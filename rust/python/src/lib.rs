@@ -153,6 +153,7 @@ struct PyRecoveryReport {
     indexes_rebuilt: usize,
     bytes_truncated: u64,
     segments_deleted: usize,
+    aborted_txns_truncated: usize,
     log_end_offset: i64,
     duration_ms: u64,
 }
@@ -281,6 +282,7 @@ impl PyPartitionLog {
             indexes_rebuilt: r.indexes_rebuilt,
             bytes_truncated: r.bytes_truncated,
             segments_deleted: r.segments_deleted,
+            aborted_txns_truncated: r.aborted_txns_truncated,
             log_end_offset: r.log_end_offset,
             duration_ms: r.duration_ms,
         };
@@ -415,6 +417,40 @@ impl PyPartitionLog {
     /// `(max timestamp, offset of the first record carrying it)`, or `None` for an empty log.
     fn max_timestamp_and_offset(&self) -> PyResult<Option<(i64, i64)>> {
         self.inner.lock().max_timestamp_and_offset().map_err(to_py)
+    }
+
+    /// Records an aborted transaction in the `.txnindex` of the segment holding its ABORT marker
+    /// (`last_offset`, already appended). Durable with the next flush; fsynced at once when a
+    /// flush already covers the marker, hence the GIL is released.
+    fn append_aborted_txn(
+        &self,
+        py: Python<'_>,
+        producer_id: i64,
+        first_offset: i64,
+        last_offset: i64,
+        last_stable_offset: i64,
+    ) -> PyResult<()> {
+        let txn = storage::AbortedTxn { producer_id, first_offset, last_offset, last_stable_offset };
+        py.detach(|| self.inner.lock().append_aborted_txn(txn)).map_err(to_py)
+    }
+
+    /// The aborted transactions overlapping a fetch of `[fetch_offset, upper_bound_offset)`, as
+    /// `(producer_id, first_offset, last_offset, last_stable_offset)`, in log order (Kafka's
+    /// `collectAbortedTransactions`).
+    fn collect_aborted_txns(&self, fetch_offset: i64, upper_bound_offset: i64) -> Vec<(i64, i64, i64, i64)> {
+        let txns = self.inner.lock().collect_aborted_txns(fetch_offset, upper_bound_offset);
+        txns.iter().map(|t| (t.producer_id, t.first_offset, t.last_offset, t.last_stable_offset)).collect()
+    }
+
+    /// The marker offset of the newest `.txnindex` entry, or -1 when there is none.
+    #[getter]
+    fn last_aborted_txn_offset(&self) -> i64 {
+        self.inner.lock().last_aborted_txn_offset().unwrap_or(-1)
+    }
+
+    /// Drops every `.txnindex` entry whose last offset is at or after `offset`; returns how many.
+    fn truncate_aborted_txns_from(&self, py: Python<'_>, offset: i64) -> PyResult<usize> {
+        py.detach(|| self.inner.lock().truncate_aborted_txns_from(offset)).map_err(to_py)
     }
 }
 
