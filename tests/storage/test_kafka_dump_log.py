@@ -1,4 +1,5 @@
-"""Apache Kafka's own offline dumper reads our segments and indexes without complaint.
+"""Apache Kafka's own offline dumper reads our segments and indexes without complaint, and lists
+the aborted transactions of our `.txnindex` files.
 
 Runs where Java and the Kafka jars are present (`bench/kafka/fetch.sh` puts them in
 .cache/kafka/libs; .ci/run fetches them, so CI runs this test).
@@ -14,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import make_batch, now_ms, open_log
+from tests.storage.test_txn_index import interleaved
 from tidelog.protocol.record_batch import iter_batches
 from tidelog.storage import PartitionLog
 
@@ -26,8 +28,8 @@ pytestmark = pytest.mark.skipif(
 )
 
 
-def dump(directory: Path) -> tuple[str, str]:
-    files = sorted(str(p) for p in directory.iterdir() if p.suffix in (".log", ".index", ".timeindex"))
+def dump(directory: Path, suffixes: tuple[str, ...] = (".log", ".index", ".timeindex")) -> tuple[str, str]:
+    files = sorted(str(p) for p in directory.iterdir() if p.suffix in suffixes)
     result = subprocess.run(
         ["java", "-cp", f"{LIBS}/*", DUMPER, "--deep-iteration", "--files", ",".join(files)],
         capture_output=True,
@@ -101,3 +103,39 @@ def test_dump_log_reads_segments_with_indexes_rebuilt_by_recovery(tmp_path: Path
         index.unlink()
     open_log(directory).close()
     assert_no_complaints(*dump(directory), batches)
+
+
+def by_file(stdout: str) -> dict[str, list[str]]:
+    """The dumper's output lines under each "Dumping <file>" line, by file name."""
+    out: dict[str, list[str]] = {}
+    lines: list[str] = []
+    for line in stdout.splitlines():
+        if line.startswith("Dumping "):
+            lines = out.setdefault(Path(line.removeprefix("Dumping ")).name, [])
+        else:
+            lines.append(line)
+    return out
+
+
+def test_dump_log_lists_our_aborted_transactions(tmp_path: Path) -> None:
+    directory = tmp_path / "t-0"
+    log = open_log(directory)
+    entries = interleaved(log)  # three segments; aborts in the first and the last
+    log.close()
+    stdout, stderr = dump(directory, (".log", ".txnindex"))
+    assert without_start_quirk(stderr) == "", stderr
+    files = by_file(stdout)
+    listed = files[f"{0:020d}.txnindex"] + files[f"{10:020d}.txnindex"]
+    assert listed == [
+        f"version: 0 producerId: {pid} firstOffset: {first} lastOffset: {last} lastStableOffset: {lso}"
+        for pid, first, last, lso in entries
+    ]
+    assert f"{5:020d}.txnindex" not in files
+    # Each entry's last offset is an ABORT marker of its producer in the segment's log.
+    logs = {name: lines for name, lines in files.items() if name.endswith(".log")}
+    for pid, _, last, _ in entries:
+        base = 0 if last < 5 else 10
+        batch = next(line for line in logs[f"{base:020d}.log"] if line.startswith(f"baseOffset: {last} "))
+        assert f"producerId: {pid} " in batch and "isTransactional: true" in batch and "isControl: true" in batch
+        record = next(line for line in logs[f"{base:020d}.log"] if line.startswith(f"| offset: {last} "))
+        assert "endTxnMarker: ABORT" in record
