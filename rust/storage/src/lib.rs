@@ -1,13 +1,17 @@
 //! tidelog's storage engine: Kafka's on-disk log format with group-commit durability.
 //!
 //! A partition is a directory of segments (`<20-digit base offset>.log` / `.index` /
-//! `.timeindex`) in Apache Kafka's byte formats, plus `log-state.checkpoint`. This crate has no
-//! Python in it; `tidelog-py` binds it.
+//! `.timeindex`, and `.txnindex` for a segment holding ABORT markers) in Apache Kafka's byte
+//! formats, plus `log-state.checkpoint`. This crate has no Python in it; `tidelog-py` binds it.
 //!
 //! Producer state and its `<offset>.snapshot` files belong to the Python side, which replays
-//! producer batches with `Log::producer_batches`. Room is left, unbuilt, for the aborted
-//! transaction index (`.txnindex`), control batches and leader epochs: batches already carry the
-//! leader epoch given to `append`, and `BatchHeader` exposes the producer and control fields.
+//! producer batches with `Log::producer_batches`. The aborted-transaction index (`txn_index`) is
+//! kept here: the Python side, which knows when a transaction aborts and the last stable offset
+//! then, appends each entry after its marker (`Log::append_aborted_txn`); fetches collect them
+//! (`Log::collect_aborted_txns`); recovery drops the entries of markers that did not survive,
+//! and `Log::last_aborted_txn_offset` tells the producer-state replay where to re-append from.
+//! Room is left, unbuilt, for leader epochs: batches already carry the leader epoch given to
+//! `append`, and `BatchHeader` exposes the producer and control fields.
 
 pub mod batch;
 pub mod checkpoint;
