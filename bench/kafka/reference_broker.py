@@ -101,8 +101,8 @@ def start(data_dir, port: int = 19092, timeout: float = 90.0) -> subprocess.Pope
                 CLASSPATH,
                 "kafka.tools.StorageTool",
                 "format",
-                "-t",
-                cluster_id,
+                # One argument with "=": an id may start with "-", which argparse takes for an option.
+                f"--cluster-id={cluster_id}",
                 "-c",
                 str(conf),
                 "--standalone",
