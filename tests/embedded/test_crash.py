@@ -18,6 +18,17 @@ import tidelog
 ROOT = Path(__file__).parents[2]
 KILLS = 20
 READY_TIMEOUT_S = 30
+ACK_FIELDS = 6  # "ack <writer> <n> <count> <first> <last>"
+
+
+def parse_acks(line: str) -> list[tuple[int, int, int, int, int]]:
+    """The acknowledgement on one line of the child's output; none on a line the kill cut short
+    (its append returned, but the line does not say where it went)."""
+    fields = line.split()
+    if len(fields) != ACK_FIELDS or fields[0] != "ack":
+        return []
+    _, writer, n, count, first, last = fields
+    return [(int(writer), int(n), int(count), int(first), int(last))]
 
 
 def run_until_killed(data: Path, run: int, rng: random.Random) -> list[tuple[int, int, int, int, int]]:
@@ -44,13 +55,11 @@ def run_until_killed(data: Path, run: int, rng: random.Random) -> list[tuple[int
         line = child.stdout.readline()
         if not line:
             break
-        _, writer, n, count, first, last = line.split()
-        acks.append((int(writer), int(n), int(count), int(first), int(last)))
+        acks += parse_acks(line)
     child.send_signal(signal.SIGKILL)
     rest, _ = child.communicate(timeout=READY_TIMEOUT_S)
     for line in rest.splitlines():  # written before the kill: acknowledged too
-        _, writer, n, count, first, last = line.split()
-        acks.append((int(writer), int(n), int(count), int(first), int(last)))
+        acks += parse_acks(line)
     assert time.monotonic() - started < READY_TIMEOUT_S * 2
     return acks
 
