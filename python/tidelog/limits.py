@@ -38,6 +38,8 @@ PRODUCER_ID_BLOCK_SIZE = 1000
 PRODUCER_SNAPSHOTS_KEPT = 3
 # Batch headers one call of the producer-state replay reads, so one call stays short.
 PRODUCER_REPLAY_BATCHES_PER_CALL = 10_000
+# A read that holds a whole transaction marker (one control record: 78 bytes on disk).
+CONTROL_BATCH_READ_BYTES = 4096
 
 # Embedded API. Appends of one loop turn are joined into batches of at most this many bytes (and
 # never more than the topic's max.message.bytes).
@@ -55,3 +57,8 @@ EMBEDDED_READ_PIECE_BYTES = 256 << 10
 # How long a native call waits for a coordinator that is still loading its shard.
 EMBEDDED_COORDINATOR_WAIT_S = 60.0
 EMBEDDED_COORDINATOR_RETRY_S = 0.01
+
+# Transaction markers: a marker write that failed for now is retried after this backoff, doubled
+# per attempt up to the maximum.
+TXN_MARKER_RETRY_BACKOFF_MS = 20
+TXN_MARKER_RETRY_BACKOFF_MAX_MS = 1000

@@ -75,18 +75,6 @@ def test_init_producer_id_hands_out_new_ids_with_epoch_zero(broker: BrokerProces
     client.close()
 
 
-def test_a_transactional_id_is_refused_for_now(broker: BrokerProcess) -> None:
-    client = WireClient(broker.port)
-    answer = init_producer_id(client, 4, transactional_id="txn")
-    assert (answer.error_code, answer.producer_id, answer.producer_epoch) == (
-        ErrorCode.transactional_id_authorization_failed,
-        -1,
-        -1,
-    )
-    assert init_producer_id(client, 4, transactional_id="").error_code == ErrorCode.invalid_request
-    client.close()
-
-
 def test_producer_ids_are_never_reused_after_sigkill(tmp_path: Path) -> None:
     broker = BrokerProcess(tmp_path / "data", free_port()).start()
     seen: list[int] = []

@@ -86,6 +86,12 @@ class CoordinatorLog(Protocol):
         (raising if it cannot be)."""
         ...
 
+    def append_marker(
+        self, producer_id: int, producer_epoch: int, coordinator_epoch: int, committed: bool
+    ) -> tuple[int, Awaitable[None]]:
+        """Appends a transaction marker (the partition's checks first: raises if refused)."""
+        ...
+
     def read_chunk(self, offset: int, max_bytes: int) -> tuple[bytes, int]:
         """Whole batches from `offset` (bytes, and the log end offset)."""
         ...
@@ -127,6 +133,9 @@ class CoordinatorResult(Generic[T]):
     on_committed: Callable[[], None] | None = None
     # The response to give if the write fails (after undoing what the operation marked).
     on_failed: Callable[[BaseException], T] | None = None
+    # (producer id, epoch) of a transactional write (TxnOffsetCommit): the records belong to
+    # that producer's open transaction until its marker.
+    producer: tuple[int, int] | None = None
 
 
 class ShardState(enum.Enum):
@@ -165,6 +174,8 @@ class _Pending:
     records: Sequence[KeyValue]
     result: CoordinatorResult[Any]
     response: asyncio.Future[Any]
+    # (producer id, epoch, committed) when this write is a transaction marker.
+    marker: tuple[int, int, bool] | None = None
 
 
 class ShardContext:
@@ -222,18 +233,42 @@ class ShardContext:
                 result.on_committed()
             response.set_result(result.response)
             return response
-        batch = build_batch([(now_ms(), key, value, ()) for key, value in result.records])
+        producer_id, producer_epoch = result.producer or (NO_PRODUCER_ID, NO_PRODUCER_EPOCH)
+        batch = build_batch(
+            [(now_ms(), key, value, ()) for key, value in result.records],
+            producer_id=producer_id,
+            producer_epoch=producer_epoch,
+            transactional=result.producer is not None,
+        )
         try:
             base_offset, durable = self.log.append(batch)
         except Exception as error:  # refused at once: nothing is in the log
             self._fail(result, response, error)
             return response
-        pending = _Pending(asyncio.ensure_future(durable), base_offset, result.records, result, response)
+        self._track(_Pending(asyncio.ensure_future(durable), base_offset, result.records, result, response))
+        return response
+
+    def append_marker(
+        self, producer_id: int, producer_epoch: int, coordinator_epoch: int, committed: bool
+    ) -> asyncio.Future[None]:
+        """Writes a transaction marker into the partition; once it is durable the shard replays
+        it (`replay_end_transaction`), in log order with the other writes."""
+        response: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        result: CoordinatorResult[None] = CoordinatorResult((), None)
+        try:
+            base_offset, durable = self.log.append_marker(producer_id, producer_epoch, coordinator_epoch, committed)
+        except Exception as error:
+            self._fail(result, response, error)
+            return response
+        marker = (producer_id, producer_epoch, committed)
+        self._track(_Pending(asyncio.ensure_future(durable), base_offset, (), result, response, marker))
+        return response
+
+    def _track(self, pending: _Pending) -> None:
         self.pending.append(pending)
         # Replayed from the future's callback, so a caller that goes away (its connection
         # closed) leaves no durable write unapplied.
         pending.durable.add_done_callback(lambda _: self._apply_durable())
-        return response
 
     def _apply_durable(self) -> None:
         """Replays finished writes from the oldest on, so records apply in log order."""
@@ -246,8 +281,12 @@ class ShardContext:
                 self._fail(pending.result, pending.response, failure)
                 continue
             assert self.shard is not None
+            if pending.marker is not None:
+                producer_id, producer_epoch, committed = pending.marker
+                self.shard.replay_end_transaction(pending.base_offset, producer_id, producer_epoch, committed)
+            producer_id, producer_epoch = pending.result.producer or (NO_PRODUCER_ID, NO_PRODUCER_EPOCH)
             for at, (key, value) in enumerate(pending.records):
-                self.shard.replay(pending.base_offset + at, NO_PRODUCER_ID, NO_PRODUCER_EPOCH, key, value)
+                self.shard.replay(pending.base_offset + at, producer_id, producer_epoch, key, value)
             if pending.result.on_committed is not None:
                 pending.result.on_committed()
             if not pending.response.done():
@@ -262,7 +301,9 @@ class ShardContext:
         elif isinstance(error, NotCoordinator):
             response.set_exception(error)
         else:
-            response.set_exception(CoordinatorWriteError(str(error)))
+            failure = CoordinatorWriteError(str(error))
+            failure.__cause__ = error
+            response.set_exception(failure)
 
     # ---- load --------------------------------------------------------------------------------
 
@@ -431,6 +472,15 @@ class CoordinatorRuntime(Generic[S]):
         result = operation(self.shard(partition))
         # Shielded: the write goes on (and is replayed) even if the caller goes away.
         return await asyncio.shield(context.append(result))
+
+    async def write_marker(
+        self, partition: int, producer_id: int, producer_epoch: int, coordinator_epoch: int, committed: bool
+    ) -> None:
+        """Writes a transaction marker into the partition and waits until the shard replayed it.
+        Raises NotCoordinator, CoordinatorLoadInProgress, or CoordinatorWriteError (with the
+        partition's refusal as its cause)."""
+        context = self.context(partition)
+        await asyncio.shield(context.append_marker(producer_id, producer_epoch, coordinator_epoch, committed))
 
     def read(self, partition: int, operation: Callable[[S], T]) -> T:
         """Runs `operation`, which writes nothing, on the partition's shard now."""

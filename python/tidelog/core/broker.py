@@ -29,7 +29,10 @@ from kio.schema.errors import ErrorCode
 from tidelog import limits
 from tidelog.config import TOPIC_KEYS, BrokerConfig, ConfigError, TopicConfig, kafka_key
 from tidelog.coordinator.group.coordinator import OFFSETS_TOPIC, GroupCoordinator
-from tidelog.coordinator.runtime import CoordinatorLog
+from tidelog.coordinator.group.shard import TxnCommitRequest
+from tidelog.coordinator.runtime import CoordinatorLog, CoordinatorUnavailable
+from tidelog.coordinator.transaction.coordinator import TRANSACTION_STATE_TOPIC, TransactionCoordinator
+from tidelog.coordinator.transaction.shard import InitResult
 from tidelog.core import fetch as fetching
 from tidelog.core.coordinator_log import CoordinatorPartitionLog
 from tidelog.core.errors import error_code_for
@@ -55,7 +58,15 @@ from tidelog.core.types import (
     TopicDescription,
 )
 from tidelog.errors import KafkaError
-from tidelog.protocol.record_batch import LOG_OVERHEAD, batch_length_of
+from tidelog.protocol.record_batch import (
+    CONTROL_FLAG,
+    HEADER_BYTES,
+    LOG_OVERHEAD,
+    PRODUCER_FIELDS,
+    PRODUCER_FIELDS_AT,
+    TRANSACTIONAL_FLAG,
+    batch_length_of,
+)
 from tidelog.storage import (
     AppendOrigin,
     DeletionReport,
@@ -73,7 +84,7 @@ from tidelog.storage.log_manager import check_topic_name
 log = logging.getLogger(__name__)
 T = TypeVar("T", bound=Hashable)
 
-INTERNAL_TOPICS = frozenset({OFFSETS_TOPIC})
+INTERNAL_TOPICS = frozenset({OFFSETS_TOPIC, TRANSACTION_STATE_TOPIC})
 META_PROPERTIES = "meta.properties"
 # What Kafka answers as the topic id of a topic it does not know.
 ZERO_UUID = uuid.UUID(int=0)
@@ -124,6 +135,13 @@ class Broker:
         for meta in logs.topics.values():
             self._adopt_topic(meta)
         self.groups = GroupCoordinator(config, self._create_offsets_topic)
+        self.transactions = TransactionCoordinator(
+            self._create_transaction_topic,
+            self.producer_ids.allocate,
+            self.write_txn_markers,
+            config.transaction_max_timeout_ms,
+            config.transactional_id_expiration_ms,
+        )
         self.housekeeping = Housekeeping(self)
         self.started = False
         self.loop: asyncio.AbstractEventLoop | None = None
@@ -151,11 +169,14 @@ class Broker:
         self.loop = asyncio.get_running_loop()
         if OFFSETS_TOPIC in self.logs.topics:
             self.groups.start(self._offsets_logs())
+        if TRANSACTION_STATE_TOPIC in self.logs.topics:
+            self.transactions.start(self._internal_logs(TRANSACTION_STATE_TOPIC))
         self.housekeeping.start()
 
     async def close(self) -> None:
         """Stops housekeeping and coordinators, flushes and closes every log (marked clean)."""
         await self.housekeeping.stop()
+        self.transactions.close()
         self.groups.close()
         self.logs.close()
 
@@ -210,6 +231,7 @@ class Broker:
         entries: Iterable[tuple[str, int, bytes | bytearray | memoryview | None]],
         acks: int,
         origin: AppendOrigin = AppendOrigin.CLIENT,
+        transactional_id: str | None = None,
     ) -> ProduceOutcome:
         """Appends one batch per (topic, partition, records). Answered at once for acks 0 and 1;
         for acks=all (-1) the outcome waits until each append is durable (group commit), unless
@@ -220,7 +242,7 @@ class Broker:
         results: list[ProduceResult] = []
         durable: list[tuple[ProduceResult, Awaitable[None]]] = []
         for topic, index, records in entries:
-            result, future = self._append_one(topic, index, records, acks == Acks.ALL, origin)
+            result, future = self._append_one(topic, index, records, acks == Acks.ALL, origin, transactional_id)
             results.append(result)
             if future is not None:
                 durable.append((result, future))
@@ -233,6 +255,7 @@ class Broker:
         records: bytes | bytearray | memoryview | None,
         acks_all: bool,
         origin: AppendOrigin,
+        transactional_id: str | None = None,
     ) -> tuple[ProduceResult, Awaitable[None] | None]:
         partition = self.partitions.get(TopicPartition(topic, index))
         if partition is None:
@@ -246,6 +269,9 @@ class Broker:
         if refused is not None:
             return ProduceResult(topic, index, refused[0], message=refused[1]), None
         assert records is not None
+        refused_txn = self._transaction_refusal(topic, index, records, transactional_id)
+        if refused_txn is not None:
+            return ProduceResult(topic, index, refused_txn), None
         try:
             appended, future = partition.append_as_leader(records, acks_all, origin)
         except StorageError as error:
@@ -260,6 +286,20 @@ class Broker:
             duplicate=appended.duplicate,
         )
         return result, future
+
+    def _transaction_refusal(
+        self, topic: str, index: int, records: bytes | bytearray | memoryview, transactional_id: str | None
+    ) -> ErrorCode | None:
+        """KIP-890 part 1: a transactional batch is appended only if its partition is in the
+        producer's Ongoing transaction (checked here, then appended with no await between)."""
+        fields = transactional_fields(records)
+        if fields is None:
+            return None
+        producer_id, epoch = fields
+        if transactional_id is None:
+            return ErrorCode.invalid_txn_state  # Kafka: transactional records need the id
+        error = self.transactions.verify(transactional_id, producer_id, epoch, topic, index)
+        return None if error == ErrorCode.none else error
 
     def produce_from_thread(self, topic: str, index: int, batch: bytes, durable: bool) -> ProduceResult:
         """Appends one batch without a producer id from any thread, with the same checks as
@@ -367,25 +407,113 @@ class Broker:
             return error_code_for(error), -1
 
     def enforce_retention(self) -> dict[TopicPartition, DeletionReport]:
-        """Deletes expired segments, never past a partition's high watermark."""
-        return self.logs.enforce_retention(lambda tp: self.partitions[tp].high_watermark)
+        """Deletes expired segments, never past a partition's last stable offset: an open
+        transaction's records stay until it ends (a timeout ends it)."""
+        return self.logs.enforce_retention(lambda tp: self.partitions[tp].last_stable_offset)
 
     # ---- producers ---------------------------------------------------------------------------
 
-    def init_producer_id(self, transactional_id: str | None) -> tuple[ErrorCode, int, int]:
-        """InitProducerId: a new producer id with epoch 0 for an idempotent producer.
-        Transactions are the next issue: a transactional id is answered
-        TRANSACTIONAL_ID_AUTHORIZATION_FAILED, which every client reports at once as fatal
-        (COORDINATOR_NOT_AVAILABLE would have them retry forever)."""
+    async def init_producer_id(
+        self, transactional_id: str | None, timeout_ms: int = -1, expected: tuple[int, int] | None = None
+    ) -> InitResult:
+        """InitProducerId: a new producer id with epoch 0 for an idempotent producer (a v3+
+        request's (producer id, epoch) is ignored then: idempotent producers bump their epoch
+        themselves, KIP-360); for a transactional id, the transaction coordinator's answer."""
         if transactional_id == "":
-            return ErrorCode.invalid_request, -1, -1  # Kafka: an empty transactional id is malformed
+            return InitResult(ErrorCode.invalid_request)  # Kafka: an empty transactional id is malformed
         if transactional_id is not None:
-            return ErrorCode.transactional_id_authorization_failed, -1, -1
+            return await self.transactions.init_producer_id(transactional_id, timeout_ms, expected)
+        return self.idempotent_producer_id()
+
+    def idempotent_producer_id(self) -> InitResult:
+        """A new producer id at epoch 0, for an idempotent producer."""
         try:
-            return ErrorCode.none, self.producer_ids.allocate(), 0
+            return InitResult(ErrorCode.none, self.producer_ids.allocate(), 0)
         except OSError as failure:  # the block could not be persisted: no id is safe to give
             log.error("persisting a producer-id block failed: %s", failure)
-            return ErrorCode.coordinator_load_in_progress, -1, -1  # retriable: the client asks again
+            return InitResult(ErrorCode.coordinator_load_in_progress)  # retriable: the client asks again
+
+    # ---- transactions ------------------------------------------------------------------------
+
+    async def add_partitions_to_txn(
+        self, transactional_id: str, producer_id: int, epoch: int, partitions: Sequence[tuple[str, int]]
+    ) -> dict[tuple[str, int], ErrorCode]:
+        """AddPartitionsToTxn: partitions this broker does not have are UNKNOWN_TOPIC_OR_PARTITION
+        and then the others OPERATION_NOT_ATTEMPTED, as Kafka answers; else the coordinator's
+        answer for all."""
+        missing = [tp for tp in partitions if TopicPartition(*tp) not in self.partitions or tp[0] in INTERNAL_TOPICS]
+        if missing:
+            answer = dict.fromkeys(partitions, ErrorCode.operation_not_attempted)
+            answer.update(dict.fromkeys(missing, ErrorCode.unknown_topic_or_partition))
+            return answer
+        error = await self.transactions.add_partitions(transactional_id, producer_id, epoch, frozenset(partitions))
+        return dict.fromkeys(partitions, error)
+
+    async def add_offsets_to_txn(self, transactional_id: str, producer_id: int, epoch: int, group_id: str) -> ErrorCode:
+        """AddOffsetsToTxn: the group's `__consumer_offsets` partition joins the transaction."""
+        if not group_id:
+            return ErrorCode.invalid_group_id
+        offsets_partition = (OFFSETS_TOPIC, self.groups.partition_for(group_id))
+        return await self.transactions.add_partitions(
+            transactional_id, producer_id, epoch, frozenset({offsets_partition})
+        )
+
+    async def end_txn(self, transactional_id: str, producer_id: int, epoch: int, commit: bool) -> ErrorCode:
+        return await self.transactions.end_transaction(transactional_id, producer_id, epoch, commit)
+
+    async def txn_offset_commit(self, request: TxnCommitRequest) -> dict[tuple[str, int], ErrorCode]:
+        """TxnOffsetCommit: the group's partition must be in the producer's Ongoing transaction
+        (AddOffsetsToTxn first; KIP-890 part 1 as for data), then the group coordinator writes
+        the offsets as the producer's transactional records."""
+        if not request.group_id:
+            return dict.fromkeys(request.offsets, ErrorCode.invalid_group_id)
+        try:
+            offsets_partition = self.groups.partition_for(request.group_id)
+            error = self.transactions.verify(
+                request.transactional_id, request.producer_id, request.producer_epoch, OFFSETS_TOPIC, offsets_partition
+            )
+            if error != ErrorCode.none:
+                return dict.fromkeys(request.offsets, error)
+            return await self.groups.txn_commit(request, self.has_partition)
+        except CoordinatorUnavailable as unavailable:
+            return dict.fromkeys(request.offsets, unavailable.error_code)
+
+    async def write_txn_markers(
+        self, producer_id: int, epoch: int, coordinator_epoch: int, commit: bool, partitions: Sequence[tuple[str, int]]
+    ) -> dict[tuple[str, int], ErrorCode]:
+        """Kafka's WriteTxnMarkers for one producer: a COMMIT or ABORT marker into each
+        partition (into `__consumer_offsets` through its coordinator, which then applies or
+        drops the transaction's offsets); each answered once durable."""
+        errors: dict[tuple[str, int], ErrorCode] = {}
+        waits: list[tuple[tuple[str, int], Awaitable[None]]] = []
+        for topic, index in partitions:
+            tp = (topic, index)
+            if topic == OFFSETS_TOPIC:
+                waits.append(
+                    (tp, self.groups.runtime.write_marker(index, producer_id, epoch, coordinator_epoch, commit))
+                )
+                continue
+            partition = self.partitions.get(TopicPartition(topic, index))
+            if partition is None:
+                errors[tp] = ErrorCode.unknown_topic_or_partition
+                continue
+            try:
+                _, durable = partition.append_marker(producer_id, epoch, coordinator_epoch, not commit)
+            except StorageError as error:
+                errors[tp] = error_code_for(error)
+                continue
+            if durable is not None:
+                waits.append((tp, durable))
+        for tp, wait in waits:
+            try:
+                await wait
+                errors[tp] = ErrorCode.none
+            except CoordinatorUnavailable as unavailable:
+                cause = unavailable.__cause__
+                errors[tp] = error_code_for(cause) if isinstance(cause, StorageError) else unavailable.error_code
+            except StorageError as error:
+                errors[tp] = error_code_for(error)
+        return errors
 
     def describe_producers(self, topic: str, index: int) -> tuple[ErrorCode, list[ProducerEntry]]:
         partition = self.partitions.get(TopicPartition(topic, index))
@@ -543,6 +671,8 @@ class Broker:
             raise KafkaError(f"Topic '{name}' does not exist.", ErrorCode.unknown_topic_or_partition)
         if name == OFFSETS_TOPIC:  # the coordinator starts over on next use
             self.groups.forget_offsets_topic()
+        if name == TRANSACTION_STATE_TOPIC:
+            self.transactions.forget_topic()
         for index in range(meta.partitions):
             self.partitions.pop(TopicPartition(name, index), None)
         self._topic_names.pop(meta.topic_id, None)
@@ -740,10 +870,21 @@ class Broker:
     # ---- internal topics ---------------------------------------------------------------------
 
     def _offsets_logs(self) -> list[CoordinatorLog]:
-        meta = self.logs.topics[OFFSETS_TOPIC]
-        return [
-            CoordinatorPartitionLog(self.partitions[TopicPartition(OFFSETS_TOPIC, i)]) for i in range(meta.partitions)
-        ]
+        return self._internal_logs(OFFSETS_TOPIC)
+
+    def _internal_logs(self, topic: str) -> list[CoordinatorLog]:
+        meta = self.logs.topics[topic]
+        return [CoordinatorPartitionLog(self.partitions[TopicPartition(topic, i)]) for i in range(meta.partitions)]
+
+    def _create_transaction_topic(self) -> list[CoordinatorLog]:
+        """`__transaction_state` as Kafka makes it: compacted, 50 partitions by default."""
+        configs: dict[str, str | None] = {"cleanup.policy": "compact"}
+        segment_bytes = self.config.transaction_state_log_segment_bytes
+        small = segment_bytes < (TOPIC_KEYS["segment.bytes"].minimum or 0)
+        configs["internal.segment.bytes" if small else "segment.bytes"] = str(segment_bytes)
+        partitions = self.config.transaction_state_log_num_partitions
+        self.create_topic(TRANSACTION_STATE_TOPIC, partitions, configs, internal=True)
+        return self._internal_logs(TRANSACTION_STATE_TOPIC)
 
     def _create_offsets_topic(self) -> list[CoordinatorLog]:
         """`__consumer_offsets` as Kafka makes it: compacted, its own partition count and segment size."""
@@ -754,6 +895,16 @@ class Broker:
         configs["internal.segment.bytes" if small else "segment.bytes"] = str(segment_bytes)
         self.create_topic(OFFSETS_TOPIC, self.config.offsets_topic_num_partitions, configs, internal=True)
         return self._offsets_logs()
+
+
+def transactional_fields(records: bytes | bytearray | memoryview) -> tuple[int, int] | None:
+    """(producer id, epoch) of a transactional data batch; None for any other."""
+    if len(records) < HEADER_BYTES:
+        return None
+    _, attributes, _, _, producer_id, epoch, _ = PRODUCER_FIELDS.unpack_from(records, PRODUCER_FIELDS_AT)
+    if not attributes & TRANSACTIONAL_FLAG or attributes & CONTROL_FLAG:
+        return None
+    return producer_id, epoch
 
 
 def one_batch_refusal(records: bytes | bytearray | memoryview | None) -> tuple[ErrorCode, str] | None:

@@ -17,11 +17,21 @@ class CoordinatorPartitionLog:
 
     def append(self, batch: bytes) -> tuple[int, Awaitable[None]]:
         appended, durable = self.partition.append_as_leader(batch, wait_durable=True, origin=AppendOrigin.COORDINATOR)
-        if durable is None:
-            done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-            done.set_result(None)
-            return appended.first_offset, done
-        return appended.first_offset, durable
+        return appended.first_offset, self._done(durable)
+
+    def append_marker(
+        self, producer_id: int, producer_epoch: int, coordinator_epoch: int, committed: bool
+    ) -> tuple[int, Awaitable[None]]:
+        appended, durable = self.partition.append_marker(producer_id, producer_epoch, coordinator_epoch, not committed)
+        return appended.first_offset, self._done(durable)
+
+    @staticmethod
+    def _done(durable: Awaitable[None] | None) -> Awaitable[None]:
+        if durable is not None:
+            return durable
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        done.set_result(None)
+        return done
 
     def read_chunk(self, offset: int, max_bytes: int) -> tuple[bytes, int]:
         log_end = self.partition.log_end_offset

@@ -18,6 +18,7 @@ from tidelog.storage import (
     RecordTooLargeError,
     StorageError,
     StorageIOError,
+    TransactionCoordinatorFencedError,
     UnsupportedMagicError,
 )
 
@@ -35,6 +36,7 @@ STORAGE_ERRORS: dict[type[StorageError], ErrorCode] = {
     InvalidProducerEpochError: ErrorCode.invalid_producer_epoch,
     OutOfOrderSequenceError: ErrorCode.out_of_order_sequence_number,
     InvalidTxnStateError: ErrorCode.invalid_txn_state,
+    TransactionCoordinatorFencedError: ErrorCode.transaction_coordinator_fenced,
 }
 
 

@@ -65,6 +65,11 @@ def read_one(want: Wanted, bytes_left: int, first: bool, isolation: IsolationLev
         answer.records = partition.read(want.request.fetch_offset, max(limit, 0), upper_bound, min_one_batch=first)
     except StorageError as error:
         answer.error = error_code_for(error)
+        return
+    if committed and answer.records is not None:
+        # Kafka's rule: the aborted transactions that overlap the returned range.
+        end = answer.records.last_offset + 1
+        answer.aborted_transactions = partition.aborted_transactions(want.request.fetch_offset, end)
 
 
 def moved(want: Wanted, isolation: IsolationLevel) -> bool:

@@ -1,4 +1,5 @@
-"""The broker's periodic work: checkpoints, retention, producer-id expiry, offset expiry.
+"""The broker's periodic work: checkpoints, retention, producer-id, offset and transactional-id
+expiry, transaction timeouts.
 
 Started by `Broker.start` and stopped by `Broker.close`, so every broker gets it, whether the
 CLI, an embedded server or the native API opened it. Each task runs on its own interval (Kafka's
@@ -27,6 +28,14 @@ class Housekeeping:
             "retention": (config.log_retention_check_interval_ms, self.enforce_retention),
             "producer expiry": (config.producer_id_expiration_check_interval_ms, self.expire_producers),
             "offset expiry": (config.offsets_retention_check_interval_ms, self.expire_offsets),
+            "transaction timeouts": (
+                config.transaction_abort_timed_out_transaction_cleanup_interval_ms,
+                self.abort_timed_out_transactions,
+            ),
+            "transactional-id expiry": (
+                config.transaction_remove_expired_transaction_cleanup_interval_ms,
+                self.expire_transactional_ids,
+            ),
         }
         self._task: asyncio.Task[None] | None = None
 
@@ -69,3 +78,13 @@ class Housekeeping:
 
     async def expire_offsets(self) -> None:
         await self.broker.groups.expire_offsets()  # logs what it removes
+
+    async def abort_timed_out_transactions(self) -> None:
+        aborted = self.broker.transactions.abort_timed_out()
+        if aborted:
+            log.info("aborting %d transaction(s) past transaction.timeout.ms", aborted)
+
+    async def expire_transactional_ids(self) -> None:
+        removed = await self.broker.transactions.expire_ids()
+        if removed:
+            log.info("removed %d transactional id(s) idle for transactional.id.expiration.ms", removed)

@@ -73,9 +73,14 @@ class Partition:
 
     @property
     def last_stable_offset(self) -> int:
-        """The end of what read_committed consumers may read. Without transactions, every
-        committed record is stable: the high watermark."""
-        return self.high_watermark
+        """The end of what read_committed consumers may read (Kafka's rule): the first offset
+        of the oldest transaction still open, or finished with its marker not yet committed,
+        bounded by the high watermark."""
+        high_watermark = self.high_watermark
+        first_unstable = self.log.first_unstable_offset(high_watermark)
+        if first_unstable is None:
+            return high_watermark
+        return max(min(first_unstable, high_watermark), self.log.log_start_offset)
 
     def offsets(self) -> Offsets:
         return Offsets(self.log_start_offset, self.last_stable_offset, self.high_watermark, self.log_end_offset)
@@ -115,6 +120,26 @@ class Partition:
         if not appended.duplicate:
             self.log.request_flush()
         return appended, None
+
+    def append_marker(
+        self, producer_id: int, epoch: int, coordinator_epoch: int, aborted: bool
+    ) -> tuple[Appended, asyncio.Future[None] | None]:
+        """Appends a transaction marker (Kafka's WriteTxnMarkers, always acks=all): the offsets,
+        and a future done once the marker is committed (None if it is already). Raises
+        StorageError (the marker checks, or the log's)."""
+        appended = self.log.append_marker(producer_id, epoch, coordinator_epoch, aborted)
+        if not self.durable_acks:
+            self._high_watermark_moved()
+            return appended, None
+        return appended, self.log.durable_future(appended.last_offset)
+
+    def aborted_transactions(self, fetch_offset: int, upper_bound: int) -> list[tuple[int, int]]:
+        """(producer id, first offset) of the aborted transactions overlapping the range."""
+        return self.log.aborted_transactions(fetch_offset, upper_bound)
+
+    def aborted_ranges(self, fetch_offset: int, upper_bound: int) -> list[tuple[int, int, int]]:
+        """(producer id, first offset, last offset) of the same."""
+        return self.log.aborted_ranges(fetch_offset, upper_bound)
 
     def append_from_thread(
         self, records: bytes | bytearray | memoryview, loop: asyncio.AbstractEventLoop, durable: bool

@@ -18,7 +18,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal, TypeVar
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 from kio.schema.errors import ErrorCode
 
@@ -34,6 +34,9 @@ from tidelog.embedded.reader import Columns, read_columns, read_records, upper_b
 from tidelog.errors import ClosedError, KafkaError, UnknownTopicOrPartitionError
 from tidelog.protocol.record_batch import Header, Record, RecordInput, build_batch, murmur2, plain_inputs
 from tidelog.storage import StorageError, TopicMetadata
+
+if TYPE_CHECKING:
+    from tidelog.embedded.transaction import AsyncTransaction, Transaction
 
 Durability = Literal["none", "os", "fsync"]
 Isolation = Literal["read_committed", "read_uncommitted"]
@@ -374,10 +377,10 @@ class _Handle:
             await asyncio.sleep(limits.EMBEDDED_COORDINATOR_RETRY_S)
 
     def _new_producer_id(self) -> tuple[int, int]:
-        error, producer_id, epoch = self._home.broker.init_producer_id(None)
-        if error != ErrorCode.none:
-            raise KafkaError.of(error, "no producer id")
-        return producer_id, epoch
+        answer = self._home.broker.idempotent_producer_id()
+        if answer.error != ErrorCode.none:
+            raise KafkaError.of(answer.error, "no producer id")
+        return answer.producer_id, answer.producer_epoch
 
     async def _wait(
         self, partition: Partition, offset: int, isolation: IsolationLevel, timeout_s: float | None
@@ -533,10 +536,14 @@ class Log(_Handle):
         producer_id, epoch = self._home.call(self._new_producer_id)
         return IdempotentProducer(self, producer_id, epoch)
 
-    def transaction(self, transactional_id: str) -> Any:
-        """Transactions (atomic appends to several partitions, with consumer offsets) come with
-        the transaction coordinator, which is not built yet."""
-        raise NotImplementedError("transactions are not supported yet (the transaction coordinator comes next)")
+    def transaction(self, transactional_id: str, *, timeout_ms: int = 60_000) -> Transaction:
+        """A transactional producer for `transactional_id` (see `tidelog.embedded.transaction`):
+        atomic appends to several partitions, with consumer offsets. Getting it fences any
+        older producer of the same id, in this process or a Kafka client's."""
+        self._check_open()
+        from tidelog.embedded.transaction import Transaction  # it builds on this module
+
+        return Transaction(self, transactional_id, timeout_ms)
 
 
 class Topic:
@@ -800,8 +807,11 @@ class AsyncLog(_Handle):
         producer_id, epoch = await self._home.call_async(self._new_producer_id)
         return AsyncIdempotentProducer(self, producer_id, epoch)
 
-    def transaction(self, transactional_id: str) -> Any:
-        raise NotImplementedError("transactions are not supported yet (the transaction coordinator comes next)")
+    async def transaction(self, transactional_id: str, *, timeout_ms: int = 60_000) -> AsyncTransaction:
+        self._check_open()
+        from tidelog.embedded.transaction import AsyncTransaction  # it builds on this module
+
+        return await AsyncTransaction(self, transactional_id, timeout_ms).init()
 
 
 def open(

@@ -3,8 +3,10 @@
 Reads run in the caller's thread (the native log is thread-safe), up to the high watermark
 (read_uncommitted) or the last stable offset (read_committed), exactly as a fetch would. Every
 batch's CRC-32C is checked, as Kafka's consumers do; compressed batches are decompressed by the
-engine; control batches (transaction markers) are stepped over. Records are decoded in the
-compiled `_records` module (Record objects, or columns written straight into arrays).
+engine; control batches (transaction markers) are stepped over, and at read_committed so are
+the batches of aborted transactions (the `.txnindex` entries of the range say which: a Kafka
+consumer drops the same ones). Records are decoded in the compiled `_records` module (Record
+objects, or columns written straight into arrays).
 """
 
 from __future__ import annotations
@@ -22,7 +24,15 @@ from tidelog.core.errors import error_code_for
 from tidelog.core.partition import Partition
 from tidelog.core.types import IsolationLevel
 from tidelog.errors import KafkaError
-from tidelog.protocol.record_batch import ColumnBuilder, Record, RecordDecodeError, decode_batches
+from tidelog.protocol.record_batch import (
+    HEADER_BYTES,
+    LOG_OVERHEAD,
+    BatchHeader,
+    ColumnBuilder,
+    Record,
+    RecordDecodeError,
+    decode_batches,
+)
 from tidelog.storage import StorageError, decompress
 
 if TYPE_CHECKING:
@@ -45,6 +55,25 @@ def _scratch(size: int) -> memoryview:
     if buffer is None or len(buffer) < size:
         buffer = _buffers.buffer = bytearray(max(size, limits.EMBEDDED_READ_PIECE_BYTES))
     return memoryview(buffer)[:size]
+
+
+def _committed_only(data: memoryview, aborted: list[tuple[int, int, int]]) -> Iterator[memoryview]:
+    """The runs of whole batches in `data` that belong to no aborted transaction."""
+    run_start = at = 0
+    while at + HEADER_BYTES <= len(data):
+        header = BatchHeader.read(data, at)
+        end = at + LOG_OVERHEAD + header.batch_length
+        if header.is_transactional and not header.is_control and _is_aborted(header, aborted):
+            if at > run_start:
+                yield data[run_start:at]
+            run_start = end
+        at = end
+    if len(data) > run_start:
+        yield data[run_start:]
+
+
+def _is_aborted(header: BatchHeader, aborted: list[tuple[int, int, int]]) -> bool:
+    return any(pid == header.producer_id and first <= header.base_offset <= last for pid, first, last in aborted)
 
 
 def _pieces(partition: Partition, offset: int, max_bytes: int, bound: int) -> Iterator[tuple[memoryview, int]]:
@@ -97,11 +126,41 @@ def read_records(
     to read from next."""
     out: list[Record] = []
     next_offset = offset
-    for data, _ in _pieces(partition, offset, max_bytes, upper_bound(partition, isolation)):
+    for data, skip_to in _readable(partition, offset, max_bytes, isolation):
+        if not data:
+            next_offset = max(next_offset, skip_to)
+            continue
         next_offset, _ = _decode(data, offset, max_records - len(out), out, partition)
         if len(out) >= max_records:
             break
     return out, max(next_offset, offset)
+
+
+def _readable(
+    partition: Partition, offset: int, max_bytes: int, isolation: IsolationLevel
+) -> Iterator[tuple[memoryview, int]]:
+    """Batches to decode up to the isolation's bound; at read_committed without the batches of
+    aborted transactions, each filtered piece followed by an empty view and the offset after
+    it (so a piece that ends in aborted batches is read past)."""
+    bound = upper_bound(partition, isolation)
+    aborted = partition.aborted_ranges(offset, bound) if isolation == IsolationLevel.READ_COMMITTED else []
+    for data, _ in _pieces(partition, offset, max_bytes, bound):
+        if not aborted:
+            yield data, offset
+            continue
+        for run in _committed_only(data, aborted):
+            yield run, offset
+        yield data[:0], _end_offset(data)
+
+
+def _end_offset(data: memoryview) -> int:
+    """The offset after the last whole batch of `data`."""
+    at, last = 0, -1
+    while at + HEADER_BYTES <= len(data):
+        header = BatchHeader.read(data, at)
+        last = header.last_offset
+        at += LOG_OVERHEAD + header.batch_length
+    return last + 1
 
 
 @dataclass(frozen=True)
@@ -145,7 +204,10 @@ def read_columns(
     # Arrays for max_records up front (a few dozen bytes a record); the data buffer grows as needed.
     builder = ColumnBuilder(max_records, min(max_bytes, limits.EMBEDDED_READ_PIECE_BYTES))
     next_offset = offset
-    for data, _ in _pieces(partition, offset, max_bytes, upper_bound(partition, isolation)):
+    for data, skip_to in _readable(partition, offset, max_bytes, isolation):
+        if not data:
+            next_offset = max(next_offset, skip_to)
+            continue
         next_offset, _ = _decode(data, offset, max_records - builder.count, builder, partition)
         if builder.count >= max_records:
             break

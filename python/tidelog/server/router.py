@@ -5,6 +5,8 @@ from __future__ import annotations
 from tidelog.protocol.apis import SUPPORTED_VERSIONS, ApiKey
 from tidelog.server.connection import Handler
 from tidelog.server.handlers import (
+    add_offsets_to_txn,
+    add_partitions_to_txn,
     api_versions,
     consumer_group_describe,
     create_partitions,
@@ -16,6 +18,8 @@ from tidelog.server.handlers import (
     describe_configs,
     describe_groups,
     describe_producers,
+    describe_transactions,
+    end_txn,
     fetch,
     find_coordinator,
     heartbeat,
@@ -25,12 +29,15 @@ from tidelog.server.handlers import (
     leave_group,
     list_groups,
     list_offsets,
+    list_transactions,
     metadata,
     offset_commit,
     offset_delete,
     offset_fetch,
     produce,
     sync_group,
+    txn_offset_commit,
+    write_txn_markers,
 )
 
 HANDLERS: dict[int, Handler] = {
@@ -60,5 +67,12 @@ HANDLERS: dict[int, Handler] = {
     ApiKey.OFFSET_DELETE: offset_delete.handle,
     ApiKey.CONSUMER_GROUP_DESCRIBE: consumer_group_describe.handle,
     ApiKey.DESCRIBE_PRODUCERS: describe_producers.handle,
+    ApiKey.ADD_PARTITIONS_TO_TXN: add_partitions_to_txn.handle,
+    ApiKey.ADD_OFFSETS_TO_TXN: add_offsets_to_txn.handle,
+    ApiKey.END_TXN: end_txn.handle,
+    ApiKey.TXN_OFFSET_COMMIT: txn_offset_commit.handle,
+    ApiKey.WRITE_TXN_MARKERS: write_txn_markers.handle,
+    ApiKey.DESCRIBE_TRANSACTIONS: describe_transactions.handle,
+    ApiKey.LIST_TRANSACTIONS: list_transactions.handle,
 }
 assert set(HANDLERS) == set(SUPPORTED_VERSIONS), "advertise exactly what is implemented"

@@ -35,6 +35,7 @@ from tidelog.storage.producer_state import (
     ProducerEntry,
     ProducerStateError,
     ProducerStateManager,
+    TransactionCoordinatorFencedError,
 )
 from tidelog.storage.unified_log import Appended, AppendOrigin, GroupCommit, TopicPartition, UnifiedLog, log_config_for
 
@@ -68,6 +69,7 @@ __all__ = [
     "RecordTooLargeError",
     "RecoveryReport",
     "StorageError",
+    "TransactionCoordinatorFencedError",
     "StorageIOError",
     "TopicError",
     "TopicMetadata",

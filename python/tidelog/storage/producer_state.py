@@ -13,6 +13,13 @@ checked by `check` before an append and recorded by `record` after it succeeds:
   OUT_OF_ORDER_SEQUENCE_NUMBER, also a retry older than the cached batches;
 - a producer id with no state is accepted at any sequence (KIP-360: no UNKNOWN_PRODUCER_ID).
 
+Transactions (Kafka `ProducerStateManager`'s ongoing and unreplicated transactions): a producer's
+first transactional batch opens its transaction on this partition (`current_txn_first_offset`);
+a non-transactional batch while one is open is INVALID_TXN_STATE; the coordinator's marker
+(`complete_transaction`) closes it, after the epoch and coordinator-epoch checks. A finished
+transaction stays *unstable* until its marker is below the high watermark, so the last stable
+offset is the first offset of the oldest open or unstable transaction (`first_unstable_offset`).
+
 Snapshots are `<offset>.snapshot` files in the partition directory (Kafka's name) holding the
 state as of that offset: every producer with all of its cached batches, under a CRC-32C. Kafka
 keeps only each producer's last batch in a snapshot, so after a restart it deduplicates one batch
@@ -32,7 +39,8 @@ from pathlib import Path
 import crc32c
 
 from tidelog import limits
-from tidelog.storage._engine import PartitionLog, StorageError
+from tidelog.protocol.record_batch import ControlRecordType, RecordDecodeError, decode_batch, parse_control_record
+from tidelog.storage._engine import BatchHeader, PartitionLog, StorageError
 from tidelog.storage.durable_file import write_atomically
 
 log = logging.getLogger(__name__)
@@ -75,6 +83,10 @@ class InvalidTxnStateError(ProducerStateError):
     """A transactional batch with no transaction open (Kafka INVALID_TXN_STATE)."""
 
 
+class TransactionCoordinatorFencedError(ProducerStateError):
+    """A marker from an older coordinator epoch (Kafka TRANSACTION_COORDINATOR_FENCED)."""
+
+
 class SnapshotError(ValueError):
     """A snapshot file that fails its checksum or does not parse."""
 
@@ -111,7 +123,8 @@ class ProducerEntry:
     epoch: int
     batches: deque[BatchMetadata] = field(default_factory=lambda: deque(maxlen=limits.PRODUCER_BATCHES_KEPT))
     last_timestamp: int = -1
-    # Kept for DescribeProducers and the snapshot layout; transactions (a later issue) set them.
+    # The epoch of the coordinator that wrote this producer's last marker here, and the first
+    # offset of its open transaction on this partition (NO_OFFSET: none).
     coordinator_epoch: int = NO_COORDINATOR_EPOCH
     current_txn_first_offset: int = NO_OFFSET
 
@@ -122,6 +135,17 @@ class ProducerEntry:
     @property
     def last_offset(self) -> int:
         return self.batches[-1].last_offset if self.batches else NO_OFFSET
+
+
+@dataclass(frozen=True, slots=True)
+class CompletedTxn:
+    """A transaction a marker just ended on this partition: [first_offset, last_offset], the
+    last offset being the marker's."""
+
+    producer_id: int
+    first_offset: int
+    last_offset: int
+    aborted: bool
 
 
 def snapshot_path(directory: Path, offset: int) -> Path:
@@ -151,12 +175,19 @@ class ProducerStateManager:
     def __init__(self, directory: Path) -> None:
         self.directory = directory
         self.producers: dict[int, ProducerEntry] = {}
+        # Open transactions: producer id -> first offset (mirrors current_txn_first_offset).
+        self.ongoing: dict[int, int] = {}
+        # Finished transactions whose marker may still be above the high watermark:
+        # (marker offset, first offset), in log order.
+        self.unstable: deque[tuple[int, int]] = deque()
 
     # --- the rules -------------------------------------------------------------------------
 
-    def check(self, producer_id: int, epoch: int, first_sequence: int, last_sequence: int) -> BatchMetadata | None:
+    def check(
+        self, producer_id: int, epoch: int, first_sequence: int, last_sequence: int, transactional: bool = False
+    ) -> BatchMetadata | None:
         """The cached batch if this one is a retry of it (append nothing); None to append.
-        Raises InvalidProducerEpochError or OutOfOrderSequenceError."""
+        Raises InvalidProducerEpochError, OutOfOrderSequenceError or InvalidTxnStateError."""
         entry = self.producers.get(producer_id)
         if entry is None:
             return None
@@ -164,6 +195,11 @@ class ProducerStateManager:
             for cached in entry.batches:
                 if cached.first_sequence == first_sequence and cached.last_sequence == last_sequence:
                     return cached
+            if not transactional and entry.current_txn_first_offset != NO_OFFSET:
+                raise InvalidTxnStateError(
+                    f"producer {producer_id} wrote a non-transactional batch with a transaction open "
+                    f"since offset {entry.current_txn_first_offset}"
+                )
             if first_sequence != next_sequence(entry.last_sequence):
                 raise OutOfOrderSequenceError(
                     f"producer {producer_id} epoch {epoch}: "
@@ -188,23 +224,98 @@ class ProducerStateManager:
         offset_delta: int,
         timestamp: int,
         log_append_time: bool,
+        transactional: bool = False,
     ) -> None:
         """Records an appended batch (after `check` passed, or while replaying the log)."""
+        entry = self._entry(producer_id, epoch)
+        entry.batches.append(
+            BatchMetadata(first_sequence, last_sequence, last_offset, offset_delta, timestamp, log_append_time)
+        )
+        entry.last_timestamp = timestamp
+        if transactional and entry.current_txn_first_offset == NO_OFFSET:
+            first_offset = last_offset - offset_delta
+            entry.current_txn_first_offset = first_offset
+            self.ongoing[producer_id] = first_offset
+
+    def begin_transaction(self, producer_id: int, epoch: int, first_offset: int) -> None:
+        """A coordinator wrote transactional records (no sequence) for `producer_id`."""
+        entry = self._entry(producer_id, epoch)
+        if entry.current_txn_first_offset == NO_OFFSET:
+            entry.current_txn_first_offset = first_offset
+            self.ongoing[producer_id] = first_offset
+
+    def _entry(self, producer_id: int, epoch: int) -> ProducerEntry:
         entry = self.producers.get(producer_id)
         if entry is None:
             entry = self.producers[producer_id] = ProducerEntry(producer_id, epoch)
         elif entry.epoch != epoch:  # a new epoch starts a new sequence: older batches cannot be retried
             entry.epoch = epoch
             entry.batches.clear()
-        entry.batches.append(
-            BatchMetadata(first_sequence, last_sequence, last_offset, offset_delta, timestamp, log_append_time)
-        )
-        entry.last_timestamp = timestamp
+        return entry
+
+    # --- transactions ------------------------------------------------------------------------
+
+    def check_marker(self, producer_id: int, epoch: int, coordinator_epoch: int) -> None:
+        """Kafka's checks of a transaction marker: its producer epoch is not older than the
+        producer's here (INVALID_PRODUCER_EPOCH) and it comes from a coordinator epoch not older
+        than the last marker's (TRANSACTION_COORDINATOR_FENCED)."""
+        entry = self.producers.get(producer_id)
+        if entry is None:
+            return
+        if epoch < entry.epoch:
+            raise InvalidProducerEpochError(
+                f"marker of producer {producer_id}: epoch {epoch} is older than {entry.epoch}"
+            )
+        if coordinator_epoch < entry.coordinator_epoch:
+            raise TransactionCoordinatorFencedError(
+                f"marker of producer {producer_id}: coordinator epoch {coordinator_epoch} "
+                f"is older than {entry.coordinator_epoch}"
+            )
+
+    def complete_transaction(
+        self, producer_id: int, epoch: int, coordinator_epoch: int, marker_offset: int, aborted: bool, timestamp: int
+    ) -> CompletedTxn | None:
+        """Records a marker appended at `marker_offset` (after `check_marker`); the transaction
+        it ended, or None when the producer wrote nothing here in it (an empty transaction,
+        which Kafka leaves out of the aborted-transaction index). A marker with a newer epoch
+        (a fence, or TV2's bump per transaction) moves the producer to it."""
+        entry = self._entry(producer_id, epoch)
+        entry.coordinator_epoch = coordinator_epoch
+        entry.last_timestamp = max(entry.last_timestamp, timestamp)
+        first_offset = entry.current_txn_first_offset
+        if first_offset == NO_OFFSET:
+            return None
+        entry.current_txn_first_offset = NO_OFFSET
+        del self.ongoing[producer_id]
+        self.unstable.append((marker_offset, first_offset))
+        return CompletedTxn(producer_id, first_offset, marker_offset, aborted)
+
+    def first_unstable_offset(self, high_watermark: int) -> int | None:
+        """The first offset of the oldest transaction that is open, or finished with its marker
+        not yet below `high_watermark`; None when there is none. Finished transactions below it
+        are forgotten (the high watermark only grows)."""
+        unstable = self.unstable
+        while unstable and unstable[0][0] < high_watermark:
+            unstable.popleft()
+        first = min(self.ongoing.values(), default=None)
+        if unstable:
+            oldest_finished = min(first_offset for _, first_offset in unstable)
+            first = oldest_finished if first is None else min(first, oldest_finished)
+        return first
+
+    def first_undecided_offset(self, log_end_offset: int) -> int:
+        """Kafka's last stable offset as written into an aborted-transaction entry: the first
+        offset of the oldest open transaction, else the log end offset."""
+        return min(self.ongoing.values(), default=log_end_offset)
 
     def expire(self, now_ms: int, expiration_ms: int) -> int:
-        """Forgets producers whose last batch is `producer.id.expiration.ms` old; returns how many.
-        (Kafka keeps producers with an open transaction; there are none yet.)"""
-        expired = [pid for pid, entry in self.producers.items() if now_ms - entry.last_timestamp >= expiration_ms]
+        """Forgets producers whose last batch is `producer.id.expiration.ms` old, except those
+        with an open transaction (as Kafka); returns how many."""
+        expired = [
+            pid
+            for pid, entry in self.producers.items()
+            if now_ms - entry.last_timestamp >= expiration_ms and entry.current_txn_first_offset == NO_OFFSET
+        ]
         for pid in expired:
             del self.producers[pid]
         return len(expired)
@@ -248,7 +359,8 @@ class ProducerStateManager:
                     data, at
                 )
                 at += SNAPSHOT_PRODUCER.size
-                if not 0 < batch_count <= limits.PRODUCER_BATCHES_KEPT or pid < 0 or pid in producers:
+                # No batches: a producer a marker moved to a new epoch.
+                if not 0 <= batch_count <= limits.PRODUCER_BATCHES_KEPT or pid < 0 or pid in producers:
                     raise SnapshotError(f"bad entry for producer {pid}")
                 entry = ProducerEntry(
                     pid,
@@ -267,6 +379,16 @@ class ProducerStateManager:
         except struct.error as error:
             raise SnapshotError(f"cut short: {error}") from None
         return producers
+
+    def _adopt(self, producers: dict[int, ProducerEntry]) -> None:
+        """Takes the producers of a snapshot, with their open transactions."""
+        self.producers = producers
+        self.ongoing = {
+            pid: entry.current_txn_first_offset
+            for pid, entry in producers.items()
+            if entry.current_txn_first_offset != NO_OFFSET
+        }
+        self.unstable.clear()
 
     @staticmethod
     def write_snapshot(directory: Path, offset: int, data: bytes) -> None:
@@ -307,7 +429,7 @@ class ProducerStateManager:
                 _unlink(path)
                 continue
             try:
-                manager.producers = cls.parse_snapshot(path.read_bytes())
+                manager._adopt(cls.parse_snapshot(path.read_bytes()))
             except (SnapshotError, OSError) as error:
                 log.warning("deleting producer-state snapshot %s: %s", path, error)
                 _unlink(path)
@@ -329,14 +451,23 @@ class ProducerStateManager:
 
     def replay(self, partition_log: PartitionLog, from_offset: int) -> int:
         """Records every producer batch of the log from `from_offset` to its end, unchecked:
-        the log holds only batches that passed the rules. Returns the number replayed."""
+        the log holds only batches that passed the rules; markers end their transactions. An
+        aborted transaction the log's `.txnindex` lacks (cut by a crash) is appended to it.
+        Returns the number of batches replayed."""
         replayed = 0
         offset = from_offset
         log_end_offset = partition_log.log_end_offset
+        indexed_up_to = partition_log.last_aborted_txn_offset
         while offset < log_end_offset:
             headers, offset = partition_log.producer_batches(offset, limits.PRODUCER_REPLAY_BATCHES_PER_CALL)
             for h in headers:
+                replayed += 1
                 if h.is_control:
+                    self._replay_marker(partition_log, h, indexed_up_to)
+                    continue
+                if h.base_sequence < 0:  # a coordinator's transactional records
+                    if h.is_transactional and h.producer_id >= 0:
+                        self.begin_transaction(h.producer_id, h.producer_epoch, h.base_offset)
                     continue
                 last_sequence = last_sequence_of(h.base_sequence, h.last_offset_delta)
                 self.record(
@@ -348,6 +479,40 @@ class ProducerStateManager:
                     h.last_offset_delta,
                     h.max_timestamp,
                     h.is_log_append_time,
+                    h.is_transactional,
                 )
-                replayed += 1
         return replayed
+
+    def _replay_marker(self, partition_log: PartitionLog, header: BatchHeader, indexed_up_to: int) -> None:
+        marker = read_marker(partition_log, header.base_offset)
+        if marker is None:
+            log.error("%s: control batch at %d unreadable; skipped", self.directory.name, header.base_offset)
+            return
+        aborted, coordinator_epoch = marker
+        completed = self.complete_transaction(
+            header.producer_id,
+            header.producer_epoch,
+            coordinator_epoch,
+            header.base_offset,
+            aborted,
+            header.max_timestamp,
+        )
+        if completed is not None and completed.aborted and completed.last_offset > indexed_up_to:
+            last_stable = self.first_undecided_offset(completed.last_offset + 1)
+            partition_log.append_aborted_txn(
+                completed.producer_id, completed.first_offset, completed.last_offset, last_stable
+            )
+
+
+def read_marker(partition_log: PartitionLog, offset: int) -> tuple[bool, int] | None:
+    """(aborted, coordinator epoch) of the transaction marker at `offset`; None if unreadable."""
+    chunk = partition_log.read(offset, limits.CONTROL_BATCH_READ_BYTES, partition_log.log_end_offset, True)
+    if chunk is None:
+        return None
+    try:
+        _, records = decode_batch(chunk.read())
+        _, _, key, value, _ = records[0]
+        marker, coordinator_epoch = parse_control_record(key, value)
+    except (RecordDecodeError, IndexError):
+        return None
+    return marker is ControlRecordType.ABORT, coordinator_epoch

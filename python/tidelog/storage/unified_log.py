@@ -22,10 +22,11 @@ from tidelog.protocol.record_batch import (
     PRODUCER_FIELDS,
     PRODUCER_FIELDS_AT,
     TRANSACTIONAL_FLAG,
+    ControlRecordType,
+    build_control_batch,
 )
 from tidelog.storage._engine import AppendInfo, FileSlice, InvalidRecordError, LogConfig, PartitionLog, StorageError
 from tidelog.storage.producer_state import (
-    InvalidTxnStateError,
     ProducerStateError,
     ProducerStateManager,
     last_sequence_of,
@@ -249,7 +250,13 @@ class UnifiedLog:
         clients' batches. A retried batch appends nothing and answers its original offsets
         (`duplicate`). The data is in the page cache; `durable_future` waits for the disk."""
         if origin is AppendOrigin.COORDINATOR:
-            return self._append(records, None, from_client=False)
+            appended = self._append(records, None, from_client=False)
+            if len(records) >= HEADER_BYTES:
+                _, attributes, _, _, producer_id, epoch, _ = PRODUCER_FIELDS.unpack_from(records, PRODUCER_FIELDS_AT)
+                if attributes & TRANSACTIONAL_FLAG and not attributes & CONTROL_FLAG and producer_id >= 0:
+                    # A coordinator's transactional records (TxnOffsetCommit): open until the marker.
+                    self.producer_state.begin_transaction(producer_id, epoch, appended.first_offset)
+            return appended
         if len(records) < HEADER_BYTES:  # not a batch: the log refuses it with the reason
             return self._append(records, None)
         magic, attributes, offset_delta, max_timestamp, producer_id, epoch, base_sequence = PRODUCER_FIELDS.unpack_from(
@@ -257,15 +264,16 @@ class UnifiedLog:
         )
         if magic != MAGIC_V2 or attributes & CONTROL_FLAG:  # refused by the log, as it is
             return self._append(records, None)
-        if attributes & TRANSACTIONAL_FLAG:
-            self._refuse(records, InvalidTxnStateError("transactional batches need a transaction: not supported yet"))
+        transactional = bool(attributes & TRANSACTIONAL_FLAG)
         if producer_id < 0:
+            if transactional:
+                self._refuse(records, InvalidRecordError("a transactional batch without a producer id"))
             return self._append(records, None)
         if base_sequence < 0:
             self._refuse(records, InvalidRecordError(f"producer {producer_id} sent a batch without a sequence"))
         last_sequence = last_sequence_of(base_sequence, offset_delta)
         try:
-            duplicate = self.producer_state.check(producer_id, epoch, base_sequence, last_sequence)
+            duplicate = self.producer_state.check(producer_id, epoch, base_sequence, last_sequence, transactional)
         except ProducerStateError as error:
             self._refuse(records, error)
         if duplicate is not None:
@@ -273,8 +281,38 @@ class UnifiedLog:
             append_time = duplicate.timestamp if duplicate.log_append_time else -1
             first_offset, last_offset = duplicate.first_offset, duplicate.last_offset
             return Appended(first_offset, last_offset, append_time, self.log.log_start_offset, duplicate=True)
-        producer = (producer_id, epoch, base_sequence, last_sequence, offset_delta, max_timestamp)
+        producer = (producer_id, epoch, base_sequence, last_sequence, offset_delta, max_timestamp, transactional)
         return self._append(records, producer)
+
+    def append_marker(self, producer_id: int, epoch: int, coordinator_epoch: int, aborted: bool) -> Appended:
+        """Appends the coordinator's COMMIT or ABORT marker for `producer_id` (Kafka's checks
+        first: ProducerStateError) and ends its transaction here; an abort of a transaction that
+        wrote here goes into the segment's `.txnindex`. The data is in the page cache."""
+        self.producer_state.check_marker(producer_id, epoch, coordinator_epoch)
+        marker = ControlRecordType.ABORT if aborted else ControlRecordType.COMMIT
+        timestamp = now_ms()
+        batch = build_control_batch(marker, producer_id, epoch, coordinator_epoch, timestamp)
+        appended = self._append(batch, None, from_client=False)
+        completed = self.producer_state.complete_transaction(
+            producer_id, epoch, coordinator_epoch, appended.first_offset, aborted, timestamp
+        )
+        if completed is not None and aborted:
+            last_stable = self.producer_state.first_undecided_offset(completed.last_offset + 1)
+            self.log.append_aborted_txn(producer_id, completed.first_offset, completed.last_offset, last_stable)
+        return appended
+
+    def first_unstable_offset(self, high_watermark: int) -> int | None:
+        """See `ProducerStateManager.first_unstable_offset`."""
+        return self.producer_state.first_unstable_offset(high_watermark)
+
+    def aborted_transactions(self, fetch_offset: int, upper_bound: int) -> list[tuple[int, int]]:
+        """(producer id, first offset) of each aborted transaction a read_committed fetch of
+        [fetch_offset, upper_bound) must be told about (from the `.txnindex` files)."""
+        return [(pid, first) for pid, first, _, _ in self.log.collect_aborted_txns(fetch_offset, upper_bound)]
+
+    def aborted_ranges(self, fetch_offset: int, upper_bound: int) -> list[tuple[int, int, int]]:
+        """(producer id, first offset, last offset) of the same transactions."""
+        return [(pid, first, last) for pid, first, last, _ in self.log.collect_aborted_txns(fetch_offset, upper_bound)]
 
     def append_plain(self, records: bytes | bytearray | memoryview) -> tuple[Appended, bool]:
         """Appends batches without a producer id from any thread (the native log is thread-safe
@@ -303,14 +341,14 @@ class UnifiedLog:
     def _append(
         self,
         records: bytes | bytearray | memoryview,
-        producer: tuple[int, int, int, int, int, int] | None,
+        producer: tuple[int, int, int, int, int, int, bool] | None,
         from_client: bool = True,
     ) -> Appended:
         info = self.log.append(records, now_ms(), from_client=from_client)
         if info.rolled:  # Kafka snapshots at each roll; the state is still that before this batch
             self._snapshot_in_background(info.first_offset)
         if producer is not None:
-            producer_id, epoch, first_sequence, last_sequence, offset_delta, max_timestamp = producer
+            producer_id, epoch, first_sequence, last_sequence, offset_delta, max_timestamp, transactional = producer
             log_append_time = info.log_append_time_ms >= 0
             timestamp = info.log_append_time_ms if log_append_time else max_timestamp
             self.producer_state.record(
@@ -322,6 +360,7 @@ class UnifiedLog:
                 offset_delta,
                 timestamp,
                 log_append_time,
+                transactional,
             )
         return Appended(info.first_offset, info.last_offset, info.log_append_time_ms, info.log_start_offset)
 

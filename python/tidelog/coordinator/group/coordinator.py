@@ -16,7 +16,14 @@ from kio.schema.errors import ErrorCode
 from tidelog.config import BrokerConfig
 from tidelog.coordinator.group import records
 from tidelog.coordinator.group.group import ClassicGroup, JoinResult, SyncResult
-from tidelog.coordinator.group.shard import CommitRequest, CommittedOffset, GroupShard, JoinRequest, SyncRequest
+from tidelog.coordinator.group.shard import (
+    CommitRequest,
+    CommittedOffset,
+    GroupShard,
+    JoinRequest,
+    SyncRequest,
+    TxnCommitRequest,
+)
 from tidelog.coordinator.runtime import CoordinatorLog, CoordinatorRuntime, ShardContext, now_ms
 
 OFFSETS_TOPIC = "__consumer_offsets"
@@ -113,10 +120,19 @@ class GroupCoordinator:
             self.partition_for(request.group_id), lambda s: s.commit(request, valid_partition)
         )
 
+    async def txn_commit(
+        self, request: TxnCommitRequest, valid_partition: Callable[[str, int], bool]
+    ) -> dict[tuple[str, int], ErrorCode]:
+        return await self.runtime.write(
+            self.partition_for(request.group_id), lambda s: s.txn_commit(request, valid_partition)
+        )
+
     def fetch_offsets(
-        self, group_id: str, partitions: Sequence[tuple[str, int]] | None
+        self, group_id: str, partitions: Sequence[tuple[str, int]] | None, require_stable: bool = False
     ) -> dict[tuple[str, int], CommittedOffset]:
-        return self.runtime.read(self.partition_for(group_id), lambda s: s.fetch_offsets(group_id, partitions))
+        return self.runtime.read(
+            self.partition_for(group_id), lambda s: s.fetch_offsets(group_id, partitions, require_stable)
+        )
 
     # ---- admin -------------------------------------------------------------------------------
 

@@ -21,6 +21,7 @@ import struct
 from dataclasses import dataclass, field
 
 from tidelog import limits
+from tidelog.coordinator.record_reader import INT64, CoordinatorRecordError, RecordReader
 from tidelog.protocol.wire import Encoder
 
 OFFSET_COMMIT_KEY_VERSIONS = (0, 1)
@@ -32,17 +33,11 @@ GROUP_METADATA_VALUE_WRITTEN = 3
 FIRST_FLEXIBLE_OFFSET_VALUE = 4
 FIRST_FLEXIBLE_GROUP_VALUE = 4
 NO_LEADER_EPOCH = -1
+NO_PRODUCER_ID = -1
 NO_TIMESTAMP = -1
 
-INT16 = struct.Struct(">h")
-INT32 = struct.Struct(">i")
-INT64 = struct.Struct(">q")
 # version, offset, leader epoch, metadata length: the head of an OffsetCommitValue v3.
 OFFSET_VALUE_V3_HEAD = struct.Struct(">hqih")
-
-
-class CoordinatorRecordError(ValueError):
-    """A `__consumer_offsets` record that does not parse."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -154,85 +149,13 @@ def group_value(value: StoredGroup) -> bytes:
 # ---- reading ------------------------------------------------------------------------------
 
 
-class _Reader:
-    """Reads fields of one version; `flexible` switches to compact strings and tagged fields."""
-
-    def __init__(self, data: bytes | memoryview, flexible: bool = False) -> None:
-        self.data = memoryview(data)
-        self.at = 0
-        self.flexible = flexible
-
-    def _take(self, size: int) -> memoryview:
-        if size < 0 or self.at + size > len(self.data):
-            raise CoordinatorRecordError("record runs past its end")
-        chunk = self.data[self.at : self.at + size]
-        self.at += size
-        return chunk
-
-    def int16(self) -> int:
-        return int(INT16.unpack(self._take(2))[0])
-
-    def int32(self) -> int:
-        return int(INT32.unpack(self._take(4))[0])
-
-    def int64(self) -> int:
-        return int(INT64.unpack(self._take(8))[0])
-
-    def uvarint(self) -> int:
-        value, shift = 0, 0
-        while True:
-            byte = self._take(1)[0]
-            value |= (byte & 0x7F) << shift
-            if not byte & 0x80:
-                return value
-            shift += 7
-            if shift > 28:
-                raise CoordinatorRecordError("varint too long")
-
-    def _length(self, wide: bool) -> int:
-        if self.flexible:
-            return self.uvarint() - 1
-        return self.int32() if wide else self.int16()
-
-    def string(self) -> str | None:
-        length = self._length(wide=False)
-        if length < 0:
-            return None
-        try:
-            return bytes(self._take(length)).decode()
-        except UnicodeDecodeError as error:
-            raise CoordinatorRecordError(f"string is not UTF-8: {error}") from None
-
-    def required_string(self) -> str:
-        value = self.string()
-        if value is None:
-            raise CoordinatorRecordError("null where a string is required")
-        return value
-
-    def bytes_(self) -> bytes:
-        length = self._length(wide=True)
-        return b"" if length < 0 else bytes(self._take(length))
-
-    def array_length(self) -> int:
-        length = self._length(wide=True)
-        if length > len(self.data):  # each element takes at least a byte
-            raise CoordinatorRecordError("array longer than the record")
-        return max(length, 0)
-
-    def skip_tagged_fields(self) -> None:
-        if self.flexible:
-            for _ in range(self.uvarint()):
-                self.uvarint()
-                self._take(self.uvarint())
-
-
 @functools.lru_cache(maxsize=limits.COORDINATOR_KEY_CACHE_SIZE)
 def parse_key(data: bytes) -> OffsetKey | GroupKey | None:
     """The key of a `__consumer_offsets` record; None for record types tidelog does not keep
     (KIP-848 and share-group records, which a Kafka 4 broker could have written).
 
     Cached: a reload meets the same few keys over and over (one per group and partition)."""
-    reader = _Reader(data)
+    reader = RecordReader(data)
     version = reader.int16()
     if version in OFFSET_COMMIT_KEY_VERSIONS:
         return OffsetKey(reader.required_string(), reader.required_string(), reader.int32())
@@ -253,7 +176,7 @@ def parse_offset_value(data: bytes | memoryview) -> OffsetAndMetadata:
             except UnicodeDecodeError as error:
                 raise CoordinatorRecordError(f"metadata is not UTF-8: {error}") from None
             return OffsetAndMetadata(offset, leader_epoch, metadata, INT64.unpack_from(data, end)[0])
-    reader = _Reader(data)
+    reader = RecordReader(data)
     version = reader.int16()
     reader.flexible = version >= FIRST_FLEXIBLE_OFFSET_VALUE
     offset = reader.int64()
@@ -266,7 +189,7 @@ def parse_offset_value(data: bytes | memoryview) -> OffsetAndMetadata:
 
 
 def parse_group_value(data: bytes | memoryview) -> StoredGroup:
-    reader = _Reader(data)
+    reader = RecordReader(data)
     version = reader.int16()
     reader.flexible = version >= FIRST_FLEXIBLE_GROUP_VALUE
     protocol_type = reader.required_string()

@@ -71,6 +71,20 @@ class CommitRequest:
 
 
 @dataclass(frozen=True, slots=True)
+class TxnCommitRequest:
+    """TxnOffsetCommit: offsets committed inside a producer's transaction."""
+
+    transactional_id: str
+    group_id: str
+    producer_id: int
+    producer_epoch: int
+    generation: int
+    member_id: str
+    group_instance_id: str | None
+    offsets: dict[tuple[str, int], tuple[int, int, str | None, int]]
+
+
+@dataclass(frozen=True, slots=True)
 class CommittedOffset:
     offset: int
     leader_epoch: int
@@ -105,20 +119,31 @@ class GroupShard:
         self.config = config
         self.loading = True
         self.groups: dict[str, ClassicGroup] = {}
+        # Transactional offset commits not yet decided: producer id -> (group, topic, partition)
+        # -> (record offset, the offset), applied by the COMMIT marker, dropped by ABORT.
+        self.pending_txn: dict[int, dict[OffsetKey, tuple[int, OffsetAndMetadata]]] = {}
+        # Where each visible offset's record is: a transaction's commit does not overwrite an
+        # offset a plain commit wrote later in the log (Kafka's rule).
+        self.committed_at: dict[OffsetKey, int] = {}
 
     # ---- the one way durable state changes ---------------------------------------------------
 
     def replay(self, offset: int, producer_id: int, producer_epoch: int, key: bytes, value: bytes | None) -> None:
         parsed = records.parse_key(bytes(key))
         if isinstance(parsed, records.OffsetKey):
+            if producer_id != records.NO_PRODUCER_ID and value is not None:
+                self.pending_txn.setdefault(producer_id, {})[parsed] = (offset, records.parse_offset_value(value))
+                return
             group = self.groups.get(parsed.group)
             if value is None:
+                self.committed_at.pop(parsed, None)
                 if group is not None:
                     group.offsets.pop((parsed.topic, parsed.partition), None)
                 return
             if group is None:
                 group = self.groups[parsed.group] = ClassicGroup(parsed.group, self.context.now_ms())
             group.offsets[(parsed.topic, parsed.partition)] = records.parse_offset_value(value)
+            self.committed_at[parsed] = offset
         elif isinstance(parsed, records.GroupKey):
             group = self.groups.get(parsed.group)
             if value is None:
@@ -135,8 +160,22 @@ class GroupShard:
             # Live, the members in memory wrote this record and are already at or past it.
 
     def replay_end_transaction(self, offset: int, producer_id: int, producer_epoch: int, committed: bool) -> None:
-        """Transactional offset commits come with the transaction coordinator; a marker in
-        `__consumer_offsets` holds no group state until then."""
+        """The producer's transaction ended: its offsets become visible (COMMIT) or go (ABORT)."""
+        pending = self.pending_txn.pop(producer_id, None)
+        if not pending or not committed:
+            return
+        for key, (record_offset, value) in pending.items():
+            if self.committed_at.get(key, -1) > record_offset:
+                continue  # a plain commit written after this one wins
+            group = self.groups.get(key.group)
+            if group is None:
+                group = self.groups[key.group] = ClassicGroup(key.group, self.context.now_ms())
+            group.offsets[(key.topic, key.partition)] = value
+            self.committed_at[key] = record_offset
+
+    def has_pending_offset(self, group_id: str, topic: str, partition: int) -> bool:
+        key = OffsetKey(group_id, topic, partition)
+        return any(key in pending for pending in self.pending_txn.values())
 
     def on_loaded(self) -> None:
         """Members loaded from the log must heartbeat within their session timeout, or go."""
@@ -599,6 +638,49 @@ class GroupShard:
 
         return CoordinatorResult(writes, errors, on_failed=failed)
 
+    @staticmethod
+    def txn_commit_refusal(group: ClassicGroup | None, request: TxnCommitRequest) -> ErrorCode | None:
+        """Kafka's checks on a TxnOffsetCommit (v3+ carries the member: KIP-447 fences a zombie
+        consumer's producer by generation)."""
+        if group is None:
+            return None if request.generation < 0 else ErrorCode.illegal_generation
+        if group.is_(GroupState.DEAD):
+            return ErrorCode.coordinator_not_available
+        owner = group.member_for_instance(request.group_instance_id)
+        if request.group_instance_id is not None and owner is not None and owner != request.member_id:
+            return ErrorCode.fenced_instance_id
+        if request.member_id and request.member_id not in group.members:
+            return ErrorCode.unknown_member_id
+        if request.generation >= 0 and request.generation != group.generation:
+            return ErrorCode.illegal_generation
+        return None
+
+    def txn_commit(
+        self, request: TxnCommitRequest, valid_partition: Callable[[str, int], bool]
+    ) -> CoordinatorResult[dict[tuple[str, int], ErrorCode]]:
+        """Writes the offsets as the producer's transactional records: pending until its marker."""
+        group = self.groups.get(request.group_id)
+        refused = self.txn_commit_refusal(group, request)
+        if refused is not None:
+            return CoordinatorResult((), dict.fromkeys(request.offsets, refused))
+        errors: dict[tuple[str, int], ErrorCode] = {}
+        writes: list[KeyValue] = []
+        timestamp = self.context.now_ms()
+        for (topic, partition), (offset, leader_epoch, metadata, expire) in request.offsets.items():
+            error = self._offset_refusal(topic, partition, metadata, valid_partition)
+            errors[(topic, partition)] = error
+            if error == ErrorCode.none:
+                value = OffsetAndMetadata(offset, leader_epoch, metadata or "", timestamp, expire)
+                key = records.offset_key(OffsetKey(request.group_id, topic, partition))
+                writes.append((key, records.offset_value(value)))
+
+        def failed(error: BaseException) -> dict[tuple[str, int], ErrorCode]:
+            log.error("transactional offset commit for %s failed: %s", request.group_id, error)
+            return {tp: (ErrorCode.not_coordinator if e == ErrorCode.none else e) for tp, e in errors.items()}
+
+        producer = (request.producer_id, request.producer_epoch)
+        return CoordinatorResult(writes, errors, on_failed=failed, producer=producer)
+
     def _offset_refusal(
         self, topic: str, partition: int, metadata: str | None, valid_partition: Callable[[str, int], bool]
     ) -> ErrorCode:
@@ -609,15 +691,20 @@ class GroupShard:
         return ErrorCode.none
 
     def fetch_offsets(
-        self, group_id: str, partitions: Sequence[tuple[str, int]] | None
+        self, group_id: str, partitions: Sequence[tuple[str, int]] | None, require_stable: bool = False
     ) -> dict[tuple[str, int], CommittedOffset]:
-        """Committed offsets of a group: the ones asked for (-1 where none), or all of them."""
+        """Committed offsets of a group: the ones asked for (-1 where none), or all of them.
+        With `require_stable`, a partition a transaction holds an offset for is answered
+        UNSTABLE_OFFSET_COMMIT (the client retries)."""
         group = self.groups.get(group_id)
         committed = {} if group is None else group.offsets
         if partitions is None:
-            return {tp: CommittedOffset(o.offset, o.leader_epoch, o.metadata) for tp, o in sorted(committed.items())}
+            partitions = sorted(committed)
         answer = {}
         for tp in partitions:
+            if require_stable and self.has_pending_offset(group_id, *tp):
+                answer[tp] = CommittedOffset(NO_OFFSET, NO_LEADER_EPOCH, "", ErrorCode.unstable_offset_commit)
+                continue
             stored = committed.get(tp)
             answer[tp] = (
                 UNKNOWN_OFFSET

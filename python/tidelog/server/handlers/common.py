@@ -6,6 +6,8 @@ import contextvars
 import datetime
 import uuid
 
+from kio.schema.errors import ErrorCode
+
 NO_THROTTLE = datetime.timedelta(0)
 # What Kafka answers as the topic id of a topic it does not know.
 ZERO_UUID = uuid.UUID(int=0)
@@ -36,3 +38,11 @@ def datetime_from_ms(ms: int) -> datetime.datetime | None:
     if ms < 0:
         return None
     return datetime.datetime.fromtimestamp(ms / 1000, tz=datetime.UTC)
+
+
+def fenced_error(error: ErrorCode, version: int, producer_fenced_min_version: int) -> ErrorCode:
+    """Kafka answers PRODUCER_FENCED only from the version that knows it (KIP-588); older
+    versions get INVALID_PRODUCER_EPOCH."""
+    if error == ErrorCode.producer_fenced and version < producer_fenced_min_version:
+        return ErrorCode.invalid_producer_epoch
+    return error

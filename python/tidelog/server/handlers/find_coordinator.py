@@ -1,8 +1,8 @@
-"""FindCoordinator v0-v6: this broker coordinates every group (v4+ asks for many keys at once).
+"""FindCoordinator v0-v6: this broker coordinates every group and transactional id (v4+ asks
+for many keys at once).
 
-The first request for a group creates `__consumer_offsets`, as Kafka does. Transaction
-coordinators (key type 1) come with transactions; until then the answer is
-COORDINATOR_NOT_AVAILABLE, which clients retry.
+The first request for a group creates `__consumer_offsets`, and the first for a transactional
+id (key type 1) `__transaction_state`, as Kafka does.
 """
 
 from __future__ import annotations
@@ -60,7 +60,10 @@ def handle(server: ServerContext, header: RequestHeader, request: Any) -> bytes:
 
 def locate(server: ServerContext, key_type: int, key: str) -> tuple[ErrorCode, str | None]:
     if key_type == TRANSACTION_KEY:
-        return ErrorCode.coordinator_not_available, "transactions are not supported yet"
+        if not key:
+            return ErrorCode.invalid_request, "empty transactional id"
+        server.broker.transactions.ensure_topic()
+        return ErrorCode.none, None
     if key_type != GROUP_KEY:
         return ErrorCode.invalid_request, f"unknown key type {key_type}"
     if not key:

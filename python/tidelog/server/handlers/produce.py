@@ -21,7 +21,7 @@ if TYPE_CHECKING:
 
 def handle(server: ServerContext, header: RequestHeader, request: Any) -> Awaitable[bytes] | bytes | None:
     entries = [(t.name, p.index, p.records) for t in request.topic_data for p in t.partition_data]
-    outcome = server.broker.produce(entries, request.acks)
+    outcome = server.broker.produce(entries, request.acks, transactional_id=request.transactional_id)
     if request.acks == Acks.NONE:
         if outcome.any_error():
             raise CloseConnection("produce with acks=0 failed")
