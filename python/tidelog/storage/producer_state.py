@@ -39,7 +39,13 @@ from pathlib import Path
 import crc32c
 
 from tidelog import limits
-from tidelog.protocol.record_batch import ControlRecordType, RecordDecodeError, decode_batch, parse_control_record
+from tidelog.protocol.record_batch import (
+    ControlRecordType,
+    RecordDecodeError,
+    decode_batch,
+    iter_batches,
+    parse_control_record,
+)
 from tidelog.storage._engine import BatchHeader, PartitionLog, StorageError
 from tidelog.storage.durable_file import write_atomically
 
@@ -510,7 +516,8 @@ def read_marker(partition_log: PartitionLog, offset: int) -> tuple[bool, int] | 
     if chunk is None:
         return None
     try:
-        _, records = decode_batch(chunk.read())
+        batches = iter_batches(chunk.read())  # the read may hold batches after the marker's
+        _, records = decode_batch(batches[0][1])
         _, _, key, value, _ = records[0]
         marker, coordinator_epoch = parse_control_record(key, value)
     except (RecordDecodeError, IndexError):
