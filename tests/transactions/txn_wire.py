@@ -3,17 +3,28 @@
 from __future__ import annotations
 
 import datetime
-from collections.abc import Sequence
-from typing import Any
+import time
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
 
 import kio.index
 from kio.schema.errors import ErrorCode
 
 from tests.conftest import now_ms
+from tests.server.conftest import wait_until
 from tests.server.wire_client import WireClient
 from tidelog.protocol.record_batch import decode_batch, iter_batches
 
+T = TypeVar("T")
 TIMEOUT = datetime.timedelta(seconds=10)
+COORDINATOR_WAIT_S = 60
+GROUP_KEY, TRANSACTION_KEY = 0, 1
+# What a client retries while the coordinator (or its topic) is being set up.
+NOT_READY = (
+    ErrorCode.coordinator_not_available,
+    ErrorCode.coordinator_load_in_progress,
+    ErrorCode.not_coordinator,
+)
 READ_UNCOMMITTED, READ_COMMITTED = 0, 1
 LATEST = -1
 FETCH_VERSION = 12
@@ -47,6 +58,15 @@ class TxnClient:
     def close(self) -> None:
         self.wire.close()
 
+    def find_coordinator(self, key: str, key_type: int = TRANSACTION_KEY) -> None:
+        """Waits until the broker coordinates `key` (Kafka creates `__transaction_state` or
+        `__consumer_offsets` on the first FindCoordinator and loads it meanwhile)."""
+        body = request(10, 3, key=key, key_type=key_type)
+        deadline = time.monotonic() + COORDINATOR_WAIT_S
+        while self.wire.request(10, 3, body).error_code != ErrorCode.none:
+            assert time.monotonic() < deadline, "no transaction coordinator"
+            time.sleep(0.1)
+
     def init(
         self,
         transactional_id: str | None,
@@ -54,6 +74,17 @@ class TxnClient:
         timeout_ms: int = 60_000,
         expected: tuple[int, int] = (-1, -1),
     ) -> Any:
+        """InitProducerId, after FindCoordinator, retried while the coordinator is not ready."""
+        if transactional_id:
+            self.find_coordinator(transactional_id)
+        deadline = time.monotonic() + COORDINATOR_WAIT_S
+        while True:
+            answer = self._init(transactional_id, version, timeout_ms, expected)
+            if answer.error_code not in NOT_READY or time.monotonic() > deadline:
+                return answer
+            time.sleep(0.1)
+
+    def _init(self, transactional_id: str | None, version: int, timeout_ms: int, expected: tuple[int, int]) -> Any:
         fields: dict[str, Any] = {
             "transactional_id": transactional_id,
             "transaction_timeout": datetime.timedelta(milliseconds=timeout_ms),
@@ -150,6 +181,7 @@ class TxnClient:
         generation: int = -1,
         member_id: str = "",
     ) -> dict[tuple[str, int], ErrorCode]:
+        self.find_coordinator(group, GROUP_KEY)  # as clients do before committing offsets
         partition_cls = schema(28, version, ["topics", "partitions"])
         topic_cls = schema(28, version, ["topics"])
         by_topic: dict[str, list[Any]] = {}
@@ -168,8 +200,13 @@ class TxnClient:
         }
         if version >= 3:
             fields |= {"generation_id": generation, "member_id": member_id, "group_instance_id": None}
-        response = self.wire.request(28, version, request(28, version, **fields))
-        return {(t.name, int(p.partition_index)): p.error_code for t in response.topics for p in t.partitions}
+        deadline = time.monotonic() + COORDINATOR_WAIT_S
+        while True:  # retried as clients retry a coordinator that is not ready
+            response = self.wire.request(28, version, request(28, version, **fields))
+            errors = {(t.name, int(p.partition_index)): p.error_code for t in response.topics for p in t.partitions}
+            if not set(errors.values()) & set(NOT_READY) or time.monotonic() > deadline:
+                return errors
+            time.sleep(0.1)
 
     def offset_fetch(self, group: str, partitions: Sequence[tuple[str, int]], require_stable: bool) -> dict[Any, Any]:
         topic_cls = schema(9, 7, ["topics"])
@@ -207,3 +244,28 @@ def data_batch(pid: int, epoch: int, sequence: int, values: Sequence[bytes], tra
     return build_batch(
         records, producer_id=pid, producer_epoch=epoch, base_sequence=sequence, transactional=transactional
     )
+
+
+def begin(client: TxnClient, tid: str, timeout_ms: int = 60_000) -> tuple[int, int]:
+    answer = client.init(tid, timeout_ms=timeout_ms)
+    assert answer.error_code == ErrorCode.none, answer
+    return int(answer.producer_id), int(answer.producer_epoch)
+
+
+def settled(call: Callable[[], T]) -> T:
+    """`call`'s answer once it is not CONCURRENT_TRANSACTIONS: markers of the transaction just
+    ended are still being written, and clients retry (as these do)."""
+    answers: list[T] = []
+
+    def done() -> bool:
+        answers.append(call())
+        answer = answers[-1]
+        codes = answer.values() if isinstance(answer, dict) else [answer]
+        return ErrorCode.concurrent_transactions not in codes
+
+    wait_until(done)
+    return answers[-1]
+
+
+def stable_after(client: TxnClient, topic: str, index: int, offset: int) -> None:
+    wait_until(lambda: client.latest(topic, index, READ_COMMITTED) >= offset)
