@@ -212,6 +212,9 @@ class BrokerConfig:
     transactional_id_expiration_ms: int = 604_800_000
     transaction_abort_timed_out_transaction_cleanup_interval_ms: int = 10_000
     transaction_remove_expired_transaction_cleanup_interval_ms: int = 3_600_000
+    # The transaction.version feature ApiVersions finalizes: 2 (TV2, KIP-890 part 2, as Kafka 4.x
+    # by default), or 1/0 to advertise no features, so Java 4.x clients use TV1.
+    tidelog_transaction_version: int = 2
     topic_defaults: TopicConfig = TopicConfig()
 
     @classmethod

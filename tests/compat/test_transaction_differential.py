@@ -187,3 +187,43 @@ def test_offsets_committed_in_a_transaction_wait_for_its_commit(client: TxnClien
     # TxnOffsetCommit without AddOffsetsToTxn is refused.
     settled(lambda: client.add_partitions("t5", pid, epoch, [(a, 0)]))  # a new transaction, without the group
     assert client.txn_commit("t5", pid, epoch, "g5", {(a, 0): 1}) == {(a, 0): ErrorCode.invalid_txn_state}
+
+
+def test_transaction_version_2(client: TxnClient, topics: tuple[str, str]) -> None:
+    """TV2 (KIP-890 part 2), as Java 4.x speaks it when the broker finalizes transaction.version=2:
+    Produce v12 and TxnOffsetCommit v5 add their partitions implicitly, EndTxn v5 bumps the epoch
+    at every end and answers the new one, a retry with the old epoch is answered the same."""
+    a, b = topics
+    features = client.api_versions()
+    finalized = {f.name: (f.min_version_level, f.max_version_level) for f in features.finalized_features}
+    assert finalized.get("transaction.version") == (2, 2) and features.finalized_features_epoch >= 0
+    versions = {k.api_key: k.max_version for k in features.api_keys}
+    assert versions[0] >= 12 and versions[26] >= 5 and versions[28] >= 5
+    pid, epoch = begin(client, "tv2")
+    assert client.produce("tv2", a, 0, data_batch(pid, epoch, 0, [b"v2-0", b"v2-1"]), version=12).error_code == 0
+    assert client.produce("tv2", b, 1, data_batch(pid, epoch, 0, [b"v2-b"]), version=12).error_code == 0
+    committed = client.txn_commit("tv2", pid, epoch, "tv2-group", {(a, 0): 2}, version=5)
+    assert committed == {(a, 0): ErrorCode.none}
+    answer = client.end_answer("tv2", pid, epoch, commit=True)
+    assert (answer.error_code, answer.producer_id, answer.producer_epoch) == (ErrorCode.none, pid, epoch + 1)
+    # A retry with the epoch the client sent (it missed the answer): the same answer.
+    retried = settled(lambda: client.end_answer("tv2", pid, epoch, commit=True).error_code)
+    assert retried == ErrorCode.none
+    again = client.end_answer("tv2", pid, epoch, commit=True)
+    assert (again.producer_id, again.producer_epoch) == (pid, epoch + 1)
+    assert client.end_answer("tv2", pid, epoch, commit=False).error_code == ErrorCode.invalid_txn_state
+    stable_after(client, a, 0, 3)
+    assert [r[1] for r in records_of(client.fetch(a, 0, 0, READ_COMMITTED)) if not r[2]] == [b"v2-0", b"v2-1"]
+    wait_until(lambda: client.offset_fetch("tv2-group", [(a, 0)], require_stable=True) == {(a, 0): (ErrorCode.none, 2)})
+    # The next transaction runs under the new epoch; the old one is fenced.
+    epoch += 1
+    assert client.produce("tv2", a, 0, data_batch(pid, epoch - 1, 2, [b"zombie"]), version=12).error_code == (
+        ErrorCode.invalid_producer_epoch
+    )
+    assert client.produce("tv2", a, 0, data_batch(pid, epoch, 0, [b"next"]), version=12).error_code == 0
+    aborted = client.end_answer("tv2", pid, epoch, commit=False)
+    assert (aborted.error_code, aborted.producer_epoch) == (ErrorCode.none, epoch + 1)
+    stable_after(client, a, 0, 5)
+    assert [(t.producer_id, t.first_offset) for t in client.fetch(a, 0, 0, READ_COMMITTED).aborted_transactions] == [
+        (pid, 3)
+    ]

@@ -10,6 +10,7 @@ import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
+import kio.index
 import pytest
 from confluent_kafka import Producer
 from confluent_kafka.admin import AdminClient, NewTopic
@@ -26,6 +27,7 @@ pytestmark = pytest.mark.skipif(
 )
 TIMEOUT_S = 120
 RECORDS = 600
+TRANSACTION_SIZE = 50
 
 
 def java(tool: str, *args: str) -> str:
@@ -35,9 +37,13 @@ def java(tool: str, *args: str) -> str:
     return result.stdout
 
 
-@pytest.fixture
-def broker(tmp_path: Path) -> Iterator[BrokerProcess]:
-    settings = {"transaction.state.log.num.partitions": "3", "offsets.topic.num.partitions": "3"}
+@pytest.fixture(params=["2", "1"], ids=["TV2", "TV1"])
+def broker(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[BrokerProcess]:
+    settings = {
+        "transaction.state.log.num.partitions": "3",
+        "offsets.topic.num.partitions": "3",
+        "tidelog.transaction.version": request.param,
+    }
     process = BrokerProcess(tmp_path / "data", free_port(), settings).start()
     admin = AdminClient({"bootstrap.servers": process.bootstrap})
     for future in admin.create_topics([NewTopic(t, 1, 1) for t in ("input", "output")]).values():
@@ -48,6 +54,8 @@ def broker(tmp_path: Path) -> Iterator[BrokerProcess]:
 
 
 def test_transactional_message_copier_copies_exactly_once(broker: BrokerProcess) -> None:
+    """With transaction.version=2 finalized the Java client speaks TV2 (the epoch goes up at
+    every commit or abort); with no feature advertised it falls back to TV1 (the epoch stays)."""
     seed = Producer({"bootstrap.servers": broker.bootstrap})
     for i in range(RECORDS):
         seed.produce("input", value=f"m-{i}".encode(), partition=0)
@@ -67,7 +75,7 @@ def test_transactional_message_copier_copies_exactly_once(broker: BrokerProcess)
         "--output-topic",
         "output",
         "--transaction-size",
-        "50",
+        str(TRANSACTION_SIZE),
         "--enable-random-aborts",
         "--use-group-metadata",
     )
@@ -75,6 +83,15 @@ def test_transactional_message_copier_copies_exactly_once(broker: BrokerProcess)
     assert last["remaining"] == 0, last
     copied = read_all(broker, "output", "read_committed", partitions=1)
     assert copied == sorted(f"m-{i}".encode() for i in range(RECORDS)), "each input record once"
+    body = kio.index.load_request_schema(65, 0)(transactional_ids=("copier-java",))
+    client = TxnClient(broker.port)
+    (state,) = client.wire.request(65, 0, body).transaction_states
+    client.close()
+    transactions = RECORDS // TRANSACTION_SIZE
+    if broker.settings["tidelog.transaction.version"] == "2":
+        assert state.producer_epoch >= transactions, "TV2: one epoch per transaction"
+    else:
+        assert state.producer_epoch == 0, "TV1: the epoch is InitProducerId's"
 
 
 def test_kafka_transactions_lists_describes_and_aborts(broker: BrokerProcess) -> None:

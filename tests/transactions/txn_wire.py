@@ -123,17 +123,24 @@ class TxnClient:
         return self.wire.request(25, version, body).error_code  # type: ignore[no-any-return]
 
     def end(self, transactional_id: str, pid: int, epoch: int, commit: bool, version: int = 3) -> ErrorCode:
+        return self.end_answer(transactional_id, pid, epoch, commit, version).error_code  # type: ignore[no-any-return]
+
+    def end_answer(self, transactional_id: str, pid: int, epoch: int, commit: bool, version: int = 5) -> Any:
+        """The whole EndTxn answer (v5: with the producer id and epoch to go on with)."""
         body = request(
             26, version, transactional_id=transactional_id, producer_id=pid, producer_epoch=epoch, committed=commit
         )
-        return self.wire.request(26, version, body).error_code  # type: ignore[no-any-return]
+        return self.wire.request(26, version, body)
 
-    def produce(self, transactional_id: str | None, topic: str, index: int, records: bytes) -> Any:
-        partition_cls = schema(0, 9, ["topic_data", "partition_data"])
-        topic_cls = schema(0, 9, ["topic_data"])
+    def api_versions(self) -> Any:
+        return self.wire.request(18, 3, request(18, 3, client_software_name="txn-tests", client_software_version="1"))
+
+    def produce(self, transactional_id: str | None, topic: str, index: int, records: bytes, version: int = 9) -> Any:
+        partition_cls = schema(0, version, ["topic_data", "partition_data"])
+        topic_cls = schema(0, version, ["topic_data"])
         data = topic_cls(name=topic, partition_data=(partition_cls(index=index, records=records),))
-        body = request(0, 9, transactional_id=transactional_id, acks=-1, timeout=TIMEOUT, topic_data=(data,))
-        return self.wire.request(0, 9, body).responses[0].partition_responses[0]
+        body = request(0, version, transactional_id=transactional_id, acks=-1, timeout=TIMEOUT, topic_data=(data,))
+        return self.wire.request(0, version, body).responses[0].partition_responses[0]
 
     def fetch(self, topic: str, index: int, offset: int, isolation: int, max_wait_ms: int = 0) -> Any:
         partition_cls = schema(1, FETCH_VERSION, ["topics", "partitions"])

@@ -32,7 +32,7 @@ from tidelog.coordinator.group.coordinator import OFFSETS_TOPIC, GroupCoordinato
 from tidelog.coordinator.group.shard import TxnCommitRequest
 from tidelog.coordinator.runtime import CoordinatorLog, CoordinatorUnavailable
 from tidelog.coordinator.transaction.coordinator import TRANSACTION_STATE_TOPIC, TransactionCoordinator
-from tidelog.coordinator.transaction.shard import InitResult
+from tidelog.coordinator.transaction.shard import EndResult, InitResult
 from tidelog.core import fetch as fetching
 from tidelog.core.coordinator_log import CoordinatorPartitionLog
 from tidelog.core.errors import error_code_for
@@ -458,17 +458,73 @@ class Broker:
             transactional_id, producer_id, epoch, frozenset({offsets_partition})
         )
 
-    async def end_txn(self, transactional_id: str, producer_id: int, epoch: int, commit: bool) -> ErrorCode:
-        return await self.transactions.end_transaction(transactional_id, producer_id, epoch, commit)
+    async def end_txn(
+        self, transactional_id: str, producer_id: int, epoch: int, commit: bool, tv2: bool = False
+    ) -> EndResult:
+        """EndTxn; with `tv2` (v5) the answer carries the (producer id, epoch) to go on with."""
+        return await self.transactions.end_transaction(transactional_id, producer_id, epoch, commit, tv2)
 
-    async def txn_offset_commit(self, request: TxnCommitRequest) -> dict[tuple[str, int], ErrorCode]:
+    async def produce_adding_partitions(
+        self,
+        entries: Sequence[tuple[str, int, bytes | bytearray | memoryview | None]],
+        acks: int,
+        transactional_id: str,
+    ) -> ProduceOutcome:
+        """Produce v12+ (TV2, KIP-890 part 2): the partitions of transactional batches join the
+        producer's transaction implicitly (one coordinator write), then `produce` appends, with
+        the same verification. Serialized per transactional id, so appends keep request order."""
+        async with self.transactions.serialized(transactional_id):
+            wanted: set[tuple[str, int]] = set()
+            producer: tuple[int, int] | None = None
+            for topic, index, records in entries:
+                fields = transactional_fields(records) if records else None
+                if fields is not None and TopicPartition(topic, index) in self.partitions:
+                    producer = producer or fields
+                    wanted.add((topic, index))
+            partitions = frozenset(wanted)
+            if producer is not None and not self.transactions.has_partitions(transactional_id, partitions):
+                error = await self._add_implicitly(transactional_id, producer[0], producer[1], partitions)
+                if error != ErrorCode.none:
+                    if error == ErrorCode.producer_fenced:
+                        error = ErrorCode.invalid_producer_epoch  # what Produce answers a fenced epoch
+                    # Every partition gets it: a transactional producer sends nothing else.
+                    return ProduceOutcome([ProduceResult(t, i, error) for t, i, _ in entries], [])
+            return self.produce(entries, acks, transactional_id=transactional_id)
+
+    async def _add_implicitly(
+        self, transactional_id: str, producer_id: int, epoch: int, partitions: frozenset[tuple[str, int]]
+    ) -> ErrorCode:
+        """TV2's implicit AddPartitionsToTxn. The previous transaction's markers may still be
+        going out right after its EndTxn was answered: wait for them (bounded) rather than
+        answer CONCURRENT_TRANSACTIONS at once, which a client would retry after a backoff."""
+        try:
+            await asyncio.wait_for(
+                asyncio.shield(self.transactions.completed(transactional_id)), limits.TXN_IMPLICIT_ADD_WAIT_S
+            )
+        except TimeoutError:
+            pass  # still completing: the add answers CONCURRENT_TRANSACTIONS, which clients retry
+        return await self.transactions.add_partitions(transactional_id, producer_id, epoch, partitions)
+
+    async def txn_offset_commit(
+        self, request: TxnCommitRequest, add_implicitly: bool = False
+    ) -> dict[tuple[str, int], ErrorCode]:
         """TxnOffsetCommit: the group's partition must be in the producer's Ongoing transaction
-        (AddOffsetsToTxn first; KIP-890 part 1 as for data), then the group coordinator writes
-        the offsets as the producer's transactional records."""
+        (AddOffsetsToTxn first, or with `add_implicitly`, v5 under TV2, added here; KIP-890 part
+        1 as for data), then the group coordinator writes the offsets as the producer's
+        transactional records."""
         if not request.group_id:
             return dict.fromkeys(request.offsets, ErrorCode.invalid_group_id)
         try:
             offsets_partition = self.groups.partition_for(request.group_id)
+            if add_implicitly:
+                wanted = frozenset({(OFFSETS_TOPIC, offsets_partition)})
+                async with self.transactions.serialized(request.transactional_id):
+                    if not self.transactions.has_partitions(request.transactional_id, wanted):
+                        added = await self._add_implicitly(
+                            request.transactional_id, request.producer_id, request.producer_epoch, wanted
+                        )
+                        if added != ErrorCode.none:
+                            return dict.fromkeys(request.offsets, added)
             error = self.transactions.verify(
                 request.transactional_id, request.producer_id, request.producer_epoch, OFFSETS_TOPIC, offsets_partition
             )

@@ -55,7 +55,7 @@ class ApiKey(enum.IntEnum):
 # Advertised (min, max). Produce advertises 0 as Kafka 4 does (librdkafka 2.0 stops
 # compressing otherwise) but v0-2 requests are refused; kio has no schema for them.
 SUPPORTED_VERSIONS: dict[ApiKey, tuple[int, int]] = {
-    ApiKey.PRODUCE: (0, 11),
+    ApiKey.PRODUCE: (0, 12),
     ApiKey.FETCH: (4, 16),
     ApiKey.LIST_OFFSETS: (1, 10),
     ApiKey.METADATA: (0, 13),
@@ -82,12 +82,13 @@ SUPPORTED_VERSIONS: dict[ApiKey, tuple[int, int]] = {
     ApiKey.OFFSET_DELETE: (0, 0),
     ApiKey.DESCRIBE_CLUSTER: (0, 2),
     ApiKey.DESCRIBE_PRODUCERS: (0, 0),
-    # Transactions, TV1 (KIP-890 part 2's EndTxn v5, TxnOffsetCommit v5 and Produce v12 come
-    # with TV2). AddPartitionsToTxn v4+ is Kafka's batched broker form, answered too.
+    # Transactions. AddPartitionsToTxn v4+ is Kafka's batched broker form, answered too. Produce
+    # v12, EndTxn v5 and TxnOffsetCommit v5 are TV2's (KIP-890 part 2): advertised only with
+    # the transaction.version feature (`advertised`).
     ApiKey.ADD_PARTITIONS_TO_TXN: (0, 5),
     ApiKey.ADD_OFFSETS_TO_TXN: (0, 4),
-    ApiKey.END_TXN: (0, 4),
-    ApiKey.TXN_OFFSET_COMMIT: (0, 4),
+    ApiKey.END_TXN: (0, 5),
+    ApiKey.TXN_OFFSET_COMMIT: (0, 5),
     # Transaction admin (KIP-664): `kafka-transactions.sh` list, describe, find-hanging, abort.
     # WriteTxnMarkers v0 was removed in Kafka 4.0.
     ApiKey.WRITE_TXN_MARKERS: (1, 2),
@@ -98,6 +99,18 @@ SUPPORTED_VERSIONS: dict[ApiKey, tuple[int, int]] = {
     ApiKey.CONSUMER_GROUP_DESCRIBE: (0, 1),
 }
 PRODUCE_VERSION_MIN_ACCEPTED = 3
+# The highest versions without TV2's rules, advertised when transaction.version is below 2.
+TV1_MAX_VERSIONS = {ApiKey.PRODUCE: 11, ApiKey.END_TXN: 4, ApiKey.TXN_OFFSET_COMMIT: 4}
+TRANSACTION_VERSION_FEATURE = "transaction.version"
+TRANSACTION_VERSION_MAX = 2
+
+
+def advertised(transaction_version: int) -> dict[ApiKey, tuple[int, int]]:
+    """The ApiVersions table for a finalized transaction.version: TV2's versions only at 2
+    (Kafka's clients pick TV2 from the feature, and use those versions then)."""
+    if transaction_version >= TRANSACTION_VERSION_MAX:
+        return SUPPORTED_VERSIONS
+    return {key: (low, min(high, TV1_MAX_VERSIONS.get(key, high))) for key, (low, high) in SUPPORTED_VERSIONS.items()}
 
 
 def is_supported(api_key: int, version: int) -> bool:

@@ -13,9 +13,10 @@ a second COMMIT of a finished transaction changes nothing).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import logging
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import Protocol
 
 from kio.schema.errors import ErrorCode
@@ -86,6 +87,7 @@ class TransactionCoordinator:
         self.partition_count = 0
         # Transactional ids whose markers are being written: (task, the Prepare state).
         self._completing: dict[str, asyncio.Task[None]] = {}
+        self._locks: dict[str, asyncio.Lock] = {}
 
     def _new_shard(self, context: ShardContext) -> TransactionShard:
         return TransactionShard(context, self._allocate_producer_id, self._prepared)
@@ -152,17 +154,39 @@ class TransactionCoordinator:
         except CoordinatorUnavailable as unavailable:
             return unavailable.error_code
 
-    async def end_transaction(self, transactional_id: str, producer_id: int, epoch: int, commit: bool) -> ErrorCode:
+    async def end_transaction(
+        self, transactional_id: str, producer_id: int, epoch: int, commit: bool, tv2: bool = False
+    ) -> EndResult:
         try:
             partition = self.partition_for(transactional_id)
             result: EndResult = await self.runtime.write(
-                partition, lambda s: s.end_transaction(transactional_id, producer_id, epoch, commit)
+                partition, lambda s: s.end_transaction(transactional_id, producer_id, epoch, commit, tv2)
             )
         except CoordinatorUnavailable as unavailable:
-            return unavailable.error_code
+            return EndResult(unavailable.error_code)
         if result.prepared is not None:
             self._prepared(transactional_id, result.prepared)
-        return result.error
+        return result
+
+    def has_partitions(self, transactional_id: str, partitions: frozenset[tuple[str, int]]) -> bool:
+        try:
+            partition = self.partition_for(transactional_id)
+            return self.runtime.read(partition, lambda s: s.has_partitions(transactional_id, partitions))
+        except CoordinatorUnavailable:
+            return False
+
+    @contextlib.asynccontextmanager
+    async def serialized(self, transactional_id: str) -> AsyncIterator[None]:
+        """One implicit add (TV2) at a time per transactional id: a produce that adds its
+        partitions and appends runs under it, so the next request of the same producer finds
+        them added and appends after it."""
+        lock = self._locks.setdefault(transactional_id, asyncio.Lock())
+        try:
+            async with lock:
+                yield
+        finally:
+            if not lock.locked() and self._locks.get(transactional_id) is lock:
+                del self._locks[transactional_id]
 
     def verify(self, transactional_id: str, producer_id: int, epoch: int, topic: str, index: int) -> ErrorCode:
         """KIP-890 part 1 for a transactional produce (see `TransactionShard.verify`)."""

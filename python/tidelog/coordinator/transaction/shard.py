@@ -352,31 +352,71 @@ class TransactionShard:
     # ---- EndTxn ------------------------------------------------------------------------------
 
     def end_transaction(
-        self, transactional_id: str, producer_id: int, epoch: int, commit: bool
+        self, transactional_id: str, producer_id: int, epoch: int, commit: bool, tv2: bool = False
     ) -> CoordinatorResult[EndResult]:
-        """Kafka's `endTransaction` for a client (TV1 rules): Ongoing moves to Prepare*, a retry
-        of a finished transaction with the same outcome is answered NONE."""
+        """Kafka's `endTransaction` for a client: Ongoing moves to Prepare*; a retry of a
+        finished transaction with the same outcome is answered NONE. Under TV2 (EndTxn v5,
+        KIP-890 part 2) the epoch goes up by one at every end (the markers carry the new one,
+        the answer gives it to the client; an exhausted epoch moves to a new producer id), and
+        a retry is recognised by the epoch before that bump."""
         metadata = self.transactions.get(transactional_id)
-        if metadata is None or metadata.producer_id != producer_id:
+        if metadata is None:
             return CoordinatorResult((), EndResult(ErrorCode.invalid_producer_id_mapping))
-        if metadata.epoch != epoch:
+        stored = metadata.stored
+        retry = tv2 and self._is_tv2_retry(stored, producer_id, epoch)
+        if stored.producer_id != producer_id and not retry:
+            return CoordinatorResult((), EndResult(ErrorCode.invalid_producer_id_mapping))
+        if stored.producer_epoch != epoch and not retry:
             return CoordinatorResult((), EndResult(ErrorCode.producer_fenced))
         if metadata.pending is not None:
             return CoordinatorResult((), EndResult(ErrorCode.concurrent_transactions))
         state = metadata.state
         wanted_prepare = TxnState.PREPARE_COMMIT if commit else TxnState.PREPARE_ABORT
         wanted_complete = TxnState.COMPLETE_COMMIT if commit else TxnState.COMPLETE_ABORT
-        if state is TxnState.ONGOING:
-            prepare = dataclasses.replace(metadata.stored, state=wanted_prepare, last_update_ms=self.context.now_ms())
-            result = self._transition(
-                metadata, prepare, EndResult(ErrorCode.none, prepare), EndResult(ErrorCode.not_coordinator)
-            )
-            return result
-        if state is wanted_complete:
-            return CoordinatorResult((), EndResult(ErrorCode.none))  # a retry: same outcome, done
-        if state is wanted_prepare:
+        current = EndResult(ErrorCode.none, None, stored.producer_id, stored.producer_epoch)
+        if state is TxnState.ONGOING and not retry:
+            prepare = dataclasses.replace(stored, state=wanted_prepare, last_update_ms=self.context.now_ms())
+            if tv2:
+                prepare = self._bumped_for_tv2(prepare)
+            answer = EndResult(ErrorCode.none, prepare, *self.client_identity(prepare))
+            return self._transition(metadata, prepare, answer, EndResult(ErrorCode.not_coordinator))
+        if state is wanted_complete and (retry or not tv2):
+            return CoordinatorResult((), current)  # a retry: same outcome, done
+        if state is wanted_prepare and (retry or not tv2):
             return CoordinatorResult((), EndResult(ErrorCode.concurrent_transactions))
         return CoordinatorResult((), EndResult(ErrorCode.invalid_txn_state))
+
+    @staticmethod
+    def _is_tv2_retry(stored: StoredTransaction, producer_id: int, epoch: int) -> bool:
+        """The request carries the epoch (or producer id) the last TV2 end moved away from."""
+        if stored.state not in PREPARE_STATES | COMPLETE_STATES or stored.client_transaction_version < 2:
+            return False
+        if producer_id == stored.producer_id:
+            return epoch == stored.producer_epoch - 1
+        return producer_id == stored.previous_producer_id and stored.producer_epoch == 0
+
+    def _bumped_for_tv2(self, prepare: StoredTransaction) -> StoredTransaction:
+        """The Prepare state of a TV2 end: epoch + 1 (its markers carry it). An exhausted epoch
+        also names the producer id the id moves to once complete (Kafka's NextProducerId); the
+        markers still go out under the old one, which wrote the data."""
+        bumped = dataclasses.replace(
+            prepare, producer_epoch=prepare.producer_epoch + 1, client_transaction_version=TRANSACTION_VERSION_2
+        )
+        if prepare.producer_epoch >= EPOCH_EXHAUSTED_AT:
+            bumped = dataclasses.replace(bumped, next_producer_id=self.allocate_producer_id())
+        return bumped
+
+    @staticmethod
+    def client_identity(prepare: StoredTransaction) -> tuple[int, int]:
+        """The (producer id, epoch) the client goes on with after this end."""
+        if prepare.next_producer_id != NO_PRODUCER_ID:
+            return prepare.next_producer_id, 0
+        return prepare.producer_id, prepare.producer_epoch
+
+    def has_partitions(self, transactional_id: str, partitions: frozenset[tuple[str, int]]) -> bool:
+        """Whether the id's Ongoing transaction holds every one of `partitions` already."""
+        metadata = self.transactions.get(transactional_id)
+        return metadata is not None and metadata.state is TxnState.ONGOING and partitions <= metadata.stored.partitions
 
     def complete(self, transactional_id: str, prepared: StoredTransaction) -> CoordinatorResult[bool]:
         """Every marker of `prepared` is durable: Complete* is written (if the id is still in
@@ -395,6 +435,14 @@ class TransactionShard:
         completed = dataclasses.replace(
             prepared, state=complete_state, partitions=frozenset(), last_update_ms=self.context.now_ms()
         )
+        if prepared.next_producer_id != NO_PRODUCER_ID:  # a TV2 end that exhausted the epoch
+            completed = dataclasses.replace(
+                completed,
+                producer_id=prepared.next_producer_id,
+                producer_epoch=0,
+                previous_producer_id=prepared.producer_id,
+                next_producer_id=NO_PRODUCER_ID,
+            )
         return self._transition(metadata, completed, True, False)
 
     # ---- admin -------------------------------------------------------------------------------

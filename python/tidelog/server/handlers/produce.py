@@ -1,4 +1,6 @@
-"""Produce v3-v11: decode, `Broker.produce`, encode.
+"""Produce v3-v12: decode, `Broker.produce`, encode. v12 is TV2's (KIP-890 part 2): the
+partitions of a transactional request join the transaction implicitly
+(`Broker.produce_adding_partitions`).
 
 acks=0 gets no answer (a refused append closes the connection instead, as in Kafka); acks=1 is
 answered once the batches are in the log; acks=-1 once they are durable (the core decides).
@@ -19,8 +21,13 @@ if TYPE_CHECKING:
     from tidelog.server.context import ServerContext
 
 
-def handle(server: ServerContext, header: RequestHeader, request: Any) -> Awaitable[bytes] | bytes | None:
+TV2_MIN_VERSION = 12
+
+
+def handle(server: ServerContext, header: RequestHeader, request: Any) -> Awaitable[bytes | None] | bytes | None:
     entries = [(t.name, p.index, p.records) for t in request.topic_data for p in t.partition_data]
+    if header.api_version >= TV2_MIN_VERSION and request.transactional_id:
+        return adding_partitions(server, header.api_version, request, entries)
     outcome = server.broker.produce(entries, request.acks, transactional_id=request.transactional_id)
     if request.acks == Acks.NONE:
         if outcome.any_error():
@@ -29,6 +36,15 @@ def handle(server: ServerContext, header: RequestHeader, request: Any) -> Awaita
     if outcome.waits:
         return answer_when_durable(header.api_version, request, outcome)
     return encode(header.api_version, request, outcome.results)
+
+
+async def adding_partitions(server: ServerContext, version: int, request: Any, entries: Any) -> bytes | None:
+    outcome = await server.broker.produce_adding_partitions(entries, request.acks, request.transactional_id)
+    if request.acks == Acks.NONE:
+        if outcome.any_error():
+            raise CloseConnection("produce with acks=0 failed")
+        return None
+    return encode(version, request, await outcome.durable())
 
 
 async def answer_when_durable(version: int, request: Any, outcome: Any) -> bytes:

@@ -1,7 +1,8 @@
-"""TxnOffsetCommit v0-v4: offsets committed inside a transaction (`Broker.txn_offset_commit`).
+"""TxnOffsetCommit v0-v5: offsets committed inside a transaction (`Broker.txn_offset_commit`).
 
 v3+ carries the consumer's generation, member id and instance id, checked as Kafka does
-(KIP-447); v0-v2 carry none, so those are not checked.
+(KIP-447); v0-v2 carry none, so those are not checked. v5 is TV2's: the group's partition joins
+the transaction implicitly (no AddOffsetsToTxn).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ if TYPE_CHECKING:
     from tidelog.server.context import ServerContext
 
 NO_GENERATION = -1
+TV2_MIN_VERSION = 5
 NO_LEADER_EPOCH = -1
 
 
@@ -45,7 +47,7 @@ async def handle(server: ServerContext, header: RequestHeader, request: Any) -> 
         getattr(request, "group_instance_id", None),
         offsets,
     )
-    errors = await server.broker.txn_offset_commit(commit)
+    errors = await server.broker.txn_offset_commit(commit, add_implicitly=header.api_version >= TV2_MIN_VERSION)
     return encode(header.api_version, errors)
 
 
