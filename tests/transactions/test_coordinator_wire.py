@@ -12,7 +12,15 @@ from kio.schema.errors import ErrorCode
 
 from tests.server.conftest import BrokerProcess, free_port, wait_until
 from tests.server.test_bad_input import create_topic
-from tests.transactions.txn_wire import READ_COMMITTED, TxnClient, begin, data_batch, stable_after
+from tests.transactions.txn_wire import (
+    GROUP_KEY,
+    READ_COMMITTED,
+    TxnClient,
+    begin,
+    data_batch,
+    request,
+    stable_after,
+)
 
 PARTITIONS = "2"
 
@@ -87,3 +95,19 @@ def test_a_transaction_past_its_timeout_is_aborted_and_its_producer_fenced(clien
     # The producer recovers by KIP-360 with its (id, epoch): the next epoch after the fence.
     answer = client.init("slow", timeout_ms=300, expected=(pid, epoch))
     assert answer.error_code == ErrorCode.producer_fenced
+
+
+def test_a_produce_while_another_add_is_in_flight_is_appended(client: TxnClient) -> None:
+    """librdkafka sends AddOffsetsToTxn while its produce requests to partitions it added
+    before are in flight: the produce must not be refused while that add is being written."""
+    pid, epoch = begin(client, "overlap")
+    assert client.add_partitions("overlap", pid, epoch, [("a", 0)]) == {("a", 0): ErrorCode.none}
+    client.find_coordinator("overlap-group", GROUP_KEY)
+    fields = {"transactional_id": "overlap", "producer_id": pid, "producer_epoch": epoch}
+    for round_ in range(20):  # each AddOffsetsToTxn (a new group) is written as the produce is checked
+        client.wire.send(25, 3, request(25, 3, group_id=f"overlap-{round_}", **fields), correlation_id=1)
+        produce = client.produce_request("overlap", "a", 0, data_batch(pid, epoch, round_, [b"x"]))
+        client.wire.send(0, 9, produce, correlation_id=2)
+        assert client.wire.receive(25, 3, correlation_id=1).error_code == ErrorCode.none
+        answer = client.wire.receive(0, 9, correlation_id=2).responses[0].partition_responses[0]
+        assert answer.error_code == ErrorCode.none, f"round {round_}: {answer.error_code!r}"

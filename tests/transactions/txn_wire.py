@@ -136,11 +136,15 @@ class TxnClient:
         return self.wire.request(18, 3, request(18, 3, client_software_name="txn-tests", client_software_version="1"))
 
     def produce(self, transactional_id: str | None, topic: str, index: int, records: bytes, version: int = 9) -> Any:
+        body = self.produce_request(transactional_id, topic, index, records, version)
+        return self.wire.request(0, version, body).responses[0].partition_responses[0]
+
+    @staticmethod
+    def produce_request(transactional_id: str | None, topic: str, index: int, records: bytes, version: int = 9) -> Any:
         partition_cls = schema(0, version, ["topic_data", "partition_data"])
         topic_cls = schema(0, version, ["topic_data"])
         data = topic_cls(name=topic, partition_data=(partition_cls(index=index, records=records),))
-        body = request(0, version, transactional_id=transactional_id, acks=-1, timeout=TIMEOUT, topic_data=(data,))
-        return self.wire.request(0, version, body).responses[0].partition_responses[0]
+        return request(0, version, transactional_id=transactional_id, acks=-1, timeout=TIMEOUT, topic_data=(data,))
 
     def fetch(self, topic: str, index: int, offset: int, isolation: int, max_wait_ms: int = 0) -> Any:
         partition_cls = schema(1, FETCH_VERSION, ["topics", "partitions"])

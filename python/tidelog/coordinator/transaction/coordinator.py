@@ -87,7 +87,8 @@ class TransactionCoordinator:
         self.partition_count = 0
         # Transactional ids whose markers are being written: (task, the Prepare state).
         self._completing: dict[str, asyncio.Task[None]] = {}
-        self._locks: dict[str, asyncio.Lock] = {}
+        # Per transactional id: the lock of implicit adds, and how many hold or wait for it.
+        self._locks: dict[str, tuple[asyncio.Lock, int]] = {}
 
     def _new_shard(self, context: ShardContext) -> TransactionShard:
         return TransactionShard(context, self._allocate_producer_id, self._prepared)
@@ -180,13 +181,19 @@ class TransactionCoordinator:
         """One implicit add (TV2) at a time per transactional id: a produce that adds its
         partitions and appends runs under it, so the next request of the same producer finds
         them added and appends after it."""
-        lock = self._locks.setdefault(transactional_id, asyncio.Lock())
+        lock, users = self._locks.get(transactional_id, (asyncio.Lock(), 0))
+        self._locks[transactional_id] = (lock, users + 1)
         try:
             async with lock:
                 yield
         finally:
-            if not lock.locked() and self._locks.get(transactional_id) is lock:
+            # Dropped only when nobody holds or waits for it: a new lock beside a waiter would
+            # let a later request append before it.
+            lock, users = self._locks[transactional_id]
+            if users == 1:
                 del self._locks[transactional_id]
+            else:
+                self._locks[transactional_id] = (lock, users - 1)
 
     def verify(self, transactional_id: str, producer_id: int, epoch: int, topic: str, index: int) -> ErrorCode:
         """KIP-890 part 1 for a transactional produce (see `TransactionShard.verify`)."""

@@ -343,7 +343,10 @@ class TransactionShard:
             return ErrorCode.invalid_txn_state
         if epoch < metadata.epoch:
             return ErrorCode.invalid_producer_epoch
-        if epoch != metadata.epoch or metadata.state is not TxnState.ONGOING or metadata.pending is not None:
+        # A write in flight that keeps it Ongoing (another AddPartitionsToTxn, AddOffsetsToTxn)
+        # does not stop appends to partitions added before; one that ends it does.
+        ending = metadata.pending is not None and metadata.pending is not TxnState.ONGOING
+        if epoch != metadata.epoch or metadata.state is not TxnState.ONGOING or ending:
             return ErrorCode.invalid_txn_state
         if partition not in metadata.stored.partitions:
             return ErrorCode.invalid_txn_state
