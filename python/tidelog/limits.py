@@ -62,6 +62,6 @@ EMBEDDED_COORDINATOR_RETRY_S = 0.01
 # per attempt up to the maximum.
 TXN_MARKER_RETRY_BACKOFF_MS = 20
 TXN_MARKER_RETRY_BACKOFF_MAX_MS = 1000
-# TV2: how long an implicit AddPartitionsToTxn waits for the previous transaction's markers
-# before it answers CONCURRENT_TRANSACTIONS (which clients retry).
+# How long an AddPartitionsToTxn or AddOffsetsToTxn (explicit, or TV2's implicit one) waits for
+# the previous transaction's markers before it answers CONCURRENT_TRANSACTIONS (clients retry).
 TXN_IMPLICIT_ADD_WAIT_S = 5.0

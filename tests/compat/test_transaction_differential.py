@@ -22,6 +22,8 @@ from tests.transactions.txn_wire import (
     begin,
     data_batch,
     records_of,
+    request,
+    schema,
     settled,
     stable_after,
 )
@@ -227,3 +229,45 @@ def test_transaction_version_2(client: TxnClient, topics: tuple[str, str]) -> No
     assert [(t.producer_id, t.first_offset) for t in client.fetch(a, 0, 0, READ_COMMITTED).aborted_transactions] == [
         (pid, 3)
     ]
+
+
+def test_add_partitions_v4_batched_and_verify_only(client: TxnClient, topics: tuple[str, str]) -> None:
+    """AddPartitionsToTxn v4+ (Kafka's broker form, answered to any client): many transactions in
+    one request, each with its own answer; verify_only checks without adding."""
+    a, b = topics
+    pid, epoch = begin(client, "batched")
+    transaction_cls = schema(24, 4, ["transactions"])
+    topic_cls = schema(24, 4, ["transactions", "topics"])
+
+    def add(verify_only: bool, *entries: tuple[str, int, int]) -> dict[tuple[str, str, int], ErrorCode]:
+        body = request(
+            24,
+            4,
+            transactions=tuple(
+                transaction_cls(
+                    transactional_id=tid,
+                    producer_id=producer,
+                    producer_epoch=epoch,
+                    verify_only=verify_only,
+                    topics=(topic_cls(name=a, partitions=(index,)),),
+                )
+                for tid, producer, index in entries
+            ),
+        )
+        response = client.wire.request(24, 4, body)
+        assert response.error_code == ErrorCode.none
+        return {
+            (r.transactional_id, t.name, int(p.partition_index)): p.partition_error_code
+            for r in response.results_by_transaction
+            for t in r.topic_results
+            for p in t.results_by_partition
+        }
+
+    assert add(True, ("batched", pid, 0)) == {("batched", a, 0): ErrorCode.transaction_abortable}
+    assert add(False, ("batched", pid, 0), ("nobody", 99, 1)) == {
+        ("batched", a, 0): ErrorCode.none,
+        ("nobody", a, 1): ErrorCode.invalid_producer_id_mapping,
+    }
+    assert add(True, ("batched", pid, 0)) == {("batched", a, 0): ErrorCode.none}
+    assert client.produce("batched", a, 0, data_batch(pid, epoch, 0, [b"v4"])).error_code == ErrorCode.none
+    assert client.end("batched", pid, epoch, commit=False) == ErrorCode.none

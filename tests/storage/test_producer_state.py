@@ -92,6 +92,25 @@ def crash(manager: LogManager) -> None:
     manager._lock.close()
 
 
+def damage_after_crash(log_dir: Path, rng: random.Random, corrupt_newest_snapshot: bool) -> Path:
+    """What a crash can leave: the active segment cut at a random byte, the newest snapshot
+    damaged (if asked), the offset and time indexes gone. Returns the newest snapshot's path."""
+    segments = sorted(log_dir.glob("*.log"))
+    assert len(segments) > 3, "the log rolled, so snapshots were taken"
+    active = segments[-1]
+    active.write_bytes(active.read_bytes()[: rng.randrange(active.stat().st_size + 1)])
+    snapshots = snapshot_offsets(log_dir)
+    assert snapshots
+    newest = log_dir / f"{snapshots[-1]:020d}.snapshot"
+    if corrupt_newest_snapshot:
+        data = bytearray(newest.read_bytes())
+        data[rng.randrange(len(data))] ^= 0xFF
+        newest.write_bytes(bytes(data))
+    for index in [*log_dir.glob("*.index"), *log_dir.glob("*.timeindex")]:
+        os.remove(index)
+    return newest
+
+
 def assert_state_matches(partition: UnifiedLog, model: dict[int, ModelProducer]) -> None:
     producers = partition.producer_state.producers
     assert set(producers) == set(model)
@@ -214,20 +233,8 @@ def test_crash_recovery_rebuilds_the_state_of_the_surviving_log(tmp_path: Path, 
     crash(manager)
 
     log_dir = directory / "p-0"
-    segments = sorted(log_dir.glob("*.log"))
-    assert len(segments) > 3, "the log rolled, so snapshots were taken"
-    active = segments[-1]
-    active.write_bytes(active.read_bytes()[: rng.randrange(active.stat().st_size + 1)])
-    snapshots = snapshot_offsets(log_dir)
-    assert snapshots
-    newest = log_dir / f"{snapshots[-1]:020d}.snapshot"
     corrupt = seed % 2 == 0  # odd seeds load the newest snapshot itself, even ones an older one
-    if corrupt:
-        data = bytearray(newest.read_bytes())
-        data[rng.randrange(len(data))] ^= 0xFF
-        newest.write_bytes(bytes(data))
-    for index in [*log_dir.glob("*.index"), *log_dir.glob("*.timeindex")]:
-        os.remove(index)
+    newest = damage_after_crash(log_dir, rng, corrupt)
 
     manager = open_manager(directory)
     partition = manager.partitions[TopicPartition("p", 0)]

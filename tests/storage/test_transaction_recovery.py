@@ -9,7 +9,6 @@ epoch."""
 
 from __future__ import annotations
 
-import os
 import random
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import now_ms
+from tests.storage.test_producer_state import crash, damage_after_crash
 from tidelog.config import TopicConfig
 from tidelog.protocol.record_batch import build_batch
 from tidelog.storage import (
@@ -26,7 +26,6 @@ from tidelog.storage import (
     TopicPartition,
     UnifiedLog,
 )
-from tidelog.storage.producer_state import snapshot_offsets
 
 PRODUCERS = 4
 STEPS = 220
@@ -67,12 +66,6 @@ def open_manager(directory: Path) -> LogManager:
     if "p" not in manager.topics:
         manager.create_topic("p", 1)
     return manager
-
-
-def crash(manager: LogManager) -> None:
-    manager.executor.shutdown(wait=True)
-    manager.partitions.clear()
-    manager._lock.close()
 
 
 @dataclass
@@ -164,25 +157,13 @@ def test_transactions_survive_a_crash_as_the_model_says(tmp_path: Path, seed: in
     crash(manager)
 
     log_dir = directory / "p-0"
-    segments = sorted(log_dir.glob("*.log"))
-    assert len(segments) > 3, "the log rolled, so snapshots were taken"
-    active = segments[-1]
-    active.write_bytes(active.read_bytes()[: rng.randrange(active.stat().st_size + 1)])
-    # The active segment's aborted-transaction entries lost in part (their pages never reached
-    # the disk though the log's did): the replay after the snapshot appends them again.
-    txn_index = active.with_suffix(".txnindex")
+    # The active segment's aborted-transaction entries lost in part too (their pages never
+    # reached the disk though the log's did): the replay after the snapshot appends them again.
+    txn_index = sorted(log_dir.glob("*.log"))[-1].with_suffix(".txnindex")
+    damage_after_crash(log_dir, rng, corrupt_newest_snapshot=seed % 2 == 0)
     if txn_index.exists():
         kept = rng.randrange(txn_index.stat().st_size // TXN_INDEX_ENTRY_BYTES + 1)
         txn_index.write_bytes(txn_index.read_bytes()[: kept * TXN_INDEX_ENTRY_BYTES])
-    snapshots = snapshot_offsets(log_dir)
-    assert snapshots
-    if seed % 2 == 0:
-        newest = log_dir / f"{snapshots[-1]:020d}.snapshot"
-        data = bytearray(newest.read_bytes())
-        data[rng.randrange(len(data))] ^= 0xFF
-        newest.write_bytes(bytes(data))
-    for index in [*log_dir.glob("*.index"), *log_dir.glob("*.timeindex")]:
-        os.remove(index)
 
     manager = open_manager(directory)
     partition = manager.partitions[TopicPartition("p", 0)]

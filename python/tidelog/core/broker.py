@@ -446,7 +446,7 @@ class Broker:
             answer = dict.fromkeys(partitions, ErrorCode.operation_not_attempted)
             answer.update(dict.fromkeys(missing, ErrorCode.unknown_topic_or_partition))
             return answer
-        error = await self.transactions.add_partitions(transactional_id, producer_id, epoch, frozenset(partitions))
+        error = await self._add_after_markers(transactional_id, producer_id, epoch, frozenset(partitions))
         return dict.fromkeys(partitions, error)
 
     async def add_offsets_to_txn(self, transactional_id: str, producer_id: int, epoch: int, group_id: str) -> ErrorCode:
@@ -454,9 +454,7 @@ class Broker:
         if not group_id:
             return ErrorCode.invalid_group_id
         offsets_partition = (OFFSETS_TOPIC, self.groups.partition_for(group_id))
-        return await self.transactions.add_partitions(
-            transactional_id, producer_id, epoch, frozenset({offsets_partition})
-        )
+        return await self._add_after_markers(transactional_id, producer_id, epoch, frozenset({offsets_partition}))
 
     async def end_txn(
         self, transactional_id: str, producer_id: int, epoch: int, commit: bool, tv2: bool = False
@@ -483,7 +481,7 @@ class Broker:
                     wanted.add((topic, index))
             partitions = frozenset(wanted)
             if producer is not None and not self.transactions.has_partitions(transactional_id, partitions):
-                error = await self._add_implicitly(transactional_id, producer[0], producer[1], partitions)
+                error = await self._add_after_markers(transactional_id, producer[0], producer[1], partitions)
                 if error != ErrorCode.none:
                     if error == ErrorCode.producer_fenced:
                         error = ErrorCode.invalid_producer_epoch  # what Produce answers a fenced epoch
@@ -491,18 +489,19 @@ class Broker:
                     return ProduceOutcome([ProduceResult(t, i, error) for t, i, _ in entries], [])
             return self.produce(entries, acks, transactional_id=transactional_id)
 
-    async def _add_implicitly(
+    async def _add_after_markers(
         self, transactional_id: str, producer_id: int, epoch: int, partitions: frozenset[tuple[str, int]]
     ) -> ErrorCode:
-        """TV2's implicit AddPartitionsToTxn. The previous transaction's markers may still be
-        going out right after its EndTxn was answered: wait for them (bounded) rather than
-        answer CONCURRENT_TRANSACTIONS at once, which a client would retry after a backoff."""
+        """AddPartitionsToTxn (explicit, or TV2's implicit one). The previous transaction's
+        markers may still be going out right after its EndTxn was answered (here each is an
+        fsync): wait for them, bounded, rather than answer CONCURRENT_TRANSACTIONS at once,
+        which a client retries only after its backoff. A longer wait ends in that answer."""
         try:
             await asyncio.wait_for(
                 asyncio.shield(self.transactions.completed(transactional_id)), limits.TXN_IMPLICIT_ADD_WAIT_S
             )
         except TimeoutError:
-            pass  # still completing: the add answers CONCURRENT_TRANSACTIONS, which clients retry
+            pass
         return await self.transactions.add_partitions(transactional_id, producer_id, epoch, partitions)
 
     async def txn_offset_commit(
@@ -520,7 +519,7 @@ class Broker:
                 wanted = frozenset({(OFFSETS_TOPIC, offsets_partition)})
                 async with self.transactions.serialized(request.transactional_id):
                     if not self.transactions.has_partitions(request.transactional_id, wanted):
-                        added = await self._add_implicitly(
+                        added = await self._add_after_markers(
                             request.transactional_id, request.producer_id, request.producer_epoch, wanted
                         )
                         if added != ErrorCode.none:

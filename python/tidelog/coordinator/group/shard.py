@@ -621,22 +621,7 @@ class GroupShard:
         member = group.members.get(request.member_id)
         if member is not None:
             self._refresh_session(group, member)
-        errors: dict[tuple[str, int], ErrorCode] = {}
-        writes: list[KeyValue] = []
-        timestamp = self.context.now_ms()
-        for (topic, partition), (offset, leader_epoch, metadata, expire) in request.offsets.items():
-            error = self._offset_refusal(topic, partition, metadata, valid_partition)
-            errors[(topic, partition)] = error
-            if error == ErrorCode.none:
-                value = OffsetAndMetadata(offset, leader_epoch, metadata or "", timestamp, expire)
-                key = records.offset_key(OffsetKey(request.group_id, topic, partition))
-                writes.append((key, records.offset_value(value)))
-
-        def failed(error: BaseException) -> dict[tuple[str, int], ErrorCode]:
-            log.error("offset commit for %s failed: %s", request.group_id, error)
-            return {tp: (ErrorCode.not_coordinator if e == ErrorCode.none else e) for tp, e in errors.items()}
-
-        return CoordinatorResult(writes, errors, on_failed=failed)
+        return self._offset_writes(request.group_id, request.offsets, valid_partition, "offset commit")
 
     @staticmethod
     def txn_commit_refusal(group: ClassicGroup | None, request: TxnCommitRequest) -> ErrorCode | None:
@@ -663,23 +648,35 @@ class GroupShard:
         refused = self.txn_commit_refusal(group, request)
         if refused is not None:
             return CoordinatorResult((), dict.fromkeys(request.offsets, refused))
+        result = self._offset_writes(request.group_id, request.offsets, valid_partition, "transactional offset commit")
+        result.producer = (request.producer_id, request.producer_epoch)
+        return result
+
+    def _offset_writes(
+        self,
+        group_id: str,
+        offsets: dict[tuple[str, int], tuple[int, int, str | None, int]],
+        valid_partition: Callable[[str, int], bool],
+        what: str,
+    ) -> CoordinatorResult[dict[tuple[str, int], ErrorCode]]:
+        """The records of a commit that passed the group's checks: one per acceptable offset,
+        each partition answered (NOT_COORDINATOR for all if the write fails)."""
         errors: dict[tuple[str, int], ErrorCode] = {}
         writes: list[KeyValue] = []
         timestamp = self.context.now_ms()
-        for (topic, partition), (offset, leader_epoch, metadata, expire) in request.offsets.items():
+        for (topic, partition), (offset, leader_epoch, metadata, expire) in offsets.items():
             error = self._offset_refusal(topic, partition, metadata, valid_partition)
             errors[(topic, partition)] = error
             if error == ErrorCode.none:
                 value = OffsetAndMetadata(offset, leader_epoch, metadata or "", timestamp, expire)
-                key = records.offset_key(OffsetKey(request.group_id, topic, partition))
+                key = records.offset_key(OffsetKey(group_id, topic, partition))
                 writes.append((key, records.offset_value(value)))
 
         def failed(error: BaseException) -> dict[tuple[str, int], ErrorCode]:
-            log.error("transactional offset commit for %s failed: %s", request.group_id, error)
+            log.error("%s for %s failed: %s", what, group_id, error)
             return {tp: (ErrorCode.not_coordinator if e == ErrorCode.none else e) for tp, e in errors.items()}
 
-        producer = (request.producer_id, request.producer_epoch)
-        return CoordinatorResult(writes, errors, on_failed=failed, producer=producer)
+        return CoordinatorResult(writes, errors, on_failed=failed)
 
     def _offset_refusal(
         self, topic: str, partition: int, metadata: str | None, valid_partition: Callable[[str, int], bool]

@@ -79,13 +79,18 @@ async def _one(
     partitions = [(t.name, int(p)) for t in topics for p in t.partitions]
     broker = server.broker
     if verify_only:
+        # A partition not in the transaction: Kafka answers the batched form TRANSACTION_ABORTABLE.
         errors = {
-            tp: broker.transactions.verify(transactional_id, int(producer_id), int(epoch), tp[0], tp[1])
+            tp: abortable(broker.transactions.verify(transactional_id, int(producer_id), int(epoch), tp[0], tp[1]))
             for tp in partitions
         }
     else:
         errors = await broker.add_partitions_to_txn(transactional_id, int(producer_id), int(epoch), partitions)
     return {tp: fenced_error(error, version, PRODUCER_FENCED_MIN_VERSION) for tp, error in errors.items()}
+
+
+def abortable(error: ErrorCode) -> ErrorCode:
+    return ErrorCode.transaction_abortable if error == ErrorCode.invalid_txn_state else error
 
 
 def _topic_results(topic_cls: Any, errors: dict[tuple[str, int], ErrorCode]) -> tuple[Any, ...]:
