@@ -8,6 +8,7 @@ OffsetFetch require_stable. Both brokers run with their defaults (transaction.ma
 from __future__ import annotations
 
 import itertools
+import time
 from collections.abc import Iterator
 
 import pytest
@@ -271,3 +272,27 @@ def test_add_partitions_v4_batched_and_verify_only(client: TxnClient, topics: tu
     assert add(True, ("batched", pid, 0)) == {("batched", a, 0): ErrorCode.none}
     assert client.produce("batched", a, 0, data_batch(pid, epoch, 0, [b"v4"])).error_code == ErrorCode.none
     assert client.end("batched", pid, epoch, commit=False) == ErrorCode.none
+
+
+def test_a_long_polled_read_committed_fetch_carries_the_abort(
+    client: TxnClient, topics: tuple[str, str], port: int
+) -> None:
+    """KAFKA-5376: a read_committed fetch waiting at the last stable offset is woken when an
+    abort moves it, and its answer lists the aborted transaction and keeps the marker."""
+    a, _ = topics
+    pid, epoch = begin(client, "delayed")
+    assert client.add_partitions("delayed", pid, epoch, [(a, 0)]) == {(a, 0): ErrorCode.none}
+    assert client.produce("delayed", a, 0, data_batch(pid, epoch, 0, [b"d0", b"d1"])).error_code == 0
+    poller = TxnClient(port)
+    try:
+        poller.wire.send(1, 12, poller.fetch_request(a, 0, 0, READ_COMMITTED, max_wait_ms=10_000), correlation_id=7)
+        time.sleep(0.3)  # the fetch is waiting: nothing is stable yet
+        assert client.end("delayed", pid, epoch, commit=False) == ErrorCode.none
+        started = time.monotonic()
+        answer = poller.wire.receive(1, 12, correlation_id=7).responses[0].partitions[0]
+        assert time.monotonic() - started < 5, "woken by the abort, not by max_wait"
+    finally:
+        poller.close()
+    assert answer.last_stable_offset == 3
+    assert [(t.producer_id, t.first_offset) for t in answer.aborted_transactions] == [(pid, 0)]
+    assert [(r[0], r[2]) for r in records_of(answer)] == [(0, False), (1, False), (2, True)], "data, then the marker"

@@ -9,9 +9,13 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import re
+import shutil
+import subprocess
 from collections.abc import Callable
 from pathlib import Path
 
+import pytest
 from kio.schema.errors import ErrorCode
 
 from tests.core_harness import running_broker
@@ -150,3 +154,36 @@ def test_idle_transactional_ids_expire_but_open_ones_stay(tmp_path: Path) -> Non
             assert state_of(broker, "idle") is None
 
     asyncio.run(main())
+
+
+LIBS = Path(__file__).parents[2] / ".cache" / "kafka" / "libs"
+
+
+@pytest.mark.skipif(
+    shutil.which("java") is None or not any(LIBS.glob("kafka-tools-*.jar")),
+    reason="needs Java and the Kafka jars (bench/kafka/fetch.sh)",
+)
+def test_kafka_decodes_our_transaction_log(tmp_path: Path) -> None:
+    """`kafka-dump-log --transaction-log-decoder` reads `__transaction_state` as we write it."""
+
+    async def write_records() -> tuple[int, int]:
+        async with running_broker(tmp_path, transaction_state_log_num_partitions=1) as broker:
+            pid, epoch = await open_transaction(broker, "dumped")
+            assert (await broker.end_txn("dumped", pid, epoch, commit=True)).error == ErrorCode.none
+            await broker.transactions.completed("dumped")
+            return pid, epoch
+
+    pid, epoch = asyncio.run(write_records())
+    segment = next((tmp_path / "__transaction_state-0").glob("*.log"))
+    command = ["java", "-cp", f"{LIBS}/*", "org.apache.kafka.tools.DumpLogSegments"]
+    result = subprocess.run(
+        [*command, "--transaction-log-decoder", "--files", str(segment)], capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 0, result.stderr
+    lines = [line for line in result.stdout.splitlines() if "key:" in line]
+    states = [found.group(1) for line in lines if (found := re.search(r'"transactionStatus":"(\w+)"', line))]
+    assert states == ["Empty", "Ongoing", "PrepareCommit", "CompleteCommit"], result.stdout
+    assert all('"transactionalId":"dumped"' in line for line in lines), result.stdout
+    assert f'"producerId":{pid}' in lines[-1] and f'"producerEpoch":{epoch}' in lines[-1], lines[-1]
+    assert '"topic":"t","partitionIds":[0]' in lines[1], lines[1]
+    assert "error" not in result.stdout.lower() and "unknown" not in result.stdout.lower()

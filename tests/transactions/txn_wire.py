@@ -147,6 +147,11 @@ class TxnClient:
         return request(0, version, transactional_id=transactional_id, acks=-1, timeout=TIMEOUT, topic_data=(data,))
 
     def fetch(self, topic: str, index: int, offset: int, isolation: int, max_wait_ms: int = 0) -> Any:
+        body = self.fetch_request(topic, index, offset, isolation, max_wait_ms)
+        return self.wire.request(1, FETCH_VERSION, body).responses[0].partitions[0]
+
+    @staticmethod
+    def fetch_request(topic: str, index: int, offset: int, isolation: int, max_wait_ms: int = 0) -> Any:
         partition_cls = schema(1, FETCH_VERSION, ["topics", "partitions"])
         topic_cls = schema(1, FETCH_VERSION, ["topics"])
         partition = partition_cls(
@@ -157,7 +162,7 @@ class TxnClient:
             log_start_offset=-1,
             partition_max_bytes=1 << 20,
         )
-        body = request(
+        return request(
             1,
             FETCH_VERSION,
             cluster_id=None,
@@ -172,7 +177,6 @@ class TxnClient:
             forgotten_topics_data=(),
             rack_id="",
         )
-        return self.wire.request(1, FETCH_VERSION, body).responses[0].partitions[0]
 
     def latest(self, topic: str, index: int, isolation: int) -> int:
         partition_cls = schema(2, LIST_OFFSETS_VERSION, ["topics", "partitions"])
