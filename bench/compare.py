@@ -178,8 +178,20 @@ def measured(broker: Running, command: list[str]) -> tuple[str, float, float]:
 
 
 def producer_performance(
-    broker: Running, topic: str, records: int, size: int, acks: str, rate: float, linger_ms: int
+    broker: Running,
+    topic: str,
+    records: int,
+    size: int,
+    acks: str,
+    rate: float,
+    linger_ms: int,
+    transaction: tuple[str, int] | None = None,
 ) -> dict[str, Any]:
+    """One ProducerPerformance run; with `transaction` (transactional id, transaction duration
+    in ms) a transactional one, which is idempotent as every transactional producer is."""
+    transactional = (
+        ["--transactional-id", transaction[0], "--transaction-duration-ms", str(transaction[1])] if transaction else []
+    )
     command = [
         *e2e.pinned(1),
         rb.java(),
@@ -197,10 +209,11 @@ def producer_performance(
         str(size),
         "--throughput",
         str(int(rate) if rate else -1),
+        *transactional,
         # One --command-property with every setting: repeating the flag keeps only the last one.
         "--command-property",
         f"acks={acks}",
-        "enable.idempotence=false",
+        *([] if transaction else ["enable.idempotence=false"]),
         f"linger.ms={linger_ms}",
         "batch.size=262144",
     ]

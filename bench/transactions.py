@@ -72,39 +72,8 @@ def client(script: str, *args: str) -> dict[str, Any]:
 
 
 def producer_performance(broker: compare.Running, topic: str, records: int, duration_ms: int) -> dict[str, Any]:
-    command = [
-        *e2e.pinned(1),
-        compare.rb.java(),
-        "-Xmx1g",
-        "-cp",
-        compare.CLASSPATH,
-        "org.apache.kafka.tools.ProducerPerformance",
-        "--bootstrap-server",
-        broker.bootstrap,
-        "--topic",
-        topic,
-        "--num-records",
-        str(records),
-        "--record-size",
-        str(RECORD_BYTES),
-        "--throughput",
-        "-1",
-        "--transactional-id",
-        f"perf-{topic}",
-        "--transaction-duration-ms",
-        str(duration_ms),
-        "--command-property",
-        "acks=all",
-        "linger.ms=5",
-        "batch.size=262144",
-    ]
-    stdout, cpu, _ = compare.measured(broker, command)
-    match = None
-    for line in stdout.splitlines():
-        match = compare.PERF_LINE.search(line) or match
-    if match is None:
-        raise RuntimeError(f"no summary line: {stdout[-300:]!r}")
-    return {"records_per_s": float(match.group(2)), "broker_cpu_s": cpu}
+    transaction = (f"perf-{topic}", duration_ms)
+    return compare.producer_performance(broker, topic, records, RECORD_BYTES, "all", 0, 5, transaction=transaction)
 
 
 # ---- client functions (run in a child process) -------------------------------------------------

@@ -480,14 +480,22 @@ class Broker:
                     producer = producer or fields
                     wanted.add((topic, index))
             partitions = frozenset(wanted)
-            if producer is not None and not self.transactions.has_partitions(transactional_id, partitions):
-                error = await self._add_after_markers(transactional_id, producer[0], producer[1], partitions)
+            if producer is not None:
+                error = await self._add_missing(transactional_id, producer[0], producer[1], partitions)
                 if error != ErrorCode.none:
                     if error == ErrorCode.producer_fenced:
                         error = ErrorCode.invalid_producer_epoch  # what Produce answers a fenced epoch
                     # Every partition gets it: a transactional producer sends nothing else.
                     return ProduceOutcome([ProduceResult(t, i, error) for t, i, _ in entries], [])
             return self.produce(entries, acks, transactional_id=transactional_id)
+
+    async def _add_missing(
+        self, transactional_id: str, producer_id: int, epoch: int, partitions: frozenset[tuple[str, int]]
+    ) -> ErrorCode:
+        """TV2's implicit add: nothing to write when the transaction holds them already."""
+        if self.transactions.has_partitions(transactional_id, partitions):
+            return ErrorCode.none
+        return await self._add_after_markers(transactional_id, producer_id, epoch, partitions)
 
     async def _add_after_markers(
         self, transactional_id: str, producer_id: int, epoch: int, partitions: frozenset[tuple[str, int]]
@@ -518,12 +526,11 @@ class Broker:
             if add_implicitly:
                 wanted = frozenset({(OFFSETS_TOPIC, offsets_partition)})
                 async with self.transactions.serialized(request.transactional_id):
-                    if not self.transactions.has_partitions(request.transactional_id, wanted):
-                        added = await self._add_after_markers(
-                            request.transactional_id, request.producer_id, request.producer_epoch, wanted
-                        )
-                        if added != ErrorCode.none:
-                            return dict.fromkeys(request.offsets, added)
+                    added = await self._add_missing(
+                        request.transactional_id, request.producer_id, request.producer_epoch, wanted
+                    )
+                if added != ErrorCode.none:
+                    return dict.fromkeys(request.offsets, added)
             error = self.transactions.verify(
                 request.transactional_id, request.producer_id, request.producer_epoch, OFFSETS_TOPIC, offsets_partition
             )

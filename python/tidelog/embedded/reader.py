@@ -77,8 +77,8 @@ def _is_aborted(header: BatchHeader, aborted: list[tuple[int, int, int]]) -> boo
 
 
 def _pieces(partition: Partition, offset: int, max_bytes: int, bound: int) -> Iterator[tuple[memoryview, int]]:
-    """(whole batches, their first offset) from `offset` up to `bound`, about `max_bytes` in
-    all; the caller says where to go on from (`send`). An offset outside the log is
+    """(whole batches, the offset after them) from `offset` up to `bound`, about `max_bytes` in
+    all. An offset outside the log is
     OFFSET_OUT_OF_RANGE, as a fetch answers it."""
     start, end = partition.log_start_offset, partition.log_end_offset
     if not start <= offset <= end:
@@ -99,7 +99,7 @@ def _pieces(partition: Partition, offset: int, max_bytes: int, bound: int) -> It
         piece.read_into(data)  # into this thread's buffer: no fresh pages per piece
         budget -= piece.size
         position = piece.last_offset + 1
-        yield data, piece.first_offset
+        yield data, position
 
 
 def _decompress(codec: int, records: memoryview) -> bytes:
@@ -144,23 +144,13 @@ def _readable(
     it (so a piece that ends in aborted batches is read past)."""
     bound = upper_bound(partition, isolation)
     aborted = partition.aborted_ranges(offset, bound) if isolation == IsolationLevel.READ_COMMITTED else []
-    for data, _ in _pieces(partition, offset, max_bytes, bound):
+    for data, end in _pieces(partition, offset, max_bytes, bound):
         if not aborted:
             yield data, offset
             continue
         for run in _committed_only(data, aborted):
             yield run, offset
-        yield data[:0], _end_offset(data)
-
-
-def _end_offset(data: memoryview) -> int:
-    """The offset after the last whole batch of `data`."""
-    at, last = 0, -1
-    while at + HEADER_BYTES <= len(data):
-        header = BatchHeader.read(data, at)
-        last = header.last_offset
-        at += LOG_OVERHEAD + header.batch_length
-    return last + 1
+        yield data[:0], end
 
 
 @dataclass(frozen=True)

@@ -308,7 +308,7 @@ class UnifiedLog:
     def aborted_transactions(self, fetch_offset: int, upper_bound: int) -> list[tuple[int, int]]:
         """(producer id, first offset) of each aborted transaction a read_committed fetch of
         [fetch_offset, upper_bound) must be told about (from the `.txnindex` files)."""
-        return [(pid, first) for pid, first, _, _ in self.log.collect_aborted_txns(fetch_offset, upper_bound)]
+        return [(pid, first) for pid, first, _ in self.aborted_ranges(fetch_offset, upper_bound)]
 
     def aborted_ranges(self, fetch_offset: int, upper_bound: int) -> list[tuple[int, int, int]]:
         """(producer id, first offset, last offset) of the same transactions."""
