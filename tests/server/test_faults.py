@@ -12,7 +12,6 @@ from confluent_kafka.admin import AdminClient, NewTopic
 
 from tests.compat.conftest import KAFKA_LIBS, kafka_available
 from tests.server.conftest import BrokerProcess, free_port
-from tests.server.fault_proxy import FaultProxy, Faults
 from tests.server.idempotent_load import (
     AiokafkaWriter,
     ConfluentWriter,
@@ -23,6 +22,7 @@ from tests.server.idempotent_load import (
     check,
     read_all,
 )
+from tidelog.verify.proxy import PRODUCE, FaultProxy, FaultRates, RandomFaults
 
 PARTITIONS = 3
 RUN_S = 8
@@ -31,14 +31,15 @@ SEED = 20261127
 
 @pytest.fixture
 def proxied(tmp_path: Path) -> Iterator[tuple[BrokerProcess, FaultProxy]]:
-    proxy_port = free_port()
-    broker = BrokerProcess(
-        tmp_path / "data", free_port(), {"advertised.listeners": f"PLAINTEXT://127.0.0.1:{proxy_port}"}
-    ).start()
-    faults = Faults(
-        drop_produce_response=0.03, reset_before_request=0.005, delay_produce_response=0.1, delay_max_s=0.05
+    # The proxy rewrites Metadata and FindCoordinator answers to name itself: the broker keeps
+    # advertising its own port, and every connection still goes through the proxy.
+    broker = BrokerProcess(tmp_path / "data", free_port()).start()
+    faults = RandomFaults(
+        FaultRates(reset_before=0.005),
+        {PRODUCE: FaultRates(reset_before=0.005, drop_response=0.03, delay=0.1, delay_max_s=0.05)},
+        seed=SEED,
     )
-    proxy = FaultProxy(proxy_port, broker.port, SEED, faults).start()
+    proxy = FaultProxy(broker.bootstrap, [faults]).start()
     yield broker, proxy
     proxy.stop()
     broker.stop()
@@ -48,7 +49,7 @@ def test_every_acknowledged_record_once_and_in_order_through_faults(
     proxied: tuple[BrokerProcess, FaultProxy], tmp_path: Path
 ) -> None:
     broker, proxy = proxied
-    bootstrap = f"127.0.0.1:{proxy.listen_port}"
+    bootstrap = proxy.bootstrap
     admin = AdminClient({"bootstrap.servers": bootstrap})
     admin.create_topics([NewTopic("faults", PARTITIONS, 1)])["faults"].result(30)
     proxy.enabled = True
@@ -72,6 +73,7 @@ def test_every_acknowledged_record_once_and_in_order_through_faults(
         f"\nfaults: {proxy.counters}; {outcome.summary()}; "
         + ", ".join(f"{w.name} sent {w.sent} acked {len(w.acked)}" for w in writers)
     )
-    assert proxy.counters.responses_dropped > 5 and proxy.counters.resets_before_request > 0, proxy.counters
+    assert proxy.total("drop") > 5 and proxy.total("reset") > 0, proxy.counters
+    assert proxy.counters["request:Produce"] > 0 and proxy.counters["request:Metadata"] > 0
     assert_each_acknowledged_record_once(writers, outcome)
     assert outcome.stored == outcome.acked, "nothing stored that was not acknowledged"
