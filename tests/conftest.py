@@ -53,3 +53,12 @@ def read_everything(log: PartitionLog, upper_bound: int | None = None) -> bytes:
 @pytest.fixture
 def log_dir(tmp_path: Path) -> Iterator[Path]:
     yield tmp_path / "topic-0"
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--fault-broker",
+        choices=("tidelog", "kafka", "both"),
+        default="tidelog",
+        help="the broker the fault tests (tests/faults) run against: tidelog, Apache Kafka 4.4, or both",
+    )

@@ -62,7 +62,7 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def server_properties(data: Path, port: int, controller_port: int) -> str:
+def server_properties(data: Path, port: int, controller_port: int, settings: dict | None = None) -> str:
     props = {
         "process.roles": "broker,controller",
         "node.id": "1",
@@ -81,18 +81,20 @@ def server_properties(data: Path, port: int, controller_port: int) -> str:
         "share.coordinator.state.topic.replication.factor": "1",
         "share.coordinator.state.topic.min.isr": "1",
         "group.initial.rebalance.delay.ms": "0",
+        **(settings or {}),
     }
     return "".join(f"{k}={v}\n" for k, v in props.items())
 
 
-def start(data_dir, port: int = 19092, timeout: float = 90.0) -> subprocess.Popen:
-    """Format (first time) and start the broker; return once it serves on 127.0.0.1:port."""
+def start(data_dir, port: int = 19092, timeout: float = 90.0, settings: dict | None = None) -> subprocess.Popen:
+    """Format (first time) and start the broker; return once it serves on 127.0.0.1:port.
+    `settings` are extra server.properties, written when the directory is first formatted."""
     fetch()
     data = Path(data_dir).resolve()
     data.mkdir(parents=True, exist_ok=True)
     conf, log = data / "server.properties", data / "server.log"
     if not (data / "meta" / "meta.properties").exists():
-        conf.write_text(server_properties(data, port, free_port()))
+        conf.write_text(server_properties(data, port, free_port(), settings))
         cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
         subprocess.run(
             [
