@@ -67,6 +67,31 @@ def build_config(args: argparse.Namespace) -> BrokerConfig:
     return BrokerConfig.from_properties(properties)
 
 
+def add_verify_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    verify = commands.add_parser(
+        "verify",
+        help="check the delivery guarantees of any Kafka-compatible cluster (pip install tidelog[verify])",
+        description="Runs a Jepsen-style queue or transaction workload against a cluster, optionally through "
+        "a fault proxy or while restarting a broker, reads every partition to its end and reports the "
+        "anomalies found (docs/verify.md). Exit status 1 when a forbidden anomaly is found.",
+    )
+    verify.add_argument("--bootstrap", required=True, metavar="HOST:PORT", help="a broker of the cluster")
+    verify.add_argument("--duration", type=float, default=300.0, metavar="SECONDS", help="workload time (300)")
+    verify.add_argument("--workload", choices=("queue", "txn", "idempotent"), default="txn")
+    verify.add_argument(
+        "--faults", choices=("none", "proxy"), default="none", help="proxy: drops, delays, resets, replays"
+    )
+    verify.add_argument(
+        "--kill-broker", metavar="CMD", help="a shell command that SIGKILLs (and restarts) a broker, run at intervals"
+    )
+    verify.add_argument("--seed", type=int, default=0)
+    verify.add_argument("--report", metavar="DIR", help="where the history, results and plots go (default: a temp dir)")
+    verify.add_argument("--workers", type=int, default=4, help="worker processes (4)")
+    verify.add_argument("--replication-factor", type=int, default=1, help="of the topics it creates (1)")
+    verify.add_argument("--no-progress", action="store_true", help="no progress bar")
+    verify.add_argument("--sabotage", help=argparse.SUPPRESS)  # test-only: tidelog.verify.sabotage
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="tidelog", description="A Kafka-compatible log broker.")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -77,7 +102,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     serve_parser.add_argument(
         "--set", action="append", default=[], metavar="KEY=VALUE", help="one setting, Kafka's key names"
     )
+    add_verify_parser(commands)
     args = parser.parse_args(argv)
+    if args.command == "verify":
+        from tidelog.verify.runner import main as verify  # needs the `verify` extra
+
+        return verify(args)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         config = build_config(args)

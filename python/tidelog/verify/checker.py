@@ -344,7 +344,7 @@ class _Checker:
             if op.f == FINAL:
                 stats[f"final-{op.isolation}-records"] += sum(1 for m in op.mops if m.kind == POLL)
                 continue
-            stats[f"ops-{op.type}"] += 1
+            stats[f"{op.f}-{op.type}"] += 1
             for mop in op.mops:
                 if mop.kind == SEND:
                     stats["sends"] += 1

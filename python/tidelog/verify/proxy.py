@@ -352,7 +352,22 @@ class FaultProxy:
 
     def _decide_request(self, request: Request) -> Action:
         for rule in self._active():
-            action = rule.on_request(request)
+            try:
+                action = rule.on_request(request)
+            except Exception:
+                self.counters[f"rule-error:{api_name(request.api_key)}"] += 1
+                continue
+            if action is not None:
+                return action
+        return Action()
+
+    def _decide_response(self, request: Request, frame: bytes) -> Action:
+        for rule in self._active():
+            try:
+                action = rule.on_response(request, frame)
+            except Exception:
+                self.counters[f"rule-error:{api_name(request.api_key)}"] += 1
+                continue
             if action is not None:
                 return action
         return Action()
@@ -371,12 +386,7 @@ class FaultProxy:
                 continue
             request = pending.pop(correlation_id, None)
             if request is not None:
-                action = Action()
-                for rule in self._active():
-                    found = rule.on_response(request, frame)
-                    if found is not None:
-                        action = found
-                        break
+                action = self._decide_response(request, frame)
                 if action.reset:
                     self._count(action, "drop", request.api_key)
                     return

@@ -1,0 +1,56 @@
+"""`tidelog verify` end to end against real brokers: clean runs report no forbidden anomaly,
+with and without proxy faults, on tidelog and on Apache Kafka 4.4 (when Java and its jars are
+present); the report directory holds the history, the results and the plot."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.compat.conftest import kafka_available, load_reference_broker
+from tests.server.conftest import free_port
+from tests.verify.conftest import run_verify
+from tidelog.verify.history import FINAL, read_jsonl
+
+
+def test_a_transactional_run_through_proxy_faults_is_valid_on_tidelog(tidelog_bootstrap: str, tmp_path: Path) -> None:
+    outcome = run_verify(tidelog_bootstrap, tmp_path, workload="txn", faults="proxy", seed=1)
+    assert outcome.status == 0, outcome.output
+    assert outcome.results["valid"] and not set(outcome.results["counts"]) - set(outcome.counts)
+    stats = outcome.results["stats"]
+    assert stats["txn-ok"] > 50 and stats["txn-fail"] > 0, stats
+    counters = outcome.results["run"]["proxy_counters"]
+    assert counters.get("request:Produce", 0) > 0 and counters.get("request:EndTxn", 0) > 0, counters
+    assert sum(v for k, v in counters.items() if not k.startswith("request:")) > 0, counters
+    ops = list(read_jsonl(tmp_path / "history.jsonl"))
+    finals = [op for op in ops if op.f == FINAL]
+    assert {op.isolation for op in finals} == {"read_committed", "read_uncommitted"}
+    assert all(len(op.ends or {}) == 8 for op in finals), "every partition read to its end"
+    assert (tmp_path / "throughput-latency.png").stat().st_size > 0
+    assert "verdict" in outcome.output
+
+
+@pytest.mark.parametrize("workload", ["idempotent", "queue"])
+def test_send_and_poll_workloads_are_valid_on_tidelog(workload: str, tidelog_bootstrap: str, tmp_path: Path) -> None:
+    outcome = run_verify(tidelog_bootstrap, tmp_path, workload=workload, seed=2)
+    assert outcome.status == 0, outcome.output
+    assert outcome.results["stats"]["send-ok"] > 100
+
+
+@pytest.fixture(scope="module")
+def kafka_bootstrap(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    if not kafka_available():
+        pytest.skip("needs Java and the Kafka jars (bench/kafka/fetch.sh)")
+    reference = load_reference_broker()
+    port = free_port()
+    process = reference.start(tmp_path_factory.mktemp("kafka"), port)  # type: ignore[attr-defined]
+    yield f"127.0.0.1:{port}"
+    reference.stop(process)  # type: ignore[attr-defined]
+
+
+def test_a_transactional_run_through_proxy_faults_is_valid_on_kafka(kafka_bootstrap: str, tmp_path: Path) -> None:
+    outcome = run_verify(kafka_bootstrap, tmp_path, workload="txn", faults="proxy", seed=1)
+    assert outcome.status == 0, outcome.output
+    assert outcome.results["stats"]["txn-ok"] > 50
