@@ -71,10 +71,9 @@ class RunInfo:
 
 
 def _create_topics(bootstrap: str, topics: list[str], partitions: int, replication_factor: int) -> None:
-    from confluent_kafka.admin import (
-        AdminClient,
-        NewTopic,  # type: ignore[attr-defined]
-    )
+    from confluent_kafka import admin as kafka_admin
+
+    AdminClient, NewTopic = kafka_admin.AdminClient, kafka_admin.NewTopic  # type: ignore[attr-defined]
 
     admin = AdminClient({"bootstrap.servers": bootstrap})
     futures = admin.create_topics([NewTopic(t, partitions, replication_factor) for t in topics])
