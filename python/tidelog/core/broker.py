@@ -232,17 +232,22 @@ class Broker:
         acks: int,
         origin: AppendOrigin = AppendOrigin.CLIENT,
         transactional_id: str | None = None,
+        abortable: bool = False,
     ) -> ProduceOutcome:
         """Appends one batch per (topic, partition, records). Answered at once for acks 0 and 1;
         for acks=all (-1) the outcome waits until each append is durable (group commit), unless
-        `tidelog.flush.before.ack=false`."""
+        `tidelog.flush.before.ack=false`. `abortable`: the client knows TRANSACTION_ABORTABLE
+        (Produce v11+, KIP-1050), which a refused transactional batch then gets instead of
+        INVALID_TXN_STATE, as Kafka answers it."""
         if acks not in (Acks.NONE, Acks.LEADER, Acks.ALL):
             refused = [ProduceResult(t, p, ErrorCode.invalid_required_acks) for t, p, _ in entries]
             return ProduceOutcome(refused, [])
         results: list[ProduceResult] = []
         durable: list[tuple[ProduceResult, Awaitable[None]]] = []
         for topic, index, records in entries:
-            result, future = self._append_one(topic, index, records, acks == Acks.ALL, origin, transactional_id)
+            result, future = self._append_one(
+                topic, index, records, acks == Acks.ALL, origin, transactional_id, abortable
+            )
             results.append(result)
             if future is not None:
                 durable.append((result, future))
@@ -256,6 +261,7 @@ class Broker:
         acks_all: bool,
         origin: AppendOrigin,
         transactional_id: str | None = None,
+        abortable: bool = False,
     ) -> tuple[ProduceResult, Awaitable[None] | None]:
         partition = self.partitions.get(TopicPartition(topic, index))
         if partition is None:
@@ -271,6 +277,8 @@ class Broker:
         assert records is not None
         refused_txn = self._transaction_refusal(topic, index, records, transactional_id)
         if refused_txn is not None:
+            if abortable and refused_txn == ErrorCode.invalid_txn_state:
+                refused_txn = ErrorCode.transaction_abortable
             return ProduceResult(topic, index, refused_txn), None
         try:
             appended, future = partition.append_as_leader(records, acks_all, origin)
@@ -487,7 +495,7 @@ class Broker:
                         error = ErrorCode.invalid_producer_epoch  # what Produce answers a fenced epoch
                     # Every partition gets it: a transactional producer sends nothing else.
                     return ProduceOutcome([ProduceResult(t, i, error) for t, i, _ in entries], [])
-            return self.produce(entries, acks, transactional_id=transactional_id)
+            return self.produce(entries, acks, transactional_id=transactional_id, abortable=True)
 
     async def _add_missing(
         self, transactional_id: str, producer_id: int, epoch: int, partitions: frozenset[tuple[str, int]]

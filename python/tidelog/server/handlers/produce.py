@@ -22,13 +22,19 @@ if TYPE_CHECKING:
 
 
 TV2_MIN_VERSION = 12
+# From v11 a transactional batch the transaction does not cover is refused TRANSACTION_ABORTABLE
+# (KIP-1050: the client aborts and goes on) where older versions get INVALID_TXN_STATE (fatal).
+TRANSACTION_ABORTABLE_MIN_VERSION = 11
 
 
 def handle(server: ServerContext, header: RequestHeader, request: Any) -> Awaitable[bytes | None] | bytes | None:
     entries = [(t.name, p.index, p.records) for t in request.topic_data for p in t.partition_data]
     if header.api_version >= TV2_MIN_VERSION and request.transactional_id:
         return adding_partitions(server, header.api_version, request, entries)
-    outcome = server.broker.produce(entries, request.acks, transactional_id=request.transactional_id)
+    abortable = header.api_version >= TRANSACTION_ABORTABLE_MIN_VERSION
+    outcome = server.broker.produce(
+        entries, request.acks, transactional_id=request.transactional_id, abortable=abortable
+    )
     if request.acks == Acks.NONE:
         if outcome.any_error():
             raise CloseConnection("produce with acks=0 failed")
