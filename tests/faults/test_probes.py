@@ -14,14 +14,32 @@ answers is in docs/delivery-semantics.md ("Late, lost and repeated requests").
 
 from __future__ import annotations
 
+import contextlib
 import itertools
+import shutil
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
+from confluent_kafka.admin import AdminClient, NewTopic
 from kio.schema.errors import ErrorCode
 
 from tests.faults.brokers import FaultBroker, running_broker
+from tests.faults.probe_clients import (
+    KAFKA_LIBS,
+    AnswerCodes,
+    CaptureProduce,
+    ClientError,
+    ConfluentTxn,
+    DropAnswer,
+    JavaTxn,
+    ResetBefore,
+    compile_driver,
+    read_values,
+    stable,
+)
 from tests.faults.probe_wire import AFTER_COMPLETE, AFTER_END, IN_NEXT, Outcome, probe
+from tidelog.verify.proxy import END_TXN, PRODUCE, FaultProxy, Rule
 
 names = itertools.count()
 
@@ -97,3 +115,226 @@ def test_a_produce_delivered_after_end_txn(
     outcome = probe(port_of(broker), broker.name, version, commit, when, f"late-{n}", f"late-{n}", produce_version)
     print(f"\n{outcome.row()}")
     check_outcome(outcome, broker.name, produce_version)
+
+
+# ---- real clients through the fault proxy ------------------------------------------------------
+
+CLIENTS = ["confluent", "java"]
+PROBE_PARTITIONS = 2
+SETTLE_S = 20.0
+END_ATTEMPTS = 5
+ADD_PARTITIONS_TO_TXN = 24
+
+
+@pytest.fixture(scope="session")
+def java_classes(tmp_path_factory: pytest.TempPathFactory) -> Path | None:
+    if shutil.which("javac") is None or not any(KAFKA_LIBS.glob("kafka-clients-*.jar")):
+        return None
+    return compile_driver(tmp_path_factory.mktemp("java-driver"))
+
+
+def producer(kind: str, bootstrap: str, tid: str, java_classes: Path | None) -> ConfluentTxn | JavaTxn:
+    if kind == "java":
+        if java_classes is None:
+            pytest.skip("needs Java and the Kafka jars (bench/kafka/fetch.sh)")
+        return JavaTxn(java_classes, bootstrap, tid)
+    return ConfluentTxn(bootstrap, tid)
+
+
+@contextlib.contextmanager
+def proxied(broker: FaultBroker, *rules: Rule) -> Iterator[FaultProxy]:
+    proxy = FaultProxy(broker.bootstrap, rules).start()
+    try:
+        yield proxy
+    finally:
+        proxy.stop()
+
+
+def new_topic_named(broker: FaultBroker, prefix: str) -> str:
+    name = f"{prefix}-{next(names)}"
+    admin = AdminClient({"bootstrap.servers": broker.bootstrap})
+    admin.create_topics([NewTopic(name, PROBE_PARTITIONS, 1)])[name].result(30)
+    return name
+
+
+def values(prefix: str, count: int) -> list[str]:
+    return [f"{prefix}-{i}" for i in range(count)]
+
+
+def run_transaction(client: ConfluentTxn | JavaTxn, topic: str, sent: list[str], commit: bool) -> None:
+    client.begin()
+    for i, value in enumerate(sent):
+        client.send(topic, i % PROBE_PARTITIONS, value)
+    client.flush()
+    if commit:
+        client.commit()
+    else:
+        client.abort()
+
+
+def finish(client: ConfluentTxn | JavaTxn) -> str:
+    """Commits; a transaction the client must abort is aborted. Returns what happened."""
+    try:
+        client.commit()
+        return "committed"
+    except ClientError as error:
+        if error.fatal or not error.abortable:
+            return f"failed: {error}"
+    client.abort()
+    return "aborted"
+
+
+@pytest.mark.parametrize("commit", [True, False], ids=["commit", "abort"])
+@pytest.mark.parametrize("kind", CLIENTS)
+def test_a_real_clients_produce_delivered_after_its_transaction(
+    broker: FaultBroker, kind: str, commit: bool, java_classes: Path | None
+) -> None:
+    """KAFKA-17754 with a real client: the proxy keeps the transaction's first Produce from the
+    broker (the client sees a reset and sends the batch again); the kept copy is delivered on a
+    connection of its own once the transaction completed, and again inside the next one."""
+    topic = new_topic_named(broker, f"late-{kind}")
+    capture = CaptureProduce()
+    first, second = values("first", 6), values("next", 4)
+    with proxied(broker, capture) as proxy:
+        client = producer(kind, proxy.bootstrap, f"late-{kind}-{next(names)}", java_classes)
+        try:
+            client.init()
+            run_transaction(client, topic, first, commit)
+            assert stable(broker.bootstrap, topic, PROBE_PARTITIONS, SETTLE_S)
+            after_complete = capture.deliver()
+            client.begin()
+            for i, value in enumerate(second):
+                client.send(topic, i % PROBE_PARTITIONS, value)
+            client.flush()
+            in_next = capture.deliver()
+            next_transaction = finish(client)
+        finally:
+            client.close()
+    # A transaction left open by a client that failed is aborted at its timeout (short here).
+    assert stable(broker.bootstrap, topic, PROBE_PARTITIONS, SETTLE_S), "a transaction was left open"
+    committed = read_values(broker.bootstrap, topic, PROBE_PARTITIONS, "read_committed")
+    everything = read_values(broker.bootstrap, topic, PROBE_PARTITIONS, "read_uncommitted")
+    print(
+        f"\n{broker.name} {kind} {'commit' if commit else 'abort'}: late Produce after Complete -> "
+        f"{after_complete.name}, inside the next transaction -> {in_next.name}; next transaction "
+        f"{next_transaction}; failed sends {client.failed}; client errors {client.errors}"
+    )
+    # The late copy is a batch the broker already has (the client sent it again): it is never
+    # appended a second time, nor joins the next transaction.
+    assert len(everything) == len(set(everything)), "the late copy was appended again"
+    assert set(everything) <= set(first + second)
+    fenced = ErrorCode.invalid_producer_epoch
+    if kind == "java":  # TV2: the late copy carries the ended transaction's epoch
+        assert (after_complete, in_next) == (fenced, fenced)
+    else:  # TV1: refused outside a transaction; a duplicate (answered, not appended) inside one
+        assert (after_complete, in_next) == (ErrorCode.invalid_txn_state, ErrorCode.none)
+    if broker.name == "kafka" and kind == "confluent":
+        # Kafka 4.4 remembers the refused copy's sequence (its verification state) and refuses
+        # the next transaction's first batch on that partition OUT_OF_ORDER_SEQUENCE_NUMBER,
+        # which librdkafka takes as fatal; the transaction stays open until its timeout aborts
+        # it. tidelog answers the same codes to the late copy and goes on.
+        assert [(e.name, e.fatal) for e in client.errors] == [("OUT_OF_ORDER_SEQUENCE_NUMBER", True)]
+        assert next_transaction.startswith("failed")
+    else:
+        assert not client.errors, client.errors
+        assert next_transaction == "committed"
+    assert sorted(committed) == sorted((first if commit else []) + (second if next_transaction == "committed" else []))
+
+
+def committed_with_retries(client: ConfluentTxn | JavaTxn, commit: bool) -> list[str]:
+    """Ends the transaction as an application does: a retriable error means call it again."""
+    seen = []
+    for _ in range(END_ATTEMPTS):
+        try:
+            client.commit() if commit else client.abort()
+            return seen
+        except ClientError as error:
+            seen.append(error.name)
+            if not error.retriable or error.fatal:
+                raise
+    raise AssertionError(f"the transaction never ended: {seen}")
+
+
+@pytest.mark.parametrize("commit", [True, False], ids=["commit", "abort"])
+@pytest.mark.parametrize("kind", CLIENTS)
+def test_a_dropped_end_txn_answer_is_retried_to_the_same_outcome(
+    broker: FaultBroker, kind: str, commit: bool, java_classes: Path | None
+) -> None:
+    """EndTxn lands, its answer is lost with the connection: the client sends it again, the
+    broker answers the retry CONCURRENT_TRANSACTIONS while the markers go out, then NONE, and
+    the transaction ends once."""
+    topic = new_topic_named(broker, f"endtxn-{kind}")
+    codes, drop = AnswerCodes(END_TXN), DropAnswer(END_TXN)
+    first, second = values("first", 6), values("next", 4)
+    with proxied(broker, codes, drop) as proxy:
+        client = producer(kind, proxy.bootstrap, f"endtxn-{kind}-{next(names)}", java_classes)
+        try:
+            client.init()
+            client.begin()
+            for i, value in enumerate(first):
+                client.send(topic, i % PROBE_PARTITIONS, value)
+            client.flush()
+            app_retries = committed_with_retries(client, commit)
+            run_transaction(client, topic, second, commit=True)
+        finally:
+            client.close()
+        requests = proxy.counters["request:EndTxn"]
+    print(
+        f"\n{broker.name} {kind} {'commit' if commit else 'abort'}: EndTxn answers {[c.name for c in codes.codes]}"
+        f" ({requests} requests), errors the application saw {app_retries}"
+    )
+    assert drop.fired and requests >= 3, "the dropped EndTxn was not sent again"
+    # The dropped answer was NONE; every retry is answered CONCURRENT_TRANSACTIONS or NONE.
+    assert codes.codes[0] == ErrorCode.none
+    assert set(codes.codes) <= {ErrorCode.none, ErrorCode.concurrent_transactions}, codes.codes
+    assert not [e for e in client.errors if e.fatal or not e.retriable], client.errors
+    assert stable(broker.bootstrap, topic, PROBE_PARTITIONS, SETTLE_S), "a transaction was left open"
+    committed = read_values(broker.bootstrap, topic, PROBE_PARTITIONS, "read_committed")
+    everything = read_values(broker.bootstrap, topic, PROBE_PARTITIONS, "read_uncommitted")
+    assert sorted(committed) == sorted((first if commit else []) + second)
+    assert sorted(everything) == sorted(first + second)
+
+
+RESETS = {
+    # The connection is reset before the first AddPartitionsToTxn reaches the broker (TV2 adds
+    # with its first Produce, so for Java that Produce is reset instead).
+    "before-add": lambda kind: ResetBefore(PRODUCE if kind == "java" else ADD_PARTITIONS_TO_TXN),
+    # The first Produce lands and its answer is lost: the client sends it again.
+    "after-produce": lambda kind: DropAnswer(PRODUCE),
+    # The connection is reset before EndTxn reaches the broker.
+    "before-end": lambda kind: ResetBefore(END_TXN),
+}
+
+
+@pytest.mark.parametrize("where", list(RESETS))
+@pytest.mark.parametrize("kind", CLIENTS)
+def test_a_connection_reset_mid_transaction(
+    broker: FaultBroker, kind: str, where: str, java_classes: Path | None
+) -> None:
+    """A reset at one point of a committed transaction, then a second transaction: each
+    commits exactly once, all of its data and nothing twice, and no transaction stays open."""
+    topic = new_topic_named(broker, f"reset-{kind}")
+    fault = RESETS[where](kind)
+    first, second = values("first", 6), values("next", 4)
+    with proxied(broker, fault) as proxy:
+        client = producer(kind, proxy.bootstrap, f"reset-{kind}-{next(names)}", java_classes)
+        try:
+            client.init()
+            client.begin()
+            for i, value in enumerate(first):
+                client.send(topic, i % PROBE_PARTITIONS, value)
+            client.flush()
+            app_retries = committed_with_retries(client, commit=True)
+            run_transaction(client, topic, second, commit=True)
+        finally:
+            client.close()
+        counters = dict(proxy.counters)
+    print(f"\n{broker.name} {kind} {where}: errors the application saw {app_retries}; proxy {counters}")
+    assert fault.fired, f"the fault never happened: {counters}"
+    assert not [e for e in client.errors if e.fatal or not e.retriable], client.errors
+    assert sorted(client.acked) == sorted(first + second)
+    assert stable(broker.bootstrap, topic, PROBE_PARTITIONS, SETTLE_S), "a transaction was left open"
+    committed = read_values(broker.bootstrap, topic, PROBE_PARTITIONS, "read_committed")
+    everything = read_values(broker.bootstrap, topic, PROBE_PARTITIONS, "read_uncommitted")
+    assert sorted(committed) == sorted(first + second)
+    assert sorted(everything) == sorted(first + second), "something was appended twice"
