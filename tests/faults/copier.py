@@ -5,26 +5,71 @@ every third transaction aborted and the consumer rewound to its committed offset
 abortable error it aborts and rewinds too; on a fatal one it exits (the test starts it again
 with the same transactional id, which fences what it left).
 
+A watchdog ends the process (exit status 4) when a transactional call outlives its own timeout
+by WATCHDOG_GRACE_S: librdkafka's send_offsets_to_transaction can wait forever for a group
+coordinator connection whose state never changes again (confluentinc/librdkafka#5456 and #5511,
+open in 2.16), while its consumer waits for this thread to poll through a rebalance. The test
+restarts the copier, as a supervisor restarts a stuck application, and counts these exits.
+
     python tests/faults/copier.py <bootstrap> <transactional id> <group>
 """
 
 from __future__ import annotations
 
 import faulthandler
+import os
 import signal
 import sys
+import threading
+import time
+from collections.abc import Callable
+from typing import TypeVar
 
 from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
 
 BATCH = 200
 ABORT_EVERY = 3
+API_TIMEOUT_S = 30
+COMMIT_TIMEOUT_S = 60
+WATCHDOG_GRACE_S = 15
+WATCHDOG_EXIT = 4
+T = TypeVar("T")
+
+
+class Watchdog:
+    """Exits the process when a call it watches runs WATCHDOG_GRACE_S past its own timeout."""
+
+    def __init__(self) -> None:
+        self.deadline = float("inf")
+        self.what = ""
+        threading.Thread(target=self._watch, daemon=True).start()
+
+    def call(self, timeout_s: float, function: Callable[..., T], *args: object) -> T:
+        """function(*args, timeout_s), watched."""
+        self.what, self.deadline = function.__name__, time.monotonic() + timeout_s + WATCHDOG_GRACE_S
+        try:
+            return function(*args, timeout_s)
+        finally:
+            self.deadline = float("inf")
+
+    def _watch(self) -> None:
+        while True:
+            time.sleep(1)
+            if time.monotonic() > self.deadline:
+                print(f"copier stops: {self.what} still waiting past its timeout", file=sys.stderr, flush=True)
+                os._exit(WATCHDOG_EXIT)
+
+
+def debug(contexts: str) -> dict[str, str]:
+    """librdkafka's own log of `contexts` when COPIER_DEBUG is set (to see where a copier waits)."""
+    return {"debug": contexts} if os.environ.get("COPIER_DEBUG") else {}
 
 
 def rewind(consumer: Consumer) -> None:
     assignment = consumer.assignment()
     if not assignment:
         return
-    for tp in consumer.committed(assignment, 30):
+    for tp in consumer.committed(assignment, API_TIMEOUT_S):
         consumer.seek(TopicPartition(tp.topic, tp.partition, tp.offset if tp.offset >= 0 else 0))
 
 
@@ -38,6 +83,7 @@ def main(bootstrap: str, transactional_id: str, group: str) -> None:
             "enable.auto.commit": False,
             "auto.offset.reset": "earliest",
             "session.timeout.ms": 6000,
+            **debug("cgrp"),
         }
     )
     consumer.subscribe(["input"])
@@ -47,9 +93,11 @@ def main(bootstrap: str, transactional_id: str, group: str) -> None:
             "transactional.id": transactional_id,
             "linger.ms": 5,
             "transaction.timeout.ms": 10000,
+            **debug("eos,protocol"),
         }
     )
-    producer.init_transactions(60)
+    watchdog = Watchdog()
+    watchdog.call(COMMIT_TIMEOUT_S, producer.init_transactions)
     turn = 0
     while True:
         messages = [m for m in consumer.consume(BATCH, 1.0) if not m.error()]
@@ -61,20 +109,20 @@ def main(bootstrap: str, transactional_id: str, group: str) -> None:
             for m in messages:
                 producer.produce("output", value=m.value(), partition=m.partition())
             if turn % ABORT_EVERY == 0:
-                producer.flush(30)
-                producer.abort_transaction(30)
+                producer.flush(API_TIMEOUT_S)
+                watchdog.call(API_TIMEOUT_S, producer.abort_transaction)
                 rewind(consumer)
                 continue
-            producer.send_offsets_to_transaction(
-                consumer.position(consumer.assignment()), consumer.consumer_group_metadata(), 30
-            )
-            producer.commit_transaction(60)
+            positions = consumer.position(consumer.assignment())
+            group = consumer.consumer_group_metadata()
+            watchdog.call(API_TIMEOUT_S, producer.send_offsets_to_transaction, positions, group)
+            watchdog.call(COMMIT_TIMEOUT_S, producer.commit_transaction)
         except KafkaException as failure:
             error = failure.args[0]
             if not error.txn_requires_abort():  # fatal, or a commit that may have happened
                 print(f"copier stops: {error}", file=sys.stderr, flush=True)
                 sys.exit(3)
-            producer.abort_transaction(60)
+            watchdog.call(COMMIT_TIMEOUT_S, producer.abort_transaction)
             rewind(consumer)
 
 
