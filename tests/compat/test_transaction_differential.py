@@ -296,3 +296,27 @@ def test_a_long_polled_read_committed_fetch_carries_the_abort(
     assert answer.last_stable_offset == 3
     assert [(t.producer_id, t.first_offset) for t in answer.aborted_transactions] == [(pid, 0)]
     assert [(r[0], r[2]) for r in records_of(answer)] == [(0, False), (1, False), (2, True)], "data, then the marker"
+
+
+def test_a_sequence_repeated_after_an_abort_is_answered_as_the_aborted_duplicate(
+    client: TxnClient, topics: tuple[str, str]
+) -> None:
+    """What a broker does when a client sends, in its next transaction and the same epoch, a new
+    batch with the sequence of a batch of the transaction it aborted (as a client does that
+    forgets an un-acknowledged batch on abort without bumping its epoch): Kafka's duplicate
+    check looks at producer id, epoch and sequence only, so the new batch is "acknowledged" at
+    the aborted batch's offset and never written. Knowing this is what makes a lost write seen
+    through `tidelog verify --faults proxy` a client matter, not the broker's."""
+    a, _ = topics
+    pid, epoch = begin(client, "t-seq")
+    assert client.add_partitions("t-seq", pid, epoch, [(a, 0)]) == {(a, 0): ErrorCode.none}
+    assert client.produce("t-seq", a, 0, data_batch(pid, epoch, 0, [b"aborted"])).error_code == ErrorCode.none
+    assert client.end("t-seq", pid, epoch, commit=False) == ErrorCode.none
+    assert settled(lambda: client.add_partitions("t-seq", pid, epoch, [(a, 0)])) == {(a, 0): ErrorCode.none}
+    again = client.produce("t-seq", a, 0, data_batch(pid, epoch, 0, [b"new"]))
+    assert (again.error_code, again.base_offset) == (ErrorCode.none, 0)
+    assert client.end("t-seq", pid, epoch, commit=True) == ErrorCode.none
+    stable_after(client, a, 0, 3)
+    fetched = client.fetch(a, 0, 0, READ_COMMITTED)
+    assert [r[1] if not r[2] else "marker" for r in records_of(fetched)] == [b"aborted", "marker", "marker"]
+    assert [(t.producer_id, t.first_offset) for t in fetched.aborted_transactions] == [(pid, 0)]
