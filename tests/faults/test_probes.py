@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import itertools
 import shutil
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -38,7 +39,16 @@ from tests.faults.probe_clients import (
     read_values,
     stable,
 )
-from tests.faults.probe_wire import AFTER_COMPLETE, AFTER_END, IN_NEXT, Outcome, probe
+from tests.faults.probe_wire import AFTER_COMPLETE, AFTER_END, IN_NEXT, Outcome, make_topic, probe
+from tests.transactions.txn_wire import (
+    READ_COMMITTED,
+    TxnClient,
+    begin,
+    data_batch,
+    records_of,
+    request,
+    stable_after,
+)
 from tidelog.verify.proxy import END_TXN, PRODUCE, FaultProxy, Rule
 
 names = itertools.count()
@@ -123,6 +133,7 @@ CLIENTS = ["confluent", "java"]
 PROBE_PARTITIONS = 2
 SETTLE_S = 20.0
 END_ATTEMPTS = 5
+END_TXN_VERSION = 3
 ADD_PARTITIONS_TO_TXN = 24
 
 
@@ -338,3 +349,44 @@ def test_a_connection_reset_mid_transaction(
     everything = read_values(broker.bootstrap, topic, PROBE_PARTITIONS, "read_uncommitted")
     assert sorted(committed) == sorted(first + second)
     assert sorted(everything) == sorted(first + second), "something was appended twice"
+
+
+@pytest.mark.parametrize("commit", [True, False], ids=["commit", "abort"])
+def test_an_end_txn_whose_connection_closes_at_once_still_ends_the_transaction(
+    broker: FaultBroker, commit: bool
+) -> None:
+    """A client that gives up on EndTxn (its request timed out) closes the connection before
+    the answer: the broker still writes the markers, so the retry on a new connection is
+    answered CONCURRENT_TRANSACTIONS for a moment, then NONE, and the partition is stable."""
+    n = next(names)
+    tid, topic = f"closing-{n}", f"closing-{n}"
+    client = TxnClient(port_of(broker))
+    try:
+        make_topic(client, topic)
+        pid, epoch = begin(client, tid)
+        assert client.add_partitions(tid, pid, epoch, [(topic, 0)]) == {(topic, 0): ErrorCode.none}
+        assert client.produce(tid, topic, 0, data_batch(pid, epoch, 0, [b"a", b"b"])).error_code == ErrorCode.none
+        giving_up = TxnClient(port_of(broker))
+        body = request(
+            26, END_TXN_VERSION, transactional_id=tid, producer_id=pid, producer_epoch=epoch, committed=commit
+        )
+        giving_up.wire.send(26, END_TXN_VERSION, body)
+        giving_up.close()
+        answers = []
+        deadline = time.monotonic() + SETTLE_S
+        while time.monotonic() < deadline:
+            answers.append(client.end(tid, pid, epoch, commit, version=END_TXN_VERSION))
+            if answers[-1] != ErrorCode.concurrent_transactions:
+                break
+            time.sleep(0.05)
+        print(f"\n{broker.name}: EndTxn retries answered {[a.name for a in answers]}")
+        assert answers[-1] == ErrorCode.none, answers
+        assert set(answers[:-1]) <= {ErrorCode.concurrent_transactions}
+        stable_after(client, topic, 0, 3)  # two records and the marker
+        values = [r[1] for r in records_of(client.fetch(topic, 0, 0, READ_COMMITTED)) if not r[2]]
+        fetched = client.fetch(topic, 0, 0, READ_COMMITTED)
+        aborted = [int(t.producer_id) for t in fetched.aborted_transactions or ()]
+        # The records are returned either way; an abort lists its producer for the reader to drop them.
+        assert (values, aborted) == ([b"a", b"b"], [] if commit else [pid])
+    finally:
+        client.close()

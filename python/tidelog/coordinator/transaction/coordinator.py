@@ -91,7 +91,7 @@ class TransactionCoordinator:
         self._locks: dict[str, tuple[asyncio.Lock, int]] = {}
 
     def _new_shard(self, context: ShardContext) -> TransactionShard:
-        return TransactionShard(context, self._allocate_producer_id, self._prepared)
+        return TransactionShard(context, self._allocate_producer_id, lambda *args: self._prepared(*args))
 
     # ---- shards ------------------------------------------------------------------------------
 
@@ -165,8 +165,6 @@ class TransactionCoordinator:
             )
         except CoordinatorUnavailable as unavailable:
             return EndResult(unavailable.error_code)
-        if result.prepared is not None:
-            self._prepared(transactional_id, result.prepared)
         return result
 
     def has_partitions(self, transactional_id: str, partitions: frozenset[tuple[str, int]]) -> bool:

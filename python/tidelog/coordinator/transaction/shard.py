@@ -71,7 +71,8 @@ class InitResult:
 
 @dataclass(frozen=True, slots=True)
 class EndResult:
-    """EndTxn's answer; `prepared` names the transaction whose markers must now be written."""
+    """EndTxn's answer; `prepared` names the transaction now prepared (its markers start once
+    the Prepare record is durable)."""
 
     error: ErrorCode
     prepared: StoredTransaction | None = None
@@ -251,7 +252,14 @@ class TransactionShard:
             stored, producer_epoch=fenced_epoch, state=TxnState.PREPARE_ABORT, last_update_ms=self.context.now_ms()
         )
         result = self._transition(metadata, prepare, response, response)
-        transactional_id = metadata.transactional_id
+        return self._then_markers(result, metadata.transactional_id, prepare)
+
+    def _then_markers(
+        self, result: CoordinatorResult, transactional_id: str, prepare: StoredTransaction  # type: ignore[type-arg]
+    ) -> CoordinatorResult:  # type: ignore[type-arg]
+        """`result`, whose Prepare record, once durable, starts the markers: from the runtime,
+        not from the request that asked, which its connection's close may cancel meanwhile (the
+        transaction would stay prepared, its retries answered CONCURRENT_TRANSACTIONS for ever)."""
         on_committed = result.on_committed
 
         def prepared() -> None:
@@ -382,7 +390,8 @@ class TransactionShard:
             if tv2:
                 prepare = self._bumped_for_tv2(prepare)
             answer = EndResult(ErrorCode.none, prepare, *self.client_identity(prepare))
-            return self._transition(metadata, prepare, answer, EndResult(ErrorCode.not_coordinator))
+            result = self._transition(metadata, prepare, answer, EndResult(ErrorCode.not_coordinator))
+            return self._then_markers(result, transactional_id, prepare)
         if state is wanted_complete and (retry or not tv2):
             return CoordinatorResult((), current)  # a retry: same outcome, done
         if state is wanted_prepare and (retry or not tv2):
