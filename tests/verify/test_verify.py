@@ -33,9 +33,11 @@ def test_a_clean_transactional_run_is_valid_on_tidelog(tidelog_bootstrap: str, t
 # committed transaction answered with the offset of an aborted transaction's batch; see
 # bench/results/verify.md), not seen on Kafka with the same seed: kept out of the default run
 # until that is understood.
-@pytest.mark.faults
 def test_a_transactional_run_through_proxy_faults_is_valid_on_tidelog(tidelog_bootstrap: str, tmp_path: Path) -> None:
-    outcome = run_verify(tidelog_bootstrap, tmp_path, workload="txn", faults="proxy", seed=1)
+    # Flushing before each deliberate abort keeps librdkafka from reusing the sequence of a batch
+    # whose answer the proxy dropped (docs/verify.md): without it this run may report a lost
+    # write on any broker, Kafka included.
+    outcome = run_verify(tidelog_bootstrap, tmp_path, workload="txn", faults="proxy", seed=1, flush_before_abort=True)
     assert outcome.status == 0, outcome.output
     counters = outcome.results["run"]["proxy_counters"]
     assert counters.get("request:Produce", 0) > 0 and counters.get("request:EndTxn", 0) > 0, counters
@@ -61,7 +63,7 @@ def kafka_bootstrap(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
 
 def test_a_transactional_run_through_proxy_faults_is_valid_on_kafka(kafka_bootstrap: str, tmp_path: Path) -> None:
-    outcome = run_verify(kafka_bootstrap, tmp_path, workload="txn", faults="proxy", seed=1)
+    outcome = run_verify(kafka_bootstrap, tmp_path, workload="txn", faults="proxy", seed=1, flush_before_abort=True)
     assert outcome.status == 0, outcome.output
     assert outcome.results["stats"]["txn-ok"] > 50
     counters = outcome.results["run"]["proxy_counters"]

@@ -89,6 +89,11 @@ def add_verify_parser(commands: argparse._SubParsersAction[argparse.ArgumentPars
     verify.add_argument("--workers", type=int, default=4, help="worker processes (4)")
     verify.add_argument("--replication-factor", type=int, default=1, help="of the topics it creates (1)")
     verify.add_argument("--no-progress", action="store_true", help="no progress bar")
+    verify.add_argument(
+        "--flush-before-abort",
+        action="store_true",
+        help="txn workers flush before a deliberate abort (works around a librdkafka sequence reuse: docs/verify.md)",
+    )
     verify.add_argument("--sabotage", help=argparse.SUPPRESS)  # test-only: tidelog.verify.sabotage
 
 

@@ -55,6 +55,7 @@ class VerifyConfig:
     replication_factor: int = 1
     sabotage: str | None = None
     progress: bool = True
+    flush_before_abort: bool = False  # see workload.WorkerSpec
 
 
 @dataclass
@@ -201,6 +202,7 @@ def run(config: VerifyConfig) -> tuple[Result, RunInfo, list[history.Op]]:
             start=start,
             duration_s=config.duration_s,
             history_path=str(paths[w]),
+            flush_before_abort=config.flush_before_abort,
         )
         process = context.Process(target=workload.run_worker, args=(spec, _Slice(counters, w)), daemon=True)
         process.start()
@@ -313,6 +315,7 @@ def main(args: Any) -> int:
         replication_factor=args.replication_factor,
         sabotage=args.sabotage,
         progress=not args.no_progress and sys.stderr.isatty(),
+        flush_before_abort=args.flush_before_abort,
     )
     try:
         result, info, ops = run(config)
@@ -350,4 +353,6 @@ def command_line(config: VerifyConfig) -> list[str]:
         command += ["--report", str(config.report)]
     if config.sabotage:
         command += ["--sabotage", config.sabotage]
+    if config.flush_before_abort:
+        command.append("--flush-before-abort")
     return command

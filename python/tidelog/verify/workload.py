@@ -82,6 +82,12 @@ class WorkerSpec:
     start: float  # time.monotonic() at the start of the run (the history's zero)
     duration_s: float
     history_path: str
+    # Flush before a deliberate abort, so that the abort purges no batch that was sent and whose
+    # answer was lost: librdkafka (2.16) advances the epoch's base sequence past the messages an
+    # abort purges, sent or not, so the next transaction's first batch to that partition takes
+    # the sequence of a batch that may be in the log, and any Kafka broker acknowledges it as
+    # that batch's duplicate without writing it (a lost write; see docs/verify.md).
+    flush_before_abort: bool = False
 
 
 def key_of(topic: str, partition: int) -> str:
@@ -271,6 +277,8 @@ class _TxnWorker(_Base):
                 self.producer.poll(0)
             if self.random.random() < ABORT_SHARE:
                 stage = "abort"
+                if self.spec.flush_before_abort:
+                    self.producer.flush(FLUSH_TIMEOUT_S)
                 self.producer.abort_transaction(CALL_TIMEOUT_S)
                 op.type = FAIL
                 self.rewind()
