@@ -47,6 +47,7 @@ async def serve(config: BrokerConfig) -> None:
         )
         await stop.wait()
         log.info("stopping: draining %d connection(s)", len(listener.connections))
+        broker.resign_coordinators()
         await listener.stop()
     finally:
         await broker.close()

@@ -173,6 +173,15 @@ class Broker:
             self.transactions.start(self._internal_logs(TRANSACTION_STATE_TOPIC))
         self.housekeeping.start()
 
+    def resign_coordinators(self) -> None:
+        """The first step of a controlled shutdown, as Kafka's: the group and transaction
+        coordinators give their shards up, so members waiting in a rebalance and other parked
+        operations answer NOT_COORDINATOR (clients find the coordinator again after the restart)
+        instead of holding the drain of in-flight requests. What is durable is replayed at the
+        next start; markers of a transaction being completed are written then."""
+        self.transactions.close()
+        self.groups.close()
+
     async def close(self) -> None:
         """Stops housekeeping and coordinators, flushes and closes every log (marked clean)."""
         await self.housekeeping.stop()

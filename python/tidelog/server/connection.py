@@ -279,6 +279,10 @@ class Connection(asyncio.Protocol):
         elif len(self.slots) <= limit // 2:
             self._resume("inflight")
 
+    def stop_reading(self) -> None:
+        """The listener is stopping: no more requests are read; the answers owed still go out."""
+        self._pause("stopping")
+
     def pause_writing(self) -> None:
         self._pause("writing")
 

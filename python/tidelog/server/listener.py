@@ -46,11 +46,14 @@ class Listener:
                     connection.close(f"idle for more than connections.max.idle.ms ({idle_s:.0f} s)")
 
     async def stop(self) -> None:
-        """Stops accepting, lets in-flight requests finish (bounded), then closes connections."""
+        """Stops accepting and reading, lets in-flight requests finish (bounded), then closes
+        connections."""
         assert self.server is not None
         self.server.close()
         if self._idle_task is not None:
             self._idle_task.cancel()
+        for connection in list(self.connections):
+            connection.stop_reading()  # no new requests: clients that keep sending do not hold the drain
         deadline = time.monotonic() + limits.DRAIN_TIMEOUT_S
         while any(c.slots for c in self.connections) and time.monotonic() < deadline:
             await asyncio.sleep(0.01)
