@@ -255,7 +255,10 @@ class TransactionShard:
         return self._then_markers(result, metadata.transactional_id, prepare)
 
     def _then_markers(
-        self, result: CoordinatorResult, transactional_id: str, prepare: StoredTransaction  # type: ignore[type-arg]
+        self,
+        result: CoordinatorResult,
+        transactional_id: str,
+        prepare: StoredTransaction,  # type: ignore[type-arg]
     ) -> CoordinatorResult:  # type: ignore[type-arg]
         """`result`, whose Prepare record, once durable, starts the markers: from the runtime,
         not from the request that asked, which its connection's close may cancel meanwhile (the
