@@ -256,9 +256,9 @@ class TransactionShard:
 
     def _then_markers(
         self,
-        result: CoordinatorResult,
+        result: CoordinatorResult,  # type: ignore[type-arg]
         transactional_id: str,
-        prepare: StoredTransaction,  # type: ignore[type-arg]
+        prepare: StoredTransaction,
     ) -> CoordinatorResult:  # type: ignore[type-arg]
         """`result`, whose Prepare record, once durable, starts the markers: from the runtime,
         not from the request that asked, which its connection's close may cancel meanwhile (the
