@@ -1,9 +1,9 @@
 """The transaction coordinator in process, for what needs a precise interleaving or a state
 clients cannot reach quickly: TV2's implicit adds of one transactional id run one at a time, also
 when a new request comes just as one ends (a produce of the same producer could else append
-before an earlier one: OUT_OF_ORDER_SEQUENCE, seen with Java's ProducerPerformance); a Prepare
-state found at load gets its markers; an exhausted epoch rotates the producer id; idle ids
-expire."""
+before an earlier one: OUT_OF_ORDER_SEQUENCE, seen with Java's ProducerPerformance); an EndTxn
+right behind an AddPartitionsToTxn is handled after it; a Prepare state found at load gets its
+markers; an exhausted epoch rotates the producer id; idle ids expire."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ import shutil
 import subprocess
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 from kio.schema.errors import ErrorCode
@@ -89,6 +90,36 @@ async def until(condition: Callable[[], bool], timeout_s: float = 20.0) -> None:
     async with asyncio.timeout(timeout_s):
         while not condition():
             await asyncio.sleep(0.01)
+
+
+def test_an_end_txn_sent_right_behind_an_add_partitions_is_handled_after_it(tmp_path: Path) -> None:
+    """librdkafka sends AddPartitionsToTxn and, on abort_transaction, EndTxn right behind it on
+    the same connection, without waiting for the first answer. Kafka handles a connection's
+    requests one at a time, in order; here the add waited for the previous transaction's markers
+    and the EndTxn overtook it: INVALID_TXN_STATE for an abort of a transaction that did not
+    exist yet, fatal in librdkafka (seen in test_pauses.py on a loaded machine)."""
+
+    async def main() -> None:
+        async with running_broker(tmp_path, transaction_state_log_num_partitions=2) as broker:
+            pid, epoch = await open_transaction(broker, "pipelined")
+            complete = broker.transactions._complete
+
+            async def slow_markers(*args: Any) -> None:
+                await asyncio.sleep(0.2)
+                await complete(*args)
+
+            broker.transactions._complete = slow_markers  # type: ignore[method-assign]
+            assert (await broker.end_txn("pipelined", pid, epoch, commit=True)).error == ErrorCode.none
+            assert state_of(broker, "pipelined") is TxnState.PREPARE_COMMIT, "the markers are still going out"
+            # Dispatched in this order, as two pipelined requests of one connection are.
+            add = asyncio.ensure_future(broker.add_partitions_to_txn("pipelined", pid, epoch, [("t", 0)]))
+            abort = asyncio.ensure_future(broker.end_txn("pipelined", pid, epoch, commit=False))
+            assert await add == {("t", 0): ErrorCode.none}
+            assert (await abort).error == ErrorCode.none
+            await broker.transactions.completed("pipelined")
+            assert state_of(broker, "pipelined") is TxnState.COMPLETE_ABORT
+
+    asyncio.run(main())
 
 
 def test_a_coordinator_that_loads_a_prepare_state_writes_its_markers(tmp_path: Path) -> None:

@@ -463,7 +463,8 @@ class Broker:
             answer = dict.fromkeys(partitions, ErrorCode.operation_not_attempted)
             answer.update(dict.fromkeys(missing, ErrorCode.unknown_topic_or_partition))
             return answer
-        error = await self._add_after_markers(transactional_id, producer_id, epoch, frozenset(partitions))
+        async with self.transactions.serialized(transactional_id):
+            error = await self._add_after_markers(transactional_id, producer_id, epoch, frozenset(partitions))
         return dict.fromkeys(partitions, error)
 
     async def add_offsets_to_txn(self, transactional_id: str, producer_id: int, epoch: int, group_id: str) -> ErrorCode:
@@ -471,13 +472,19 @@ class Broker:
         if not group_id:
             return ErrorCode.invalid_group_id
         offsets_partition = (OFFSETS_TOPIC, self.groups.partition_for(group_id))
-        return await self._add_after_markers(transactional_id, producer_id, epoch, frozenset({offsets_partition}))
+        async with self.transactions.serialized(transactional_id):
+            return await self._add_after_markers(transactional_id, producer_id, epoch, frozenset({offsets_partition}))
 
     async def end_txn(
         self, transactional_id: str, producer_id: int, epoch: int, commit: bool, tv2: bool = False
     ) -> EndResult:
-        """EndTxn; with `tv2` (v5) the answer carries the (producer id, epoch) to go on with."""
-        return await self.transactions.end_transaction(transactional_id, producer_id, epoch, commit, tv2)
+        """EndTxn; with `tv2` (v5) the answer carries the (producer id, epoch) to go on with.
+        Handled after the id's adds that came before it, as Kafka handles a connection's requests
+        one at a time: librdkafka sends EndTxn right behind an AddPartitionsToTxn (an abort does
+        not wait for its answer), and an abort that overtook an add still waiting for the
+        previous transaction's markers found no transaction (INVALID_TXN_STATE, fatal)."""
+        async with self.transactions.serialized(transactional_id):
+            return await self.transactions.end_transaction(transactional_id, producer_id, epoch, commit, tv2)
 
     async def produce_adding_partitions(
         self,

@@ -176,9 +176,10 @@ class TransactionCoordinator:
 
     @contextlib.asynccontextmanager
     async def serialized(self, transactional_id: str) -> AsyncIterator[None]:
-        """One implicit add (TV2) at a time per transactional id: a produce that adds its
-        partitions and appends runs under it, so the next request of the same producer finds
-        them added and appends after it."""
+        """One request at a time per transactional id, in the order they came: AddPartitionsToTxn,
+        AddOffsetsToTxn, EndTxn, and TV2's implicit add (a produce that adds its partitions and
+        appends runs under it, so the next request of the same producer finds them added and
+        appends after it)."""
         lock, users = self._locks.get(transactional_id, (asyncio.Lock(), 0))
         self._locks[transactional_id] = (lock, users + 1)
         try:
