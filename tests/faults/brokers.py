@@ -4,7 +4,7 @@ port, so clients reconnect to it as they would to a broker that came back.
 
 Which one runs is the `--fault-broker` option (`tidelog`, the default; `kafka`; or `both`), so a
 fault test that fails on Kafka too is known to be a test problem or a Kafka problem. A test that
-must run on both whatever the option says (the copier test in CI) asks for `both_brokers`.
+must run on both whatever the option says (the pause tests) asks for `both_brokers`.
 """
 
 from __future__ import annotations

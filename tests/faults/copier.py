@@ -86,7 +86,16 @@ def main(bootstrap: str, transactional_id: str, group: str) -> None:
             **debug("cgrp"),
         }
     )
-    consumer.subscribe(["input"])
+    # A rebalance inside consume() can hand back records of a partition this copier no longer
+    # owns, read before the revocation, with group metadata of the new generation: committing
+    # them would copy what the partition's new owner copies too. Such a batch is dropped and the
+    # copier rewinds to the committed offsets, as after an abort.
+    rebalanced = [False]
+
+    def on_rebalance(_consumer: Consumer, _partitions: list[TopicPartition]) -> None:
+        rebalanced[0] = True
+
+    consumer.subscribe(["input"], on_assign=on_rebalance, on_revoke=on_rebalance)
     producer = Producer(
         {
             "bootstrap.servers": bootstrap,
@@ -100,7 +109,11 @@ def main(bootstrap: str, transactional_id: str, group: str) -> None:
     watchdog.call(COMMIT_TIMEOUT_S, producer.init_transactions)
     turn = 0
     while True:
+        rebalanced[0] = False
         messages = [m for m in consumer.consume(BATCH, 1.0) if not m.error()]
+        if rebalanced[0]:
+            rewind(consumer)
+            continue
         if not messages:
             continue
         turn += 1

@@ -35,9 +35,12 @@ def test_a_clean_transactional_run_is_valid_on_tidelog(tidelog_bootstrap: str, t
 # until that is understood.
 def test_a_transactional_run_through_proxy_faults_is_valid_on_tidelog(tidelog_bootstrap: str, tmp_path: Path) -> None:
     # Flushing before each deliberate abort keeps librdkafka from reusing the sequence of a batch
-    # whose answer the proxy dropped (docs/verify.md): without it this run may report a lost
-    # write on any broker, Kafka included.
-    outcome = run_verify(tidelog_bootstrap, tmp_path, workload="txn", faults="proxy", seed=1, flush_before_abort=True)
+    # whose answer the proxy dropped, and no replays keep a TV1 client's old EndTxn or Produce
+    # out of its next transaction (docs/verify.md): either may report anomalies on any broker,
+    # Kafka included (its 300 s run in bench/results/verify.md shows both).
+    outcome = run_verify(
+        tidelog_bootstrap, tmp_path, workload="txn", faults="proxy", seed=1, flush_before_abort=True, replays=False
+    )
     assert outcome.status == 0, outcome.output
     counters = outcome.results["run"]["proxy_counters"]
     assert counters.get("request:Produce", 0) > 0 and counters.get("request:EndTxn", 0) > 0, counters
@@ -63,7 +66,9 @@ def kafka_bootstrap(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
 
 def test_a_transactional_run_through_proxy_faults_is_valid_on_kafka(kafka_bootstrap: str, tmp_path: Path) -> None:
-    outcome = run_verify(kafka_bootstrap, tmp_path, workload="txn", faults="proxy", seed=1, flush_before_abort=True)
+    outcome = run_verify(
+        kafka_bootstrap, tmp_path, workload="txn", faults="proxy", seed=1, flush_before_abort=True, replays=False
+    )
     assert outcome.status == 0, outcome.output
     assert outcome.results["stats"]["txn-ok"] > 50
     counters = outcome.results["run"]["proxy_counters"]

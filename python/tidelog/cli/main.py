@@ -95,6 +95,9 @@ def add_verify_parser(commands: argparse._SubParsersAction[argparse.ArgumentPars
         action="store_true",
         help="txn workers flush before a deliberate abort (works around a librdkafka sequence reuse: docs/verify.md)",
     )
+    verify.add_argument(
+        "--no-replays", action="store_true", help="proxy faults without replayed requests (see docs/verify.md)"
+    )
     verify.add_argument("--sabotage", help=argparse.SUPPRESS)  # test-only: tidelog.verify.sabotage
 
 

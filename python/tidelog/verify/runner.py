@@ -56,6 +56,7 @@ class VerifyConfig:
     sabotage: str | None = None
     progress: bool = True
     flush_before_abort: bool = False  # see workload.WorkerSpec
+    replays: bool = True  # with --faults proxy: see proxy.default_faults
 
 
 @dataclass
@@ -173,7 +174,7 @@ def run(config: VerifyConfig) -> tuple[Result, RunInfo, list[history.Op]]:
     proxy = None
     rules: list[Rule] = []
     if config.faults == "proxy":
-        rules.append(default_faults(config.seed))
+        rules.append(default_faults(config.seed, config.replays))
     if config.sabotage:
         from tidelog.verify.sabotage import Sabotage
 
@@ -316,6 +317,7 @@ def main(args: Any) -> int:
         sabotage=args.sabotage,
         progress=not args.no_progress and sys.stderr.isatty(),
         flush_before_abort=args.flush_before_abort,
+        replays=not args.no_replays,
     )
     try:
         result, info, ops = run(config)
@@ -355,4 +357,6 @@ def command_line(config: VerifyConfig) -> list[str]:
         command += ["--sabotage", config.sabotage]
     if config.flush_before_abort:
         command.append("--flush-before-abort")
+    if not config.replays:
+        command.append("--no-replays")
     return command
