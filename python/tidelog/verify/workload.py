@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import random
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -59,6 +60,11 @@ TRANSACTION_TIMEOUT_MS = 30_000
 MESSAGE_TIMEOUT_MS = 30_000
 SESSION_TIMEOUT_MS = 10_000
 CALL_TIMEOUT_S = 30.0
+# librdkafka (2.16) can wait in send_offsets_to_transaction far past its own timeout, for ever,
+# for a group coordinator connection whose state does not change again (#5456, #5511); past
+# CALL_TIMEOUT_S + STUCK_GRACE_S the worker leaves that producer and consumer behind and builds
+# new ones (init_transactions fences the old and aborts its transaction).
+STUCK_GRACE_S = 10.0
 COMMIT_ATTEMPTS_MAX = 3
 # Process numbers: worker w's clients are w * PROCESS_STRIDE, + 1 after a rebuild, ...
 PROCESS_STRIDE = 1000
@@ -201,6 +207,31 @@ class _Base:
         return [record_mop(m, at) for m in messages if m.error() is None]
 
 
+class StuckCall(Exception):
+    """A client call outlived its own timeout by STUCK_GRACE_S."""
+
+
+def bounded(function: Any, *args: Any) -> Any:
+    """function(*args) in a thread of its own, given up on (StuckCall) when it does not return
+    within CALL_TIMEOUT_S + STUCK_GRACE_S; the thread, a daemon, keeps the stuck client alive."""
+    outcome: dict[str, Any] = {}
+
+    def call() -> None:
+        try:
+            outcome["value"] = function(*args)
+        except BaseException as error:  # handed to the caller as it is
+            outcome["error"] = error
+
+    thread = threading.Thread(target=call, name="bounded-call", daemon=True)
+    thread.start()
+    thread.join(CALL_TIMEOUT_S + STUCK_GRACE_S)
+    if thread.is_alive():
+        raise StuckCall(getattr(function, "__name__", "call"))
+    if "error" in outcome:
+        raise outcome["error"]
+    return outcome.get("value")
+
+
 class _TxnWorker(_Base):
     def __init__(self, spec: WorkerSpec, recorder: _Recorder) -> None:
         super().__init__(spec, recorder)
@@ -286,12 +317,22 @@ class _TxnWorker(_Base):
                 stage = "offsets"
                 positions = [tp for tp in self.consumer.position(self.consumer.assignment()) if tp.offset >= 0]
                 if positions:
-                    self.producer.send_offsets_to_transaction(
-                        positions, self.consumer.consumer_group_metadata(), CALL_TIMEOUT_S
+                    bounded(
+                        self.producer.send_offsets_to_transaction,
+                        positions,
+                        self.consumer.consumer_group_metadata(),
+                        CALL_TIMEOUT_S,
                     )
                 stage = "commit"
                 op.commit_invoke = self.recorder.now()
                 op.type = self.commit()
+        except StuckCall as stuck:
+            # Commit was never asked for: the new producer's init_transactions aborts it.
+            op.error = f"{stage}: {stuck} stuck past its timeout (librdkafka #5456)"
+            op.type = FAIL
+            self.finish(op)
+            self.rebuild()
+            return
         except KafkaException as failure:
             error = failure.args[0]
             op.error = f"{stage}: {error.name()}"
