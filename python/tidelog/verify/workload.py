@@ -153,6 +153,20 @@ class _Base:
         self.counter += 1
         return f"{self.spec.worker}-{self.counter}"
 
+    def new_producer(self) -> None:
+        raise NotImplementedError
+
+    def renew_clients(self) -> None:
+        """A new process number and new clients, tried until they start or the run ends."""
+        self.process += 1
+        while not self.deadline_passed():
+            try:
+                self.new_producer()
+                self.new_consumer()
+                return
+            except Exception:
+                time.sleep(1)
+
     def deadline_passed(self) -> bool:
         return self.recorder.now() >= self.spec.duration_s
 
@@ -253,14 +267,7 @@ class _TxnWorker(_Base):
 
     def rebuild(self) -> None:
         """A fatal error: new clients, a new process number (init_transactions fences the old)."""
-        self.process += 1
-        while not self.deadline_passed():
-            try:
-                self.new_producer()
-                self.new_consumer()
-                return
-            except Exception:
-                time.sleep(1)
+        self.renew_clients()
 
     def rewind(self) -> None:
         """After an abort: back to the committed offsets (Kafka consumers do not rewind)."""
@@ -444,14 +451,7 @@ class _SendPollWorker(_Base):
 
     def rebuild(self, reason: str) -> None:
         self.give_up_in_flight(reason)
-        self.process += 1
-        while not self.deadline_passed():
-            try:
-                self.new_producer()
-                self.new_consumer()
-                return
-            except Exception:
-                time.sleep(1)
+        self.renew_clients()
 
     def send(self) -> None:
         while len(self.in_flight) >= SENDS_IN_FLIGHT_MAX and not self.deadline_passed():
