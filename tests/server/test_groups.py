@@ -235,7 +235,8 @@ def test_members_carry_on_across_a_broker_sigkill(group_broker: BrokerProcess, t
 
     members = [start_member(lib, group_broker, topic, group, tmp_path / f"{name}.log") for name in ("a", "b", "c")]
     try:
-        check_split(group_broker, group, members, 40 if lib == "java" else TIMEOUT_S)
+        # Three members starting together may take a few rounds of rebalancing on a loaded machine.
+        check_split(group_broker, group, members, 40)
         before = [set(m.assignment or ()) for m in members]
         _, owned_before = describe(group_broker, group)
         group_broker.kill()
