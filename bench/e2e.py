@@ -16,7 +16,6 @@ import os
 import platform
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -24,6 +23,9 @@ import time
 from pathlib import Path
 
 HERE = Path(__file__).parent
+sys.path.insert(0, str(HERE / "kafka"))
+from reference_broker import free_port  # type: ignore[import-not-found]  # noqa: E402
+
 RECORD_BYTES = 1024
 HALF_RATE_MIB = 50
 READY_TIMEOUT_S = 30
@@ -32,12 +34,6 @@ MiB = 1 << 20
 
 def pinned(cpu: int) -> list[str]:
     return ["taskset", "-c", str(cpu)] if shutil.which("taskset") and os.cpu_count() and os.cpu_count() > 1 else []  # type: ignore[operator]
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 def process_cpu_seconds(pid: int) -> float:

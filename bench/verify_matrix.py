@@ -15,7 +15,6 @@ cluster to answer again. Histories, results and plots of every run stay in
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import os
 import shlex
@@ -29,6 +28,9 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "bench" / "kafka"))
+import reference_broker as rb  # type: ignore[import-not-found]  # noqa: E402
+
 OUT = ROOT / "bench" / "results" / "verify.md"
 RUNS = ROOT / ".cache" / "verify-matrix"
 READY_TIMEOUT_S = 30
@@ -54,20 +56,6 @@ SHOWN = (
 )
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
-def reference_broker() -> object:
-    spec = importlib.util.spec_from_file_location("reference_broker", ROOT / "bench" / "kafka" / "reference_broker.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 class Supervised:
     """A broker kept running: restarted whenever it exits, until stop(); its pid in `pid_file`."""
 
@@ -88,7 +76,7 @@ class Supervised:
 
     def _launch(self) -> subprocess.Popen[bytes]:
         if self.target == "kafka":
-            return reference_broker().start(self.data, self.port)  # type: ignore[attr-defined, no-any-return]
+            return rb.start(self.data, self.port)  # type: ignore[no-any-return]
         command = [
             sys.executable,
             "-m",
@@ -136,7 +124,7 @@ class Supervised:
 def run_one(target: str, mode: str, seed: int, duration: float, workload: str) -> dict[str, object]:
     report = RUNS / f"{target}-{mode}-{workload}-{seed}"
     with tempfile.TemporaryDirectory(prefix="verify-matrix-") as scratch:
-        broker = Supervised(target, Path(scratch) / "data", free_port()).start()
+        broker = Supervised(target, Path(scratch) / "data", rb.free_port()).start()
         try:
             command = [
                 sys.executable,

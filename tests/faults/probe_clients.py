@@ -22,9 +22,10 @@ from typing import Any
 
 import kio.index
 import kio.serial
-from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
+from confluent_kafka import KafkaException, Producer
 from kio.schema.errors import ErrorCode
 
+from tests.read_back import read_to_end
 from tests.transactions.txn_wire import READ_COMMITTED, READ_UNCOMMITTED, TxnClient
 from tidelog.verify.proxy import PRODUCE, Action, Request, decode_response
 
@@ -235,35 +236,7 @@ JAVA_FATAL = frozenset(
 def read_values(bootstrap: str, topic: str, partitions: int, isolation: str) -> list[str]:
     """Every value of `topic` a consumer with `isolation` reads, to the end, in log order per
     partition."""
-    consumer = Consumer(
-        {
-            "bootstrap.servers": bootstrap,
-            "group.id": f"probe-reader-{time.monotonic_ns()}",
-            "isolation.level": isolation,
-            "enable.auto.commit": False,
-            "enable.partition.eof": True,
-            "auto.offset.reset": "earliest",
-        }
-    )
-    consumer.assign([TopicPartition(topic, p, 0) for p in range(partitions)])
-    values: list[str] = []
-    at_end: set[int] = set()
-    deadline = time.monotonic() + READ_TIMEOUT_S
-    try:
-        while len(at_end) < partitions:
-            assert time.monotonic() < deadline, f"{topic} not read to its end"
-            message = consumer.poll(0.5)
-            if message is None:
-                continue
-            if message.error():
-                if message.error().code() == -191:  # _PARTITION_EOF
-                    at_end.add(message.partition())
-                    continue
-                raise AssertionError(message.error())
-            values.append(message.value().decode())
-    finally:
-        consumer.close()
-    return values
+    return [v.decode() for v in read_to_end(bootstrap, topic, partitions, isolation, READ_TIMEOUT_S).values()]
 
 
 def stable(bootstrap: str, topic: str, partitions: int, within_s: float) -> bool:

@@ -13,6 +13,7 @@ import pytest
 from confluent_kafka import Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
+from tests.read_back import read_to_end
 from tests.server.conftest import BrokerProcess, free_port
 
 TIMEOUT_S = 20
@@ -40,34 +41,8 @@ def transactional_producer(broker: BrokerProcess, transactional_id: str) -> Prod
 
 
 def read_all(broker: BrokerProcess, topic: str, isolation: str, partitions: int = PARTITIONS) -> list[bytes]:
-    """Every value of `topic` a consumer with `isolation` gets, read to the end."""
-    consumer = Consumer(
-        {
-            "bootstrap.servers": broker.bootstrap,
-            "group.id": f"reader-{isolation}-{time.monotonic_ns()}",
-            "isolation.level": isolation,
-            "enable.auto.commit": False,
-            "enable.partition.eof": True,
-            "auto.offset.reset": "earliest",
-        }
-    )
-    consumer.assign([TopicPartition(topic, p, 0) for p in range(partitions)])
-    values: list[bytes] = []
-    at_end: set[int] = set()
-    deadline = time.monotonic() + TIMEOUT_S
-    while len(at_end) < partitions:
-        assert time.monotonic() < deadline, f"{topic} not read to its end"
-        message = consumer.poll(0.5)
-        if message is None:
-            continue
-        if message.error():
-            if message.error().code() == -191:  # _PARTITION_EOF
-                at_end.add(message.partition())
-                continue
-            raise AssertionError(message.error())
-        values.append(message.value())
-    consumer.close()
-    return sorted(values)
+    """Every value of `topic` a consumer with `isolation` gets, read to the end, sorted."""
+    return sorted(read_to_end(broker.bootstrap, topic, partitions, isolation, TIMEOUT_S).values())
 
 
 def test_commit_and_abort_across_topics(broker: BrokerProcess) -> None:
