@@ -59,6 +59,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addoption(
         "--fault-broker",
         choices=("tidelog", "kafka", "both"),
-        default="tidelog",
-        help="the broker the fault tests (tests/faults) run against: tidelog, Apache Kafka 4.4, or both",
+        default=None,
+        help=(
+            "the broker the fault tests (tests/faults) run against: tidelog, Apache Kafka 4.4, or both; "
+            "unset: tidelog, and both for the tests marked kafka_side"
+        ),
     )

@@ -13,11 +13,16 @@ twice. Afterwards:
 
 The copiers are confluent-kafka (tests/faults/copier.py, a third of the transactions aborted)
 or Kafka's own TransactionalMessageCopier (Java, group mode with the group-metadata API, random
-aborts). Both run against the broker --fault-broker names (tidelog by default; `kafka` or `both`
-for Apache Kafka 4.4, where, in our runs, the confluent-kafka copy ended with 200 duplicates in
-2 of 3 runs: Kafka's log held a copier's epoch-0 transactional batch, written just before a
-broker SIGKILL, that never got its abort marker, so the COMMIT of the same producer's epoch-4
-transaction covered it too; and the Java copy stalled once, not yet understood).
+aborts). Both run against the broker --fault-broker names (tidelog by default); the Java copy,
+marked kafka_side, also runs on Apache Kafka 4.4 in the default run.
+
+On Kafka 4.4 a run can end in a hanging transaction (the Java copy stalls: its consumers wait for
+the committed offsets to become stable) or in duplicates (the confluent-kafka copy: the same
+producer's next COMMIT covers the records left open): after a SIGKILL, Kafka's coordinator
+completes a transaction without writing some of its markers, and says so in its log
+(brokers.KAFKA_SKIPPED_MARKERS). Such a run is reported as an expected failure with those log
+lines, as soon as they appear; any other failure on Kafka fails the test. On tidelog a skipped
+marker fails it.
 """
 
 from __future__ import annotations
@@ -34,11 +39,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
-from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition
+from confluent_kafka import Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from tests.compat.conftest import KAFKA_LIBS, kafka_available
 from tests.faults.brokers import FaultBroker
+from tests.read_back import read_to_end
 from tests.server.conftest import wait_until
 
 COPIER = Path(__file__).parent / "copier.py"
@@ -52,6 +58,7 @@ FAULT_GAP_S = (2.0, 4.0)
 SEED = 12
 COPY_DEADLINE_S = 420
 QUIET_S = 30
+MARKER_CHECK_S = 5.0  # how often the broker's log is searched for skipped transaction markers
 WATCHDOG_EXIT = 4  # copier.py's exit status when librdkafka outlived its own timeout
 
 
@@ -162,30 +169,12 @@ class ConcurrentReader:
         self._thread.join(30)
 
 
-def read_output(bootstrap: str, isolation: str = "read_committed") -> tuple[Counter[bytes], dict[int, int]]:
+def read_output(
+    bootstrap: str, isolation: str = "read_committed", strict: bool = True
+) -> tuple[Counter[bytes], dict[int, int]]:
     """Every value of `output` at `isolation`, read to the end, and the end offset of each partition."""
-    consumer = Consumer(
-        {
-            "bootstrap.servers": bootstrap,
-            "group.id": f"verify-{time.monotonic_ns()}",
-            "isolation.level": isolation,
-            "enable.partition.eof": True,
-            "enable.auto.commit": False,
-        }
-    )
-    consumer.assign([TopicPartition("output", p, 0) for p in range(PARTITIONS)])
-    values: Counter[bytes] = Counter()
-    ends: dict[int, int] = {}
-    deadline = time.monotonic() + 60
-    while len(ends) < PARTITIONS and time.monotonic() < deadline:
-        for message in consumer.consume(1000, 0.5):
-            if message.error():
-                if message.error().code() == KafkaError._PARTITION_EOF:
-                    ends[message.partition()] = message.offset()
-                continue
-            values[message.value()] += 1
-    consumer.close()
-    return values, ends
+    read = read_to_end(bootstrap, "output", PARTITIONS, isolation, strict=strict)
+    return read.counts(), read.ends
 
 
 def seed_input(bootstrap: str) -> Counter[bytes]:
@@ -202,6 +191,29 @@ def seed_input(bootstrap: str) -> Counter[bytes]:
 
 
 def copy_through_faults(broker: FaultBroker, kind: str) -> None:
+    try:
+        copy_and_check(broker, kind)
+    except AssertionError:
+        skipped_markers_are_known(broker)
+        raise
+
+
+def skipped_markers_are_known(broker: FaultBroker) -> None:
+    """A transaction the broker completed without writing all its markers leaves records open
+    (the copy stalls at the last stable offset) or lets the producer's next COMMIT cover them
+    (duplicates). On Kafka 4.4 that is its known behaviour after a single-node SIGKILL (see
+    brokers.KAFKA_SKIPPED_MARKERS): the run is an expected failure, with the log lines as its
+    reason. On tidelog it is a failure of ours."""
+    skipped = broker.skipped_markers()
+    if not skipped:
+        return
+    evidence = "\n".join(skipped[:5])
+    if broker.name == "kafka":
+        pytest.xfail(f"Kafka completed a transaction without some of its markers:\n{evidence}")
+    raise AssertionError(f"{broker.name} completed a transaction without some of its markers:\n{evidence}")
+
+
+def copy_and_check(broker: FaultBroker, kind: str) -> None:
     rng = random.Random(SEED)
     expected = seed_input(broker.bootstrap)
     reader = ConcurrentReader(broker.bootstrap)
@@ -215,6 +227,7 @@ def copy_through_faults(broker: FaultBroker, kind: str) -> None:
         copiers.keep_running()
         deadline = started + COPY_DEADLINE_S
         next_fault = time.monotonic() + rng.uniform(*FAULT_GAP_S)
+        next_marker_check = time.monotonic()
         while True:
             copiers.keep_running()
             if faults and time.monotonic() >= next_fault:
@@ -234,11 +247,14 @@ def copy_through_faults(broker: FaultBroker, kind: str) -> None:
                 values, _ = read_output(broker.bootstrap)
                 if sum(values.values()) >= RECORDS:
                     break
+            if time.monotonic() >= next_marker_check:
+                skipped_markers_are_known(broker)  # no need to wait out the deadline of a stalled copy
+                next_marker_check = time.monotonic() + MARKER_CHECK_S
             if time.monotonic() >= deadline:
                 copiers.dump_stacks()
                 time.sleep(1)
-                values, committed = read_output(broker.bootstrap)
-                _, uncommitted = read_output(broker.bootstrap, "read_uncommitted")
+                values, committed = read_output(broker.bootstrap, strict=False)
+                _, uncommitted = read_output(broker.bootstrap, "read_uncommitted", strict=False)
                 raise AssertionError(
                     f"not copied in {COPY_DEADLINE_S}s after faults {done}: {sum(values.values())} of {RECORDS} "
                     f"committed; ends read_committed {committed}, read_uncommitted {uncommitted}; copier exits "
@@ -279,6 +295,7 @@ def test_confluent_copiers_copy_exactly_once_through_kills_and_restarts(fault_br
     copy_through_faults(fault_broker, "confluent-kafka")
 
 
+@pytest.mark.kafka_side
 @pytest.mark.skipif(not kafka_available(), reason="needs Java and the Kafka jars (bench/kafka/fetch.sh)")
 def test_kafka_transactional_message_copier_copies_exactly_once_through_kills(fault_broker: FaultBroker) -> None:
     copy_through_faults(fault_broker, "java")
