@@ -4,13 +4,15 @@ present); the report directory holds the history, the results and the plot."""
 
 from __future__ import annotations
 
+import shlex
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from tests.compat.conftest import kafka_available, load_reference_broker
-from tests.server.conftest import free_port
+from tests.server.conftest import BrokerProcess, free_port
 from tests.verify.conftest import run_verify
 from tidelog.verify.history import FINAL, read_jsonl
 
@@ -52,6 +54,58 @@ def test_send_and_poll_workloads_are_valid_on_tidelog(workload: str, tidelog_boo
     outcome = run_verify(tidelog_bootstrap, tmp_path, workload=workload, seed=2)
     assert outcome.status == 0, outcome.output
     assert outcome.results["stats"]["send-ok"] > 100
+
+
+class RestartingBroker:
+    """A tidelog broker started again on the same data directory and port whenever it exits (a
+    supervisor, as --kill-broker expects one); its current pid in `pid_file`."""
+
+    def __init__(self, data_dir: Path) -> None:
+        self.data_dir, self.port = data_dir, free_port()
+        self.pid_file = data_dir.parent / "broker.pid"
+        self.pids: list[int] = []
+        self.current: BrokerProcess | None = None
+        self.stopping = threading.Event()
+        self.up = threading.Event()
+        self.thread = threading.Thread(target=self._keep, daemon=True)
+
+    @property
+    def bootstrap(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def start(self) -> RestartingBroker:
+        self.thread.start()
+        assert self.up.wait(60), "broker did not start"
+        return self
+
+    def _keep(self) -> None:
+        while not self.stopping.is_set():
+            self.current = BrokerProcess(self.data_dir, self.port).start()
+            assert self.current.process is not None
+            self.pids.append(self.current.process.pid)
+            self.pid_file.write_text(str(self.current.process.pid))
+            self.up.set()
+            self.current.process.wait()
+
+    def stop(self) -> None:
+        self.stopping.set()
+        if self.current is not None:
+            self.current.stop()
+        self.thread.join(60)
+
+
+def test_a_transactional_run_through_broker_kills_is_valid_on_tidelog(tmp_path: Path) -> None:
+    broker = RestartingBroker(tmp_path / "data").start()
+    try:
+        kill = f"kill -KILL $(cat {shlex.quote(str(broker.pid_file))})"
+        outcome = run_verify(broker.bootstrap, tmp_path / "report", workload="txn", seed=1, kill_broker=kill)
+    finally:
+        broker.stop()
+    assert outcome.status == 0, outcome.output
+    kills = [w for w in outcome.results["run"]["windows"] if w["kind"] == "kill"]
+    assert kills and all(w["detail"]["status"] == 0 and w["detail"]["back"] for w in kills), kills
+    assert len(set(broker.pids)) == len(kills) + 1, (broker.pids, kills)
+    assert outcome.results["stats"]["txn-ok"] > 20, outcome.results["stats"]
 
 
 @pytest.fixture(scope="module")

@@ -28,8 +28,10 @@ WORKERS = 4
 FAULT_ON_S = (5.0, 15.0)
 FAULT_OFF_S = (5.0, 10.0)
 CALM_START_S = 3.0
-# --kill-broker: the command runs every so often (seconds), never in the last stretch of the run.
+# --kill-broker: the command runs every so often (seconds), never in the last stretch of the run;
+# the first time within this share of the run, so that a short run has a kill too.
 KILL_INTERVAL_S = (10.0, 30.0)
+FIRST_KILL_SHARE = 0.4
 KILL_COMMAND_TIMEOUT_S = 120.0
 # After a kill, how long the cluster may take to answer Metadata again.
 BROKER_BACK_TIMEOUT_S = 120.0
@@ -118,7 +120,9 @@ class _Nemesis:
         self.quiet_end_s = min(QUIET_END_S, config.duration_s * SHORT_RUN_SHARE)
         calm = min(CALM_START_S, config.duration_s * SHORT_RUN_SHARE)
         self.next_fault = calm if proxy is not None and config.faults == "proxy" else None
-        self.next_kill = self.random.uniform(*KILL_INTERVAL_S) if config.kill_broker else None
+        self.next_kill = None
+        if config.kill_broker:
+            self.next_kill = min(self.random.uniform(*KILL_INTERVAL_S), config.duration_s * FIRST_KILL_SHARE)
 
     def now(self) -> float:
         return time.monotonic() - self.start
