@@ -37,6 +37,9 @@ TAIL_LINES = 100  # held back until the last fault is done: every fault lands wh
 PARTITIONS = 2
 FAULTS = ("kill app", "kill broker", "kill app", "kill broker")
 FAULT_GAP_S = 8.0
+# Streams commits every COMMIT_INTERVAL_MS (its EOS default is 100): a kill then aborts up to
+# this much work, whose output the retry sends again, so an aborted read would show.
+COMMIT_INTERVAL_MS = 1000
 TIMEOUT_S = 240
 
 
@@ -126,7 +129,7 @@ def test_exactly_once_v2_word_count_is_exact_through_app_and_broker_kills(
 
     feeder = threading.Thread(target=feed, daemon=True)
     app = App(["java", "-cp", f"{KAFKA_LIBS}/*", str(APP), broker.bootstrap, "eos-count", "words-in", "words-out",
-               str(tmp_path / "state")])  # fmt: skip
+               str(tmp_path / "state"), str(COMMIT_INTERVAL_MS)])  # fmt: skip
     consumer = Consumer(
         {
             "bootstrap.servers": broker.bootstrap,

@@ -1,6 +1,7 @@
 // A Kafka Streams word count with processing.guarantee=exactly_once_v2, for
-// tests/transactions/test_kafka_streams.py. Run with Java's source launcher:
+// tests/faults/test_streams_faults.py. Run with Java's source launcher:
 //   java -cp '.cache/kafka/libs/*' tests/transactions/java/EosWordCount.java <bootstrap> <app id> <in> <out>
+//       [<state dir> [<commit.interval.ms>]]
 // It runs until it is sent SIGTERM, then closes the Streams instance (committing its work).
 import java.time.Duration;
 import java.util.Arrays;
@@ -26,6 +27,9 @@ public final class EosWordCount {
         props.put(StreamsConfig.NUM_STREAM_THREADS_CONFIG, 2);
         props.put(StreamsConfig.STATESTORE_CACHE_MAX_BYTES_CONFIG, 0);
         props.put(StreamsConfig.STATE_DIR_CONFIG, args.length > 4 ? args[4] : System.getProperty("java.io.tmpdir"));
+        if (args.length > 5) {
+            props.put(StreamsConfig.COMMIT_INTERVAL_MS_CONFIG, Integer.parseInt(args[5]));
+        }
 
         StreamsBuilder builder = new StreamsBuilder();
         builder.<String, String>stream(args[2])
