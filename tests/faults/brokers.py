@@ -115,6 +115,9 @@ class KafkaBroker:
         self.bootstrap = f"127.0.0.1:{self.port}"
         self.reference = load_reference_broker()
         self.process: subprocess.Popen[bytes] | None = None
+        self.log = data_dir / "server.log"  # log4j appends to it across restarts
+        self._log_read = 0  # bytes of it skipped_markers has searched
+        self._skipped: list[str] = []
 
     def start(self) -> None:
         self.process = self.reference.start(  # type: ignore[attr-defined]
@@ -146,13 +149,21 @@ class KafkaBroker:
         return self.process is not None and self.process.poll() is None
 
     def log_tail(self, lines: int = 40) -> str:
-        log = self.data_dir / "server.log"
-        return "".join(log.read_text(errors="replace").splitlines(keepends=True)[-lines:]) if log.exists() else ""
+        text = self.log.read_text(errors="replace") if self.log.exists() else ""
+        return "".join(text.splitlines(keepends=True)[-lines:])
 
     def skipped_markers(self) -> list[str]:
-        log = self.data_dir / "server.log"
-        text = log.read_text(errors="replace") if log.exists() else ""
-        return [line for line in text.splitlines() if KAFKA_SKIPPED_MARKERS in line]
+        # Called every few seconds while the log grows by megabytes: only the complete lines
+        # written since the last call are searched.
+        if self.log.exists():
+            with self.log.open("rb") as log:
+                log.seek(self._log_read)
+                written = log.read()
+            complete = written[: written.rfind(b"\n") + 1]
+            self._log_read += len(complete)
+            text = complete.decode(errors="replace")
+            self._skipped += [line for line in text.splitlines() if KAFKA_SKIPPED_MARKERS in line]
+        return list(self._skipped)
 
 
 def make_broker(name: str, data_dir: Path, settings: dict[str, str] | None = None) -> FaultBroker:
