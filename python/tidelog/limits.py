@@ -65,3 +65,19 @@ TXN_MARKER_RETRY_BACKOFF_MAX_MS = 1000
 # How long an AddPartitionsToTxn or AddOffsetsToTxn (explicit, or TV2's implicit one) waits for
 # the previous transaction's markers before it answers CONCURRENT_TRANSACTIONS (clients retry).
 TXN_IMPLICIT_ADD_WAIT_S = 5.0
+
+# Exactly-once sink (tidelog.sink). Records one batch (one database transaction) holds at most
+# unless asked otherwise, and how long a poll waits to fill it.
+SINK_BATCH_RECORDS_DEFAULT = 500
+SINK_BATCH_TIMEOUT_S = 0.5
+# A partition whose compare-and-set failed (another process claimed it) is claimed again after
+# this long if this process is still assigned it; a zombie learns it lost the partition within a
+# heartbeat or two, so it seldom steals it back, and two static claimers take turns this often.
+SINK_RECLAIM_DELAY_S = 5.0
+# Attempts at one database step (claim, batch) through transient errors (a dropped connection,
+# a busy SQLite file, a serialization failure), with backoff doubling from the first delay.
+SINK_STORE_ATTEMPTS = 8
+SINK_STORE_BACKOFF_S = 0.05
+SINK_STORE_BACKOFF_MAX_S = 2.0
+# How long SQLite waits for another writer's lock before a statement fails.
+SINK_SQLITE_BUSY_TIMEOUT_S = 30.0

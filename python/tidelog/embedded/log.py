@@ -404,6 +404,29 @@ class _Handle:
                 partition.unwatch(waiter)
         return True
 
+    async def _wait_any(
+        self, targets: list[tuple[Partition, int]], isolation: IsolationLevel, timeout_s: float | None
+    ) -> bool:
+        """Like `_wait`, for whichever of several partitions moves first."""
+        loop = asyncio.get_running_loop()
+        deadline = None if timeout_s is None else loop.time() + timeout_s
+        while True:
+            if self.closed or self._home.closed:
+                raise ClosedError("closed while waiting")
+            waiter: asyncio.Future[None] = loop.create_future()
+            for partition, _ in targets:
+                partition.watch(waiter)
+            try:
+                if any(upper_bound(partition, isolation) > offset for partition, offset in targets):
+                    return True
+                left = None if deadline is None else deadline - loop.time()
+                if left is not None and left <= 0:
+                    return False
+                await asyncio.wait((waiter,), timeout=left)
+            finally:
+                for partition, _ in targets:
+                    partition.unwatch(waiter)
+
 
 class Log(_Handle):
     """A data directory opened in this process (`tidelog.open`). Thread-safe; close it (or use
@@ -515,6 +538,22 @@ class Log(_Handle):
             target = self._partition(topic, partition)
             if not self._home.call(lambda: self._wait(target, offset, level, timeout)):  # noqa: B023
                 return
+
+    def wait_for_any(
+        self,
+        positions: Mapping[tuple[str, int], int],
+        timeout: float | None = None,
+        *,
+        isolation: Isolation = "read_committed",
+    ) -> bool:
+        """Waits until one of the partitions ((topic, partition) → offset) has records readable at
+        or past its offset; False after `timeout` seconds without (None: no limit)."""
+        self._check_open()
+        level = self._isolation(isolation)
+        targets = [(self._partition(topic, partition), offset) for (topic, partition), offset in positions.items()]
+        if not targets:
+            raise ValueError("wait_for_any needs at least one partition")
+        return bool(self._home.call(lambda: self._wait_any(targets, level, timeout)))
 
     def commit_offsets(self, group_id: str, offsets: Mapping[tuple[str, int], int], *, metadata: str = "") -> None:
         """Stores a consumer group's committed offsets ((topic, partition) → next offset to

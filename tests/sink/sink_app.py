@@ -1,0 +1,111 @@
+"""A sink process for the tests: `tidelog.sink` with a confluent-kafka source, writing each
+record as a row of `output` (value, topic, partition, offset, writer). It can SIGKILL itself
+inside the handler (before the database commit) or right after a commit (before any Kafka
+commit), stop itself before a transaction for a SIGSTOP, and reject poison records.
+
+    python -m tests.sink.sink_app --bootstrap B --db sqlite:PATH|postgres:DSN --group G --topic T ...
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import signal
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from tests.sink.conftest import open_store
+from tidelog.sink import ExactlyOnceSink, KafkaSource, SinkRecord
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--bootstrap", required=True)
+    parser.add_argument("--db", required=True)
+    parser.add_argument("--group", required=True)
+    parser.add_argument("--topic", required=True)
+    parser.add_argument("--partitions", type=int, help="assign partitions 0..N-1 (no group); else subscribe")
+    parser.add_argument("--strategy", default="range", help="partition.assignment.strategy when subscribing")
+    parser.add_argument("--session-timeout-ms", type=int, default=6000)
+    parser.add_argument("--batch-size", type=int, default=500)
+    parser.add_argument("--slow-s", type=float, default=0.0, help="time the handler spends per batch")
+    parser.add_argument("--kill-in-handler", type=int, default=0, help="SIGKILL inside the Nth batch's handler")
+    parser.add_argument("--kill-after-commits", type=int, default=0, help="SIGKILL after the Nth commit")
+    parser.add_argument("--pause-marker", help="before the 3rd batch's transaction: write this file, wait 2 s")
+    parser.add_argument("--reclaim-delay-s", type=float, default=5.0)
+    parser.add_argument("--idle-exit-s", type=float, default=5.0)
+    parser.add_argument("--writer", default=str(os.getpid()))
+    parser.add_argument("--stats", help="write the sink's statistics here (JSON) when it ends")
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s sink %(levelname)s %(message)s")
+
+    store = open_store(args.db, args.group)
+    place = store.placeholder
+    insert = 'INSERT INTO output (value, topic, "partition", "offset", writer) VALUES (?, ?, ?, ?, ?)'
+    insert = insert.replace("?", place)
+    handled = 0
+
+    def handler(records: Sequence[SinkRecord], cursor: Any) -> None:
+        nonlocal handled
+        handled += 1
+        rows = []
+        for r in records:
+            value = (r.value or b"").decode()
+            if value.startswith("poison"):
+                raise ValueError(f"cannot parse {value!r}")
+            rows.append((value, r.topic, r.partition, r.offset, args.writer))
+        cursor.executemany(insert, rows)
+        if args.slow_s:
+            time.sleep(args.slow_s)
+        if args.kill_in_handler and handled == args.kill_in_handler and len(records) > 1:
+            os.kill(os.getpid(), signal.SIGKILL)
+
+    commits = 0
+
+    def on_commit(batch: Any, positions: Any) -> None:
+        nonlocal commits
+        commits += 1
+        if args.kill_after_commits and commits == args.kill_after_commits:
+            os.kill(os.getpid(), signal.SIGKILL)
+
+    if args.pause_marker:
+        marker = Path(args.pause_marker)
+        begin = store.begin
+
+        def pausing_begin() -> Any:
+            # Outside any transaction, holding a polled batch: where a zombie is stopped.
+            if commits == 2 and not marker.exists():
+                marker.write_text(str(os.getpid()))
+                time.sleep(2)
+            return begin()
+
+        store.begin = pausing_begin  # type: ignore[method-assign]
+
+    config = {
+        "bootstrap.servers": args.bootstrap,
+        "group.id": args.group,
+        "session.timeout.ms": args.session_timeout_ms,
+        "heartbeat.interval.ms": min(1000, args.session_timeout_ms // 3),
+        "partition.assignment.strategy": args.strategy,
+    }
+    if args.partitions:
+        source = KafkaSource(config, partitions=[(args.topic, p) for p in range(args.partitions)])
+    else:
+        source = KafkaSource(config, topics=[args.topic])
+    sink = ExactlyOnceSink(
+        source, store, handler, batch_size=args.batch_size, on_commit=on_commit, reclaim_delay_s=args.reclaim_delay_s
+    )
+    try:
+        stats = sink.run(idle_timeout_s=args.idle_exit_s)
+    finally:
+        sink.close()
+    if args.stats:
+        Path(args.stats).write_text(json.dumps({**stats.__dict__, "resets": [list(r) for r in stats.resets]}))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,207 @@
+"""The exactly-once sink under faults, with real processes: a tidelog broker, sink processes
+(tests/sink/sink_app.py) killed, stopped and rebalanced, and both backends (a SQLite file and a
+real PostgreSQL server). Each case ends with every input record in `output` exactly once."""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+from confluent_kafka import Producer
+
+from tests.server.conftest import BrokerProcess
+from tests.sink.conftest import Backend, assert_exactly_once
+from tests.sink.helpers import (
+    APP_TIMEOUT_S,
+    TIMEOUT_S,
+    create_topic,
+    numbered,
+    produce,
+    row_count,
+    run_app,
+    start_app,
+    stats,
+    wait_for,
+)
+
+KILL_LOOP_RECORDS = 100_000
+KILL_LOOP_KILLS = 20
+
+
+def stored_offsets(backend: Backend, group: str) -> dict[tuple[str, int], int]:
+    rows = backend.query('SELECT topic, "partition", next_offset FROM tidelog_offsets WHERE group_id = ?', (group,))
+    return {(t, int(p)): int(o) for t, p, o in rows}
+
+
+def test_sigkill_before_and_after_the_database_commit(broker: BrokerProcess, backend: Backend) -> None:
+    create_topic(broker.bootstrap, "in", 2)
+    sent = produce(broker.bootstrap, "in", numbered(0, 5000), 2)
+    # Killed inside the 3rd batch's handler: its rows were written but never committed.
+    assert run_app(broker.bootstrap, backend, "g", "in", "--partitions", 2, "--kill-in-handler", 3) == -signal.SIGKILL
+    assert row_count(backend) == 2 * 500
+    # Killed right after its 2nd commit, before any Kafka commit: those batches stay.
+    assert (
+        run_app(broker.bootstrap, backend, "g", "in", "--partitions", 2, "--kill-after-commits", 2) == -signal.SIGKILL
+    )
+    assert row_count(backend) == 4 * 500
+    assert run_app(broker.bootstrap, backend, "g", "in", "--partitions", 2, "--idle-exit-s", 2) == 0
+    assert_exactly_once(backend, sent)
+    assert stored_offsets(backend, "g") == {("in", 0): 2500, ("in", 1): 2500}
+
+
+def test_sigkill_in_a_loop(broker: BrokerProcess, backend: Backend, tmp_path: Path) -> None:
+    create_topic(broker.bootstrap, "in", 4)
+    sent = produce(broker.bootstrap, "in", numbered(0, KILL_LOOP_RECORDS), 4)
+    seed = random.randrange(1 << 30)
+    chance = random.Random(seed)
+    counts = []
+    for _ in range(KILL_LOOP_KILLS):
+        app = start_app(broker.bootstrap, backend, "g", "in", "--partitions", 4, "--batch-size", 500)
+        # Python and the imports take about half a second; kills land anywhere after that.
+        time.sleep(chance.uniform(0.4, 1.2))
+        app.send_signal(signal.SIGKILL)
+        app.wait(TIMEOUT_S)
+        counts.append(row_count(backend))
+    assert run_app(broker.bootstrap, backend, "g", "in", "--partitions", 4, "--idle-exit-s", 2) == 0
+    assert counts[-1] > 0, f"seed {seed}: no kill came after a commit ({counts})"
+    assert_exactly_once(backend, sent)
+    assert set(stored_offsets(backend, "g").values()) == {KILL_LOOP_RECORDS // 4}
+
+
+def test_a_rebalance_mid_batch(broker: BrokerProcess, backend: Backend, tmp_path: Path) -> None:
+    for strategy in ("range", "cooperative-sticky"):
+        topic = f"in-{strategy}"
+        create_topic(broker.bootstrap, topic, 4)
+        sent = produce(broker.bootstrap, topic, [f"{strategy}-{i}" for i in range(20_000)], 4)
+        options = ("--strategy", strategy, "--batch-size", 200, "--slow-s", 0.05, "--idle-exit-s", 4)
+        first = start_app(broker.bootstrap, backend, topic, topic, *options, "--writer", "first")
+        wait_for(lambda: row_count(backend) >= 2000, what="the first member writes")
+        second = start_app(broker.bootstrap, backend, topic, topic, *options, "--writer", "second")
+        assert first.wait(APP_TIMEOUT_S) == 0 and second.wait(APP_TIMEOUT_S) == 0
+        got = backend.query("SELECT value, writer FROM output WHERE topic = ?", (topic,))
+        assert {writer for _, writer in got} == {"first", "second"}, "the second member never got a partition"
+        backend.execute(f"DELETE FROM output WHERE topic <> '{topic}'")
+        assert_exactly_once(backend, sent)
+        backend.execute("DELETE FROM output")
+
+
+def test_a_zombie_is_fenced_by_its_token(broker: BrokerProcess, backend: Backend, tmp_path: Path) -> None:
+    create_topic(broker.bootstrap, "in", 2)
+    sent = produce(broker.bootstrap, "in", numbered(0, 20_000), 2)
+    marker, zombie_stats = tmp_path / "paused", tmp_path / "zombie.json"
+    options = ("--batch-size", 200, "--slow-s", 0.05, "--session-timeout-ms", 6000, "--reclaim-delay-s", 1)
+    zombie = start_app(
+        broker.bootstrap,
+        backend,
+        "g",
+        "in",
+        *options,
+        "--pause-marker",
+        marker,
+        "--writer",
+        "zombie",
+        "--stats",
+        zombie_stats,
+        "--idle-exit-s",
+        8,
+    )
+    wait_for(marker.exists, what="the first member holds a polled batch")
+    zombie.send_signal(signal.SIGSTOP)  # past session.timeout.ms, holding that batch
+    try:
+        owner = start_app(broker.bootstrap, backend, "g", "in", *options, "--writer", "owner", "--idle-exit-s", 6)
+        wait_for(lambda: backend.writers()["owner"] >= 1000, what="the new owner advances")
+    finally:
+        zombie.send_signal(signal.SIGCONT)
+    assert zombie.wait(APP_TIMEOUT_S) == 0 and owner.wait(APP_TIMEOUT_S) == 0
+    assert stats(zombie_stats)["fenced"] >= 1, "the zombie's batch after SIGCONT was not refused"
+    assert_exactly_once(backend, sent)
+
+
+def test_two_processes_claiming_the_same_partitions(broker: BrokerProcess, backend: Backend, tmp_path: Path) -> None:
+    create_topic(broker.bootstrap, "in", 2)
+    sent = produce(broker.bootstrap, "in", numbered(0, 20_000), 2)
+    options = ("--partitions", 2, "--batch-size", 200, "--slow-s", 0.02, "--reclaim-delay-s", 0.5, "--idle-exit-s", 3)
+    apps = [
+        start_app(broker.bootstrap, backend, "g", "in", *options, "--writer", name, "--stats", tmp_path / name)
+        for name in ("a", "b")
+    ]
+    assert [app.wait(APP_TIMEOUT_S) for app in apps] == [0, 0]
+    assert_exactly_once(backend, sent)
+    fenced = [stats(tmp_path / name)["fenced"] for name in ("a", "b")]
+    assert sum(fenced) >= 1, "two claimers of one partition and nobody was fenced"
+
+
+def test_transactional_input(broker: BrokerProcess, backend: Backend) -> None:
+    create_topic(broker.bootstrap, "in", 2)
+    producer = Producer({"bootstrap.servers": broker.bootstrap, "transactional.id": "input"})
+    producer.init_transactions(TIMEOUT_S)
+    committed: list[str] = []
+    for txn in range(30):
+        producer.begin_transaction()
+        values = [f"{txn}-{i}" for i in range(100)]
+        for i, value in enumerate(values):
+            producer.produce("in", value.encode(), partition=i % 2)
+        if txn % 3 == 1:
+            producer.flush(TIMEOUT_S)  # the aborted records reach the log, then the abort marker
+            producer.abort_transaction(TIMEOUT_S)
+        else:
+            producer.commit_transaction(TIMEOUT_S)
+            committed += values
+    assert (
+        run_app(broker.bootstrap, backend, "g", "in", "--partitions", 2, "--batch-size", 300, "--kill-after-commits", 3)
+        == -signal.SIGKILL
+    )
+    assert run_app(broker.bootstrap, backend, "g", "in", "--partitions", 2, "--idle-exit-s", 2) == 0
+    assert_exactly_once(backend, committed)
+    # The stored offsets are the consumer's positions: past the last commit marker, not last + 1.
+    last = {
+        p: max(int(o) for (o,) in backend.query('SELECT "offset" FROM output WHERE "partition" = ?', (p,)))
+        for p in (0, 1)
+    }
+    assert stored_offsets(backend, "g") == {("in", 0): last[0] + 2, ("in", 1): last[1] + 2}
+
+
+def test_broker_sigkill_during_the_run(broker: BrokerProcess, backend: Backend) -> None:
+    create_topic(broker.bootstrap, "in", 2)
+    sent = produce(broker.bootstrap, "in", numbered(0, 20_000), 2)
+    app = start_app(
+        broker.bootstrap,
+        backend,
+        "g",
+        "in",
+        "--partitions",
+        2,
+        "--batch-size",
+        200,
+        "--slow-s",
+        0.02,
+        "--idle-exit-s",
+        8,
+    )
+    wait_for(lambda: row_count(backend) >= 2000, what="the sink writes")
+    broker.kill()
+    time.sleep(1)
+    broker.lines.clear()
+    broker.start()
+    more = produce(broker.bootstrap, "in", numbered(20_000, 22_000), 2)
+    assert app.wait(APP_TIMEOUT_S) == 0
+    assert_exactly_once(backend, sent + more)
+
+
+def test_sink_processes_survive_each_other(broker: BrokerProcess, backend: Backend, tmp_path: Path) -> None:
+    """A rebalance while members are SIGKILLed (groups, eager): three members come and go."""
+    create_topic(broker.bootstrap, "in", 4)
+    sent = produce(broker.bootstrap, "in", numbered(0, 30_000), 4)
+    options = ("--batch-size", 200, "--slow-s", 0.03, "--session-timeout-ms", 6000, "--idle-exit-s", 8)
+    members: list[subprocess.Popen[bytes]] = [start_app(broker.bootstrap, backend, "g", "in", *options)]
+    wait_for(lambda: row_count(backend) >= 1000, what="the first member writes")
+    members.append(start_app(broker.bootstrap, backend, "g", "in", *options))
+    time.sleep(3)
+    os.kill(members[0].pid, signal.SIGKILL)
+    members.append(start_app(broker.bootstrap, backend, "g", "in", *options))
+    assert [m.wait(APP_TIMEOUT_S) for m in members[1:]] == [0, 0]
+    assert_exactly_once(backend, sent)
