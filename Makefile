@@ -39,13 +39,16 @@ lint: $(STAMP)
 test-rust:
 	cargo test --manifest-path rust/Cargo.toml -p tidelog-storage
 
-# kcat (librdkafka 2.0, a C client) takes part in the client tests; installed from Debian when root.
+# kcat (librdkafka 2.0, a C client) takes part in the client tests, and PostgreSQL is the sink
+# tests' second database (tests/sink starts its own server); installed from Debian when root.
 system-tools:
-	@if ! command -v kcat >/dev/null; then \
+	@missing=""; command -v kcat >/dev/null || missing="kcat"; \
+	ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1 || missing="$$missing postgresql"; \
+	if [ -n "$$missing" ]; then \
 		if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
-			(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq kcat >/dev/null) \
-				|| echo "could not install kcat: kcat tests will be skipped"; \
-		else echo "kcat missing and not root: kcat tests will be skipped"; fi; fi
+			(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null) \
+				|| echo "could not install $$missing: their tests will be skipped"; \
+		else echo "$$missing missing and not root: their tests will be skipped"; fi; fi
 
 test-python: $(STAMP) kafka-jars system-tools
 	$(BIN)/python -m pytest

@@ -33,6 +33,9 @@ def main() -> None:
     parser.add_argument("--session-timeout-ms", type=int, default=6000)
     parser.add_argument("--batch-size", type=int, default=500)
     parser.add_argument("--slow-s", type=float, default=0.0, help="time the handler spends per batch")
+    parser.add_argument(
+        "--rest-s", type=float, default=0.0, help="time spent after each commit, outside any transaction"
+    )
     parser.add_argument("--kill-in-handler", type=int, default=0, help="SIGKILL inside the Nth batch's handler")
     parser.add_argument("--kill-after-commits", type=int, default=0, help="SIGKILL after the Nth commit")
     parser.add_argument("--pause-marker", help="before the 3rd batch's transaction: write this file, wait 2 s")
@@ -69,6 +72,10 @@ def main() -> None:
     def on_commit(batch: Any, positions: Any) -> None:
         nonlocal commits
         commits += 1
+        if args.rest_s:
+            # Work outside the database: SQLite lets one writer in at a time, and a process that
+            # holds its lock all the time (sleeping in the handler) starves the others.
+            time.sleep(args.rest_s)
         if args.kill_after_commits and commits == args.kill_after_commits:
             os.kill(os.getpid(), signal.SIGKILL)
 

@@ -156,7 +156,10 @@ class ExactlyOnceSink:
                 raise self._failure
             if records and self.write(records):
                 idle_since = time.monotonic()
-            elif idle_timeout_s is not None and time.monotonic() - idle_since >= idle_timeout_s:
+                continue
+            if not records:
+                self._store_idle_positions()
+            if idle_timeout_s is not None and time.monotonic() - idle_since >= idle_timeout_s:
                 break
         return self.stats
 
@@ -260,13 +263,35 @@ class ExactlyOnceSink:
                     by_partition.pop(partition, None)
         return False
 
+    def _store_idle_positions(self) -> None:
+        """With nothing to read, stores positions that moved past the stored offsets without a
+        record (past a transaction's marker, or aborted data): the stored offset is then the
+        consumer's position, as a lag dashboard expects. Offsets only, no user code."""
+        moved: dict[TopicPartition, list[SinkRecord]] = {}
+        positions: dict[TopicPartition, int] = {}
+        for partition, claim in self._owned.items():
+            position = self.source.position(partition)
+            floor = self._floor.get(partition, claim.next_offset)
+            if position is not None and floor is not None and position > floor and claim.next_offset is not None:
+                moved[partition] = []
+                positions[partition] = position
+        while moved:
+            try:
+                self._with_retries(lambda: self._transaction(moved, positions), "positions")
+                return
+            except _Fenced as fenced:
+                for partition in fenced.partitions:
+                    self._fence(partition)
+                    moved.pop(partition, None)
+
     def _transaction(
         self, by_partition: dict[TopicPartition, list[SinkRecord]], positions: dict[TopicPartition, int]
     ) -> None:
         store = self.store
         cursor = store.begin()
         try:
-            dead = self._apply(cursor, [r for batch in by_partition.values() for r in batch])
+            records = [r for batch in by_partition.values() for r in batch]
+            dead = self._apply(cursor, records) if records else 0
             lost = [
                 partition
                 for partition in by_partition
@@ -356,8 +381,11 @@ class ExactlyOnceSink:
         for partition in by_partition:
             self._owned[partition] = Claim(self._owned[partition].token, positions[partition])
             self._floor[partition] = positions[partition]
+        records = sum(len(batch) for batch in by_partition.values())
+        if not records:
+            return  # positions only (past markers): no batch for the hooks
         self.stats.batches += 1
-        self.stats.records += sum(len(batch) for batch in by_partition.values())
+        self.stats.records += records
         self.stats.dead_letters += dead
         if self.on_commit is not None:
             self.on_commit(by_partition, positions)
