@@ -70,9 +70,6 @@ TXN_IMPLICIT_ADD_WAIT_S = 5.0
 # unless asked otherwise, and how long a poll waits to fill it.
 SINK_BATCH_RECORDS_DEFAULT = 500
 SINK_BATCH_TIMEOUT_S = 0.5
-# librdkafka's queued.min.messages for a sink's consumer (its default is 100,000 a partition):
-# a rebalance waits behind what is queued, so the queue holds a few batches, not minutes of work.
-SINK_PREFETCH_RECORDS = 2000
 # A partition whose compare-and-set failed (another process claimed it) is claimed again after
 # this long if this process is still assigned it; a zombie learns it lost the partition within a
 # heartbeat or two, so it seldom steals it back, and two static claimers take turns this often.

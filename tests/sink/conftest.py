@@ -1,22 +1,15 @@
 """Fixtures of the sink tests: a tidelog broker, a real PostgreSQL server, and the two backends.
 
-PostgreSQL comes from the distribution's packages (`make system-tools` installs them). It
-refuses to run as root, so as root the fixture runs `initdb` and the server as the `postgres`
-system user the package creates, on a temporary directory and a loopback port.
+PostgreSQL comes from the distribution's packages (`make system-tools` installs them), started
+once per session by bench/postgres/server.py on a temporary directory and a loopback port (as
+the `postgres` system user when we are root: the server refuses to run as root).
 """
 
 from __future__ import annotations
 
-import glob
-import itertools
-import os
-import pwd
-import shutil
-import signal
+import importlib.util
 import sqlite3
-import subprocess
-import tempfile
-import time
+import sys
 from collections import Counter
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -27,8 +20,8 @@ import pytest
 
 from tests.server.conftest import BrokerProcess, free_port
 
-POSTGRES_READY_TIMEOUT_S = 30
-POSTGRES_STOP_TIMEOUT_S = 30
+ROOT = Path(__file__).parents[2]
+
 BACKENDS = ("sqlite", "postgres")
 
 # The sink's output in the tests: no key on it, so a record written twice is seen twice.
@@ -36,105 +29,25 @@ OUTPUT_TABLE = 'CREATE TABLE output (value TEXT NOT NULL, topic TEXT NOT NULL, "
 OUTPUT_TABLE += '"offset" BIGINT NOT NULL, writer TEXT NOT NULL)'
 
 
-def postgres_bin_dir() -> Path | None:
-    candidates = sorted(glob.glob("/usr/lib/postgresql/*/bin/postgres"), key=lambda p: int(p.split("/")[4]))
-    if candidates:
-        return Path(candidates[-1]).parent
-    found = shutil.which("postgres")
-    return Path(found).parent if found else None
-
-
-@dataclass
-class PostgresServer:
-    port: int
-    base: Path
-    process: subprocess.Popen[bytes]
-    _databases: Iterator[int] = itertools.count()
-
-    def dsn(self, database: str = "postgres") -> str:
-        return f"host=127.0.0.1 port={self.port} user=postgres dbname={database} sslmode=disable gssencmode=disable"
-
-    def new_database(self) -> str:
-        import psycopg
-
-        name = f"sink_{next(self._databases)}"
-        with psycopg.connect(self.dsn(), autocommit=True) as connection:
-            connection.execute(f"DROP DATABASE IF EXISTS {name}")
-            connection.execute(f"CREATE DATABASE {name}")
-        return self.dsn(name)
-
-
-def _as_postgres() -> dict[str, Any]:
-    """Popen arguments that run a command as the postgres user when we are root."""
-    if os.geteuid() != 0:
-        return {}
-    entry = pwd.getpwnam("postgres")
-    return {"user": entry.pw_uid, "group": entry.pw_gid, "extra_groups": []}
+def load_postgres_launcher() -> Any:
+    """bench/postgres/server.py (bench scripts use it too; a script cannot import tests)."""
+    spec = importlib.util.spec_from_file_location("postgres_server", ROOT / "bench" / "postgres" / "server.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # its dataclasses look their module up
+    spec.loader.exec_module(module)
+    return module
 
 
 @pytest.fixture(scope="session")
-def postgres() -> Iterator[PostgresServer]:
-    bin_dir = postgres_bin_dir()
-    if bin_dir is None:
-        pytest.skip("PostgreSQL is not installed (make system-tools installs it as root)")
-    if os.geteuid() == 0:
-        try:
-            pwd.getpwnam("postgres")
-        except KeyError:
-            pytest.skip("running as root and there is no postgres user to run PostgreSQL as")
-    # Under /tmp, not pytest's tmp_path: the postgres user cannot enter root's 0700 directories.
-    base = Path(tempfile.mkdtemp(prefix="tidelog-postgres-"))
-    run_as = _as_postgres()
-    if run_as:
-        os.chown(base, run_as["user"], run_as["group"])
-    data = base / "data"
-    subprocess.run(
-        [str(bin_dir / "initdb"), "-D", str(data), "-U", "postgres", "-A", "trust", "-E", "UTF8", "--locale=C", "-N"],
-        check=True,
-        stdout=subprocess.DEVNULL,
-        **run_as,
-    )
-    port = free_port()
-    log = open(base / "server.log", "wb")
-    process = subprocess.Popen(
-        [
-            str(bin_dir / "postgres"),
-            "-D",
-            str(data),
-            "-p",
-            str(port),
-            "-k",
-            str(base),
-            "-c",
-            "listen_addresses=127.0.0.1",
-            "-c",
-            "max_connections=100",
-        ],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        **run_as,
-    )
-    server = PostgresServer(port, base, process)
-    deadline = time.monotonic() + POSTGRES_READY_TIMEOUT_S
-    import psycopg
-
-    while True:
-        try:
-            psycopg.connect(server.dsn(), connect_timeout=2).close()
-            break
-        except psycopg.OperationalError:
-            if process.poll() is not None or time.monotonic() > deadline:
-                process.kill()
-                raise AssertionError(f"PostgreSQL did not start: {(base / 'server.log').read_text()}") from None
-            time.sleep(0.1)
-    yield server
-    process.send_signal(signal.SIGINT)  # fast shutdown
+def postgres() -> Iterator[Any]:
+    launcher = load_postgres_launcher()
     try:
-        process.wait(POSTGRES_STOP_TIMEOUT_S)
-    except subprocess.TimeoutExpired:
-        process.kill()
-    log.close()
-    shutil.rmtree(base, ignore_errors=True)
+        server = launcher.start()
+    except launcher.Unavailable as missing:
+        pytest.skip(str(missing))
+    yield server
+    server.stop()
 
 
 @dataclass
@@ -199,7 +112,7 @@ def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Backend:
     if request.param == "sqlite":
         chosen = Backend("sqlite", f"sqlite:{tmp_path / 'sink.db'}", "?")
     else:
-        server: PostgresServer = request.getfixturevalue("postgres")
+        server = request.getfixturevalue("postgres")
         chosen = Backend("postgres", f"postgres:{server.new_database()}", "%s")
     chosen.execute(OUTPUT_TABLE)
     return chosen

@@ -15,7 +15,7 @@ from confluent_kafka.admin import AdminClient
 
 import tidelog
 from tests.server.conftest import BrokerProcess
-from tests.sink.conftest import Backend, PostgresServer, assert_exactly_once
+from tests.sink.conftest import Backend, assert_exactly_once
 from tests.sink.helpers import TIMEOUT_S, create_topic, numbered, produce, wait_for
 from tests.sink.pg_proxy import PostgresProxy
 from tidelog.sink import EmbeddedSource, ExactlyOnceSink, KafkaSource, SinkError, SinkRecord
@@ -97,7 +97,7 @@ def test_one_batch_spans_partitions(broker: BrokerProcess, backend: Backend) -> 
 
 
 def test_a_lost_commit_answer_is_settled_by_reading_the_rows(
-    broker: BrokerProcess, postgres: PostgresServer, tmp_path: Path
+    broker: BrokerProcess, postgres: Any, tmp_path: Path
 ) -> None:
     """PostgreSQL only: an SQLite COMMIT runs in this process, so its answer cannot be lost
     without the process (the SIGKILL-after-commit cases cover that)."""

@@ -11,7 +11,6 @@ import logging
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
-from tidelog import limits
 from tidelog.sink.records import EARLIEST, LATEST, SinkRecord, TopicPartition
 
 if TYPE_CHECKING:
@@ -84,10 +83,6 @@ class KafkaSource:
         self.topics = list(topics or ())
         self.partitions = list(partitions or ())
         settings = dict(config)
-        # librdkafka queues a rebalance behind the records it has prefetched (100,000 a
-        # partition by default): a sink slower than its fetches would hold a rebalance, and
-        # the partitions it should give up, until it has written them all.
-        settings.setdefault("queued.min.messages", limits.SINK_PREFETCH_RECORDS)
         settings.update(self.FORCED)
         self.cooperative = "cooperative" in str(settings.get("partition.assignment.strategy", ""))
         self.consumer = Consumer(settings)
