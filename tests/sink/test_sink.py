@@ -233,3 +233,26 @@ def test_the_embedded_source(backend: Backend, tmp_path: Path) -> None:
             sink.run(idle_timeout_s=0.5)
         assert sink.stats.records == 10
     assert_exactly_once(backend, committed + more)
+
+
+def test_kafka_commits_are_for_dashboards_and_never_read_back(broker: BrokerProcess, backend: Backend) -> None:
+    from confluent_kafka import Consumer
+
+    create_topic(broker.bootstrap, "in", 2)
+    sent = produce(broker.bootstrap, "in", numbered(0, 1000), 2)
+    with kafka_sink(broker, backend, "in", 2, commit_to_kafka=True) as sink:
+        sink.run(idle_timeout_s=2)
+    kafka = Consumer({"bootstrap.servers": broker.bootstrap, "group.id": "g", "enable.auto.commit": False})
+    try:
+        partitions = [KafkaTopicPartition("in", p) for p in (0, 1)]
+        committed = {p.partition: p.offset for p in kafka.committed(partitions, timeout=TIMEOUT_S)}
+        assert committed == {0: 500, 1: 500}, "the stored offsets did not reach Kafka's lag view"
+        # A wrong Kafka commit (a tool reset the group) changes nothing: the store decides.
+        kafka.commit(offsets=[KafkaTopicPartition("in", p, 100) for p in (0, 1)], asynchronous=False)
+    finally:
+        kafka.close()
+    more = produce(broker.bootstrap, "in", numbered(1000, 1100), 2)
+    with kafka_sink(broker, backend, "in", 2) as sink:
+        sink.run(idle_timeout_s=2)
+    assert sink.stats.records == 100
+    assert_exactly_once(backend, sent + more)
