@@ -256,3 +256,23 @@ def test_kafka_commits_are_for_dashboards_and_never_read_back(broker: BrokerProc
         sink.run(idle_timeout_s=2)
     assert sink.stats.records == 100
     assert_exactly_once(backend, sent + more)
+
+
+def test_out_of_range_in_an_eager_group(broker: BrokerProcess, backend: Backend) -> None:
+    """A reset while subscribed with an eager assignor: the member re-assigns with assign(), the
+    other partition going on where the sink was (never from Kafka's committed offsets)."""
+    create_topic(broker.bootstrap, "in", 2)
+    config = {"bootstrap.servers": broker.bootstrap, "group.id": "g", "partition.assignment.strategy": "range"}
+    first = produce(broker.bootstrap, "in", numbered(0, 1000), 2)
+    with ExactlyOnceSink(KafkaSource(config, topics=["in"]), backend.store("g"), writer(backend)) as sink:
+        sink.run(idle_timeout_s=3)
+    later = produce(broker.bootstrap, "in", numbered(1000, 2000), 2)
+    admin = AdminClient({"bootstrap.servers": broker.bootstrap})
+    for future in admin.delete_records([KafkaTopicPartition("in", 0, 700)]).values():
+        future.result(TIMEOUT_S)
+    with ExactlyOnceSink(KafkaSource(config, topics=["in"]), backend.store("g"), writer(backend)) as sink:
+        sink.run(idle_timeout_s=3)
+    assert sink.stats.resets == [(("in", 0), 500, 700)]
+    # Value i is at offset i // 2 of partition i % 2: partition 0's offsets 500..699 are gone.
+    lost = {str(i) for i in range(1000, 1400, 2)}
+    assert_exactly_once(backend, first + [v for v in later if v not in lost])

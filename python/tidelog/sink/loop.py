@@ -205,9 +205,18 @@ class ExactlyOnceSink:
         if partitions:
             log.info("%s %s", "lost" if lost else "released", ", ".join(f"{t}-{p}" for t, p in sorted(partitions)))
 
+    def resume_offset(self, partition: TopicPartition) -> int:
+        position = self.source.position(partition)
+        if position is not None:
+            return position
+        floor = self._floor.get(partition)
+        return self.start_at if floor is None else floor
+
     def out_of_range(self, partition: TopicPartition) -> None:
         claim = self._owned.get(partition)
-        stored = None if claim is None else claim.next_offset
+        if claim is None:
+            return  # not ours (revoked, or fenced: its claim seeks again)
+        stored = claim.next_offset
         low, high = self.source.watermarks(partition)
         if self.out_of_range_policy == "fail":
             self._failure = SinkError(

@@ -30,6 +30,10 @@ class Owner(Protocol):
 
     def out_of_range(self, partition: TopicPartition) -> None: ...
 
+    def resume_offset(self, partition: TopicPartition) -> int:
+        """Where an owned partition goes on from (its stored offset, or where a reset moved it)."""
+        ...
+
 
 class Source(Protocol):
     def start(self, owner: Owner) -> None: ...
@@ -178,10 +182,20 @@ class KafkaSource:
         except KafkaException as error:
             if error.args[0].code() != KafkaError._STATE:
                 raise
+            log.info("%s-%d: assigned again at %d (its fetcher had stopped)", partition[0], partition[1], offset)
             # A partition whose fetcher stopped (after auto.offset.reset=error) takes no seek:
             # it is assigned again at the offset instead.
-            self.consumer.incremental_unassign([KafkaTopicPartition(*partition)])
-            self.consumer.incremental_assign([wanted])
+            if self.cooperative or not self.topics:
+                self.consumer.incremental_unassign([KafkaTopicPartition(*partition)])
+                self.consumer.incremental_assign([wanted])
+                return
+            # An eager group member changes its assignment with assign() only: the whole of it,
+            # every other partition where the sink goes on from (never Kafka's committed offsets).
+            assert self._owner is not None
+            others = [p for p in self.assignment() if p != partition]
+            self.consumer.assign(
+                [wanted, *(KafkaTopicPartition(t, n, self._owner.resume_offset((t, n))) for t, n in others)]
+            )
 
     def pause(self, partition: TopicPartition) -> None:
         from confluent_kafka import TopicPartition as KafkaTopicPartition
