@@ -386,23 +386,7 @@ class _Handle:
         self, partition: Partition, offset: int, isolation: IsolationLevel, timeout_s: float | None
     ) -> bool:
         """Waits (on the home loop) until records at or past `offset` are readable."""
-        loop = asyncio.get_running_loop()
-        deadline = None if timeout_s is None else loop.time() + timeout_s
-        while upper_bound(partition, isolation) <= offset:
-            if self.closed or self._home.closed:
-                raise ClosedError("closed while waiting")
-            waiter: asyncio.Future[None] = loop.create_future()
-            partition.watch(waiter)
-            try:
-                if upper_bound(partition, isolation) > offset:  # moved while registering
-                    return True
-                left = None if deadline is None else deadline - loop.time()
-                if left is not None and left <= 0:
-                    return False
-                await asyncio.wait((waiter,), timeout=left)
-            finally:
-                partition.unwatch(waiter)
-        return True
+        return await self._wait_any([(partition, offset)], isolation, timeout_s)
 
     async def _wait_any(
         self, targets: list[tuple[Partition, int]], isolation: IsolationLevel, timeout_s: float | None

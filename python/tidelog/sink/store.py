@@ -171,20 +171,22 @@ class OffsetStore(abc.ABC):
 
     def positions(self) -> dict[TopicPartition, int | None]:
         """Every stored next offset of this group (for tools and tests)."""
+        rows = self._select(
+            f'SELECT topic, "partition", next_offset FROM {self.offsets_table} WHERE group_id = {self.placeholder}'
+        )
+        return {(str(t), int(p)): None if o is None else int(o) for t, p, o in rows}
+
+    def _select(self, sql: str) -> list[tuple[Any, ...]]:
+        """The rows of a query on this group (its one parameter), in a transaction of its own."""
         cursor = self.begin()
         try:
-            cursor.execute(
-                f'SELECT topic, "partition", next_offset FROM {self.offsets_table} WHERE group_id = {self.placeholder}',
-                (self.group_id,),
-            )
-            rows = cursor.fetchall()
+            cursor.execute(sql, (self.group_id,))
+            rows = list(cursor.fetchall())
             self.commit()
         except BaseException:
             self.rollback()
             raise
-        return {
-            (str(topic), int(partition)): None if offset is None else int(offset) for topic, partition, offset in rows
-        }
+        return rows
 
     # ---- dead letters and savepoints -----------------------------------------------------------
 
@@ -214,18 +216,10 @@ class OffsetStore(abc.ABC):
 
     def dead_letters(self) -> list[tuple[str, int, int, bytes | None, str]]:
         """(topic, partition, offset, value, error) of every dead letter of this group."""
-        cursor = self.begin()
-        try:
-            cursor.execute(
-                f'SELECT topic, "partition", "offset", value, error FROM {self.dead_letters_table}'
-                f' WHERE group_id = {self.placeholder} ORDER BY topic, "partition", "offset"',
-                (self.group_id,),
-            )
-            rows = cursor.fetchall()
-            self.commit()
-        except BaseException:
-            self.rollback()
-            raise
+        rows = self._select(
+            f'SELECT topic, "partition", "offset", value, error FROM {self.dead_letters_table}'
+            f' WHERE group_id = {self.placeholder} ORDER BY topic, "partition", "offset"'
+        )
         return [(str(t), int(p), int(o), None if v is None else bytes(v), str(e)) for t, p, o, v, e in rows]
 
     @staticmethod
