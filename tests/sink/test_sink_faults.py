@@ -207,3 +207,37 @@ def test_sink_processes_survive_each_other(broker: BrokerProcess, backend: Backe
     members.append(start_app(broker.bootstrap, backend, "g", "in", *options))
     assert [m.wait(APP_TIMEOUT_S) for m in members[1:]] == [0, 0]
     assert_exactly_once(backend, sent)
+
+
+def test_the_same_guarantee_on_apache_kafka(kafka_port: int, backend: Backend) -> None:
+    """The sink is a client of any cluster: SIGKILLs at random points and read_committed input
+    with aborted transactions, on Apache Kafka 4.4."""
+
+    class Kafka:
+        bootstrap = f"127.0.0.1:{kafka_port}"
+
+    topic = f"in-{backend.name}"
+    create_topic(Kafka.bootstrap, topic, 2)
+    sent = produce(Kafka.bootstrap, topic, numbered(0, 20_000), 2)
+    producer = Producer({"bootstrap.servers": Kafka.bootstrap, "transactional.id": f"input-{backend.name}"})
+    producer.init_transactions(TIMEOUT_S)
+    for txn in range(6):
+        producer.begin_transaction()
+        values = [f"txn-{txn}-{i}" for i in range(100)]
+        for i, value in enumerate(values):
+            producer.produce(topic, value.encode(), partition=i % 2)
+        producer.flush(TIMEOUT_S)
+        if txn % 2:
+            producer.abort_transaction(TIMEOUT_S)
+        else:
+            producer.commit_transaction(TIMEOUT_S)
+            sent += values
+    chance = random.Random(7)
+    broker = Kafka()
+    for _ in range(5):
+        app = start_app(broker.bootstrap, backend, "g", topic, "--partitions", 2, "--batch-size", 200, "--slow-s", 0.01)
+        time.sleep(chance.uniform(0.5, 1.5))
+        app.send_signal(signal.SIGKILL)
+        app.wait(TIMEOUT_S)
+    assert run_app(broker.bootstrap, backend, "g", topic, "--partitions", 2, "--idle-exit-s", 3) == 0
+    assert_exactly_once(backend, sent)
