@@ -276,3 +276,26 @@ def test_out_of_range_in_an_eager_group(broker: BrokerProcess, backend: Backend)
     # Value i is at offset i // 2 of partition i % 2: partition 0's offsets 500..699 are gone.
     lost = {str(i) for i in range(1000, 1400, 2)}
     assert_exactly_once(backend, first + [v for v in later if v not in lost])
+
+
+def test_stores_created_at_once(backend: Backend) -> None:
+    """Processes starting together create the tables together (PostgreSQL's CREATE TABLE IF NOT
+    EXISTS fails in one of two concurrent sessions without the store's advisory lock)."""
+    import threading
+
+    errors: list[BaseException] = []
+    start = threading.Barrier(4)
+
+    def create() -> None:
+        start.wait()
+        try:
+            backend.store("g").close()
+        except BaseException as error:
+            errors.append(error)
+
+    threads = [threading.Thread(target=create) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert not errors, errors

@@ -34,7 +34,7 @@ KILL_LOOP_KILLS = 20
 
 def stored_offsets(backend: Backend, group: str) -> dict[tuple[str, int], int]:
     rows = backend.query('SELECT topic, "partition", next_offset FROM tidelog_offsets WHERE group_id = ?', (group,))
-    return {(t, int(p)): int(o) for t, p, o in rows}
+    return {(t, int(p)): 0 if o is None else int(o) for t, p, o in rows}  # None: no batch yet
 
 
 def test_sigkill_before_and_after_the_database_commit(broker: BrokerProcess, backend: Backend) -> None:

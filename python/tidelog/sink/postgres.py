@@ -87,6 +87,11 @@ class PostgresOffsetStore(OffsetStore):
         except psycopg.Error:
             self.close()
 
+    def lock_schema(self, cursor: Any) -> None:
+        # CREATE TABLE IF NOT EXISTS is not safe in two sessions at once (the loser fails on
+        # pg_type's unique index), so creators queue on a transaction-scoped advisory lock.
+        cursor.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (self.offsets_table,))
+
     def is_transient(self, error: BaseException) -> bool:
         # OperationalError: the connection is gone or the server is shutting down, and also
         # serialization failures and deadlocks (TransactionRollback); all are worth a retry.

@@ -89,6 +89,7 @@ class OffsetStore(abc.ABC):
         """Creates both tables if they are missing (in their own transaction)."""
         cursor = self.begin()
         try:
+            self.lock_schema(cursor)
             cursor.execute(
                 f"CREATE TABLE IF NOT EXISTS {self.offsets_table} ("
                 ' group_id TEXT NOT NULL, topic TEXT NOT NULL, "partition" INTEGER NOT NULL,'
@@ -106,6 +107,9 @@ class OffsetStore(abc.ABC):
         except BaseException:
             self.rollback()
             raise
+
+    def lock_schema(self, cursor: Any) -> None:  # noqa: B027 - a hook: SQLite's BEGIN IMMEDIATE already is one
+        """Serialises table creation between processes, if the transaction does not already."""
 
     # ---- ownership and positions ---------------------------------------------------------------
 
