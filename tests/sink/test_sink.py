@@ -299,3 +299,21 @@ def test_stores_created_at_once(backend: Backend) -> None:
     for thread in threads:
         thread.join()
     assert not errors, errors
+
+
+def test_a_new_sqlite_store_does_not_wait_for_a_busy_writer(tmp_path: Path) -> None:
+    """Opening a store whose tables exist takes no write lock: a sink process starting beside a
+    busy one reaches its consumer group at once (its claim then queues, as any writer does)."""
+    import sqlite3
+
+    from tidelog.sink import SQLiteOffsetStore
+
+    path = tmp_path / "sink.db"
+    SQLiteOffsetStore(path, "g").close()
+    busy = sqlite3.connect(path, isolation_level=None)
+    busy.execute("BEGIN IMMEDIATE")  # another process's batch, mid-transaction
+    try:
+        SQLiteOffsetStore(path, "g", busy_timeout_s=0.5).close()
+    finally:
+        busy.execute("ROLLBACK")
+        busy.close()

@@ -68,6 +68,15 @@ class PostgresOffsetStore(OffsetStore):
         assert self.connection is not None
         return self.connection
 
+    def has_tables(self) -> bool:
+        connection = self._connection()
+        found = connection.execute(
+            "SELECT count(*) FROM pg_tables WHERE schemaname = current_schema() AND tablename IN (%s, %s)",
+            (self.offsets_table, self.dead_letters_table),
+        ).fetchone()
+        connection.commit()
+        return found is not None and found[0] == 2
+
     def begin(self) -> Any:
         connection = self._connection()
         if connection.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:

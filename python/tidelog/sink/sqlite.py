@@ -61,6 +61,13 @@ class SQLiteOffsetStore(OffsetStore):
         assert self.connection is not None
         return self.connection
 
+    def has_tables(self) -> bool:
+        found = self._connection().execute(  # autocommit: a read, no lock held after it
+            "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name IN (?, ?)",
+            (self.offsets_table, self.dead_letters_table),
+        )
+        return bool(found.fetchone()[0] == 2)
+
     def begin(self) -> Any:
         connection = self._connection()
         if connection.in_transaction:  # left open by an interrupted step

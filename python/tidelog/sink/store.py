@@ -87,6 +87,8 @@ class OffsetStore(abc.ABC):
 
     def create_tables(self) -> None:
         """Creates both tables if they are missing (in their own transaction)."""
+        if self.has_tables():
+            return  # no write lock needed: a busy SQLite file would make a new process wait
         cursor = self.begin()
         try:
             self.lock_schema(cursor)
@@ -107,6 +109,10 @@ class OffsetStore(abc.ABC):
         except BaseException:
             self.rollback()
             raise
+
+    @abc.abstractmethod
+    def has_tables(self) -> bool:
+        """Whether both tables exist (read without taking a write lock)."""
 
     def lock_schema(self, cursor: Any) -> None:  # noqa: B027 - a hook: SQLite's BEGIN IMMEDIATE already is one
         """Serialises table creation between processes, if the transaction does not already."""
