@@ -218,6 +218,7 @@ class JavaWriter(Writer):
         stderr: list[str] = []
         threading.Thread(target=lambda: stderr.extend(process.stderr or []), daemon=True).start()
         assert process.stdout is not None
+        terminated = False
         for line in process.stdout:
             if not line.startswith("{"):
                 continue
@@ -226,9 +227,14 @@ class JavaWriter(Writer):
                 self.acked[(event["partition"], event["value"])] = event["offset"]
                 self.sent += 1
             elif event["name"] == "producer_send_error":
-                self.failed.append(event.get("exception", "") + ": " + event.get("message", ""))
-            if self.stop.is_set() and process.poll() is None:
+                error = event.get("exception", "") + ": " + event.get("message", "")
+                # A send still waiting (for metadata, through the faults) when our SIGTERM closes
+                # the producer fails so; it was never acknowledged, so nothing is lost by it.
+                if not (terminated and "Producer closed while send in progress" in error):
+                    self.failed.append(error)
+            if self.stop.is_set() and process.poll() is None and not terminated:
                 process.terminate()  # closes the producer: it flushes what it has first
+                terminated = True
         if process.wait(FLUSH_TIMEOUT_S) not in (0, -15, 143):  # SIGTERM at the end is expected
             self.failed.append(f"VerifiableProducer exited with {process.returncode}: {''.join(stderr)[-2000:]}")
         config.unlink()

@@ -202,7 +202,9 @@ def test_members_split_partitions_and_take_over_on_leave_and_crash(
 
     members = [start_member(lib, group_broker, topic, group, tmp_path / f"{name}.log") for name in ("a", "b", "c")]
     try:
-        check_split(group_broker, group, members, 40 if lib == "java" else TIMEOUT_S)
+        # Three members starting together may take a few rounds of rebalancing on a loaded machine
+        # (kafka-python missed 20 s in a loaded CI run).
+        check_split(group_broker, group, members, 40)
         assert sorted(len(m.assignment or ()) for m in members) == [2, 2, 2]
 
         leaving, crashing, staying = members
