@@ -296,16 +296,17 @@ def test_transactional_producer_and_read_committed_reader_through_a_pause(
         f"{Counter(errors.seen)}, reader errors {Counter(reader_errors.seen)}, read while running {len(seen)}"
     )
     assert reader_errors.fatal() == [], reader_errors.seen
-    if message_timeout == "outlasting":
-        assert errors.fatal() == [] and outcomes["unknown"] == 0, (errors.seen, outcomes)
-    else:
-        # An AddPartitionsToTxn sent as the pause began times out; the client closes that
-        # connection, and the broker, once thawed, reads the request with the close and does not
-        # serve it (Kafka 4.4 neither: test_probes.py's
-        # test_an_add_partitions_whose_connection_closed_during_a_pause). The abort that follows
-        # then finds no transaction: INVALID_TXN_STATE, fatal in librdkafka, on both brokers
-        # when the timing falls so. That is the only fatal error allowed, at most once.
-        assert set(errors.fatal()) <= {"INVALID_TXN_STATE"} and outcomes["unknown"] <= 1, (errors.seen, outcomes)
+    # An AddPartitionsToTxn sent as the pause began times out (request.timeout.ms is shorter than
+    # the pause whatever message.timeout.ms is); the client closes that connection, and the
+    # broker, once thawed, reads the request with the close and does not serve it (Kafka 4.4
+    # neither: test_probes.py's test_an_add_partitions_whose_connection_closed_during_a_pause).
+    # The abort that follows then finds no transaction: INVALID_TXN_STATE, fatal in librdkafka,
+    # on both brokers when the timing falls so (seen on Kafka 4.4 with message.timeout.ms
+    # outlasting the pause too, in a CI run). That is the only fatal error allowed, at most once,
+    # and only the transaction it ended may be unknown.
+    fatal = errors.fatal()
+    assert set(fatal) <= {"INVALID_TXN_STATE"} and len(fatal) <= 1, (errors.seen, outcomes)
+    assert outcomes["unknown"] <= len(fatal), (errors.seen, outcomes)
     assert outcomes["committed"] > 0, outcomes
     unknown = [n for n, outcome in log.outcome.items() if outcome == "unknown"]
     committed_set = set(committed)
