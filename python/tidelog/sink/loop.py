@@ -262,9 +262,16 @@ class ExactlyOnceSink:
             position = self.source.position(partition)
             after_last = batch[-1].offset + 1
             positions[partition] = after_last if position is None or position < after_last else position
+        return self._store(by_partition, positions, "batch")
+
+    def _store(
+        self, by_partition: dict[TopicPartition, list[SinkRecord]], positions: dict[TopicPartition, int], what: str
+    ) -> bool:
+        """Runs the batch's transaction until it commits for the partitions still owned; False
+        if every partition was fenced."""
         while by_partition:
             try:
-                self._with_retries(lambda: self._transaction(by_partition, positions), "batch")
+                self._with_retries(lambda: self._transaction(by_partition, positions), what)
                 return True
             except _Fenced as fenced:
                 for partition in fenced.partitions:
@@ -279,19 +286,13 @@ class ExactlyOnceSink:
         moved: dict[TopicPartition, list[SinkRecord]] = {}
         positions: dict[TopicPartition, int] = {}
         for partition, claim in self._owned.items():
+            if claim.next_offset is None:
+                continue  # nothing stored yet: the first batch stores its position
             position = self.source.position(partition)
-            floor = self._floor.get(partition, claim.next_offset)
-            if position is not None and floor is not None and position > floor and claim.next_offset is not None:
+            if position is not None and position > self._floor.get(partition, claim.next_offset):
                 moved[partition] = []
                 positions[partition] = position
-        while moved:
-            try:
-                self._with_retries(lambda: self._transaction(moved, positions), "positions")
-                return
-            except _Fenced as fenced:
-                for partition in fenced.partitions:
-                    self._fence(partition)
-                    moved.pop(partition, None)
+        self._store(moved, positions, "positions")
 
     def _transaction(
         self, by_partition: dict[TopicPartition, list[SinkRecord]], positions: dict[TopicPartition, int]
@@ -313,8 +314,7 @@ class ExactlyOnceSink:
                 )
             ]
             if lost:
-                store.rollback()
-                raise _Fenced(lost)
+                raise _Fenced(lost)  # rolled back below
         except BaseException:
             store.rollback()
             raise

@@ -78,7 +78,9 @@ class KafkaSource:
         partitions: Sequence[TopicPartition] | None = None,
     ) -> None:
         from confluent_kafka import Consumer
+        from confluent_kafka import TopicPartition as KafkaTopicPartition
 
+        self._partition_type = KafkaTopicPartition  # confluent-kafka is imported here, not at load
         if (topics is None) == (partitions is None):
             raise ValueError("give topics (a consumer group) or partitions (assigned), not both")
         if not config.get("group.id"):
@@ -103,11 +105,8 @@ class KafkaSource:
         else:
             self.consumer.assign(self._topic_partitions(owner.assigned(self.partitions)))
 
-    @staticmethod
-    def _topic_partitions(starts: Mapping[TopicPartition, int]) -> list[Any]:
-        from confluent_kafka import TopicPartition as KafkaTopicPartition
-
-        return [KafkaTopicPartition(topic, partition, offset) for (topic, partition), offset in starts.items()]
+    def _topic_partitions(self, starts: Mapping[TopicPartition, int]) -> list[Any]:
+        return [self._partition_type(topic, partition, offset) for (topic, partition), offset in starts.items()]
 
     def _on_assign(self, consumer: Any, partitions: list[Any]) -> None:
         assert self._owner is not None
@@ -167,16 +166,13 @@ class KafkaSource:
         return records
 
     def position(self, partition: TopicPartition) -> int | None:
-        from confluent_kafka import TopicPartition as KafkaTopicPartition
-
-        (found,) = self.consumer.position([KafkaTopicPartition(*partition)])
+        (found,) = self.consumer.position([self._partition_type(*partition)])
         return int(found.offset) if found.offset >= 0 else None
 
     def seek(self, partition: TopicPartition, offset: int) -> None:
         from confluent_kafka import KafkaError, KafkaException
-        from confluent_kafka import TopicPartition as KafkaTopicPartition
 
-        wanted = KafkaTopicPartition(partition[0], partition[1], offset)
+        wanted = self._partition_type(partition[0], partition[1], offset)
         try:
             self.consumer.seek(wanted)
         except KafkaException as error:
@@ -186,7 +182,7 @@ class KafkaSource:
             # A partition whose fetcher stopped (after auto.offset.reset=error) takes no seek:
             # it is assigned again at the offset instead.
             if self.cooperative or not self.topics:
-                self.consumer.incremental_unassign([KafkaTopicPartition(*partition)])
+                self.consumer.incremental_unassign([self._partition_type(*partition)])
                 self.consumer.incremental_assign([wanted])
                 return
             # An eager group member changes its assignment with assign() only: the whole of it,
@@ -194,26 +190,20 @@ class KafkaSource:
             assert self._owner is not None
             others = [p for p in self.assignment() if p != partition]
             self.consumer.assign(
-                [wanted, *(KafkaTopicPartition(t, n, self._owner.resume_offset((t, n))) for t, n in others)]
+                [wanted, *(self._partition_type(t, n, self._owner.resume_offset((t, n))) for t, n in others)]
             )
 
     def pause(self, partition: TopicPartition) -> None:
-        from confluent_kafka import TopicPartition as KafkaTopicPartition
-
-        self.consumer.pause([KafkaTopicPartition(*partition)])
+        self.consumer.pause([self._partition_type(*partition)])
 
     def resume(self, partition: TopicPartition) -> None:
-        from confluent_kafka import TopicPartition as KafkaTopicPartition
-
-        self.consumer.resume([KafkaTopicPartition(*partition)])
+        self.consumer.resume([self._partition_type(*partition)])
 
     def assignment(self) -> set[TopicPartition]:
         return {(p.topic, p.partition) for p in self.consumer.assignment()}
 
     def watermarks(self, partition: TopicPartition) -> tuple[int, int]:
-        from confluent_kafka import TopicPartition as KafkaTopicPartition
-
-        low, high = self.consumer.get_watermark_offsets(KafkaTopicPartition(*partition), timeout=10)
+        low, high = self.consumer.get_watermark_offsets(self._partition_type(*partition), timeout=10)
         return int(low), int(high)
 
     def commit_async(self, positions: Mapping[TopicPartition, int]) -> None:

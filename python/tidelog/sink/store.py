@@ -18,10 +18,11 @@ from __future__ import annotations
 
 import abc
 import base64
+import contextlib
 import json
 import re
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -83,14 +84,24 @@ class OffsetStore(abc.ABC):
         """Whether `error` says the database was unreachable or busy (retry the step), rather
         than that a statement was wrong (the user's code rejected a record)."""
 
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[Any]:
+        """A transaction of its own: committed when the block ends, rolled back if it raises."""
+        cursor = self.begin()
+        try:
+            yield cursor
+            self.commit()
+        except BaseException:
+            self.rollback()
+            raise
+
     # ---- schema --------------------------------------------------------------------------------
 
     def create_tables(self) -> None:
         """Creates both tables if they are missing (in their own transaction)."""
         if self.has_tables():
             return  # no write lock needed: a busy SQLite file would make a new process wait
-        cursor = self.begin()
-        try:
+        with self.transaction() as cursor:
             self.lock_schema(cursor)
             cursor.execute(
                 f"CREATE TABLE IF NOT EXISTS {self.offsets_table} ("
@@ -105,10 +116,6 @@ class OffsetStore(abc.ABC):
                 f" value {self.bytes_type}, headers TEXT NOT NULL, error TEXT NOT NULL,"
                 ' failed_at_ms BIGINT NOT NULL, PRIMARY KEY (group_id, topic, "partition", "offset"))'
             )
-            self.commit()
-        except BaseException:
-            self.rollback()
-            raise
 
     @abc.abstractmethod
     def has_tables(self) -> bool:
@@ -131,16 +138,11 @@ class OffsetStore(abc.ABC):
             " RETURNING owner_token, next_offset"
         )
         claims: dict[TopicPartition, Claim] = {}
-        cursor = self.begin()
-        try:
+        with self.transaction() as cursor:
             for topic, partition in sorted(set(partitions)):  # one lock order for every claimer
                 cursor.execute(statement, (self.group_id, topic, partition))
                 token, next_offset = cursor.fetchone()
                 claims[(topic, partition)] = Claim(int(token), None if next_offset is None else int(next_offset))
-            self.commit()
-        except BaseException:
-            self.rollback()
-            raise
         return claims
 
     def advance(
@@ -162,8 +164,7 @@ class OffsetStore(abc.ABC):
         left out. After a commit whose answer was lost, this tells whether it happened."""
         p = self.placeholder
         found: dict[TopicPartition, Claim] = {}
-        cursor = self.begin()
-        try:
+        with self.transaction() as cursor:
             for topic, partition in partitions:
                 cursor.execute(
                     f"SELECT owner_token, next_offset FROM {self.offsets_table}"
@@ -173,10 +174,6 @@ class OffsetStore(abc.ABC):
                 row = cursor.fetchone()
                 if row is not None:
                     found[(topic, partition)] = Claim(int(row[0]), None if row[1] is None else int(row[1]))
-            self.commit()
-        except BaseException:
-            self.rollback()
-            raise
         return found
 
     def positions(self) -> dict[TopicPartition, int | None]:
@@ -188,14 +185,9 @@ class OffsetStore(abc.ABC):
 
     def _select(self, sql: str) -> list[tuple[Any, ...]]:
         """The rows of a query on this group (its one parameter), in a transaction of its own."""
-        cursor = self.begin()
-        try:
+        with self.transaction() as cursor:
             cursor.execute(sql, (self.group_id,))
             rows = list(cursor.fetchall())
-            self.commit()
-        except BaseException:
-            self.rollback()
-            raise
         return rows
 
     # ---- dead letters and savepoints -----------------------------------------------------------
