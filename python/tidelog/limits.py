@@ -70,10 +70,14 @@ TXN_IMPLICIT_ADD_WAIT_S = 5.0
 # unless asked otherwise, and how long a poll waits to fill it.
 SINK_BATCH_RECORDS_DEFAULT = 500
 SINK_BATCH_TIMEOUT_S = 0.5
-# A partition whose compare-and-set failed (another process claimed it) is claimed again after
-# this long if this process is still assigned it; a zombie learns it lost the partition within a
-# heartbeat or two, so it seldom steals it back, and two static claimers take turns this often.
+# A partition whose compare-and-set failed (another process claimed it) is claimed again if this
+# process is still assigned it and its row did not move for this long (the other owner stopped);
+# a zombie learns it lost the partition within a heartbeat or two, so it seldom looks. The wait
+# doubles, up to the maximum, each time a re-claim is fenced before it stored a batch, and is
+# spread by ±jitter (a fraction) so processes fenced together do not look in step.
 SINK_RECLAIM_DELAY_S = 5.0
+SINK_RECLAIM_DELAY_MAX_S = 60.0
+SINK_RECLAIM_JITTER = 0.2
 # Attempts at one database step (claim, batch) through transient errors (a dropped connection,
 # a busy SQLite file, a serialization failure), with backoff doubling from the first delay.
 SINK_STORE_ATTEMPTS = 8

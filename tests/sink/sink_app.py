@@ -13,6 +13,7 @@ import json
 import logging
 import os
 import signal
+import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -36,11 +37,20 @@ def main() -> None:
     parser.add_argument(
         "--rest-s", type=float, default=0.0, help="time spent after each commit, outside any transaction"
     )
+    parser.add_argument(
+        "--slow-after-claim-s",
+        type=float,
+        default=0.0,
+        help="the first batch after a claim ends this long after the claim (instead of --slow-s)",
+    )
     parser.add_argument("--kill-in-handler", type=int, default=0, help="SIGKILL inside the Nth batch's handler")
     parser.add_argument("--kill-after-commits", type=int, default=0, help="SIGKILL after the Nth commit")
     parser.add_argument("--pause-marker", help="before the 3rd batch's transaction: write this file, wait 2 s")
     parser.add_argument("--reclaim-delay-s", type=float, default=5.0)
     parser.add_argument("--idle-exit-s", type=float, default=5.0)
+    parser.add_argument(
+        "--until-stored", type=int, default=0, help="run until the group's stored offsets add up to this (no idle exit)"
+    )
     parser.add_argument("--writer", default=str(os.getpid()))
     parser.add_argument("--stats", help="write the sink's statistics here (JSON) when it ends")
     args = parser.parse_args()
@@ -51,9 +61,11 @@ def main() -> None:
     insert = 'INSERT INTO output (value, topic, "partition", "offset", writer) VALUES (?, ?, ?, ?, ?)'
     insert = insert.replace("?", place)
     handled = 0
+    claims_seen = 0
+    claimed_at = 0.0
 
     def handler(records: Sequence[SinkRecord], cursor: Any) -> None:
-        nonlocal handled
+        nonlocal handled, claims_seen
         handled += 1
         rows = []
         for r in records:
@@ -62,7 +74,10 @@ def main() -> None:
                 raise ValueError(f"cannot parse {value!r}")
             rows.append((value, r.topic, r.partition, r.offset, args.writer))
         cursor.executemany(insert, rows)
-        if args.slow_s:
+        if args.slow_after_claim_s and sink.stats.claims != claims_seen:
+            claims_seen = sink.stats.claims
+            time.sleep(max(0.0, claimed_at + args.slow_after_claim_s - time.monotonic()))
+        elif args.slow_s:
             time.sleep(args.slow_s)
         if args.kill_in_handler and handled == args.kill_in_handler and len(records) > 1:
             os.kill(os.getpid(), signal.SIGKILL)
@@ -106,12 +121,34 @@ def main() -> None:
     sink = ExactlyOnceSink(
         source, store, handler, batch_size=args.batch_size, on_commit=on_commit, reclaim_delay_s=args.reclaim_delay_s
     )
+    assigned = sink.assigned
+
+    def timed_assigned(partitions: Any) -> Any:
+        nonlocal claimed_at
+        claimed_at = time.monotonic()
+        return assigned(partitions)
+
+    sink.assigned = timed_assigned  # type: ignore[method-assign]
+    stop = threading.Event()
+    if args.until_stored:
+        threading.Thread(target=watch_stored, args=(args.db, args.group, args.until_stored, stop), daemon=True).start()
     try:
-        stats = sink.run(idle_timeout_s=args.idle_exit_s)
+        stats = sink.run(stop=stop, idle_timeout_s=None if args.until_stored else args.idle_exit_s)
     finally:
         sink.close()
     if args.stats:
         Path(args.stats).write_text(json.dumps({**stats.__dict__, "resets": [list(r) for r in stats.resets]}))
+
+
+def watch_stored(db: str, group: str, total: int, stop: threading.Event) -> None:
+    """Sets `stop` once the stored offsets of `group` add up to `total` (on its own connection)."""
+    store = open_store(db, group)
+    try:
+        while not stop.wait(0.2):
+            if sum(offset or 0 for offset in store.positions().values()) >= total:
+                stop.set()
+    finally:
+        store.close()
 
 
 if __name__ == "__main__":

@@ -9,8 +9,13 @@ user's output and the partitions' next offsets.
              moves from the expected offset to the source's position with a compare-and-set on
              (owner token, expected offset); then COMMIT.
     fence ── a compare-and-set that changes no row means another process claimed the
-             partition: the transaction is rolled back, the partition paused, and claimed again
-             after `reclaim_delay_s` if the source still assigns it here.
+             partition: the transaction is rolled back and the partition paused. It is claimed
+             again only if the source still assigns it here and its row has not moved for a
+             whole wait (the other owner stopped storing batches); while the row moves, the
+             other owner keeps it. The wait starts at `reclaim_delay_s` and doubles each time a
+             claim is fenced before it stored anything, so two processes given the same
+             partitions (static assignment, or a zombie still in the group) settle on one owner
+             instead of fencing each other's batches forever.
     unknown ─ a COMMIT whose answer was lost (the connection dropped) is settled by reading the
              rows back: moved to our offsets with our token means it happened.
 
@@ -24,6 +29,7 @@ never released with a batch of it half written.
 from __future__ import annotations
 
 import logging
+import random
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -51,6 +57,15 @@ _RECORD_SAVEPOINT = "tidelog_record"
 class SinkError(Exception):
     """The sink stopped: a stored offset out of range under the "fail" policy, or the database
     unreachable through every retry."""
+
+
+@dataclass
+class _Waiting:
+    """A fenced partition: when to look at its row again, the row as last seen, and the wait."""
+
+    due: float
+    seen: Claim | None
+    wait_s: float
 
 
 class _Fenced(Exception):
@@ -128,7 +143,11 @@ class ExactlyOnceSink:
         # out-of-range reset moved the source (below the stored offset after a re-created topic,
         # while the compare-and-set still expects the stored one).
         self._floor: dict[TopicPartition, int] = {}
-        self._fenced: dict[TopicPartition, float] = {}  # partition → when to claim it again
+        self._fenced: dict[TopicPartition, _Waiting] = {}
+        # The wait before the next re-claim of a partition: doubled by a claim fenced before it
+        # stored a batch, back to `reclaim_delay_s` when one is stored.
+        self._reclaim_wait: dict[TopicPartition, float] = {}
+        self._stored_since_claim: set[TopicPartition] = set()
         self._started = False
         self._failure: BaseException | None = None
 
@@ -190,6 +209,7 @@ class ExactlyOnceSink:
         for partition, claim in claims.items():
             self._owned[partition] = claim
             self._fenced.pop(partition, None)
+            self._stored_since_claim.discard(partition)
             self._floor.pop(partition, None)
             if claim.next_offset is not None:
                 self._floor[partition] = claim.next_offset
@@ -201,6 +221,7 @@ class ExactlyOnceSink:
         for partition in partitions:
             self._owned.pop(partition, None)
             self._fenced.pop(partition, None)
+            self._reclaim_wait.pop(partition, None)
             self._floor.pop(partition, None)
         if partitions:
             log.info("%s %s", "lost" if lost else "released", ", ".join(f"{t}-{p}" for t, p in sorted(partitions)))
@@ -274,8 +295,8 @@ class ExactlyOnceSink:
                 self._with_retries(lambda: self._transaction(by_partition, positions), what)
                 return True
             except _Fenced as fenced:
+                self._fence(fenced.partitions)
                 for partition in fenced.partitions:
-                    self._fence(partition)
                     by_partition.pop(partition, None)
         return False
 
@@ -390,6 +411,8 @@ class ExactlyOnceSink:
         for partition in by_partition:
             self._owned[partition] = Claim(self._owned[partition].token, positions[partition])
             self._floor[partition] = positions[partition]
+            self._stored_since_claim.add(partition)
+            self._reclaim_wait.pop(partition, None)
         records = sum(len(batch) for batch in by_partition.values())
         if not records:
             return  # positions only (past markers): no batch for the hooks
@@ -403,27 +426,50 @@ class ExactlyOnceSink:
 
     # ---- fencing and retries -------------------------------------------------------------------
 
-    def _fence(self, partition: TopicPartition) -> None:
-        """Another process claimed `partition`: stop reading it and claim it again later if the
-        source still gives it to this process."""
-        self.stats.fenced += 1
-        self._owned.pop(partition, None)
-        self._floor.pop(partition, None)
-        self._fenced[partition] = time.monotonic() + self.reclaim_delay_s
-        self.source.pause(partition)
-        log.warning("%s-%d: fenced (another process claimed it); batch rolled back", *partition)
+    def _fence(self, partitions: list[TopicPartition]) -> None:
+        """Another process claimed `partitions`: stop reading them, note their rows as they are
+        now, and look again after the wait (see `_reclaim_due`)."""
+        now = time.monotonic()
+        rows = self._with_retries(lambda: self.store.read(partitions), "read fenced rows")
+        for partition in partitions:
+            self.stats.fenced += 1
+            self._owned.pop(partition, None)
+            self._floor.pop(partition, None)
+            wait_s = self._reclaim_wait.get(partition, self.reclaim_delay_s)
+            if partition not in self._stored_since_claim and partition in self._reclaim_wait:
+                wait_s = min(wait_s * 2, limits.SINK_RECLAIM_DELAY_MAX_S)  # our last claim won nothing
+            self._reclaim_wait[partition] = wait_s
+            self._fenced[partition] = _Waiting(now + _jittered(wait_s), rows.get(partition), wait_s)
+            self.source.pause(partition)
+            log.warning("%s-%d: fenced (another process claimed it); batch rolled back", *partition)
 
     def _reclaim_due(self) -> None:
+        """Claims a fenced partition again if the source still assigns it here and its row did
+        not move during the wait; a row that moved has a live owner, so the wait starts over."""
         if not self._fenced:
             return
         now = time.monotonic()
-        due = [partition for partition, when in self._fenced.items() if when <= now]
+        due = [partition for partition, waiting in self._fenced.items() if waiting.due <= now]
         if not due:
             return
         assigned = self.source.assignment()
         for partition in due:
+            if partition not in assigned:
+                del self._fenced[partition]
+        due = [partition for partition in due if partition in assigned]
+        if not due:
+            return
+        rows = self._with_retries(lambda: self.store.read(due), "read fenced rows")
+        again: list[TopicPartition] = []
+        for partition in due:
+            waiting = self._fenced[partition]
+            row = rows.get(partition)
+            if row != waiting.seen:
+                waiting.seen = row  # the other owner stored a batch meanwhile: it keeps the partition
+                waiting.due = now + _jittered(waiting.wait_s)
+                continue
             del self._fenced[partition]
-        again = [partition for partition in due if partition in assigned]
+            again.append(partition)
         if not again:
             return
         for partition, start in self.assigned(again).items():
@@ -449,3 +495,9 @@ class ExactlyOnceSink:
                 time.sleep(delay)
                 delay = min(delay * 2, limits.SINK_STORE_BACKOFF_MAX_S)
         raise SinkError(f"{what}: did not complete in {limits.SINK_STORE_ATTEMPTS} attempts")
+
+
+def _jittered(wait_s: float) -> float:
+    """A wait spread by ±RECLAIM_JITTER so processes that were fenced together look apart."""
+    spread = limits.SINK_RECLAIM_JITTER
+    return wait_s * random.uniform(1 - spread, 1 + spread)
