@@ -195,6 +195,14 @@ class BrokerConfig:
     tidelog_frame_deadline_ms: int = 30_000
     # Requests read from one connection but not yet answered; reading pauses at this count.
     tidelog_inflight_requests_max: int = 64
+    # Every batch is checked (CRC-32C, framing, offsets) before it is first served after the
+    # log was opened; damaged ones never are (KAFKA_STORAGE_ERROR). `false` serves bytes as they
+    # are on disk, as Kafka does. See docs/operations.md.
+    tidelog_log_verify_reads: bool = True
+    # The background scrub: this often, segments no read has verified yet are verified, at
+    # most this many bytes a second (readers that wait for a segment lift the limit). -1: off.
+    tidelog_log_scrub_interval_ms: int = 60_000
+    tidelog_log_scrub_bytes_per_sec: int = 50 * 1024 * 1024
     # Group coordinator (Kafka's keys and defaults). Offsets live in __consumer_offsets.
     offsets_topic_num_partitions: int = 50
     offsets_topic_segment_bytes: int = 104_857_600

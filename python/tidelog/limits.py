@@ -85,3 +85,9 @@ SINK_STORE_BACKOFF_S = 0.05
 SINK_STORE_BACKOFF_MAX_S = 2.0
 # How long SQLite waits for another writer's lock before a statement fails.
 SINK_SQLITE_BUSY_TIMEOUT_S = 30.0
+
+# Verified reads (docs/operations.md). A fetch whose read reaches bytes not verified yet reads
+# again this often while the segment's pass runs (the frontier moves a MiB at a time).
+FETCH_VERIFY_POLL_S = 0.005
+# The background scrub verifies one log this many bytes at a time between checks for shutdown.
+SCRUB_STEP_BYTES = 64 * 1024 * 1024

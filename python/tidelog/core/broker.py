@@ -77,6 +77,7 @@ from tidelog.storage import (
     TopicError,
     TopicMetadata,
     TopicPartition,
+    set_verify_reads,
 )
 from tidelog.storage.durable_file import write_atomically
 from tidelog.storage.log_manager import check_topic_name
@@ -149,6 +150,7 @@ class Broker:
     @classmethod
     def open(cls, config: BrokerConfig) -> Broker:
         """Opens the data directory (taking its lock) and recovers every log."""
+        set_verify_reads(config.tidelog_log_verify_reads)
         logs = LogManager.open(
             config.log_dirs, config.topic_defaults, producer_id_expiration_ms=config.producer_id_expiration_ms
         )

@@ -5,6 +5,7 @@ from __future__ import annotations
 from kio.schema.errors import ErrorCode
 
 from tidelog.storage import (
+    CorruptBatchError,
     CorruptLogError,
     CorruptRecordError,
     InvalidProducerEpochError,
@@ -31,6 +32,7 @@ STORAGE_ERRORS: dict[type[StorageError], ErrorCode] = {
     RecordListTooLargeError: ErrorCode.record_list_too_large,
     OffsetOutOfRangeError: ErrorCode.offset_out_of_range,
     CorruptLogError: ErrorCode.kafka_storage_error,
+    CorruptBatchError: ErrorCode.kafka_storage_error,
     LogClosedError: ErrorCode.not_leader_or_follower,
     StorageIOError: ErrorCode.kafka_storage_error,
     InvalidProducerEpochError: ErrorCode.invalid_producer_epoch,

@@ -4,6 +4,11 @@
 KIP-74's limits: partitions are read in request order; each gets at most its `max_bytes` and the
 request at most its `max_bytes`, except that the first batch found is returned whole even when it
 is larger, so a consumer can always make progress.
+
+Only verified batches are served: a read that reaches bytes of a segment whose verification pass
+(started by that read, on the engine's threads) has not checked them yet is *pending*; the long
+poll reads it again every `FETCH_VERIFY_POLL_S` until it is served or the wait is over. The event
+loop never waits for the disk.
 """
 
 from __future__ import annotations
@@ -14,10 +19,11 @@ from dataclasses import dataclass
 
 from kio.schema.errors import ErrorCode
 
+from tidelog import limits
 from tidelog.core.errors import error_code_for
 from tidelog.core.partition import Partition
 from tidelog.core.types import FetchedData, FetchPartition, IsolationLevel
-from tidelog.storage import StorageError
+from tidelog.storage import NotVerifiedError, StorageError
 
 ZERO_UUID_INT = 0
 
@@ -29,6 +35,8 @@ class Wanted:
     request: FetchPartition
     partition: Partition | None
     answer: FetchedData
+    # The last read reached bytes not verified yet: read it again shortly.
+    pending: bool = False
 
 
 def collect(plan: Sequence[Wanted], max_bytes: int, isolation: IsolationLevel) -> tuple[int, bool]:
@@ -45,6 +53,7 @@ def collect(plan: Sequence[Wanted], max_bytes: int, isolation: IsolationLevel) -
 
 def read_one(want: Wanted, bytes_left: int, first: bool, isolation: IsolationLevel) -> None:
     partition, answer = want.partition, want.answer
+    want.pending = False
     if partition is None:
         return
     if not partition.is_leader:
@@ -62,7 +71,12 @@ def read_one(want: Wanted, bytes_left: int, first: bool, isolation: IsolationLev
         return
     upper_bound = offsets.last_stable_offset if committed else offsets.high_watermark
     try:
-        answer.records = partition.read(want.request.fetch_offset, max(limit, 0), upper_bound, min_one_batch=first)
+        answer.records = partition.read(
+            want.request.fetch_offset, max(limit, 0), upper_bound, min_one_batch=first, wait=False
+        )
+    except NotVerifiedError:
+        want.pending = True
+        return
     except StorageError as error:
         answer.error = error_code_for(error)
         return
@@ -94,9 +108,12 @@ async def long_poll(
             partition.watch(waiter)
         try:
             # Registered first, then compared with what the last collect saw: a move in between
-            # is not missed.
+            # is not missed. A pending read (verification under way) is tried again soon.
+            timeout = max(0.0, deadline - loop.time())
+            if any(w.pending for w in watched):
+                timeout = min(timeout, limits.FETCH_VERIFY_POLL_S)
             if not any(moved(w, isolation) for w in watched):
-                await asyncio.wait((waiter,), timeout=max(0.0, deadline - loop.time()))
+                await asyncio.wait((waiter,), timeout=timeout)
         finally:
             for partition in partitions:
                 partition.unwatch(waiter)

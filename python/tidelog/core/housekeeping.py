@@ -1,5 +1,5 @@
-"""The broker's periodic work: checkpoints, retention, producer-id, offset and transactional-id
-expiry, transaction timeouts.
+"""The broker's periodic work: checkpoints, retention, the verification scrub, producer-id,
+offset and transactional-id expiry, transaction timeouts.
 
 Started by `Broker.start` and stopped by `Broker.close`, so every broker gets it, whether the
 CLI, an embedded server or the native API opened it. Each task runs on its own interval (Kafka's
@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
@@ -37,12 +38,17 @@ class Housekeeping:
                 self.expire_transactional_ids,
             ),
         }
+        if config.tidelog_log_scrub_interval_ms >= 0:
+            self.tasks["scrub"] = (config.tidelog_log_scrub_interval_ms, self.scrub)
         self._task: asyncio.Task[None] | None = None
+        # Set by `stop`: a scrub running in its thread ends at its next step.
+        self._stopping = threading.Event()
 
     def start(self) -> None:
         self._task = asyncio.ensure_future(self._run())
 
     async def stop(self) -> None:
+        self._stopping.set()
         if self._task is not None:
             self._task.cancel()
             try:
@@ -70,6 +76,14 @@ class Housekeeping:
     async def enforce_retention(self) -> None:
         for topic_partition, report in self.broker.enforce_retention().items():
             log.info("retention deleted %d segment(s) of %s", report.segments_deleted, topic_partition.directory_name())
+
+    async def scrub(self) -> None:
+        """Verifies the segments no read has verified yet, in a thread (the engine releases the
+        GIL and throttles itself)."""
+        rate = self.broker.config.tidelog_log_scrub_bytes_per_sec
+        checked, damaged = await asyncio.to_thread(self.broker.logs.scrub, rate, self._stopping)
+        if checked:
+            log.info("scrub verified %d byte(s), %d damaged batch(es)", checked, damaged)
 
     async def expire_producers(self) -> None:
         expired = self.broker.logs.expire_producers()

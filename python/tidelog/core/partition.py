@@ -194,8 +194,11 @@ class Partition:
 
     # ---- reads -------------------------------------------------------------------------------
 
-    def read(self, offset: int, max_bytes: int, upper_bound: int, min_one_batch: bool) -> FileSlice | None:
-        return self.log.read(offset, max_bytes, upper_bound, min_one_batch)
+    def read(
+        self, offset: int, max_bytes: int, upper_bound: int, min_one_batch: bool, wait: bool = True
+    ) -> FileSlice | None:
+        """Whole verified batches (see `UnifiedLog.read`); `wait=False` on the event loop."""
+        return self.log.read(offset, max_bytes, upper_bound, min_one_batch, wait)
 
     def watch(self, waiter: asyncio.Future[None]) -> None:
         """`waiter` gets a result when the high watermark next moves (long polls, tails). Look

@@ -6,6 +6,7 @@ Only this package imports the native module.
 from tidelog.storage._engine import (
     AppendInfo,
     BatchHeader,
+    CorruptBatchError,
     CorruptLogError,
     CorruptRecordError,
     DeletionReport,
@@ -16,6 +17,7 @@ from tidelog.storage._engine import (
     InvalidTimestampError,
     LogClosedError,
     LogConfig,
+    NotVerifiedError,
     OffsetOutOfRangeError,
     PartitionLog,
     RecordListTooLargeError,
@@ -25,6 +27,7 @@ from tidelog.storage._engine import (
     StorageIOError,
     UnsupportedMagicError,
     decompress,
+    set_verify_reads,
 )
 from tidelog.storage.log_manager import LogManager, TopicError, TopicMetadata
 from tidelog.storage.producer_ids import ProducerIdAllocator
@@ -44,6 +47,7 @@ __all__ = [
     "AppendOrigin",
     "Appended",
     "BatchHeader",
+    "CorruptBatchError",
     "CorruptLogError",
     "CorruptRecordError",
     "DeletionReport",
@@ -58,6 +62,7 @@ __all__ = [
     "LogClosedError",
     "LogConfig",
     "LogManager",
+    "NotVerifiedError",
     "OffsetOutOfRangeError",
     "OutOfOrderSequenceError",
     "PartitionLog",
@@ -78,4 +83,5 @@ __all__ = [
     "UnsupportedMagicError",
     "decompress",
     "log_config_for",
+    "set_verify_reads",
 ]

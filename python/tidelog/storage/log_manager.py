@@ -15,6 +15,7 @@ import json
 import logging
 import os
 import shutil
+import threading
 import uuid
 from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
@@ -232,6 +233,22 @@ class LogManager:
                 partition.log.checkpoint()
             except StorageError as error:
                 log.error("checkpoint of %s failed: %s", topic_partition.directory_name(), error)
+
+    def scrub(self, bytes_per_sec: int, stop: threading.Event) -> tuple[int, int]:
+        """Verifies every segment that no read has verified yet, at most `bytes_per_sec`, in
+        steps of `SCRUB_STEP_BYTES` until done or `stop` is set (blocking, GIL released: run it
+        off the event loop). Returns (bytes checked, damaged batches found); each damaged batch
+        is logged once."""
+        checked = damaged = 0
+        for topic_partition, partition in list(self.partitions.items()):
+            before = partition.corrupt_batches
+            try:
+                while not stop.is_set() and (step := partition.scrub(bytes_per_sec, limits.SCRUB_STEP_BYTES)):
+                    checked += step
+            except StorageError as error:
+                log.error("scrub of %s failed: %s", topic_partition.directory_name(), error)
+            damaged += partition.corrupt_batches - before
+        return checked, damaged
 
     def enforce_retention(self, upper_bound: Callable[[TopicPartition], int]) -> dict[TopicPartition, DeletionReport]:
         """Deletes expired segments of `delete`-policy topics, never at or above

@@ -25,7 +25,15 @@ from tidelog.protocol.record_batch import (
     ControlRecordType,
     build_control_batch,
 )
-from tidelog.storage._engine import AppendInfo, FileSlice, InvalidRecordError, LogConfig, PartitionLog, StorageError
+from tidelog.storage._engine import (
+    AppendInfo,
+    CorruptBatchError,
+    FileSlice,
+    InvalidRecordError,
+    LogConfig,
+    PartitionLog,
+    StorageError,
+)
 from tidelog.storage.producer_state import (
     ProducerStateError,
     ProducerStateManager,
@@ -219,6 +227,8 @@ class UnifiedLog:
             producer_state if producer_state is not None else ProducerStateManager(Path(log.directory))
         )
         self.group_commit = GroupCommit(log, executor, self._durable_moved)
+        # Damaged batches read verification found in this log since it was opened.
+        self.corrupt_batches = 0
         # Told (on the event loop) when the durable offset moved; the core's Partition listens.
         self.on_durable: Callable[[int], None] | None = None
 
@@ -392,6 +402,41 @@ class UnifiedLog:
         """A snapshot at the log end offset, written now (clean shutdown)."""
         self.producer_state.take_snapshot(self.log.log_end_offset)
 
-    def read(self, offset: int, max_bytes: int, upper_bound: int, min_one_batch: bool = True) -> FileSlice | None:
-        """Whole batches from the one holding `offset`, none at or above `upper_bound`."""
-        return self.log.read(offset, max_bytes, upper_bound, min_one_batch)
+    def read(
+        self, offset: int, max_bytes: int, upper_bound: int, min_one_batch: bool = True, wait: bool = True
+    ) -> FileSlice | None:
+        """Whole batches from the one holding `offset`, none at or above `upper_bound`, each
+        checked since the open. Bytes not verified yet: with `wait`, waits for the segment's
+        pass (GIL released); without, raises NotVerifiedError (read again shortly). A damaged
+        batch raises CorruptBatchError (KAFKA_STORAGE_ERROR), logged once."""
+        try:
+            return self.log.read(offset, max_bytes, upper_bound, min_one_batch, wait)
+        except CorruptBatchError:
+            self.report_damage()
+            raise
+
+    def report_damage(self) -> int:
+        """Logs the damage verification found since the last call (each batch once) and counts
+        it in `corrupt_batches`; returns how many."""
+        found = self.log.take_damage()
+        for path, position, end, first, last, reason in found:
+            log.error(
+                "corrupt batch in %s at bytes %d..%d (offsets %d..%d): %s. It is never served: reads that "
+                "reach it answer KAFKA_STORAGE_ERROR. See `tidelog recover` in docs/operations.md",
+                path,
+                position,
+                end,
+                first,
+                last,
+                reason,
+            )
+        self.corrupt_batches += len(found)
+        return len(found)
+
+    def scrub(self, bytes_per_sec: int, budget: int) -> int:
+        """Verifies about `budget` bytes of the segments not verified yet (the background scrub:
+        run it off the event loop), at most `bytes_per_sec` unless a reader waits; returns the
+        bytes checked (0: nothing left)."""
+        checked = self.log.scrub(bytes_per_sec, budget)
+        self.report_damage()
+        return checked

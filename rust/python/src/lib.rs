@@ -36,6 +36,18 @@ create_exception!(
     StorageError,
     "Recovery found damaged flushed data (Kafka KAFKA_STORAGE_ERROR)."
 );
+create_exception!(
+    _engine,
+    CorruptBatchError,
+    StorageError,
+    "A batch that failed its check when first read after the open; never served (Kafka KAFKA_STORAGE_ERROR)."
+);
+create_exception!(
+    _engine,
+    NotVerifiedError,
+    StorageError,
+    "The read reaches bytes its segment's verification pass has not checked yet (the pass runs): read again."
+);
 create_exception!(_engine, LogClosedError, StorageError, "The log was closed.");
 create_exception!(_engine, StorageIOError, StorageError, "A failed disk operation (Kafka KAFKA_STORAGE_ERROR).");
 create_exception!(_engine, InvalidConfigError, StorageError, "A log config value out of range.");
@@ -57,6 +69,8 @@ fn to_py(error: Error) -> PyErr {
         Error::RecordListTooLarge { .. } => RecordListTooLargeError::new_err(message),
         Error::OffsetOutOfRange { .. } => OffsetOutOfRangeError::new_err(message),
         Error::CorruptLog { .. } => CorruptLogError::new_err(message),
+        Error::CorruptBatch { .. } => CorruptBatchError::new_err(message),
+        Error::Unverified { .. } => NotVerifiedError::new_err(message),
         Error::InvalidConfig(_) => InvalidConfigError::new_err(message),
         Error::InvalidAbortedTxn(_) => InvalidAbortedTxnError::new_err(message),
         Error::Closed => LogClosedError::new_err(message),
@@ -361,17 +375,65 @@ impl PyPartitionLog {
     }
 
     /// Whole batches from the one holding `offset`; `None` when there is nothing below
-    /// `upper_bound` to read yet.
-    #[pyo3(signature = (offset, max_bytes, upper_bound, min_one_batch = true))]
+    /// `upper_bound` to read yet. Only verified batches are served (see the crate's `verify`):
+    /// with `wait`, a read that reaches bytes not verified yet waits for the pass with the GIL
+    /// released; without it, it raises NotVerifiedError at once (an event loop reads again later).
+    #[pyo3(signature = (offset, max_bytes, upper_bound, min_one_batch = true, wait = true))]
     fn read(
         &self,
+        py: Python<'_>,
         offset: i64,
         max_bytes: u64,
         upper_bound: i64,
         min_one_batch: bool,
+        wait: bool,
     ) -> PyResult<Option<PyFileSlice>> {
-        let slice = self.inner.lock().read(offset, max_bytes, upper_bound, min_one_batch).map_err(to_py)?;
-        Ok(slice.map(|inner| PyFileSlice { inner }))
+        loop {
+            let outcome = self.inner.lock().read(offset, max_bytes, upper_bound, min_one_batch);
+            match outcome {
+                Ok(slice) => return Ok(slice.map(|inner| PyFileSlice { inner })),
+                Err(Error::Unverified { base_offset, position }) if wait => {
+                    let Some((verification, _)) = self.inner.lock().verification_of(base_offset) else { continue };
+                    py.detach(|| verification.wait_for(position));
+                }
+                Err(error) => return Err(to_py(error)),
+            }
+        }
+    }
+
+    /// Verifies segments not verified yet, oldest first, at most `bytes_per_sec` (0: no limit)
+    /// unless a reader waits, and about `budget` bytes in all; GIL released. Returns the bytes
+    /// it checked (0: nothing left).
+    fn scrub(&self, py: Python<'_>, bytes_per_sec: u64, budget: u64) -> u64 {
+        let segments = self.inner.lock().unverified_segments();
+        py.detach(|| {
+            let mut checked = 0;
+            for (_, verification, file) in segments {
+                if checked >= budget {
+                    break;
+                }
+                let before = verification.unverified_bytes();
+                verification.run(&file, bytes_per_sec, budget - checked);
+                checked += before - verification.unverified_bytes();
+            }
+            checked
+        })
+    }
+
+    /// Trusted bytes not verified yet (0 once every segment was verified).
+    #[getter]
+    fn unverified_bytes(&self) -> u64 {
+        self.inner.lock().unverified_bytes()
+    }
+
+    /// Damage that verification found since the last call, each once:
+    /// (segment file, position, end position, first offset, last offset, reason).
+    fn take_damage(&self) -> Vec<(String, u64, u64, i64, i64, String)> {
+        let found = self.inner.lock().take_damage();
+        found
+            .into_iter()
+            .map(|(path, d)| (path, d.position, d.end_position, d.first_offset, d.last_offset, d.reason))
+            .collect()
     }
 
     /// Group commit: makes every append made before the call durable; returns the recovery point.
@@ -465,10 +527,18 @@ fn decompress<'py>(py: Python<'py>, compression_id: i16, data: PyBuffer<u8>) -> 
     Ok(PyBytes::new(py, &out))
 }
 
+/// Whether logs opened from now on verify batches before serving them (the default; off is
+/// Kafka's behaviour). Process-wide.
+#[pyfunction]
+fn set_verify_reads(enabled: bool) {
+    storage::verify::set_enabled(enabled);
+}
+
 #[pymodule]
 fn _engine(m: &Bound<'_, PyModule>) -> PyResult<()> {
     let py = m.py();
     m.add_function(wrap_pyfunction!(decompress, m)?)?;
+    m.add_function(wrap_pyfunction!(set_verify_reads, m)?)?;
     m.add_class::<PyLogConfig>()?;
     m.add_class::<PyPartitionLog>()?;
     m.add_class::<PyFileSlice>()?;
@@ -486,6 +556,8 @@ fn _engine(m: &Bound<'_, PyModule>) -> PyResult<()> {
         ("RecordListTooLargeError", py.get_type::<RecordListTooLargeError>()),
         ("OffsetOutOfRangeError", py.get_type::<OffsetOutOfRangeError>()),
         ("CorruptLogError", py.get_type::<CorruptLogError>()),
+        ("CorruptBatchError", py.get_type::<CorruptBatchError>()),
+        ("NotVerifiedError", py.get_type::<NotVerifiedError>()),
         ("LogClosedError", py.get_type::<LogClosedError>()),
         ("StorageIOError", py.get_type::<StorageIOError>()),
         ("InvalidConfigError", py.get_type::<InvalidConfigError>()),

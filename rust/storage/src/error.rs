@@ -32,6 +32,17 @@ pub enum StorageError {
     /// rather than silently drop it. Kafka: KAFKA_STORAGE_ERROR.
     #[error("corrupt log {path}: {detail}")]
     CorruptLog { path: String, detail: String },
+    /// A batch that failed its check when it was first read after the open (see `verify`): it
+    /// is never served. Kafka: KAFKA_STORAGE_ERROR.
+    #[error(
+        "corrupt batch in {path} at position {position} (offsets {first_offset}..={last_offset}): {reason}; \
+         see `tidelog recover` in docs/operations.md"
+    )]
+    CorruptBatch { path: String, position: u64, first_offset: i64, last_offset: i64, reason: String },
+    /// The read reaches bytes of segment `base_offset` that its verification pass has not
+    /// checked yet (the pass was started): wait for the pass to pass `position`, then read again.
+    #[error("the read needs segment {base_offset} verified past byte {position}; its verification pass has not got there yet")]
+    Unverified { base_offset: i64, position: u64 },
     /// An aborted-transaction index entry the log cannot take: last offsets that do not
     /// strictly increase, or a marker offset outside the log. A broker bug, not client input.
     #[error("invalid aborted transaction: {0}")]

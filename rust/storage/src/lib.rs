@@ -25,6 +25,7 @@ pub mod segment;
 pub mod shared;
 pub mod slice;
 pub mod txn_index;
+pub mod verify;
 
 pub use batch::BatchHeader;
 pub use config::{LogConfig, TimestampType};

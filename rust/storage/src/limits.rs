@@ -32,3 +32,6 @@ pub const DECOMPRESSED_RECORDS_BYTES_MAX: usize = 256 << 20;
 /// a crash the segment holding the recovery point is rebuilt from the log, so writing them at
 /// every commit would only add two writes and an inode update to each fsync-paced append.
 pub const INDEX_ENTRIES_PENDING_MAX: usize = 1024;
+/// Engine threads that run read-triggered verification passes (see `verify`): one segment
+/// each at a time; more readers wait for them.
+pub const VERIFY_PASS_THREADS: usize = 2;

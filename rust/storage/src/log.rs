@@ -18,6 +18,7 @@ use crate::limits::{APPEND_BATCHES_MAX, BATCH_HEADER_BYTES, INDEX_ENTRIES_PENDIN
 use crate::segment::{Segment, LOG_SUFFIX, OFFSET_INDEX_SUFFIX, TIME_INDEX_SUFFIX, TXN_INDEX_SUFFIX};
 use crate::slice::FileSlice;
 use crate::txn_index::{self, AbortedTxn};
+use crate::verify::{DamagedBatch, Verification};
 
 /// Offsets an append was given.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -486,11 +487,41 @@ impl Log {
         }
         let floor = self.segments.range(..=offset).next_back().map_or(i64::MIN, |(&b, _)| b);
         for segment in self.segments.range(floor..).map(|(_, s)| s) {
-            if let Some(slice) = segment.slice(offset, max_bytes, upper_bound, min_one_batch)? {
+            if let Some(slice) = segment.slice_verified(offset, max_bytes, upper_bound, min_one_batch)? {
                 return Ok(Some(slice));
             }
         }
         Ok(None)
+    }
+
+    /// The verification state and file of segment `base_offset` (see `verify`).
+    pub fn verification_of(&self, base_offset: i64) -> Option<(Arc<Verification>, Arc<File>)> {
+        self.segments.get(&base_offset).map(|s| (Arc::clone(s.verification()), s.log_file()))
+    }
+
+    /// Every segment with bytes not verified yet, oldest first: what a scrub runs over.
+    pub fn unverified_segments(&self) -> Vec<(i64, Arc<Verification>, Arc<File>)> {
+        self.segments
+            .iter()
+            .filter(|(_, s)| !s.verification().is_done())
+            .map(|(&base, s)| (base, Arc::clone(s.verification()), s.log_file()))
+            .collect()
+    }
+
+    /// Trusted bytes not verified yet, over every segment.
+    pub fn unverified_bytes(&self) -> u64 {
+        self.segments.values().map(|s| s.verification().unverified_bytes()).sum()
+    }
+
+    /// Damage found by verification since the last call, each once: (segment file, damage).
+    pub fn take_damage(&self) -> Vec<(String, DamagedBatch)> {
+        let mut found = Vec::new();
+        for segment in self.segments.values() {
+            for damage in segment.verification().take_unreported() {
+                found.push((segment.log_path().display().to_string(), damage));
+            }
+        }
+        found
     }
 
     /// Headers of the batches that carry a producer id, from the batch holding `from_offset`

@@ -13,11 +13,12 @@ use std::sync::Arc;
 use crate::batch::{self, BatchHeader, NO_TIMESTAMP};
 use crate::codec;
 use crate::config::LogConfig;
-use crate::error::Result as StorageResult;
+use crate::error::{Result as StorageResult, StorageError};
 use crate::index::{OffsetIndex, Position, RelativeOffset, TimeIndex};
 use crate::limits::{BATCH_HEADER_BYTES, RECOVERY_READ_BUFFER_BYTES, RELATIVE_OFFSET_MAX, SEGMENT_NAME_DIGITS};
 use crate::slice::FileSlice;
 use crate::txn_index::TransactionIndex;
+use crate::verify::{self, Verification};
 
 pub const LOG_SUFFIX: &str = "log";
 pub const OFFSET_INDEX_SUFFIX: &str = "index";
@@ -64,6 +65,8 @@ pub struct Segment {
     rolling_timestamp: Option<i64>,
     /// Wall clock when this segment object was made: the fallback for batches without timestamps.
     created_ms: i64,
+    /// What of the file has been checked since the open (see `verify`).
+    verification: Arc<Verification>,
 }
 
 fn wall_clock_ms() -> i64 {
@@ -75,7 +78,8 @@ impl Segment {
     pub fn create(dir: &Path, base_offset: i64) -> StorageResult<Segment> {
         let log_path = segment_file(dir, base_offset, LOG_SUFFIX);
         OpenOptions::new().write(true).create_new(true).open(&log_path)?;
-        let (segment, _) = Segment::open(dir, base_offset)?;
+        let (mut segment, _) = Segment::open(dir, base_offset)?;
+        segment.verification = Verification::checked(base_offset);
         Ok(segment)
     }
 
@@ -104,6 +108,8 @@ impl Segment {
             offset_of_max_timestamp: base_offset,
             rolling_timestamp: None,
             created_ms: wall_clock_ms(),
+            // Until a scan or `load_tail` says more: every byte unverified.
+            verification: Verification::pending(base_offset, size, base_offset),
         };
         Ok((segment, offset_sane && time_sane))
     }
@@ -128,6 +134,12 @@ impl Segment {
     }
     pub fn index_files(&self) -> [Arc<File>; 2] {
         [self.offset_index.file(), self.time_index.file()]
+    }
+    pub fn verification(&self) -> &Arc<Verification> {
+        &self.verification
+    }
+    pub fn log_path(&self) -> &Path {
+        &self.log_path
     }
     pub fn txn_index(&self) -> &TransactionIndex {
         &self.txn_index
@@ -242,11 +254,24 @@ impl Segment {
         Ok(Some(BatchHeader::read(&bytes)))
     }
 
+    /// The header at `position` if one starts below `limit` (the file's end, or a
+    /// verification frontier).
+    fn header_below(&self, position: u64, limit: u64) -> io::Result<Option<BatchHeader>> {
+        if position >= limit {
+            return Ok(None);
+        }
+        self.read_header_at(position)
+    }
+
     /// Position and header of the first batch whose last offset is at least `offset`.
     pub fn translate_offset(&self, offset: i64) -> io::Result<Option<(u64, BatchHeader)>> {
+        self.translate_offset_below(offset, u64::MAX)
+    }
+
+    fn translate_offset_below(&self, offset: i64, limit: u64) -> io::Result<Option<(u64, BatchHeader)>> {
         let target = (offset - self.base_offset).clamp(0, RELATIVE_OFFSET_MAX);
         let mut position = self.offset_index.lookup(RelativeOffset(target as u32)).map_or(0, |(_, p)| p.0 as u64);
-        while let Some(header) = self.read_header_at(position)? {
+        while let Some(header) = self.header_below(position, limit)? {
             if header.last_offset() >= offset {
                 return Ok(Some((position, header)));
             }
@@ -256,7 +281,8 @@ impl Segment {
     }
 
     /// Whole batches from the one holding `offset`: at most `max_bytes` (but at least one batch
-    /// when `min_one_batch`), none starting at or above `upper_bound`.
+    /// when `min_one_batch`), none starting at or above `upper_bound`. Trusts the bytes: reads
+    /// that serve them go through `slice_verified`.
     pub fn slice(
         &self,
         offset: i64,
@@ -264,14 +290,28 @@ impl Segment {
         upper_bound: i64,
         min_one_batch: bool,
     ) -> io::Result<Option<FileSlice>> {
-        let Some((start, first)) = self.translate_offset(offset)? else { return Ok(None) };
+        self.slice_below(offset, max_bytes, upper_bound, min_one_batch, u64::MAX)
+    }
+
+    /// `slice` reading no header at or past `limit` (a verification frontier: always a batch
+    /// boundary, so every header below it frames a checked batch that ends at or before it).
+    fn slice_below(
+        &self,
+        offset: i64,
+        max_bytes: u64,
+        upper_bound: i64,
+        min_one_batch: bool,
+        limit: u64,
+    ) -> io::Result<Option<FileSlice>> {
+        let Some((start, first)) = self.translate_offset_below(offset, limit)? else { return Ok(None) };
         let mut end = start;
         let mut next = Some(first);
+        let mut last_offset = first.last_offset();
         let first_fits = min_one_batch || first.size_bytes() as u64 <= max_bytes;
         if first.base_offset < upper_bound && first_fits {
             end += first.size_bytes() as u64;
-            next = self.read_header_at(end)?;
-            end = self.skip_by_index(end, start + max_bytes, upper_bound, &mut next)?;
+            next = self.header_below(end, limit)?;
+            end = self.skip_by_index(end, (start + max_bytes).min(limit), upper_bound, &mut next)?;
         }
         while let Some(header) = next {
             let size = header.size_bytes() as u64;
@@ -279,14 +319,72 @@ impl Segment {
                 break;
             }
             end += size;
-            next = self.read_header_at(end)?;
+            last_offset = header.last_offset();
+            next = self.header_below(end, limit)?;
         }
         if end == start {
             return Ok(None);
         }
-        // The batch after the slice starts right after its last offset (or the slice ends the segment).
-        let last_offset = next.map_or(self.next_offset, |h| h.base_offset) - 1;
+        // The batch after the slice starts right after its last offset (or the slice ends the
+        // segment). Stopped by the limit inside the segment, the slice ends with its last batch
+        // (after an index jump, the offset before the batch jumped to: the walk read no more).
+        let last_offset = match next {
+            Some(h) => h.base_offset - 1,
+            None if end >= self.size => self.next_offset - 1,
+            None => last_offset.max(first.last_offset()),
+        };
         Ok(Some(FileSlice::new(Arc::clone(&self.log), start, end - start, first.base_offset, last_offset)))
+    }
+
+    /// `slice`, for a read that serves the bytes: only checked batches (see `verify`). A read
+    /// reaching a damaged batch is `CorruptBatch`; one before it stops short of it; one past
+    /// the pass's frontier starts the pass and is `Unverified` (the caller waits and reads again).
+    pub fn slice_verified(
+        &self,
+        offset: i64,
+        max_bytes: u64,
+        upper_bound: i64,
+        min_one_batch: bool,
+    ) -> StorageResult<Option<FileSlice>> {
+        let verification = &self.verification;
+        if verification.is_clean() {
+            return Ok(self.slice(offset, max_bytes, upper_bound, min_one_batch)?);
+        }
+        if let Some(damage) = verification.damage_holding(offset) {
+            return Err(self.corrupt_batch(damage));
+        }
+        // Headers past the frontier are not read: their lengths are not checked yet. A read
+        // that finds nothing below it waits for the pass.
+        let frontier = verification.frontier();
+        let Some(slice) = self.slice_below(offset, max_bytes, upper_bound, min_one_batch, frontier)? else {
+            if frontier < self.size {
+                verify::start_pass(verification, &self.log);
+                return Err(StorageError::Unverified { base_offset: self.base_offset, position: frontier + 1 });
+            }
+            return Ok(None);
+        };
+        let end = slice.position + slice.size;
+        match verification.first_damage_in(slice.position, end) {
+            None => Ok(Some(slice)),
+            Some(damage) if damage.position == slice.position => Err(self.corrupt_batch(damage)),
+            Some(damage) => Ok(Some(FileSlice::new(
+                Arc::clone(&self.log),
+                slice.position,
+                damage.position - slice.position,
+                slice.first_offset,
+                damage.first_offset - 1,
+            ))),
+        }
+    }
+
+    fn corrupt_batch(&self, damage: verify::DamagedBatch) -> StorageError {
+        StorageError::CorruptBatch {
+            path: self.log_path.display().to_string(),
+            position: damage.position,
+            first_offset: damage.first_offset,
+            last_offset: damage.last_offset,
+            reason: damage.reason,
+        }
     }
 
     /// Jumps from `end` to the last indexed batch that starts at or below `position_limit` and
@@ -302,7 +400,7 @@ impl Segment {
         let relative_bound = (upper_bound - 1 - self.base_offset).clamp(0, RELATIVE_OFFSET_MAX) as u32;
         let limit = Position(position_limit.min(self.size).min(u32::MAX as u64) as u32);
         match self.offset_index.floor(limit, RelativeOffset(relative_bound)) {
-            Some((_, position)) if position.0 as u64 > end => {
+            Some((_, position)) if position.0 as u64 > end && (position.0 as u64) < position_limit => {
                 *next = self.read_header_at(position.0 as u64)?;
                 Ok(position.0 as u64)
             }
@@ -382,6 +480,8 @@ impl Segment {
             self.bytes_since_last_index_entry += header.size_bytes() as u64;
             position += header.size_bytes() as u64;
         }
+        // Trusted, not read: verified before it is first served.
+        self.verification = Verification::pending(self.base_offset, self.size, self.next_offset);
         Ok(self.time_index.points_below(self.relative_end()))
     }
 
@@ -401,6 +501,7 @@ impl Segment {
         self.offset_of_max_timestamp = self.base_offset;
         self.rolling_timestamp = None;
         self.bytes_since_last_index_entry = 0;
+        self.verification = Verification::checked(self.base_offset); // every batch kept is checked here
         let log = Arc::clone(&self.log);
         let mut reader = WindowReader::new(&log, self.size);
         let mut position = 0u64;
@@ -469,7 +570,7 @@ fn write_all_vectored(file: &File, mut pieces: &mut [IoSlice<'_>]) -> io::Result
 
 /// Checks the whole batch at `position`: framing, CRC, contents, offsets at or after
 /// `expected_offset` and inside the segment. Errors are the reason, for the recovery log.
-fn check_batch(
+pub(crate) fn check_batch(
     reader: &mut WindowReader<'_>,
     position: u64,
     expected_offset: i64,
@@ -497,7 +598,7 @@ fn check_batch(
 
 /// Positional reads through one bounded buffer, so a scan costs a few syscalls per MiB and a
 /// corrupt length can never make it allocate.
-struct WindowReader<'a> {
+pub(crate) struct WindowReader<'a> {
     file: &'a File,
     file_size: u64,
     buffer: Vec<u8>,
@@ -506,7 +607,7 @@ struct WindowReader<'a> {
 }
 
 impl<'a> WindowReader<'a> {
-    fn new(file: &'a File, file_size: u64) -> Self {
+    pub(crate) fn new(file: &'a File, file_size: u64) -> Self {
         WindowReader { file, file_size, buffer: vec![0; RECOVERY_READ_BUFFER_BYTES], window_start: 0, window_len: 0 }
     }
 
@@ -525,7 +626,7 @@ impl<'a> WindowReader<'a> {
         Ok(&self.buffer[at..at + len])
     }
 
-    fn header_at(&mut self, position: u64) -> io::Result<Option<BatchHeader>> {
+    pub(crate) fn header_at(&mut self, position: u64) -> io::Result<Option<BatchHeader>> {
         if position + BATCH_HEADER_BYTES as u64 > self.file_size {
             return Ok(None);
         }
