@@ -347,6 +347,7 @@ def explore(
     summary = Summary(recording.scenario, ops=len(recording.ops))
     rng = random.Random(seed)
     seen: set[tuple[bytes, int]] = set()
+    kinds: set[tuple[str, str]] = set()  # the first failure of each kind is always kept
     state_dir = work / "state"
     expectations = Expectations(recording.ops)
     quiet = logging.getLogger("tidelog")
@@ -370,7 +371,9 @@ def explore(
                     summary.states += 1
                     summary.by_mode[mode] += 1
                     summary.outcomes[f"{mode}:{outcome}"] += 1
-                    if outcome != "ok" and len(summary.failures) < max_failures:
+                    first_of_kind = (mode, outcome) not in kinds
+                    kinds.add((mode, outcome))
+                    if outcome != "ok" and (first_of_kind or len(summary.failures) < max_failures):
                         summary.failures.append(
                             f"{mode} crash after op {k} {recording.ops[k - 1]}: {outcome}: {detail}"
                         )
@@ -448,5 +451,5 @@ def run(
             total.states += summary.states
             total.by_mode.update(summary.by_mode)
             total.outcomes.update(summary.outcomes)
-            total.failures.extend(summary.failures[: max(0, 40 - len(total.failures))])
+            total.failures.extend(summary.failures)
     return list(merged.values())
