@@ -64,11 +64,6 @@ def test_sabotage_skipped_fsync_is_seen_as_acknowledged_loss(work: Path) -> None
     assert legal["acked_loss"] > 10, summary.outcomes
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="engine bug (issue 14 finding): a roll's producer snapshot is fsynced before the old segment's "
-    "tail, so after a power loss a retried batch is answered as a duplicate at offsets the log lost",
-)
 def test_no_retry_is_answered_as_a_duplicate_of_lost_records(sample: dict[str, explorer.Summary]) -> None:
     for summary in sample.values():
         legal, _ = explorer.split_outcomes(summary)

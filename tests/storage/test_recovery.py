@@ -119,14 +119,63 @@ def test_clean_shutdown_skips_the_scan(tmp_path: Path) -> None:
     assert read_everything(log) == content
 
 
-def test_torn_tail_in_an_older_segment_with_valid_later_segments_is_corruption(tmp_path: Path) -> None:
+def unflushed_segments(directory: Path) -> list[Path]:
+    log = open_log(directory, **{"internal.segment.bytes": 2048})
+    for i in range(20):
+        log.append(make_batch(tag=i), now_ms())
+    del log  # a crash: nothing flushed, so nothing was acknowledged
+    segments = sorted(directory.glob("*.log"))
+    assert len(segments) > 2
+    return segments
+
+
+def test_a_torn_older_segment_sets_the_later_ones_aside(tmp_path: Path) -> None:
+    """Each file's writes reach the disk on their own: an older segment may lose its tail while
+    a later one kept batches. Nothing after the tear was acknowledged (a flush syncs every
+    segment first), so the log ends at the tear and the later segments are moved aside, not
+    served and not deleted (the crash-state exploration found this state refused before)."""
+    directory = tmp_path / "t-0"
+    first, *later = unflushed_segments(directory)
+    kept = first.read_bytes()
+    os.truncate(first, first.stat().st_size - 3)
+    log, report = PartitionLog.open(directory, log_config_for(TopicConfig(internal_segment_bytes=2048)))
+    assert report.segments_set_aside == len(later)
+    assert sorted(p.name for p in (directory / "set-aside").glob("*.log")) == [p.name for p in later]
+    assert read_everything(log) == kept[: len(read_everything(log))] and log.log_end_offset > 0
+    assert log.segment_count == 1
+
+
+def test_a_segment_that_ends_before_the_next_one_begins_lost_its_tail(tmp_path: Path) -> None:
+    """A tail lost at a batch boundary leaves a hole before the next segment's base offset: the
+    log ends there (the next segments set aside) instead of jumping over offsets it lost."""
+    directory = tmp_path / "t-0"
+    first, *later = unflushed_segments(directory)
+    data = first.read_bytes()
+    last_batch = 0
+    position = 0
+    while position < len(data):  # the start of the segment's last batch
+        last_batch = position
+        position += int.from_bytes(data[position + 8 : position + 12], "big") + 12
+    os.truncate(first, last_batch)
+    log, report = PartitionLog.open(directory, log_config_for(TopicConfig(internal_segment_bytes=2048)))
+    assert report.segments_set_aside == len(later)
+    assert read_everything(log) == data[:last_batch]
+    next_offset = log.log_end_offset
+    assert log.append(make_batch(tag=99), now_ms()).first_offset == next_offset
+    log.close()
+
+
+def test_a_short_segment_below_the_recovery_point_is_corruption(tmp_path: Path) -> None:
     directory = tmp_path / "t-0"
     log = open_log(directory, **{"internal.segment.bytes": 2048})
     for i in range(20):
         log.append(make_batch(tag=i), now_ms())
-    del log  # a crash: nothing flushed
-    first = directory / f"{SEGMENT}.log"
-    os.truncate(first, first.stat().st_size - 3)
+    log.flush()
+    log.checkpoint()
+    del log  # crash after an acknowledged flush
+    first = sorted(directory.glob("*.log"))[0]
+    data = first.read_bytes()
+    os.truncate(first, int.from_bytes(data[8:12], "big") + 12)  # keep only the first batch
     with pytest.raises(CorruptLogError):
         open_log(directory, **{"internal.segment.bytes": 2048})
 

@@ -158,6 +158,14 @@ class LogManager:
                 report.log_end_offset,
                 report.duration_ms,
             )
+        if report.segments_set_aside:
+            log.warning(
+                "%s: %d segment(s) after a torn one moved into %s/ (written after the last good fsync, "
+                "never acknowledged; see docs/operations.md)",
+                topic_partition.directory_name(),
+                report.segments_set_aside,
+                partition_log.directory / "set-aside",
+            )
         self.partitions[topic_partition] = UnifiedLog(topic_partition, partition_log, self.executor, producer_state)
 
     def _save_topics(self) -> None:

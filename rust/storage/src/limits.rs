@@ -35,3 +35,7 @@ pub const INDEX_ENTRIES_PENDING_MAX: usize = 1024;
 /// Engine threads that run read-triggered verification passes (see `verify`): one segment
 /// each at a time; more readers wait for them.
 pub const VERIFY_PASS_THREADS: usize = 2;
+/// Directory inside a partition's directory that recovery moves segments into when they follow
+/// a torn segment (never acknowledged; kept for an operator, not served). Its name is no offset,
+/// so the log never loads it.
+pub const SET_ASIDE_DIR: &str = "set-aside";

@@ -14,7 +14,7 @@ use crate::batch::{self, BatchHeader, NO_TIMESTAMP};
 use crate::checkpoint::{sync_dir, Checkpoint};
 use crate::config::{LogConfig, TimestampType};
 use crate::error::{Result, StorageError};
-use crate::limits::{APPEND_BATCHES_MAX, BATCH_HEADER_BYTES, INDEX_ENTRIES_PENDING_MAX};
+use crate::limits::{APPEND_BATCHES_MAX, BATCH_HEADER_BYTES, INDEX_ENTRIES_PENDING_MAX, SET_ASIDE_DIR};
 use crate::segment::{Segment, LOG_SUFFIX, OFFSET_INDEX_SUFFIX, TIME_INDEX_SUFFIX, TXN_INDEX_SUFFIX};
 use crate::slice::FileSlice;
 use crate::txn_index::{self, AbortedTxn};
@@ -42,6 +42,9 @@ pub struct RecoveryReport {
     pub indexes_rebuilt: usize,
     pub bytes_truncated: u64,
     pub segments_deleted: usize,
+    /// Segments after a torn one moved into `SET_ASIDE_DIR` (written after the last good fsync,
+    /// so never acknowledged; kept for an operator to look at, see docs/operations.md).
+    pub segments_set_aside: usize,
     /// `.txnindex` entries dropped because their ABORT marker did not survive.
     pub aborted_txns_truncated: usize,
     pub log_end_offset: i64,
@@ -185,11 +188,30 @@ impl Log {
         for (at, &base) in bases.iter().enumerate() {
             let (mut segment, indexes_sane) = Segment::open(&self.dir, base)?;
             let needs_scan = !indexes_sane || !segment.load_tail()? || (!clean && base >= first_unflushed);
-            if needs_scan {
-                report.segments_scanned += 1;
-                report.indexes_rebuilt += 1;
-                let outcome = segment.recover(&self.config)?;
-                if let Some(stop) = outcome.stop {
+            let later = &bases[at + 1..];
+            if !needs_scan {
+                // Flushed, so whole: one that ends before the next begins lost acknowledged data.
+                if let Some(&next) = later.first().filter(|&&n| segment.next_offset() < n && n > self.log_start_offset)
+                {
+                    return Err(self.corrupt(
+                        base,
+                        format!(
+                            "flushed segment {base} ends at offset {} but the next one starts at {next}",
+                            segment.next_offset()
+                        ),
+                    ));
+                }
+                self.segments.insert(base, segment);
+                continue;
+            }
+            report.segments_scanned += 1;
+            report.indexes_rebuilt += 1;
+            let outcome = segment.recover(&self.config)?;
+            // A segment that ends before the next one begins lost its unsynced tail at a batch
+            // boundary: a torn tail too (rolling wrote the next file first).
+            let short = later.first().is_some_and(|&next| outcome.next_offset < next && next > self.log_start_offset);
+            let stop_at = match outcome.stop {
+                Some(stop) => {
                     let torn_tail =
                         !stop.followed_by_valid_batch && outcome.next_offset >= self.recovery_point && !clean;
                     if !torn_tail {
@@ -201,30 +223,52 @@ impl Log {
                             ),
                         ));
                     }
-                    report.bytes_truncated += segment.size() - stop.position;
-                    segment.truncate_bytes(stop.position)?;
-                    self.segments.insert(base, segment);
-                    return self.drop_segments_after_torn_tail(&bases[at + 1..], report);
+                    stop.position
                 }
-            }
+                None if short && !clean => {
+                    if outcome.next_offset < self.recovery_point {
+                        return Err(self.corrupt(
+                            base,
+                            format!(
+                                "segment {base} ends at offset {} but the next one starts at {} and offsets \
+                                 below {} were flushed",
+                                outcome.next_offset, later[0], self.recovery_point
+                            ),
+                        ));
+                    }
+                    segment.size()
+                }
+                None => {
+                    self.segments.insert(base, segment);
+                    continue;
+                }
+            };
+            report.bytes_truncated += segment.size() - stop_at;
+            segment.truncate_bytes(stop_at)?;
             self.segments.insert(base, segment);
+            return self.set_aside_segments_after_torn_tail(later, report);
         }
         Ok(())
     }
 
     /// A torn tail in one segment means every later segment was written after the last good
-    /// fsync. Any of them holding a valid batch contradicts that: corruption, not a torn tail.
-    fn drop_segments_after_torn_tail(&mut self, later: &[i64], report: &mut RecoveryReport) -> Result<()> {
+    /// fsync (a flush syncs every segment, older ones first, before it acknowledges anything),
+    /// so nothing in them was acknowledged. Their unsynced writes may still have reached the
+    /// disk, file by file: they are moved into `SET_ASIDE_DIR` rather than served or deleted.
+    fn set_aside_segments_after_torn_tail(&mut self, later: &[i64], report: &mut RecoveryReport) -> Result<()> {
+        if later.is_empty() {
+            return Ok(());
+        }
+        let aside = self.dir.join(SET_ASIDE_DIR);
+        fs::create_dir_all(&aside)?;
         for &base in later {
             let (segment, _) = Segment::open(&self.dir, base)?;
-            if segment.starts_with_valid_batch()? {
-                return Err(self.corrupt(base, format!("segment {base} holds valid batches after a torn segment")));
-            }
             report.bytes_truncated += segment.size();
-            report.segments_deleted += 1;
-            segment.delete_files()?;
-            self.directory_dirty = true;
+            report.segments_set_aside += 1;
+            segment.move_files_to(&aside)?;
         }
+        sync_dir(&aside)?;
+        self.directory_dirty = true;
         Ok(())
     }
 

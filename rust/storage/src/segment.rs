@@ -544,6 +544,19 @@ impl Segment {
         Ok(())
     }
 
+    /// Moves every file of the segment into `dir` (replacing older copies of the same names).
+    pub fn move_files_to(self, dir: &Path) -> io::Result<()> {
+        for suffix in SEGMENT_SUFFIXES {
+            let path = self.log_path.with_extension(suffix);
+            let Some(name) = path.file_name() else { continue };
+            match fs::rename(&path, dir.join(name)) {
+                Err(error) if error.kind() != io::ErrorKind::NotFound => return Err(error),
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+
     pub fn delete_files(self) -> io::Result<()> {
         for suffix in SEGMENT_SUFFIXES {
             let path = self.log_path.with_extension(suffix);
