@@ -625,7 +625,10 @@ class Broker:
             return CreatedTopic(topic.name, error.error_code, error.message)
         topic_id = None
         if not validate_only:
-            topic_id = self.create_topic(topic.name, partitions, topic.configs, assignments=assignments).topic_id
+            try:
+                topic_id = self.create_topic(topic.name, partitions, topic.configs, assignments=assignments).topic_id
+            except KafkaError as error:  # a full or failing disk (KAFKA_STORAGE_ERROR)
+                return CreatedTopic(topic.name, error.error_code, error.message)
         replication_factor = len(assignments[0]) if assignments else 1
         entries = self._topic_entries(config, {k for k, v in topic.configs.items() if v is not None})
         return CreatedTopic(topic.name, ErrorCode.none, None, topic_id, partitions, replication_factor, entries)
@@ -723,6 +726,8 @@ class Broker:
             raise KafkaError(str(error), ErrorCode.invalid_config) from None
         except TopicError as error:
             raise KafkaError(str(error), ErrorCode.invalid_request) from None
+        except (StorageError, OSError) as error:  # a full or failing disk: nothing was created
+            raise KafkaError(f"cannot create topic {name}: {error}", ErrorCode.kafka_storage_error) from None
         self._adopt_topic(meta)
         self._topics_changed()
         log.info("created topic %s with %d partition(s)", name, partitions)
@@ -822,6 +827,8 @@ class Broker:
             self.logs.create_partitions(name, count, checked)
         except TopicError as error:
             return ErrorCode.invalid_partitions, str(error)
+        except (StorageError, OSError) as error:  # a full or failing disk: nothing was added
+            return ErrorCode.kafka_storage_error, f"cannot add partitions to {name}: {error}"
         self._adopt_topic(meta, first_partition=old_count)
         self._topics_changed()
         return ErrorCode.none, None

@@ -178,23 +178,47 @@ class LogManager:
         config = self.default_config.with_overrides(configs or {})
         meta = TopicMetadata(name, uuid.uuid4(), partitions, config.overrides_against(self.default_config), assignments)
         self.topics[name] = meta
-        for topic_partition in self._partitions_of(meta):
-            self._adopt(topic_partition, *self._open_log(topic_partition))
-        self._save_topics()
+        try:
+            for topic_partition in self._partitions_of(meta):
+                self._adopt(topic_partition, *self._open_log(topic_partition))
+            self._save_topics()
+        except (StorageError, OSError):  # a full disk, say: no half-made topic stays
+            del self.topics[name]
+            self._forget_partitions(list(self._partitions_of(meta)))
+            raise
         return meta
+
+    def _forget_partitions(self, partitions: list[TopicPartition]) -> None:
+        """Closes and removes the logs of `partitions` that were opened (a failed creation)."""
+        for topic_partition in partitions:
+            opened = self.partitions.pop(topic_partition, None)
+            self.recovery_reports.pop(topic_partition, None)
+            if opened is not None:
+                opened.group_commit.close()
+                try:
+                    opened.log.close()
+                except StorageError as error:
+                    log.error("closing %s failed: %s", topic_partition.directory_name(), error)
+            shutil.rmtree(self.data_dir / topic_partition.directory_name(), ignore_errors=True)
 
     def create_partitions(self, name: str, total: int, assignments: list[list[int]] | None = None) -> None:
         """Adds partitions up to `total`; `assignments` are the new partitions' replicas."""
         meta = self._topic(name)
         if not meta.partitions < total <= limits.PARTITIONS_PER_TOPIC_MAX:
             raise TopicError(f"topic {name!r} has {meta.partitions} partitions; the new count must be larger")
-        for partition in range(meta.partitions, total):
-            topic_partition = TopicPartition(name, partition)
-            self._adopt(topic_partition, *self._open_log(topic_partition))
-        meta.partitions = total
-        if assignments is not None or meta.assignments is not None:
-            meta.assignments = (meta.assignments or []) + (assignments or [])
-        self._save_topics()
+        added = [TopicPartition(name, partition) for partition in range(meta.partitions, total)]
+        before = (meta.partitions, meta.assignments)
+        try:
+            for topic_partition in added:
+                self._adopt(topic_partition, *self._open_log(topic_partition))
+            meta.partitions = total
+            if assignments is not None or meta.assignments is not None:
+                meta.assignments = (meta.assignments or []) + (assignments or [])
+            self._save_topics()
+        except (StorageError, OSError):  # a full disk, say: the topic stays as it was
+            meta.partitions, meta.assignments = before
+            self._forget_partitions(added)
+            raise
 
     def alter_topic_config(self, name: str, overrides: dict[str, str]) -> TopicConfig:
         """Replaces the topic's overrides (validated first) and applies them to its open logs."""
