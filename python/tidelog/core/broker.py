@@ -79,7 +79,7 @@ from tidelog.storage import (
     TopicPartition,
 )
 from tidelog.storage.durable_file import write_atomically
-from tidelog.storage.log_manager import check_topic_name
+from tidelog.storage.log_manager import DataDirectoryUnusable, check_topic_name
 
 log = logging.getLogger(__name__)
 T = TypeVar("T", bound=Hashable)
@@ -104,17 +104,55 @@ def duplicated(keys: Sequence[T]) -> list[T]:
     return list(repeated)
 
 
-def read_or_create_cluster_id(data_dir: Path) -> str:
-    """The cluster id in `meta.properties` (Kafka's file), made once like Kafka's: a random
-    UUID in URL-safe base64 without padding."""
+class DataDirectoryRefused(RuntimeError):
+    """The data directory cannot be this broker's: another broker's, or unreadable identity."""
+
+
+def read_meta_properties(data_dir: Path) -> dict[str, str] | None:
+    """The key=value lines of `meta.properties` (Kafka's format), or None if there is none."""
     path = data_dir / META_PROPERTIES
-    if path.exists():
-        for line in path.read_text().splitlines():
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        return None
+    except OSError as error:  # the data directory is a file, unreadable, ...
+        raise DataDirectoryUnusable(data_dir, error) from None
+    properties = {}
+    for line in text.splitlines():
+        if line.strip() and not line.lstrip().startswith(("#", "!")):
             key, _, value = line.partition("=")
-            if key.strip() == "cluster.id":
-                return value.strip()
-    cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
-    write_atomically(path, f"version=1\ncluster.id={cluster_id}\n")
+            properties[key.strip()] = value.strip()
+    return properties
+
+
+def check_meta_properties(data_dir: Path, node_id: int) -> None:
+    """Refuses (DataDirectoryRefused) a data directory whose `meta.properties` names another
+    node (Kafka's `node.id`, or a ZooKeeper-era `broker.id`) or has no `cluster.id`, as Kafka
+    refuses one at start. A directory without the file is new."""
+    properties = read_meta_properties(data_dir)
+    if properties is None:
+        return
+    path = data_dir / META_PROPERTIES
+    if not properties.get("cluster.id"):
+        raise DataDirectoryRefused(f"{path} has no cluster.id: not a tidelog or Kafka data directory")
+    stored = properties.get("node.id", properties.get("broker.id"))
+    if stored is not None and stored != str(node_id):
+        raise DataDirectoryRefused(
+            f"{path} belongs to node.id={stored} of cluster {properties['cluster.id']}, "
+            f"but this broker is node.id={node_id}"
+        )
+
+
+def read_or_create_cluster_id(data_dir: Path, node_id: int) -> str:
+    """The cluster id in `meta.properties` (Kafka's file), made once like Kafka's: a random
+    UUID in URL-safe base64 without padding, with this broker's `node.id` (added to a file
+    written before tidelog kept it). Checked first: `check_meta_properties`."""
+    check_meta_properties(data_dir, node_id)
+    properties = read_meta_properties(data_dir) or {}
+    cluster_id = properties.get("cluster.id") or base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+    if properties.get("node.id", properties.get("broker.id")) is None:
+        path = data_dir / META_PROPERTIES
+        write_atomically(path, f"version=1\ncluster.id={cluster_id}\nnode.id={node_id}\n")
     return cluster_id
 
 
@@ -126,7 +164,7 @@ class Broker:
         self.logs = logs
         self.node_id = config.node_id
         self.host, self.port = config.advertised_address()
-        self.cluster_id = read_or_create_cluster_id(logs.data_dir)
+        self.cluster_id = read_or_create_cluster_id(logs.data_dir, config.node_id)
         self.producer_ids = ProducerIdAllocator(logs.data_dir)
         # Bumped on every topic change (and a new advertised address).
         self.metadata_epoch = 0
@@ -148,7 +186,9 @@ class Broker:
 
     @classmethod
     def open(cls, config: BrokerConfig) -> Broker:
-        """Opens the data directory (taking its lock) and recovers every log."""
+        """Opens the data directory (taking its lock) and recovers every log. Refuses first
+        (DataDirectoryRefused) a directory that is another broker's."""
+        check_meta_properties(Path(config.log_dirs), config.node_id)
         logs = LogManager.open(
             config.log_dirs, config.topic_defaults, producer_id_expiration_ms=config.producer_id_expiration_ms
         )
@@ -182,12 +222,13 @@ class Broker:
         self.transactions.close()
         self.groups.close()
 
-    async def close(self) -> None:
-        """Stops housekeeping and coordinators, flushes and closes every log (marked clean)."""
+    async def close(self) -> int:
+        """Stops housekeeping and coordinators, flushes and closes every log (marked clean).
+        Returns how many logs could not be closed cleanly (a failed or full disk)."""
         await self.housekeeping.stop()
         self.transactions.close()
         self.groups.close()
-        self.logs.close()
+        return self.logs.close()
 
     def advertise(self, host: str, port: int) -> None:
         """The address Metadata and FindCoordinator give clients (once the listener is bound)."""
