@@ -18,8 +18,13 @@ from collections.abc import Sequence
 from tidelog.config import BrokerConfig, ConfigError, read_properties
 from tidelog.core.broker import Broker
 from tidelog.server.listener import Listener
+from tidelog.storage import StorageError
 
 log = logging.getLogger("tidelog")
+
+
+class StartRefused(Exception):
+    """The broker cannot open its data directory; the message says why."""
 
 
 async def serve(config: BrokerConfig) -> None:
@@ -28,7 +33,12 @@ async def serve(config: BrokerConfig) -> None:
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
-    broker = Broker.open(config)
+    try:
+        broker = Broker.open(config)
+    except (RuntimeError, OSError, StorageError) as error:
+        # The data directory is another broker's or locked by another process, not writable,
+        # or a log in it cannot be opened.
+        raise StartRefused(str(error)) from error
     listener = Listener(broker)
     try:
         # Before the listener opens, so no request finds the coordinator without its shards;
@@ -50,8 +60,11 @@ async def serve(config: BrokerConfig) -> None:
         broker.resign_coordinators()
         await listener.stop()
     finally:
-        await broker.close()
-        log.info("closed cleanly")
+        failures = await broker.close()
+        if failures:
+            log.error("closed with %d log(s) not closed cleanly: the next start recovers them", failures)
+        else:
+            log.info("closed cleanly")
 
 
 def build_config(args: argparse.Namespace) -> BrokerConfig:
@@ -129,8 +142,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         uvloop.install()
     try:
         asyncio.run(serve(config))
-    except RuntimeError as error:  # the data directory is locked by another broker
-        print(f"tidelog: {error}", file=sys.stderr)
+    except StartRefused as error:  # one line, naming the path
+        print(f"tidelog: refusing to start: {error}", file=sys.stderr)
         return 1
     return 0
 

@@ -80,7 +80,7 @@ from tidelog.storage import (
     set_verify_reads,
 )
 from tidelog.storage.durable_file import write_atomically
-from tidelog.storage.log_manager import check_topic_name
+from tidelog.storage.log_manager import DataDirectoryUnusable, check_topic_name
 
 log = logging.getLogger(__name__)
 T = TypeVar("T", bound=Hashable)
@@ -105,17 +105,55 @@ def duplicated(keys: Sequence[T]) -> list[T]:
     return list(repeated)
 
 
-def read_or_create_cluster_id(data_dir: Path) -> str:
-    """The cluster id in `meta.properties` (Kafka's file), made once like Kafka's: a random
-    UUID in URL-safe base64 without padding."""
+class DataDirectoryRefused(RuntimeError):
+    """The data directory cannot be this broker's: another broker's, or unreadable identity."""
+
+
+def read_meta_properties(data_dir: Path) -> dict[str, str] | None:
+    """The key=value lines of `meta.properties` (Kafka's format), or None if there is none."""
     path = data_dir / META_PROPERTIES
-    if path.exists():
-        for line in path.read_text().splitlines():
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        return None
+    except OSError as error:  # the data directory is a file, unreadable, ...
+        raise DataDirectoryUnusable(data_dir, error) from None
+    properties = {}
+    for line in text.splitlines():
+        if line.strip() and not line.lstrip().startswith(("#", "!")):
             key, _, value = line.partition("=")
-            if key.strip() == "cluster.id":
-                return value.strip()
-    cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
-    write_atomically(path, f"version=1\ncluster.id={cluster_id}\n")
+            properties[key.strip()] = value.strip()
+    return properties
+
+
+def check_meta_properties(data_dir: Path, node_id: int) -> None:
+    """Refuses (DataDirectoryRefused) a data directory whose `meta.properties` names another
+    node (Kafka's `node.id`, or a ZooKeeper-era `broker.id`) or has no `cluster.id`, as Kafka
+    refuses one at start. A directory without the file is new."""
+    properties = read_meta_properties(data_dir)
+    if properties is None:
+        return
+    path = data_dir / META_PROPERTIES
+    if not properties.get("cluster.id"):
+        raise DataDirectoryRefused(f"{path} has no cluster.id: not a tidelog or Kafka data directory")
+    stored = properties.get("node.id", properties.get("broker.id"))
+    if stored is not None and stored != str(node_id):
+        raise DataDirectoryRefused(
+            f"{path} belongs to node.id={stored} of cluster {properties['cluster.id']}, "
+            f"but this broker is node.id={node_id}"
+        )
+
+
+def read_or_create_cluster_id(data_dir: Path, node_id: int) -> str:
+    """The cluster id in `meta.properties` (Kafka's file), made once like Kafka's: a random
+    UUID in URL-safe base64 without padding, with this broker's `node.id` (added to a file
+    written before tidelog kept it). Checked first: `check_meta_properties`."""
+    check_meta_properties(data_dir, node_id)
+    properties = read_meta_properties(data_dir) or {}
+    cluster_id = properties.get("cluster.id") or base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+    if properties.get("node.id", properties.get("broker.id")) is None:
+        path = data_dir / META_PROPERTIES
+        write_atomically(path, f"version=1\ncluster.id={cluster_id}\nnode.id={node_id}\n")
     return cluster_id
 
 
@@ -127,7 +165,7 @@ class Broker:
         self.logs = logs
         self.node_id = config.node_id
         self.host, self.port = config.advertised_address()
-        self.cluster_id = read_or_create_cluster_id(logs.data_dir)
+        self.cluster_id = read_or_create_cluster_id(logs.data_dir, config.node_id)
         self.producer_ids = ProducerIdAllocator(logs.data_dir)
         # Bumped on every topic change (and a new advertised address).
         self.metadata_epoch = 0
@@ -149,7 +187,9 @@ class Broker:
 
     @classmethod
     def open(cls, config: BrokerConfig) -> Broker:
-        """Opens the data directory (taking its lock) and recovers every log."""
+        """Opens the data directory (taking its lock) and recovers every log. Refuses first
+        (DataDirectoryRefused) a directory that is another broker's."""
+        check_meta_properties(Path(config.log_dirs), config.node_id)
         set_verify_reads(config.tidelog_log_verify_reads)
         logs = LogManager.open(
             config.log_dirs, config.topic_defaults, producer_id_expiration_ms=config.producer_id_expiration_ms
@@ -184,12 +224,13 @@ class Broker:
         self.transactions.close()
         self.groups.close()
 
-    async def close(self) -> None:
-        """Stops housekeeping and coordinators, flushes and closes every log (marked clean)."""
+    async def close(self) -> int:
+        """Stops housekeeping and coordinators, flushes and closes every log (marked clean).
+        Returns how many logs could not be closed cleanly (a failed or full disk)."""
         await self.housekeeping.stop()
         self.transactions.close()
         self.groups.close()
-        self.logs.close()
+        return self.logs.close()
 
     def advertise(self, host: str, port: int) -> None:
         """The address Metadata and FindCoordinator give clients (once the listener is bound)."""
@@ -627,7 +668,10 @@ class Broker:
             return CreatedTopic(topic.name, error.error_code, error.message)
         topic_id = None
         if not validate_only:
-            topic_id = self.create_topic(topic.name, partitions, topic.configs, assignments=assignments).topic_id
+            try:
+                topic_id = self.create_topic(topic.name, partitions, topic.configs, assignments=assignments).topic_id
+            except KafkaError as error:  # a full or failing disk (KAFKA_STORAGE_ERROR)
+                return CreatedTopic(topic.name, error.error_code, error.message)
         replication_factor = len(assignments[0]) if assignments else 1
         entries = self._topic_entries(config, {k for k, v in topic.configs.items() if v is not None})
         return CreatedTopic(topic.name, ErrorCode.none, None, topic_id, partitions, replication_factor, entries)
@@ -725,6 +769,8 @@ class Broker:
             raise KafkaError(str(error), ErrorCode.invalid_config) from None
         except TopicError as error:
             raise KafkaError(str(error), ErrorCode.invalid_request) from None
+        except (StorageError, OSError) as error:  # a full or failing disk: nothing was created
+            raise KafkaError(f"cannot create topic {name}: {error}", ErrorCode.kafka_storage_error) from None
         self._adopt_topic(meta)
         self._topics_changed()
         log.info("created topic %s with %d partition(s)", name, partitions)
@@ -824,6 +870,8 @@ class Broker:
             self.logs.create_partitions(name, count, checked)
         except TopicError as error:
             return ErrorCode.invalid_partitions, str(error)
+        except (StorageError, OSError) as error:  # a full or failing disk: nothing was added
+            return ErrorCode.kafka_storage_error, f"cannot add partitions to {name}: {error}"
         self._adopt_topic(meta, first_partition=old_count)
         self._topics_changed()
         return ErrorCode.none, None

@@ -23,12 +23,17 @@ def fsync_directory(directory: Path) -> None:
 
 def write_atomically(path: Path, data: bytes | str, temp: Path | None = None) -> None:
     """Replaces `path` with `data` durably: temp file (`temp`, or `path` + ".tmp"), fsync,
-    rename, directory fsync."""
+    rename, directory fsync. Raises OSError with `path` as it was (unless the error came after
+    the rename, from the directory fsync)."""
     temp = temp if temp is not None else path.with_name(path.name + TEMP_SUFFIX)
     payload = data.encode() if isinstance(data, str) else data
-    with open(temp, "wb") as out:
-        out.write(payload)
-        out.flush()
-        os.fsync(out.fileno())
+    try:
+        with open(temp, "wb") as out:
+            out.write(payload)
+            out.flush()
+            os.fsync(out.fileno())
+    except OSError:  # a full disk, say: the old version stays, and the temp file goes
+        temp.unlink(missing_ok=True)
+        raise
     os.replace(temp, path)
     fsync_directory(path.parent)

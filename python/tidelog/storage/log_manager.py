@@ -10,6 +10,7 @@ Layout of the data directory, after Kafka's:
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import json
 import logging
@@ -25,7 +26,7 @@ from typing import IO, Any
 
 from tidelog import limits
 from tidelog.config import TopicConfig
-from tidelog.storage._engine import DeletionReport, PartitionLog, RecoveryReport, StorageError
+from tidelog.storage._engine import DeletionReport, PartitionLog, RecoveryReport, StorageError, StorageIOError
 from tidelog.storage.durable_file import write_atomically
 from tidelog.storage.producer_state import ProducerStateManager
 from tidelog.storage.unified_log import TopicPartition, UnifiedLog, log_config_for, now_ms
@@ -36,6 +37,32 @@ TOPICS_FILE = "topics.json"
 # Kafka's producer.id.expiration.ms default (KIP-854): one day.
 DEFAULT_PRODUCER_ID_EXPIRATION_MS = 86_400_000
 LOCK_FILE = ".lock"
+WRITE_PROBE_FILE = ".write-probe"
+
+
+class DataDirectoryUnusable(RuntimeError):
+    """The data directory (or a log in it) cannot be opened or written: the start is refused."""
+
+    def __init__(self, path: Path, error: BaseException) -> None:
+        if isinstance(error, OSError) and error.errno is not None:
+            detail = f"{error.strerror} ({errno.errorcode.get(error.errno, error.errno)})"
+        else:
+            detail = str(error)
+        super().__init__(f"cannot use {path}: {detail}")
+        self.path = path
+
+
+def probe_writable(directory: Path) -> None:
+    """Creates, writes, fsyncs and removes a small file in `directory`: raises OSError when the
+    directory is not writable (read-only mount, permissions) or the disk is full."""
+    probe = directory / WRITE_PROBE_FILE
+    fd = os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    try:
+        os.write(fd, b"tidelog\n")
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+        probe.unlink(missing_ok=True)
 
 
 class TopicError(ValueError):
@@ -104,15 +131,28 @@ class LogManager:
     ) -> LogManager:
         """Takes the directory's lock, loads topics and opens (recovering if needed) every log."""
         path = Path(data_dir)
-        path.mkdir(parents=True, exist_ok=True)
-        lock = open(path / LOCK_FILE, "wb")
+        try:
+            path.mkdir(parents=True, exist_ok=True)
+            lock = open(path / LOCK_FILE, "wb")
+        except OSError as error:
+            raise DataDirectoryUnusable(path, error) from None
         try:
             fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             lock.close()
             raise RuntimeError(f"{path} is in use by another tidelog process") from None
+        try:
+            probe_writable(path)
+        except OSError as error:
+            lock.close()
+            raise DataDirectoryUnusable(path, error) from None
         manager = cls(path, default_config or TopicConfig(), lock, producer_id_expiration_ms)
-        manager._load()
+        try:
+            manager._load()
+        except BaseException:
+            manager.executor.shutdown(wait=True)
+            lock.close()
+            raise
         return manager
 
     def _load(self) -> None:
@@ -122,8 +162,17 @@ class LogManager:
                 self.topics[name] = TopicMetadata.from_json(name, entry)
         wanted = [tp for meta in self.topics.values() for tp in self._partitions_of(meta)]
         with ThreadPoolExecutor(limits.RECOVERY_THREADS, thread_name_prefix="tidelog-recovery") as pool:
-            for topic_partition, opened in zip(wanted, pool.map(self._open_log, wanted), strict=True):
+            for topic_partition, opened in zip(wanted, pool.map(self._open_log_at_start, wanted), strict=True):
                 self._adopt(topic_partition, *opened)
+
+    def _open_log_at_start(
+        self, topic_partition: TopicPartition
+    ) -> tuple[PartitionLog, RecoveryReport, ProducerStateManager]:
+        """`_open_log`, an I/O failure naming the partition's directory (the start is refused)."""
+        try:
+            return self._open_log(topic_partition)
+        except (StorageIOError, OSError) as error:
+            raise DataDirectoryUnusable(self.data_dir / topic_partition.directory_name(), error) from None
 
     @staticmethod
     def _partitions_of(meta: TopicMetadata) -> Iterator[TopicPartition]:
@@ -164,7 +213,7 @@ class LogManager:
                 "never acknowledged; see docs/operations.md)",
                 topic_partition.directory_name(),
                 report.segments_set_aside,
-                partition_log.directory / "set-aside",
+                Path(partition_log.directory) / "set-aside",
             )
         self.partitions[topic_partition] = UnifiedLog(topic_partition, partition_log, self.executor, producer_state)
 
@@ -187,23 +236,47 @@ class LogManager:
         config = self.default_config.with_overrides(configs or {})
         meta = TopicMetadata(name, uuid.uuid4(), partitions, config.overrides_against(self.default_config), assignments)
         self.topics[name] = meta
-        for topic_partition in self._partitions_of(meta):
-            self._adopt(topic_partition, *self._open_log(topic_partition))
-        self._save_topics()
+        try:
+            for topic_partition in self._partitions_of(meta):
+                self._adopt(topic_partition, *self._open_log(topic_partition))
+            self._save_topics()
+        except (StorageError, OSError):  # a full disk, say: no half-made topic stays
+            del self.topics[name]
+            self._forget_partitions(list(self._partitions_of(meta)))
+            raise
         return meta
+
+    def _forget_partitions(self, partitions: list[TopicPartition]) -> None:
+        """Closes and removes the logs of `partitions` that were opened (a failed creation)."""
+        for topic_partition in partitions:
+            opened = self.partitions.pop(topic_partition, None)
+            self.recovery_reports.pop(topic_partition, None)
+            if opened is not None:
+                opened.group_commit.close()
+                try:
+                    opened.log.close()
+                except StorageError as error:
+                    log.error("closing %s failed: %s", topic_partition.directory_name(), error)
+            shutil.rmtree(self.data_dir / topic_partition.directory_name(), ignore_errors=True)
 
     def create_partitions(self, name: str, total: int, assignments: list[list[int]] | None = None) -> None:
         """Adds partitions up to `total`; `assignments` are the new partitions' replicas."""
         meta = self._topic(name)
         if not meta.partitions < total <= limits.PARTITIONS_PER_TOPIC_MAX:
             raise TopicError(f"topic {name!r} has {meta.partitions} partitions; the new count must be larger")
-        for partition in range(meta.partitions, total):
-            topic_partition = TopicPartition(name, partition)
-            self._adopt(topic_partition, *self._open_log(topic_partition))
-        meta.partitions = total
-        if assignments is not None or meta.assignments is not None:
-            meta.assignments = (meta.assignments or []) + (assignments or [])
-        self._save_topics()
+        added = [TopicPartition(name, partition) for partition in range(meta.partitions, total)]
+        before = (meta.partitions, meta.assignments)
+        try:
+            for topic_partition in added:
+                self._adopt(topic_partition, *self._open_log(topic_partition))
+            meta.partitions = total
+            if assignments is not None or meta.assignments is not None:
+                meta.assignments = (meta.assignments or []) + (assignments or [])
+            self._save_topics()
+        except (StorageError, OSError):  # a full disk, say: the topic stays as it was
+            meta.partitions, meta.assignments = before
+            self._forget_partitions(added)
+            raise
 
     def alter_topic_config(self, name: str, overrides: dict[str, str]) -> TopicConfig:
         """Replaces the topic's overrides (validated first) and applies them to its open logs."""
@@ -283,8 +356,10 @@ class LogManager:
         at = now_ms() if now is None else now
         return sum(p.producer_state.expire(at, self.producer_id_expiration_ms) for p in self.partitions.values())
 
-    def close(self) -> None:
-        """Snapshots producer state, flushes and closes every log cleanly, then releases the directory."""
+    def close(self) -> int:
+        """Snapshots producer state, flushes and closes every log cleanly, then releases the
+        directory. Returns how many logs failed to close (they are recovered at the next open)."""
+        failures = 0
         for partition in self.partitions.values():
             partition.group_commit.close()
         for topic_partition, partition in self.partitions.items():
@@ -295,7 +370,9 @@ class LogManager:
             try:
                 partition.log.close()
             except StorageError as error:
+                failures += 1
                 log.error("closing %s failed: %s", topic_partition.directory_name(), error)
         self.partitions.clear()
         self.executor.shutdown(wait=True)
         self._lock.close()
+        return failures

@@ -51,15 +51,22 @@ impl Checkpoint {
         Some(Checkpoint { recovery_point, log_start_offset, clean_shutdown })
     }
 
+    /// On a failure before the rename (a full disk) the temp file goes and the old checkpoint
+    /// stays as it was.
     pub fn write(&self, dir: &Path) -> io::Result<()> {
         let temp = dir.join(CHECKPOINT_TEMP_FILE);
-        let mut file = File::create(&temp)?;
-        write!(
-            file,
-            "{VERSION}\nrecovery-point {}\nlog-start-offset {}\nclean-shutdown {}\n",
-            self.recovery_point, self.log_start_offset, self.clean_shutdown as i32
-        )?;
-        file.sync_all()?;
+        let written = File::create(&temp).and_then(|mut file| {
+            write!(
+                file,
+                "{VERSION}\nrecovery-point {}\nlog-start-offset {}\nclean-shutdown {}\n",
+                self.recovery_point, self.log_start_offset, self.clean_shutdown as i32
+            )?;
+            file.sync_all()
+        });
+        if let Err(error) = written {
+            let _ = fs::remove_file(&temp);
+            return Err(error);
+        }
         fs::rename(&temp, dir.join(CHECKPOINT_FILE))?;
         sync_dir(dir)
     }

@@ -65,7 +65,11 @@ impl<E: Copy> IndexFile<E> {
         for entry in &self.entries[self.persisted..] {
             encode(entry, &mut bytes);
         }
-        (&*self.file).write_all(&bytes)?;
+        let start = self.file.metadata()?.len();
+        if let Err(error) = (&*self.file).write_all(&bytes) {
+            self.file.set_len(start)?; // a full disk: no partial entry stays; all stay pending
+            return Err(error);
+        }
         self.persisted = self.entries.len();
         Ok(())
     }

@@ -15,7 +15,7 @@ use crate::checkpoint::{sync_dir, Checkpoint};
 use crate::config::{LogConfig, TimestampType};
 use crate::error::{Result, StorageError};
 use crate::limits::{APPEND_BATCHES_MAX, BATCH_HEADER_BYTES, INDEX_ENTRIES_PENDING_MAX, SET_ASIDE_DIR};
-use crate::segment::{Segment, LOG_SUFFIX, OFFSET_INDEX_SUFFIX, TIME_INDEX_SUFFIX, TXN_INDEX_SUFFIX};
+use crate::segment::{segment_file, Segment, LOG_SUFFIX, OFFSET_INDEX_SUFFIX, TIME_INDEX_SUFFIX, TXN_INDEX_SUFFIX};
 use crate::slice::FileSlice;
 use crate::txn_index::{self, AbortedTxn};
 use crate::verify::{DamagedBatch, Verification};
@@ -289,7 +289,24 @@ impl Log {
     }
 
     fn create_segment(&mut self, base_offset: i64) -> Result<()> {
-        let segment = Segment::create(&self.dir, base_offset)?;
+        let segment = match Segment::create(&self.dir, base_offset) {
+            Ok(segment) => segment,
+            Err(error) => {
+                // A full disk (no inode, no directory block) can fail any of the new files. Those
+                // made go again, so the next roll creates them anew instead of failing for good
+                // on the `.log` that exists; a file that existed before is never touched.
+                let existed = matches!(&error, StorageError::Io(e) if e.kind() == io::ErrorKind::AlreadyExists);
+                if !existed {
+                    for suffix in [LOG_SUFFIX, OFFSET_INDEX_SUFFIX, TIME_INDEX_SUFFIX, TXN_INDEX_SUFFIX] {
+                        let path = segment_file(&self.dir, base_offset, suffix);
+                        if fs::metadata(&path).is_ok_and(|m| m.len() == 0) {
+                            let _ = fs::remove_file(&path);
+                        }
+                    }
+                }
+                return Err(error);
+            }
+        };
         self.segments.insert(base_offset, segment);
         self.directory_dirty = true;
         Ok(())
@@ -715,8 +732,11 @@ impl Log {
         let mut files = Vec::new();
         for base in std::mem::take(&mut self.unsynced_segments) {
             if let Some(segment) = self.segments.get_mut(&base) {
+                // A failed index write (a full disk) is cut back and leaves the entries pending:
+                // the next flush, the roll or the close writes them, and a crash rebuilds them
+                // from the log. It must not fail the flush, whose durability is the log's.
                 if segment.index_entries_pending() >= INDEX_ENTRIES_PENDING_MAX {
-                    segment.persist_indexes()?;
+                    let _ = segment.persist_indexes();
                 }
                 files.push(segment.log_file());
             }
@@ -750,8 +770,13 @@ impl Log {
     }
 
     fn write_checkpoint(&self, clean_shutdown: bool) -> Result<()> {
-        let checkpoint =
-            Checkpoint { recovery_point: self.recovery_point, log_start_offset: self.log_start_offset, clean_shutdown };
+        self.write_checkpoint_at(self.log_start_offset, clean_shutdown)
+    }
+
+    /// The checkpoint with `log_start_offset` in it: written before the log start moves in
+    /// memory, so a checkpoint that cannot be written leaves the log as it was.
+    fn write_checkpoint_at(&self, log_start_offset: i64, clean_shutdown: bool) -> Result<()> {
+        let checkpoint = Checkpoint { recovery_point: self.recovery_point, log_start_offset, clean_shutdown };
         Ok(checkpoint.write(&self.dir)?)
     }
 
@@ -806,8 +831,8 @@ impl Log {
             });
         }
         if offset > self.log_start_offset {
+            self.write_checkpoint_at(offset, false)?; // failed (a full disk): nothing changed
             self.log_start_offset = offset;
-            self.write_checkpoint(false)?;
             self.delete_segments_below_log_start()?;
         }
         self.check_invariants();
@@ -835,8 +860,8 @@ impl Log {
         let new_first =
             self.segments.range(bases[bases.len() - 1] + 1..).next().map(|(&b, _)| b).expect("active segment stays");
         if new_first > self.log_start_offset {
+            self.write_checkpoint_at(new_first, false)?;
             self.log_start_offset = new_first;
-            self.write_checkpoint(false)?;
         }
         for base in bases {
             let segment = self.segments.remove(base).expect("segment to delete exists");
