@@ -70,12 +70,6 @@ def test_no_retry_is_answered_as_a_duplicate_of_lost_records(sample: dict[str, e
         assert legal["phantom_duplicate"] == 0, failures(summary, "phantom_duplicate")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="LogManager bug (issue 14 finding): delete_topic forgets the topic, then removes its "
-    "directories without a directory fsync; after a crash (even SIGKILL mid-delete) the old "
-    "directory stays and a topic made again with the same name opens the old records",
-)
 def test_a_deleted_topic_made_again_starts_empty(sample: dict[str, explorer.Summary]) -> None:
     legal, _ = explorer.split_outcomes(sample["topics"])
     assert legal["resurrected"] == 0, failures(sample["topics"], "resurrected")

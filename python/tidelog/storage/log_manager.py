@@ -27,7 +27,7 @@ from typing import IO, Any
 from tidelog import limits
 from tidelog.config import TopicConfig
 from tidelog.storage._engine import DeletionReport, PartitionLog, RecoveryReport, StorageError, StorageIOError
-from tidelog.storage.durable_file import write_atomically
+from tidelog.storage.durable_file import fsync_directory, write_atomically
 from tidelog.storage.producer_state import ProducerStateManager
 from tidelog.storage.unified_log import TopicPartition, UnifiedLog, log_config_for, now_ms
 
@@ -132,7 +132,9 @@ class LogManager:
         """Takes the directory's lock, loads topics and opens (recovering if needed) every log."""
         path = Path(data_dir)
         try:
-            path.mkdir(parents=True, exist_ok=True)
+            if not path.is_dir():
+                path.mkdir(parents=True, exist_ok=True)
+                fsync_directory(path.parent)  # the new directory's entry is durable too
             lock = open(path / LOCK_FILE, "wb")
         except OSError as error:
             raise DataDirectoryUnusable(path, error) from None
@@ -238,6 +240,7 @@ class LogManager:
         self.topics[name] = meta
         try:
             for topic_partition in self._partitions_of(meta):
+                self._remove_leftover(topic_partition)
                 self._adopt(topic_partition, *self._open_log(topic_partition))
             self._save_topics()
         except (StorageError, OSError):  # a full disk, say: no half-made topic stays
@@ -245,6 +248,16 @@ class LogManager:
             self._forget_partitions(list(self._partitions_of(meta)))
             raise
         return meta
+
+    def _remove_leftover(self, topic_partition: TopicPartition) -> None:
+        """A new partition's directory that already exists is a deleted topic's (a crash
+        between forgetting the topic and removing its directories): its records are not the new
+        partition's, so it goes before the new log is made (durably)."""
+        directory = self.data_dir / topic_partition.directory_name()
+        if directory.exists():
+            log.warning("removing %s, left over from a deleted topic, before creating it again", directory.name)
+            shutil.rmtree(directory)
+            fsync_directory(self.data_dir)
 
     def _forget_partitions(self, partitions: list[TopicPartition]) -> None:
         """Closes and removes the logs of `partitions` that were opened (a failed creation)."""
@@ -268,6 +281,7 @@ class LogManager:
         before = (meta.partitions, meta.assignments)
         try:
             for topic_partition in added:
+                self._remove_leftover(topic_partition)
                 self._adopt(topic_partition, *self._open_log(topic_partition))
             meta.partitions = total
             if assignments is not None or meta.assignments is not None:
@@ -290,13 +304,15 @@ class LogManager:
         return config
 
     def delete_topic(self, name: str) -> None:
-        """Forgets the topic durably first, then removes its directories."""
+        """Forgets the topic durably first, then removes its directories (durably too). A crash
+        between leaves directories no topic owns; creating the name again removes them first."""
         meta = self._topic(name)
         del self.topics[name]
         self._save_topics()
         for topic_partition in self._partitions_of(meta):
             self.partitions.pop(topic_partition).log.close()
             shutil.rmtree(self.data_dir / topic_partition.directory_name(), ignore_errors=True)
+        fsync_directory(self.data_dir)
 
     def _topic(self, name: str) -> TopicMetadata:
         if name not in self.topics:
