@@ -1,5 +1,6 @@
 """`tidelog serve`: the broker. Reads a server.properties file and `--set key=value` overrides
 (Kafka's key names), opens and recovers the logs, and serves Kafka clients until SIGTERM.
+`tidelog recover` inspects and repairs a stopped broker's logs; `tidelog verify` checks a cluster.
 
 SIGTERM or Ctrl-C: stop accepting, let in-flight requests finish, flush, write checkpoints and
 the clean-shutdown marks. After SIGKILL the next start recovers every log.
@@ -114,6 +115,38 @@ def add_verify_parser(commands: argparse._SubParsersAction[argparse.ArgumentPars
     verify.add_argument("--sabotage", help=argparse.SUPPRESS)  # test-only: tidelog.verify.sabotage
 
 
+def add_recover_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    recover = commands.add_parser(
+        "recover",
+        help="report damaged batches in a data directory, and cut the logs at them (broker stopped)",
+        description="Scans every segment of every partition (or those given) as a verification pass does and "
+        "reports each damaged batch: segment, position, offsets, and whether it lies below the recovery point "
+        "(possibly acknowledged). With --truncate-at-corruption, each damaged log is cut at its first bad batch: "
+        "the original files go to <partition>/recovered-<time>/ (nothing is deleted), and the log is opened "
+        "once to rebuild its indexes and producer state. See docs/operations.md. Exit status 1 while damage remains.",
+    )
+    recover.add_argument("--data-dir", required=True, help="the broker's log.dirs")
+    recover.add_argument(
+        "--partition", action="append", default=[], metavar="TOPIC-N", help="only this partition (repeatable)"
+    )
+    recover.add_argument(
+        "--truncate-at-corruption", action="store_true", help="cut each damaged log at its first bad batch"
+    )
+    recover.add_argument("--dry-run", action="store_true", help="say what --truncate-at-corruption would do")
+
+
+def run_recover(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from tidelog.storage.recover import RecoverRefused, recover
+
+    try:
+        return recover(Path(args.data_dir), args.partition, args.truncate_at_corruption, args.dry_run, sys.stdout)
+    except RecoverRefused as error:
+        print(f"tidelog recover: {error}", file=sys.stderr)
+        return 2
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="tidelog", description="A Kafka-compatible log broker.")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -125,7 +158,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--set", action="append", default=[], metavar="KEY=VALUE", help="one setting, Kafka's key names"
     )
     add_verify_parser(commands)
+    add_recover_parser(commands)
     args = parser.parse_args(argv)
+    if args.command == "recover":
+        return run_recover(args)
     if args.command == "verify":
         from tidelog.verify.runner import main as verify  # needs the `verify` extra
 

@@ -29,7 +29,10 @@ __all__ = [
     "StorageIOError",
     "UnsupportedMagicError",
     "decompress",
+    "read_checkpoint",
+    "scan_segment",
     "set_verify_reads",
+    "write_checkpoint",
 ]
 
 class StorageError(Exception): ...
@@ -220,3 +223,10 @@ class PartitionLog:
 
 def decompress(compression_id: int, data: Buffer) -> bytes: ...
 def set_verify_reads(enabled: bool) -> None: ...
+def scan_segment(
+    path: str | PathLike[str], base_offset: int, end_offset: int
+) -> tuple[int, int, list[tuple[int, int, int, int, str]]]: ...
+def read_checkpoint(directory: str | PathLike[str]) -> tuple[int, int, bool] | None: ...
+def write_checkpoint(
+    directory: str | PathLike[str], recovery_point: int, log_start_offset: int, clean_shutdown: bool
+) -> None: ...

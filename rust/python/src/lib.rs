@@ -529,6 +529,52 @@ fn decompress<'py>(py: Python<'py>, compression_id: i16, data: PyBuffer<u8>) -> 
     Ok(PyBytes::new(py, &out))
 }
 
+/// A damaged stretch as Python sees it: (position, end position, first offset, last offset, reason).
+type PyDamage = (u64, u64, i64, i64, String);
+
+/// Scans one segment file whole (offline, for `tidelog recover`): (file size, the offset after
+/// its last good batch, damage as (position, end position, first offset, last offset, reason)).
+/// `end_offset` is the next segment's base offset (`i64::MAX` for the last segment).
+#[pyfunction]
+fn scan_segment(
+    py: Python<'_>,
+    path: PathBuf,
+    base_offset: i64,
+    end_offset: i64,
+) -> PyResult<(u64, i64, Vec<PyDamage>)> {
+    let scan = py
+        .detach(|| {
+            std::fs::File::open(&path).and_then(|file| storage::verify::scan_file(&file, base_offset, end_offset))
+        })
+        .map_err(|e| to_py(Error::Io(e)))?;
+    let damaged = scan
+        .damaged
+        .into_iter()
+        .map(|d| (d.position, d.end_position, d.first_offset, d.last_offset, d.reason))
+        .collect();
+    Ok((scan.size, scan.next_offset, damaged))
+}
+
+/// The partition directory's `log-state.checkpoint`: (recovery point, log start offset, clean
+/// shutdown), or None when there is none (or it does not parse).
+#[pyfunction]
+fn read_checkpoint(directory: PathBuf) -> PyResult<Option<(i64, i64, bool)>> {
+    let checkpoint = storage::checkpoint::Checkpoint::read(&directory).map_err(|e| to_py(Error::Io(e)))?;
+    Ok(checkpoint.map(|c| (c.recovery_point, c.log_start_offset, c.clean_shutdown)))
+}
+
+/// Replaces the directory's `log-state.checkpoint` durably (temp file, fsync, rename).
+#[pyfunction]
+fn write_checkpoint(
+    directory: PathBuf,
+    recovery_point: i64,
+    log_start_offset: i64,
+    clean_shutdown: bool,
+) -> PyResult<()> {
+    let checkpoint = storage::checkpoint::Checkpoint { recovery_point, log_start_offset, clean_shutdown };
+    checkpoint.write(&directory).map_err(|e| to_py(Error::Io(e)))
+}
+
 /// Whether logs opened from now on verify batches before serving them (the default; off is
 /// Kafka's behaviour). Process-wide.
 #[pyfunction]
@@ -541,6 +587,9 @@ fn _engine(m: &Bound<'_, PyModule>) -> PyResult<()> {
     let py = m.py();
     m.add_function(wrap_pyfunction!(decompress, m)?)?;
     m.add_function(wrap_pyfunction!(set_verify_reads, m)?)?;
+    m.add_function(wrap_pyfunction!(scan_segment, m)?)?;
+    m.add_function(wrap_pyfunction!(read_checkpoint, m)?)?;
+    m.add_function(wrap_pyfunction!(write_checkpoint, m)?)?;
     m.add_class::<PyLogConfig>()?;
     m.add_class::<PyPartitionLog>()?;
     m.add_class::<PyFileSlice>()?;

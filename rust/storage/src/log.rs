@@ -285,6 +285,10 @@ impl Log {
     }
 
     fn corrupt(&self, base: i64, detail: String) -> StorageError {
+        let detail = format!(
+            "{detail}. The log is not opened; `tidelog recover --data-dir DIR` reports what is damaged and \
+             can cut the log there (docs/operations.md, \"Recovering a damaged partition\")"
+        );
         StorageError::CorruptLog { path: self.dir.join(format!("{base:020}.log")).display().to_string(), detail }
     }
 

@@ -84,7 +84,10 @@ impl Verification {
 
     /// A segment whose first `trusted_end` bytes (up to `next_offset`) were trusted at open.
     pub fn pending(base_offset: i64, trusted_end: u64, next_offset: i64) -> Arc<Verification> {
-        let trusted_end = if enabled() { trusted_end } else { 0 };
+        Verification::trusting(base_offset, if enabled() { trusted_end } else { 0 }, next_offset)
+    }
+
+    fn trusting(base_offset: i64, trusted_end: u64, next_offset: i64) -> Arc<Verification> {
         Arc::new(Verification {
             base_offset,
             trusted_end,
@@ -270,6 +273,26 @@ impl Verification {
         state.expected_offset = expected;
         self.progress.notify_all();
     }
+}
+
+/// What a whole scan of one segment file found (`tidelog recover`).
+#[derive(Clone, Debug)]
+pub struct FileScan {
+    pub size: u64,
+    /// The offset after the last good batch.
+    pub next_offset: i64,
+    pub damaged: Vec<DamagedBatch>,
+}
+
+/// Scans the segment file `file` (base offset `base_offset`) as a verification pass does, with
+/// `end_offset` (the next segment's base, or `i64::MAX` if unknown) as the end of a trailing
+/// damage's offsets.
+pub fn scan_file(file: &File, base_offset: i64, end_offset: i64) -> std::io::Result<FileScan> {
+    let size = file.metadata()?.len();
+    let verification = Verification::trusting(base_offset, size, end_offset);
+    verification.run(file, 0, u64::MAX);
+    let state = verification.lock();
+    Ok(FileScan { size, next_offset: state.expected_offset, damaged: state.damaged.clone() })
 }
 
 /// Sleeps so the pass reads at most `bytes_per_sec` (0: no limit), unless a reader waits.
