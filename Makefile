@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed
 BUILD_INPUTS := pyproject.toml setup.py $(wildcard ext/*.pyx) $(shell find rust -name '*.rs' -o -name Cargo.toml -not -path 'rust/target/*')
 DATA_DIR ?= tidelog-data
 
-.PHONY: dev serve test lint test-rust test-python kafka-jars system-tools bench clean
+.PHONY: dev serve test lint test-rust test-python kafka-jars system-tools bench fuzz clean
 
 dev: $(STAMP)
 
@@ -57,6 +57,22 @@ test: lint test-rust test-python
 
 bench: $(STAMP)
 	$(BIN)/python -m pytest bench/bench_storage.py bench/bench_protocol.py --benchmark-enable -p no:cacheprovider
+
+# Long fuzz runs (docs/operations.md, "Fuzzing"): the stable Rust loop (release build) and the
+# Python request-frame loop, FUZZ_SECONDS each; then libFuzzer on the Rust targets when a
+# nightly toolchain is present (cargo-fuzz installed from crates.io on first use).
+FUZZ_SECONDS ?= 600
+fuzz: $(STAMP)
+	TIDELOG_FUZZ_SECONDS=$(FUZZ_SECONDS) cargo test --release --manifest-path rust/Cargo.toml -p tidelog-storage --test fuzz -- --nocapture
+	TIDELOG_FUZZ_SECONDS=$(FUZZ_SECONDS) $(BIN)/python -m pytest tests/fuzz/test_request_frames.py -k mutated -s -p no:cacheprovider
+	@if rustup toolchain list 2>/dev/null | grep -q nightly; then \
+		command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz --locked; \
+		TIDELOG_FUZZ_SEEDS_OUT=$(CURDIR)/rust/storage/fuzz/corpus cargo test --manifest-path rust/Cargo.toml -p tidelog-storage --test fuzz -- --ignored write_seeds; \
+		for target in batches recovery indexes; do \
+			cargo +nightly fuzz run --fuzz-dir rust/storage/fuzz $$target rust/storage/fuzz/corpus/$$target -- \
+				-max_total_time=$(FUZZ_SECONDS) -timeout=10 -rss_limit_mb=2048 -malloc_limit_mb=1024 || exit 1; \
+		done; \
+	else echo "no nightly toolchain: libFuzzer runs skipped (the stable loops above ran)"; fi
 
 clean:
 	rm -rf $(VENV) build rust/target python/tidelog/**/*.so ext/*.c

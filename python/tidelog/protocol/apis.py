@@ -14,6 +14,9 @@ from typing import Any
 
 import kio.index
 import kio.serial
+import kio.serial.errors
+
+from tidelog.protocol import length_guard
 
 
 class ApiKey(enum.IntEnum):
@@ -154,7 +157,11 @@ def _writer(api_key: int, version: int) -> Any:
 
 def decode_request(api_key: int, version: int, frame: bytes, body_offset: int) -> Any:
     """The request body as a kio dataclass. Raises kio.serial.errors.SerialError if malformed."""
-    message, _ = _reader(api_key, version)(frame, body_offset)
+    length_guard.check_lengths(request_class(api_key, version), frame, body_offset)
+    try:
+        message, _ = _reader(api_key, version)(frame, body_offset)
+    except KeyError as error:  # kio's reader on a tagged field its schema does not have
+        raise kio.serial.errors.DecodeError(f"unknown tagged field in the body: {error}") from None
     return message
 
 

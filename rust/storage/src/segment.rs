@@ -473,6 +473,9 @@ impl Segment {
                 return Ok(false);
             }
             if header.max_timestamp > self.max_timestamp {
+                if header.last_offset() < self.offset_of_max_timestamp {
+                    return Ok(false); // the time index names a later offset for a smaller timestamp
+                }
                 self.max_timestamp = header.max_timestamp;
                 self.offset_of_max_timestamp = header.last_offset();
             }

@@ -1,0 +1,13 @@
+#![no_main]
+//! libFuzzer driver of `IndexTarget` (see ../../tests/fuzz_targets/mod.rs).
+
+#[path = "../../tests/fuzz_targets/mod.rs"]
+mod targets;
+
+use std::sync::{LazyLock, Mutex};
+
+static TARGET: LazyLock<Mutex<targets::IndexTarget>> = LazyLock::new(|| Mutex::new(targets::IndexTarget::default()));
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| {
+    TARGET.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).run(data);
+});
