@@ -225,8 +225,8 @@ impl Log {
                     }
                     stop.position
                 }
-                None if short && !clean => {
-                    if outcome.next_offset < self.recovery_point {
+                None if short => {
+                    if clean || outcome.next_offset < self.recovery_point {
                         return Err(self.corrupt(
                             base,
                             format!(
@@ -557,6 +557,27 @@ impl Log {
             }
         }
         Ok(None)
+    }
+
+    /// `read`, waiting in this thread for verification passes it needs (for a single owner of
+    /// the log; `SharedLog` users wait without holding the lock, as the Python binding does).
+    pub fn read_waiting(
+        &self,
+        offset: i64,
+        max_bytes: u64,
+        upper_bound: i64,
+        min_one_batch: bool,
+    ) -> Result<Option<FileSlice>> {
+        loop {
+            match self.read(offset, max_bytes, upper_bound, min_one_batch) {
+                Err(StorageError::Unverified { base_offset, position }) => {
+                    if let Some((verification, _)) = self.verification_of(base_offset) {
+                        verification.wait_for(position);
+                    }
+                }
+                outcome => return outcome,
+            }
+        }
     }
 
     /// The verification state and file of segment `base_offset` (see `verify`).

@@ -311,7 +311,7 @@ impl Segment {
         if first.base_offset < upper_bound && first_fits {
             end += first.size_bytes() as u64;
             next = self.header_below(end, limit)?;
-            end = self.skip_by_index(end, (start + max_bytes).min(limit), upper_bound, &mut next)?;
+            end = self.skip_by_index(end, start.saturating_add(max_bytes).min(limit), upper_bound, &mut next)?;
         }
         while let Some(header) = next {
             let size = header.size_bytes() as u64;

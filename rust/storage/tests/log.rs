@@ -13,7 +13,7 @@ fn small_config() -> LogConfig {
 fn read_all(log: &Log) -> Vec<u8> {
     let mut out = Vec::new();
     let mut offset = log.log_start_offset();
-    while let Some(slice) = log.read(offset, 1 << 20, i64::MAX, true).unwrap() {
+    while let Some(slice) = log.read_waiting(offset, 1 << 20, i64::MAX, true).unwrap() {
         out.extend(slice.to_vec().unwrap());
         offset = slice.last_offset + 1;
     }
@@ -342,4 +342,36 @@ fn producer_batches_replays_producer_headers_in_bounded_steps() {
     assert_eq!(sequences, (2..30).filter(|i| i % 3 != 0).collect::<Vec<_>>());
     assert!(seen.iter().all(|h| h.producer_id == 7 + (h.base_sequence as i64) % 2));
     assert_eq!(log.producer_batches(log.log_end_offset(), 4).unwrap().0.len(), 0);
+}
+
+#[test]
+fn a_flipped_bit_in_a_trusted_segment_is_refused_where_it_is() {
+    let dir = tempfile::tempdir().unwrap();
+    let t = now_ms();
+    let one = batch(3, 100, t);
+    {
+        let (mut log, _) = Log::open(dir.path(), LogConfig::default()).unwrap();
+        for _ in 0..10 {
+            log.append(&one, t, 0).unwrap();
+        }
+        log.close().unwrap();
+    }
+    let path = dir.path().join("00000000000000000000.log");
+    let mut bytes = fs::read(&path).unwrap();
+    bytes[4 * one.len() + 70] ^= 0x01; // inside the fifth batch's records
+    fs::write(&path, &bytes).unwrap();
+    let (log, report) = Log::open(dir.path(), LogConfig::default()).unwrap();
+    assert!(report.clean_shutdown && report.segments_scanned == 0, "trusted, not scanned");
+    assert!(matches!(log.read(0, 1 << 20, i64::MAX, true), Err(StorageError::Unverified { .. })));
+    let before = log.read_waiting(0, 1 << 20, i64::MAX, true).unwrap().unwrap();
+    assert_eq!((before.first_offset, before.last_offset, before.size), (0, 11, 4 * one.len() as u64));
+    let refused = log.read_waiting(12, 1 << 20, i64::MAX, true);
+    assert!(
+        matches!(refused, Err(StorageError::CorruptBatch { first_offset: 12, last_offset: 14, .. })),
+        "{refused:?}"
+    );
+    let after = log.read_waiting(15, 1 << 20, i64::MAX, true).unwrap().unwrap();
+    assert_eq!((after.first_offset, after.size), (15, 5 * one.len() as u64));
+    assert_eq!(log.take_damage().len(), 1);
+    assert!(log.take_damage().is_empty(), "each damage is reported once");
 }

@@ -349,7 +349,14 @@ fn exercise_log(log: &mut Log, selector: u8) {
     assert!(start <= end && log.recovery_point() <= end);
     let mut offset = start;
     let mut reads = 0;
-    while let Some(slice) = log.read(offset, 1 << 16, i64::MAX, true).expect("a read inside the log") {
+    loop {
+        let slice = match log.read_waiting(offset, 1 << 16, i64::MAX, true) {
+            Ok(Some(slice)) => slice,
+            Ok(None) => break,
+            // A batch damaged in a segment trusted at open: refused where it is, never served.
+            Err(StorageError::CorruptBatch { .. }) => break,
+            Err(error) => panic!("a read inside the log: {error:?}"),
+        };
         assert!(
             slice.first_offset <= slice.last_offset && slice.last_offset >= offset,
             "a read returns the batch holding the offset"
