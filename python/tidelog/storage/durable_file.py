@@ -13,12 +13,17 @@ from pathlib import Path
 TEMP_SUFFIX = ".tmp"
 
 
-def fsync_directory(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY)
+def fsync_path(path: Path) -> None:
+    """fsyncs a file or a directory by name."""
+    fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def fsync_directory(directory: Path) -> None:
+    fsync_path(directory)
 
 
 def write_atomically(path: Path, data: bytes | str, temp: Path | None = None) -> None:

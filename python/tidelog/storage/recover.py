@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import TextIO
 
 from tidelog.storage._engine import read_checkpoint, scan_segment, write_checkpoint
-from tidelog.storage.durable_file import fsync_directory
+from tidelog.storage.durable_file import fsync_directory, fsync_path
 from tidelog.storage.log_manager import LOCK_FILE, LogManager
 from tidelog.storage.producer_state import snapshot_offsets, snapshot_path
 
@@ -147,7 +147,7 @@ def repair(report: PartitionReport, cut: Cut) -> Path:
     aside.mkdir()
     damaged = cut.damage.segment
     shutil.copy2(damaged, aside / damaged.name)  # the original bytes, whole
-    _fsync(aside / damaged.name)
+    fsync_path(aside / damaged.name)
     for path in cut.later:
         for file in _segment_files(path):
             os.replace(file, aside / file.name)
@@ -157,7 +157,7 @@ def repair(report: PartitionReport, cut: Cut) -> Path:
     for snapshot in cut.snapshots:
         os.replace(snapshot, aside / snapshot.name)
     os.truncate(damaged, cut.damage.position)
-    _fsync(damaged)
+    fsync_path(damaged)
     fsync_directory(aside)
     # The next open scans the cut segment and everything after it (nothing is), and rebuilds.
     recovery_point = min(report.recovery_point or 0, cut.damage.base_offset)
@@ -172,14 +172,6 @@ def _segment_files(log_file: Path) -> Iterator[Path]:
         path = log_file.with_suffix(suffix)
         if path.exists():
             yield path
-
-
-def _fsync(path: Path) -> None:
-    descriptor = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(descriptor)
-    finally:
-        os.close(descriptor)
 
 
 def recover(data_dir: Path, partitions: Sequence[str], truncate: bool, dry_run: bool, out: TextIO) -> int:
