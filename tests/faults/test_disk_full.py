@@ -230,3 +230,25 @@ def test_a_topic_created_on_a_full_disk_is_refused_whole_and_can_be_created_once
     acked, refused_values, _ = split(send(broker.bootstrap, "late", [f"v-{i}" for i in range(30)], 3))
     assert not refused_values
     assert sorted(read_all(broker.bootstrap, "late", 3)) == sorted(acked)
+
+
+def test_find_coordinator_before_the_offsets_topic_exists_on_a_full_disk(broker: BrokerProcess, disk: Path) -> None:
+    """__consumer_offsets is made on the first FindCoordinator; on a full disk it cannot be:
+    COORDINATOR_NOT_AVAILABLE (clients retry), the connection stays open, and once space is
+    freed the same connection finds the coordinator."""
+    from kio.schema.errors import ErrorCode
+    from kio.schema.find_coordinator.v3.request import FindCoordinatorRequest
+
+    from tests.server.wire_client import WireClient
+
+    filler = fill(disk)
+    client = WireClient(broker.port)
+    try:
+        refused = client.request(10, 3, FindCoordinatorRequest(key="g", key_type=0))
+        assert refused.error_code == ErrorCode.coordinator_not_available, refused
+        filler.unlink()
+        found = client.request(10, 3, FindCoordinatorRequest(key="g", key_type=0), correlation_id=2)
+        assert found.error_code == ErrorCode.none and found.port == broker.port, found
+    finally:
+        client.close()
+    assert "internal error" not in broker.log_text()

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 from kio.schema.errors import ErrorCode
 
+from tidelog.errors import KafkaError
 from tidelog.protocol import apis
 from tidelog.protocol.apis import ApiKey
 from tidelog.protocol.framing import RequestHeader
@@ -62,11 +63,15 @@ def locate(server: ServerContext, key_type: int, key: str) -> tuple[ErrorCode, s
     if key_type == TRANSACTION_KEY:
         if not key:
             return ErrorCode.invalid_request, "empty transactional id"
-        server.broker.transactions.ensure_topic()
-        return ErrorCode.none, None
-    if key_type != GROUP_KEY:
+        ensure = server.broker.transactions.ensure_topic
+    elif key_type != GROUP_KEY:
         return ErrorCode.invalid_request, f"unknown key type {key_type}"
-    if not key:
+    elif not key:
         return ErrorCode.invalid_request, "empty group id"
-    server.broker.groups.ensure_offsets_topic()
+    else:
+        ensure = server.broker.groups.ensure_offsets_topic
+    try:
+        ensure()  # the internal topic on first use
+    except KafkaError as error:  # it cannot be created now (a full disk): clients retry
+        return ErrorCode.coordinator_not_available, str(error)
     return ErrorCode.none, None
