@@ -7,6 +7,7 @@ bench/results/crash_states.md.
 
 from __future__ import annotations
 
+import dataclasses
 import shutil
 import sys
 import time
@@ -28,6 +29,12 @@ def main() -> None:
         sabotage = explorer.run(
             work / "sabotage", (1,), {"synced": 1, "all": 1, "prefix": 2}, drop_sync=True, scenarios=("roll",)
         )
+        txn_sabotage = {
+            kind: explorer.run(
+                work / f"sabotage-{kind}", (1,), {"synced": 1, "all": 1, "prefix": 2}, scenarios=("txn",), sabotage=kind
+            )
+            for kind in ("marker_unflushed", "no_txnindex")
+        }
     finally:
         shutil.rmtree(work, ignore_errors=True)
     elapsed = time.monotonic() - started
@@ -45,10 +52,17 @@ def main() -> None:
         "",
         *explorer.table_rows(sabotage),
         "",
+        "Sabotage of the txn scenario: markers acknowledged without their flush (`marker_unflushed`), "
+        "and the `.txnindex` append of UnifiedLog.append_marker dropped (`no_txnindex`):",
+        "",
+        *explorer.table_rows(
+            [dataclasses.replace(s, scenario=f"txn, {kind}") for kind, runs in txn_sabotage.items() for s in runs]
+        ),
+        "",
         "First failures of each kind:",
         "",
     ]
-    for summary in summaries:
+    for summary in [*summaries, *(s for runs in txn_sabotage.values() for s in runs)]:
         kinds: set[tuple[str, str]] = set()
         for failure in summary.failures:
             kind = (failure.split()[0], failure.split(": ")[1])

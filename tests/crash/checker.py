@@ -11,22 +11,42 @@ acknowledged are missing inside the log: a hole below the log end); retry_refuse
 a producer's newest batch is refused as out of order); phantom_duplicate (a retry of a batch
 is answered as a duplicate at offsets the log does not hold: the producer is told that records
 lost in the crash are stored).
+
+Transactions (the txn scenario; read_committed as a consumer gets it: the last stable offset of
+the core's Partition and the aborted transactions of `.txnindex`): lso_past_open (the LSO lies
+past the first offset of a transaction whose marker is not in the log: open data served to
+read_committed consumers); lso_stuck (after a flush, the LSO stays below a transaction whose
+marker is in the log: decided data held back); abort_exposed (an aborted transaction whose
+marker is in the log is missing from, or misplaced in, what `collect_aborted_txns` gives a
+fetch of its data: read_committed consumers would get aborted records); txnindex_phantom (an
+aborted-transaction entry whose ABORT marker is not in the log, or names a COMMIT). An
+acknowledged marker missing is acked_loss; a control batch that is not the marker written at
+its offset is corrupt_read; ending the transactions left open (as the coordinator does after a
+restart: a retried marker, or a timeout abort with an epoch bump) must work and bring the LSO to
+the high watermark, else broken_after.
 """
 
 from __future__ import annotations
 
 import bisect
 import dataclasses
+import uuid
 from collections import defaultdict
 from pathlib import Path
 
-from tests.crash.workload import TOPIC_OVERRIDES, batch_for, value_of
+from tests.crash.workload import TOPIC_OVERRIDES, TXN_COORDINATOR_EPOCH, batch_for, value_of
 from tidelog.config import TopicConfig
-from tidelog.protocol.record_batch import RecordDecodeError, decode_batch, iter_batches
+from tidelog.core.partition import Partition
+from tidelog.protocol.record_batch import (
+    RecordDecodeError,
+    decode_batch,
+    iter_batches,
+    parse_control_record,
+)
 from tidelog.storage import CorruptLogError, PartitionLog
 from tidelog.storage.log_manager import LogManager
 from tidelog.storage.producer_state import ProducerStateError
-from tidelog.storage.unified_log import TopicPartition
+from tidelog.storage.unified_log import TopicPartition, UnifiedLog
 
 
 @dataclasses.dataclass
@@ -38,6 +58,23 @@ class Incarnation:
     created_at: int  # op index of its topic+ marker
     delete_started_at: int | None = None
     deleted_at: int | None = None
+
+
+@dataclasses.dataclass
+class Txn:
+    """One transaction of one producer on one partition, as far as the markers before the crash
+    point tell (the marker's offset is looked ahead when its append was under way)."""
+
+    pid: int
+    batches: list[tuple[int, int]]  # (first, last) offsets of its data batches here
+    kind: str | None = None  # "COMMIT" / "ABORT" once the marker's append started
+    epoch: int = 0  # the marker's producer epoch
+    marker_offset: int | None = None
+    appended: bool = False  # append_marker returned
+
+    @property
+    def first(self) -> int | None:
+        return self.batches[0][0] if self.batches else None
 
 
 @dataclasses.dataclass
@@ -53,6 +90,9 @@ class Expected:
     last_batches: dict[tuple[str, int, int], dict[int, tuple[int, int, int, int, int]]]
     newest_batches: dict[tuple[str, int, int], dict[int, tuple[int, int, int, int, int]]]
     names: set[str]  # every topic name created so far
+    txns: dict[tuple[str, int, int], list[Txn]]
+    # Every marker of the whole recording: key -> offset -> (producer id, epoch, kind).
+    markers_written: dict[tuple[str, int, int], dict[int, tuple[int, int, str]]]
 
 
 class Expectations:
@@ -63,7 +103,18 @@ class Expectations:
         self.positions = [i for i, _ in self.markers]
         self.incarnations: dict[str, Incarnation] = {}
         gens: dict[str, Incarnation] = {}
-        for at, words in self.markers:
+        self.markers_written: dict[tuple[str, int, int], dict[int, tuple[int, int, str]]] = defaultdict(dict)
+        self.marker_offset_of: dict[int, int] = {}  # index of a marker? -> offset of its marker
+        starting: dict[tuple[str, int, int], int] = {}
+        for index, (at, words) in enumerate(self.markers):
+            if words[0] in ("marker?", "marker"):
+                key = (words[1], gens[words[1]].gen, int(words[2]))
+                pid, epoch = int(words[3]), int(words[4])
+                if words[0] == "marker?":
+                    starting[(*key, pid)] = index  # type: ignore[arg-type]
+                else:
+                    self.markers_written[key][int(words[6])] = (pid, epoch, words[5])
+                    self.marker_offset_of[starting.pop((*key, pid))] = int(words[6])  # type: ignore[arg-type]
             if words[0] == "topic+":
                 incarnation = Incarnation(words[1], int(words[2]), words[3], int(words[4]), at)
                 self.incarnations[words[3]] = incarnation
@@ -82,8 +133,28 @@ class Expectations:
         pending_retention: set[tuple[str, int, int]] = set()
         batches: dict[tuple[str, int, int], list[tuple[int, int, int, int, int, int]]] = defaultdict(list)
         names: set[str] = set()
-        for _, words in self.markers[:seen]:
+        txns: dict[tuple[str, int, int], list[Txn]] = defaultdict(list)
+        open_txns: dict[tuple[str, int, int, int], Txn] = {}
+        for index, (_, words) in enumerate(self.markers[:seen]):
             kind = words[0]
+            if kind in ("tbatch", "marker?", "marker"):
+                key = (words[1], current[words[1]].gen, int(words[2]))
+                pid = int(words[3])
+                txn = open_txns.get((*key, pid))
+                if kind == "marker":
+                    assert txn is not None and txn.kind == words[5]
+                    txn.appended = True
+                    del open_txns[(*key, pid)]
+                    continue
+                if txn is None:
+                    txn = open_txns[(*key, pid)] = Txn(pid, [])
+                    txns[key].append(txn)
+                if kind == "tbatch":
+                    txn.batches.append((int(words[7]), int(words[8])))
+                else:
+                    txn.kind, txn.epoch = words[5], int(words[4])
+                    txn.marker_offset = self.marker_offset_of.get(index)
+                continue
             if kind == "topic+":
                 current[words[1]] = self.incarnations[words[3]]
                 names.add(words[1])
@@ -129,6 +200,8 @@ class Expectations:
             last_batches=last_batches,
             newest_batches=newest_batches,
             names=names,
+            txns=txns,
+            markers_written=self.markers_written,
         )
 
 
@@ -195,6 +268,8 @@ def check_partition(
     offset = start
     expect_next: int | None = None
     gap = ""
+    controls: dict[int, tuple[int, int, str]] = {}  # the markers in the log
+    transactional: list[tuple[int, int, int]] = []  # (first, last, producer id) of data batches
     while offset < end:
         piece = log.read(offset, 1 << 16, end)
         if piece is None:
@@ -208,6 +283,20 @@ def check_partition(
                 _, records = decode_batch(raw)
             except RecordDecodeError as error:
                 return "corrupt_read", f"{where}: batch at {header.base_offset}: {error}"
+            if header.is_control:
+                try:
+                    marker, _ = parse_control_record(records[0][2], records[0][3])
+                except (RecordDecodeError, IndexError) as error:
+                    return "corrupt_read", f"{where}: control batch at {header.base_offset}: {error}"
+                found = (header.producer_id, header.producer_epoch, marker.name)
+                written = expected.markers_written.get(key, {}).get(header.base_offset)
+                if found != written:
+                    return "corrupt_read", f"{where}: marker {found} at {header.base_offset}, written {written}"
+                controls[header.base_offset] = found
+                expect_next = header.base_offset + 1
+                continue
+            if header.is_transactional:
+                transactional.append((header.base_offset, header.last_offset, header.producer_id))
             if expect_next is not None and header.base_offset != expect_next:
                 if header.base_offset < expect_next or expect_next < durable:
                     return "corrupt_read", f"{where}: batch at {header.base_offset} after one ending at {expect_next}"
@@ -248,12 +337,135 @@ def check_partition(
             return "retry_refused", f"{where}: retry of acknowledged batch of producer {pid} (seq {seq}): {error}"
         if not retry.duplicate or (retry.first_offset, retry.last_offset) != (first, last):
             return "acked_loss", f"{where}: retry of producer {pid} seq {seq} (offsets {first}-{last}) answered {retry}"
+    if expected.txns.get(key):
+        outcome = check_transactions(unified, expected.txns[key], controls, transactional, durable, where)
+        if outcome[0] != "ok":
+            return outcome
     try:
         unified.append(batch_for(incarnation.name, incarnation.gen, log.log_end_offset, 1))
         log.flush()
     except Exception as error:
         return "broken_after", f"{where}: append after recovery: {error}"
     return ("gap", gap) if gap else ("ok", "")
+
+
+@dataclasses.dataclass
+class LogTxn:
+    """A transaction as the recovered log holds it: data batches of a producer from its first
+    transactional batch to its marker (Kafka's semantics of the log)."""
+
+    pid: int
+    batches: list[tuple[int, int]]
+    marker_offset: int | None = None
+    kind: str | None = None
+
+    @property
+    def first(self) -> int:
+        return self.batches[0][0]
+
+
+def transactions_in_log(
+    controls: dict[int, tuple[int, int, str]], transactional: list[tuple[int, int, int]]
+) -> list[LogTxn]:
+    events = sorted(
+        [(first, last, pid, None) for first, last, pid in transactional]
+        + [(offset, offset, pid, kind) for offset, (pid, _, kind) in controls.items()]
+    )
+    found: list[LogTxn] = []
+    current: dict[int, LogTxn] = {}
+    for first, last, pid, kind in events:
+        if kind is None:
+            if pid not in current:
+                current[pid] = LogTxn(pid, [])
+                found.append(current[pid])
+            current[pid].batches.append((first, last))
+        elif pid in current:  # a marker with no data here before it ends nothing (an empty one)
+            txn = current.pop(pid)
+            txn.marker_offset, txn.kind = first, kind
+    return found
+
+
+def check_transactions(
+    unified: UnifiedLog,
+    txns: list[Txn],
+    controls: dict[int, tuple[int, int, str]],
+    transactional: list[tuple[int, int, int]],
+    durable: int,
+    where: str,
+) -> tuple[str, str]:
+    """read_committed after recovery: the LSO (core Partition) and the aborted transactions
+    (`.txnindex` through UnifiedLog.aborted_ranges) against the markers in the log."""
+    start, end = unified.log_start_offset, unified.log_end_offset
+    for txn in txns:
+        if txn.appended and txn.marker_offset is not None and txn.marker_offset < durable:
+            if txn.marker_offset not in controls:
+                return "acked_loss", f"{where}: acknowledged {txn.kind} marker of {txn.pid} at {txn.marker_offset} lost"
+        for first, last in txn.batches:
+            if last < durable and not any(f == first and pid == txn.pid for f, _, pid in transactional):
+                return "acked_loss", f"{where}: acknowledged batch {first}..{last} of {txn.pid} is not in the log"
+    in_log = transactions_in_log(controls, transactional)
+    oldest_open = min(((t.first, t.pid) for t in in_log if t.kind is None), default=None)
+    partition = Partition(unified.topic_partition, uuid.uuid4(), unified, durable_acks=True)
+    before = partition.last_stable_offset  # the high watermark is the recovery point
+    if oldest_open is not None and before > oldest_open[0]:
+        return "lso_past_open", (
+            f"{where}: LSO {before} (before a flush) past offset {oldest_open[0]}, where a transaction of "
+            f"producer {oldest_open[1]} without its marker in the log begins"
+        )
+    unified.log.flush()
+    lso, high_watermark = partition.last_stable_offset, partition.high_watermark
+    wanted = min(high_watermark, oldest_open[0] if oldest_open else high_watermark)
+    if lso > wanted:
+        return "lso_past_open", f"{where}: LSO {lso} past offset {wanted}, where an open transaction begins"
+    if lso < wanted:
+        stuck = [t for t in in_log if t.first == lso]
+        return "lso_stuck", f"{where}: LSO {lso} below {wanted} (high watermark {high_watermark}); {stuck}"
+    ranges = unified.aborted_ranges(start, end)
+    aborted = {(t.pid, t.first, t.marker_offset) for t in in_log if t.kind == "ABORT" and t.first >= start}
+    for pid, first, last in ranges:
+        if controls.get(last, (None, None, None))[::2] != (pid, "ABORT"):
+            return "txnindex_phantom", (
+                f"{where}: aborted-txn entry ({pid}, {first}..{last}) but the log holds {controls.get(last)} at {last}"
+            )
+    if len(set(ranges)) != len(ranges) or not set(ranges) <= aborted:
+        return "txnindex_phantom", f"{where}: aborted-txn entries {ranges}, aborts in the log {sorted(aborted)}"
+    if missing := aborted - set(ranges):
+        return "abort_exposed", f"{where}: aborted transactions {sorted(missing)} not in {ranges}"
+    for t in in_log:
+        if t.kind != "ABORT":
+            continue
+        for first, last in t.batches:  # a read_committed fetch of each aborted batch is told
+            told = unified.aborted_ranges(first, last + 1)
+            if not any(pid == t.pid and f <= first and lo == t.marker_offset for pid, f, lo in told):
+                return "abort_exposed", f"{where}: a fetch of {first}..{last} (aborted by {t.pid}) is told {told}"
+    # After a restart the coordinator ends what is open here: a marker whose append was under
+    # way (or not answered) is retried; a transaction with no marker is aborted at its
+    # timeout, fencing the producer's epoch.
+    ended = []
+    try:
+        for t in in_log:
+            if t.kind is not None:
+                continue
+            recorded = next((r for r in reversed(txns) if r.pid == t.pid), None)
+            if recorded is not None and recorded.kind is not None and recorded.marker_offset not in controls:
+                aborted_now, epoch = recorded.kind == "ABORT", recorded.epoch
+            else:
+                aborted_now, epoch = True, unified.producer_state.producers[t.pid].epoch + 1
+            marker = unified.append_marker(t.pid, epoch, TXN_COORDINATOR_EPOCH, aborted_now)
+            if aborted_now:
+                ended.append((t.pid, t.first, marker.first_offset))
+        unified.log.flush()
+    except Exception as error:
+        return "broken_after", f"{where}: ending the open transactions after recovery: {type(error).__name__}: {error}"
+    if partition.last_stable_offset != partition.high_watermark:
+        return "broken_after", (
+            f"{where}: every transaction ended, but the LSO {partition.last_stable_offset} stays below "
+            f"the high watermark {partition.high_watermark}"
+        )
+    now = set(unified.aborted_ranges(start, unified.log_end_offset))
+    if not set(ended) <= now:
+        return "abort_exposed", f"{where}: aborts after recovery {ended} not all in {sorted(now)}"
+    return "ok", ""
 
 
 def read_values(log: PartitionLog, first: int, last: int) -> list[bytes | None]:

@@ -61,7 +61,9 @@ class Recording:
     data: bytes
 
 
-def record(scenario: str, work: Path, seed: int, interposer: Path, drop_sync: bool = False) -> Recording:
+def record(
+    scenario: str, work: Path, seed: int, interposer: Path, drop_sync: bool = False, sabotage: str = ""
+) -> Recording:
     """Runs the workload in a fresh process under the interposer; returns its op log."""
     data_dir = (work / f"{scenario}-data").resolve()
     shutil.rmtree(data_dir, ignore_errors=True)
@@ -74,6 +76,7 @@ def record(scenario: str, work: Path, seed: int, interposer: Path, drop_sync: bo
         "TIDELOG_FSREC_ROOT": str(data_dir),
         "TIDELOG_FSREC_LOG": str(prefix),
         "TIDELOG_FSREC_DROP_SYNC": "1" if drop_sync else "0",
+        "TIDELOG_CRASH_SABOTAGE": sabotage,
     }
     subprocess.run(
         [sys.executable, "-m", "tests.crash.workload", scenario, str(data_dir), str(seed)],
@@ -403,9 +406,10 @@ def split_outcomes(summary: Summary) -> tuple[Counter[str], Counter[str]]:
 def table_rows(summaries: list[Summary]) -> list[str]:
     rows = [
         "| scenario | ops | crash points | states (synced/all/prefix/reorder) | ok | acked losses "
-        "| corrupt reads | phantom duplicates | resurrected deletes | refusals | holes | other "
-        "| refusals (reorder) | other (reorder) |",
-        "| --- | ---: | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+        "| corrupt reads | phantom duplicates | resurrected deletes | LSO past open txn | LSO stuck "
+        "| aborted-txn index wrong | refusals | holes | other | refusals (reorder) | other (reorder) |",
+        "| --- | ---: | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: "
+        "| ---: | ---: |",
     ]
     for s in summaries:
         legal, reorder = split_outcomes(s)
@@ -415,13 +419,14 @@ def table_rows(summaries: list[Summary]) -> list[str]:
         rows.append(
             f"| {s.scenario} | {s.ops} | {s.crash_points} | {s.states} ({modes}) | {legal['ok'] + reorder['ok']} "
             f"| {legal['acked_loss']} | {legal['corrupt_read']} | {legal['phantom_duplicate']} "
-            f"| {legal['resurrected']} | {legal['refused']} "
+            f"| {legal['resurrected']} | {legal['lso_past_open']} | {legal['lso_stuck']} "
+            f"| {legal['abort_exposed'] + legal['txnindex_phantom']} | {legal['refused']} "
             f"| {legal['gap']} | {other} | {reorder['refused']} | {reorder_other} |"
         )
     return rows
 
 
-SCENARIOS = ("roll", "topics")
+SCENARIOS = ("roll", "topics", "txn")
 # Crash states built per crash point and mode (duplicates are skipped, so fewer are checked).
 FULL_SAMPLES = {"synced": 1, "all": 1, "prefix": 8, "reorder": 4}
 FULL_SEEDS = (1, 2, 3, 4, 5)
@@ -436,6 +441,7 @@ def run(
     point_stride: int = 1,
     drop_sync: bool = False,
     scenarios: tuple[str, ...] = SCENARIOS,
+    sabotage: str = "",
 ) -> list[Summary]:
     """Records each scenario once per seed and explores it; one summary per scenario."""
     work.mkdir(parents=True, exist_ok=True)
@@ -443,7 +449,7 @@ def run(
     merged: dict[str, Summary] = {}
     for seed in seeds:
         for scenario in scenarios:
-            recording = record(scenario, work, seed, interposer, drop_sync=drop_sync)
+            recording = record(scenario, work, seed, interposer, drop_sync=drop_sync, sabotage=sabotage)
             summary = explore(recording, samples, seed, work / "explore", point_stride)
             total = merged.setdefault(scenario, Summary(scenario))
             total.ops += summary.ops

@@ -18,7 +18,16 @@ from tests.crash import explorer
 pytestmark = pytest.mark.skipif(shutil.which("gcc") is None, reason="the interposer is built with gcc")
 
 # Outcomes that must never happen on a state the ordering rules allow (synced, all, prefix).
-NEVER = ("acked_loss", "corrupt_read", "open_error", "broken_after")
+NEVER = (
+    "acked_loss",
+    "corrupt_read",
+    "open_error",
+    "broken_after",
+    "lso_past_open",
+    "lso_stuck",
+    "abort_exposed",
+    "txnindex_phantom",
+)
 
 
 @pytest.fixture(scope="module")
@@ -51,6 +60,7 @@ def test_no_acknowledged_loss_and_no_corrupt_read_in_any_crash_state(
     for outcome in NEVER:
         assert legal[outcome] == 0, failures(summary, outcome)
     assert reorder["acked_loss"] == reorder["corrupt_read"] == 0, failures(summary, "acked_loss", False)
+    assert reorder["lso_past_open"] == reorder["abort_exposed"] == 0, failures(summary, "lso_past_open", False)
     assert legal["ok"] + reorder["ok"] > summary.states // 3  # the checks ran on most states
 
 
@@ -59,6 +69,30 @@ def test_sabotage_skipped_fsync_is_seen_as_acknowledged_loss(work: Path) -> None
     the explorer must find acknowledged records missing in crash states."""
     (summary,) = explorer.run(
         work / "sabotage", (1,), {"synced": 1, "all": 1}, point_stride=3, drop_sync=True, scenarios=("roll",)
+    )
+    legal, _ = explorer.split_outcomes(summary)
+    assert legal["acked_loss"] > 10, summary.outcomes
+
+
+def test_sabotage_dropped_txnindex_append_is_seen_as_exposed_aborts(work: Path) -> None:
+    """The workload's logs drop the `.txnindex` append of UnifiedLog.append_marker: where the
+    producer-state replay does not re-append it (a snapshot after the ABORT marker), a
+    read_committed fetch is not told of the aborted transaction."""
+    (summary,) = explorer.run(
+        work / "sabotage-txn", (1,), {"synced": 1, "all": 1}, point_stride=3, scenarios=("txn",), sabotage="no_txnindex"
+    )
+    legal, _ = explorer.split_outcomes(summary)
+    assert legal["abort_exposed"] > 10, summary.outcomes
+
+
+def test_sabotage_marker_acknowledged_before_its_flush_is_seen_as_acknowledged_loss(work: Path) -> None:
+    (summary,) = explorer.run(
+        work / "sabotage-marker",
+        (1,),
+        {"synced": 1, "all": 1},
+        point_stride=3,
+        scenarios=("txn",),
+        sabotage="marker_unflushed",
     )
     legal, _ = explorer.split_outcomes(summary)
     assert legal["acked_loss"] > 10, summary.outcomes
@@ -85,3 +119,4 @@ def test_full_run_explores_at_least_ten_thousand_crash_states(work: Path) -> Non
         for outcome in NEVER:
             assert legal[outcome] == 0, failures(summary, outcome)
         assert reorder["acked_loss"] == reorder["corrupt_read"] == 0
+        assert reorder["lso_past_open"] == reorder["abort_exposed"] == 0

@@ -9,6 +9,9 @@ Run as `python -m tests.crash.workload SCENARIO DATA_DIR SEED` with LD_PRELOAD s
     ack NAME P D                          flush() returned D: every offset below D is durable
     batch NAME P PID EPOCH SEQ COUNT FIRST LAST   an idempotent batch was appended
     ret? NAME P / ret NAME P LSO          retention starts / returned with log start LSO
+    tbatch NAME P PID EPOCH SEQ COUNT FIRST LAST  a transactional batch was appended
+    marker? NAME P PID EPOCH KIND         a COMMIT/ABORT marker is about to be appended
+    marker NAME P PID EPOCH KIND OFFSET   UnifiedLog.append_marker returned (page cache)
 
 Every record's value is `value_of(name, gen, offset)`, so the checker knows what each offset
 must hold, and which incarnation of a topic name it belongs to.
@@ -17,6 +20,7 @@ must hold, and which incarnation of a topic name it belongs to.
 from __future__ import annotations
 
 import ctypes
+import os
 import random
 import sys
 from pathlib import Path
@@ -38,6 +42,26 @@ PRODUCER_EPOCH = 0
 # An idempotent producer's retry is deduplicated only within its last 5 batches: acknowledge
 # before that many pile up, so a retry of the last acknowledged batch is always checkable.
 BATCHES_PER_ACK_MAX = 3
+# The coordinator epoch of every marker (tidelog.coordinator.transaction: one broker).
+TXN_COORDINATOR_EPOCH = 0
+TXN_STEPS = 60
+# Sabotage of the txn scenario (tests/crash/test_crash_states.py), from TIDELOG_CRASH_SABOTAGE:
+# "marker_unflushed" acknowledges markers without their flush; "no_txnindex" drops the
+# `.txnindex` append of UnifiedLog.append_marker (the log's method is shadowed by a no-op).
+SABOTAGE = os.environ.get("TIDELOG_CRASH_SABOTAGE", "")
+
+
+class WithoutTxnIndex:
+    """A PartitionLog whose append_aborted_txn does nothing (sabotage only)."""
+
+    def __init__(self, log: object) -> None:
+        self._log = log
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self._log, name)
+
+    def append_aborted_txn(self, *_: object) -> None:
+        return None
 
 
 def value_of(topic: str, gen: int, offset: int) -> bytes:
@@ -45,14 +69,21 @@ def value_of(topic: str, gen: int, offset: int) -> bytes:
 
 
 def batch_for(
-    topic: str, gen: int, first_offset: int, count: int, producer: tuple[int, int, int] | None = None
+    topic: str,
+    gen: int,
+    first_offset: int,
+    count: int,
+    producer: tuple[int, int, int] | None = None,
+    transactional: bool = False,
 ) -> bytes:
     base = now_ms()
     records = [(base + i, None, value_of(topic, gen, first_offset + i), []) for i in range(count)]
     if producer is None:
         return build_batch(records)
     producer_id, epoch, sequence = producer
-    return build_batch(records, producer_id=producer_id, producer_epoch=epoch, base_sequence=sequence)
+    return build_batch(
+        records, producer_id=producer_id, producer_epoch=epoch, base_sequence=sequence, transactional=transactional
+    )
 
 
 class Recorder:
@@ -153,7 +184,99 @@ def topics(driver: Driver) -> None:
     driver.close()
 
 
-SCENARIOS = {"roll": roll_and_retention, "topics": topics}
+class TxnProducer:
+    """A transactional producer as the client and the transaction coordinator drive it: TV1
+    keeps its epoch across transactions; TV2 (KIP-890) ends each one with an epoch bump that
+    its markers carry, and the next transaction starts at sequence 0 under the new epoch."""
+
+    def __init__(self, producer_id: int, tv2: bool) -> None:
+        self.producer_id = producer_id
+        self.tv2 = tv2
+        self.epoch = PRODUCER_EPOCH
+        self.sequences: dict[int, int] = {}  # per partition, as Kafka's
+        self.partitions: set[int] = set()  # in the open transaction (AddPartitionsToTxn)
+
+
+def txn_append(driver: Driver, name: str, producer: TxnProducer, partition: int) -> None:
+    """A Produce of one transactional batch (UnifiedLog.append, the client's path)."""
+    log = driver.manager.partitions[TopicPartition(name, partition)]
+    count = driver.rng.randint(1, 3)
+    first = log.log_end_offset
+    sequence = producer.sequences.get(partition, 0)
+    pid, epoch = producer.producer_id, producer.epoch
+    batch = batch_for(name, driver.gens[name], first, count, (pid, epoch, sequence), transactional=True)
+    appended = log.append(batch)
+    assert not appended.duplicate and appended.first_offset == first
+    producer.sequences[partition] = sequence + count
+    producer.partitions.add(partition)
+    driver.mark("tbatch", name, partition, pid, epoch, sequence, count, first, appended.last_offset)
+
+
+def end_txn(driver: Driver, name: str, producer: TxnProducer, commit: bool, extra: set[int]) -> None:
+    """EndTxn, then the coordinator's WriteTxnMarkers (Broker.write_txn_markers): a marker into
+    each partition of the transaction (UnifiedLog.append_marker via Partition.append_marker:
+    marker, producer state, `.txnindex` entry of an abort), then each partition's group commit,
+    after which the marker is answered (acknowledged). `extra` are partitions added to the
+    transaction that got no data (an empty transaction there: a marker, no index entry)."""
+    epoch = producer.epoch + 1 if producer.tv2 else producer.epoch
+    kind = "COMMIT" if commit else "ABORT"
+    partitions = sorted(producer.partitions | extra)
+    for partition in partitions:
+        log = driver.manager.partitions[TopicPartition(name, partition)]
+        driver.mark("marker?", name, partition, producer.producer_id, epoch, kind)
+        appended = log.append_marker(producer.producer_id, epoch, TXN_COORDINATOR_EPOCH, not commit)
+        driver.mark("marker", name, partition, producer.producer_id, epoch, kind, appended.first_offset)
+    for partition in partitions:
+        if SABOTAGE == "marker_unflushed":
+            log = driver.manager.partitions[TopicPartition(name, partition)]
+            driver.mark("ack", name, partition, log.log_end_offset)
+        else:
+            driver.ack(name, partition)
+    if producer.tv2:
+        producer.epoch = epoch
+        producer.sequences.clear()
+    producer.partitions.clear()
+
+
+def transactions(driver: Driver) -> None:
+    """Transactional producers (two TV1, two TV2) over two partitions with small segments, so
+    transactions overlap, span rolls and end with markers in later segments; plain batches in
+    between; flushes (acks), checkpoints; two transactions left open at the clean close."""
+    name = "t"
+    driver.create(name, 2, TOPIC_OVERRIDES)
+    if SABOTAGE == "no_txnindex":
+        for partition in range(2):
+            unified = driver.manager.partitions[TopicPartition(name, partition)]
+            unified.log = WithoutTxnIndex(unified.log)  # type: ignore[assignment]
+    producers = [TxnProducer(3000 + i, tv2=i >= 2) for i in range(4)]
+    rng = driver.rng
+    for step in range(TXN_STEPS):
+        producer = rng.choice(producers)
+        if producer.partitions and rng.random() < 0.35:
+            extra = {rng.randrange(2)} if rng.random() < 0.1 else set()
+            end_txn(driver, name, producer, commit=rng.random() < 0.5, extra=extra)
+        else:
+            for _ in range(rng.randint(1, 2)):
+                txn_append(driver, name, producer, rng.randrange(2))
+            if rng.random() < 0.3:
+                driver.append(name, rng.randrange(2), None)
+            if rng.random() < 0.6:
+                driver.ack(name, rng.randrange(2))
+        if step % 12 == 11:
+            driver.manager.checkpoint_all()
+            driver.mark("checkpoint")
+    for producer in producers[2:]:
+        if producer.partitions:
+            end_txn(driver, name, producer, commit=True, extra=set())
+    for producer in producers[:2]:  # left open at the close
+        if not producer.partitions:
+            txn_append(driver, name, producer, 0)
+    driver.ack(name, 0)
+    driver.ack(name, 1)
+    driver.close()
+
+
+SCENARIOS = {"roll": roll_and_retention, "topics": topics, "txn": transactions}
 
 
 def main() -> None:
