@@ -200,7 +200,8 @@ class BrokerConfig:
     # are on disk, as Kafka does. See docs/operations.md.
     tidelog_log_verify_reads: bool = True
     # The background scrub: this often, segments no read has verified yet are verified, at
-    # most this many bytes a second (readers that wait for a segment lift the limit). -1: off.
+    # most this many bytes a second (0: no limit; readers that wait for a segment lift it). An
+    # interval of 0 turns the scrub off.
     tidelog_log_scrub_interval_ms: int = 60_000
     tidelog_log_scrub_bytes_per_sec: int = 50 * 1024 * 1024
     # Group coordinator (Kafka's keys and defaults). Offsets live in __consumer_offsets.

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition
 
-from tests.server.conftest import BrokerProcess, free_port
+from tests.server.conftest import BrokerProcess, free_port, wait_until
 
 RECORDS = 2_000
 BATCH_RECORDS = 20  # one flush per this many records: one batch each
@@ -87,3 +87,29 @@ def test_a_damaged_batch_is_refused_and_the_rest_is_served(tmp_path: Path) -> No
     reports = [line for line in broker.lines if "corrupt batch in" in line]
     assert len(reports) == 1, reports
     assert f"offsets {first}..{last}" in reports[0] and "damaged-0" in reports[0]
+
+
+def test_the_broker_scrub_finds_damage_no_read_reached(tmp_path: Path) -> None:
+    settings = {"tidelog.internal.log.segment.bytes": str(SEGMENT_BYTES), "num.partitions": "1"}
+    broker = BrokerProcess(tmp_path / "data", free_port(), settings).start()
+    try:
+        produce(broker.bootstrap, "damaged")
+    finally:
+        assert broker.stop() == 0
+    first, last = flip_a_bit_in_batch(tmp_path / "data" / "damaged-0", DAMAGED_BATCH)
+    scrubbing = {**settings, "tidelog.log.scrub.interval.ms": "100", "tidelog.log.scrub.bytes.per.sec": "0"}
+    broker = BrokerProcess(tmp_path / "data", free_port(), scrubbing).start()
+    try:
+        wait_until(lambda: any("scrub verified" in line for line in broker.lines), timeout_s=30)
+    finally:
+        broker.stop()
+    reports = [line for line in broker.lines if "corrupt batch in" in line]
+    assert len(reports) == 1 and f"offsets {first}..{last}" in reports[0], reports
+    assert any("1 damaged batch(es)" in line for line in broker.lines if "scrub verified" in line)
+    # Interval 0: no scrub (only reads verify).
+    broker = BrokerProcess(tmp_path / "data", free_port(), {**settings, "tidelog.log.scrub.interval.ms": "0"}).start()
+    try:
+        time.sleep(1)
+    finally:
+        broker.stop()
+    assert not any("scrub verified" in line for line in broker.lines)

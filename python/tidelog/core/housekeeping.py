@@ -38,7 +38,7 @@ class Housekeeping:
                 self.expire_transactional_ids,
             ),
         }
-        if config.tidelog_log_scrub_interval_ms >= 0:
+        if config.tidelog_log_scrub_interval_ms > 0:
             self.tasks["scrub"] = (config.tidelog_log_scrub_interval_ms, self.scrub)
         self._task: asyncio.Task[None] | None = None
         # Set by `stop`: a scrub running in its thread ends at its next step.
