@@ -550,8 +550,9 @@ shutdown, so every segment is trusted at the next open. On disk: {sizes}.
 
 Each run starts `tidelog serve` on that data directory and reads the whole topic once from
 offset 0, then stops the broker: `off` = `tidelog.log.verify.reads=false` (Kafka's behaviour, the
-baseline); `fresh` = verification on, the scrub off (`tidelog.log.scrub.interval.ms=0`; the runs above used an interval of a day), so the
-consumer's reads start the passes (one per segment, on the engine's `VERIFY_PASS_THREADS`);
+baseline); `fresh` = verification on, the scrub off (`tidelog.log.scrub.interval.ms=0`; these
+runs used an interval of a day), so the consumer's reads start the passes (one per segment, on
+the engine's `VERIFY_PASS_THREADS`);
 `verified` = the scrub unthrottled (`interval.ms=100`, `bytes.per.sec=0`), the consumer started
 after the broker logged `scrub verified` (the scrub's time and rate in the last column; it
 verified both topics). kcat: `kcat -C -t TOPIC -p 0 -o beginning -e -q -f %p`
