@@ -18,7 +18,7 @@ use crate::limits::{APPEND_BATCHES_MAX, BATCH_HEADER_BYTES, INDEX_ENTRIES_PENDIN
 use crate::segment::{segment_file, Segment, LOG_SUFFIX, OFFSET_INDEX_SUFFIX, TIME_INDEX_SUFFIX, TXN_INDEX_SUFFIX};
 use crate::slice::FileSlice;
 use crate::txn_index::{self, AbortedTxn};
-use crate::verify::{DamagedBatch, Verification};
+use crate::verify::{self, DamagedBatch, Verification};
 
 /// Offsets an append was given.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -551,12 +551,23 @@ impl Log {
             return Ok(None);
         }
         let floor = self.segments.range(..=offset).next_back().map_or(i64::MIN, |(&b, _)| b);
-        for segment in self.segments.range(floor..).map(|(_, s)| s) {
+        for (&base, segment) in self.segments.range(floor..) {
             if let Some(slice) = segment.slice_verified(offset, max_bytes, upper_bound, min_one_batch)? {
+                self.verify_ahead(base);
                 return Ok(Some(slice));
             }
         }
         Ok(None)
+    }
+
+    /// A reader of segment `base` comes to the next one soon: its pass starts now, so the
+    /// reader does not wait for it at the segment boundary (one segment of read-ahead).
+    fn verify_ahead(&self, base: i64) {
+        if let Some((_, next)) = self.segments.range(base + 1..).next() {
+            if !next.verification().is_done() {
+                verify::start_pass(next.verification(), &next.log_file());
+            }
+        }
     }
 
     /// `read`, waiting in this thread for verification passes it needs (for a single owner of
