@@ -106,8 +106,12 @@ def check_outcome(outcome: Outcome, broker: str, produce_version: int) -> None:
     # counts the producer's transaction open, so it may take the batch into the transaction
     # that is ending (before the marker: committed or aborted with it); between the marker and
     # Complete its verification answers CONCURRENT_TRANSACTIONS, which Produce passes on as
-    # NOT_ENOUGH_REPLICAS (retriable); after that, the refusal. tidelog refuses at once.
-    assert outcome.late_error in (ErrorCode.none, ErrorCode.not_enough_replicas, expected), outcome.row()
+    # NOT_ENOUGH_REPLICAS (retriable); after that, the refusal. When its verification passed
+    # (the coordinator still counted the transaction ongoing) but the marker reached the log
+    # first, the log's own check answers INVALID_TXN_STATE even to Produce v11 (seen in a CI run
+    # on Kafka 4.4, TV1 abort). tidelog refuses at once.
+    allowed = (ErrorCode.none, ErrorCode.not_enough_replicas, ErrorCode.invalid_txn_state, expected)
+    assert outcome.late_error in allowed, outcome.row()
     if outcome.late_error != ErrorCode.none:
         assert b"late" not in outcome.uncommitted, outcome.row()
 

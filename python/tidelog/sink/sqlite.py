@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import sqlite3
+import time
 from typing import Any
 
 from tidelog import limits
@@ -46,9 +47,25 @@ class SQLiteOffsetStore(OffsetStore):
         self.close()
         # isolation_level=None: the module issues no BEGIN of its own; this class does.
         connection = sqlite3.connect(self.path, timeout=self.busy_timeout_s, isolation_level=None)
-        connection.execute("PRAGMA journal_mode=WAL")
+        self._set_wal(connection)
         connection.execute(f"PRAGMA synchronous={self.synchronous}")
         self.connection = connection
+
+    def _set_wal(self, connection: sqlite3.Connection) -> None:
+        """Switches a new file to WAL. Two processes opening the same new file at once: the
+        switch may be refused "database is locked" at once (SQLite calls no busy handler for
+        it), so it is tried again until the busy timeout."""
+        deadline = time.monotonic() + self.busy_timeout_s
+        delay = limits.SINK_STORE_BACKOFF_S
+        while True:
+            try:
+                connection.execute("PRAGMA journal_mode=WAL")
+                return
+            except sqlite3.OperationalError as error:
+                if "locked" not in str(error) or time.monotonic() + delay > deadline:
+                    raise
+                time.sleep(delay)
+                delay = min(delay * 2, limits.SINK_STORE_BACKOFF_MAX_S)
 
     def close(self) -> None:
         if self.connection is not None:
