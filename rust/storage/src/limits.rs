@@ -35,6 +35,9 @@ pub const INDEX_ENTRIES_PENDING_MAX: usize = 1024;
 /// Engine threads that run read-triggered verification passes (see `verify`): one segment
 /// each at a time; more readers wait for them.
 pub const VERIFY_PASS_THREADS: usize = 2;
+/// Read-ahead verification passes (the segment after one being read) queued at most; past it,
+/// none is queued, and the reader starts that pass itself when it gets there.
+pub const VERIFY_AHEAD_QUEUE_MAX: usize = 4;
 /// Directory inside a partition's directory that recovery moves segments into when they follow
 /// a torn segment (never acknowledged; kept for an operator, not served). Its name is no offset,
 /// so the log never loads it.

@@ -565,7 +565,7 @@ impl Log {
     fn verify_ahead(&self, base: i64) {
         if let Some((_, next)) = self.segments.range(base + 1..).next() {
             if !next.verification().is_done() {
-                verify::start_pass(next.verification(), &next.log_file());
+                verify::start_pass_ahead(next.verification(), &next.log_file());
             }
         }
     }

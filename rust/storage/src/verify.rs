@@ -12,14 +12,14 @@
 //! it are refused (`StorageError::CorruptBatch`), reads before it are cut short of it, and reads
 //! past it are served when the damaged batch's length still frames the next one.
 
+use std::collections::VecDeque;
 use std::fs::File;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc::{self, Sender};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
 
 use crate::batch;
-use crate::limits::{RECOVERY_READ_BUFFER_BYTES, VERIFY_PASS_THREADS};
+use crate::limits::{RECOVERY_READ_BUFFER_BYTES, VERIFY_AHEAD_QUEUE_MAX, VERIFY_PASS_THREADS};
 use crate::segment::{check_batch, WindowReader};
 
 /// Whether segments opened from now on are verified before they are served (the default). Off
@@ -308,37 +308,84 @@ fn throttle(started: Instant, done_bytes: u64, bytes_per_sec: u64, urgent: &Atom
 
 type Pass = (Arc<Verification>, Arc<File>);
 
-fn pool() -> &'static Mutex<Sender<Pass>> {
-    static POOL: OnceLock<Mutex<Sender<Pass>>> = OnceLock::new();
+/// The engine's verification threads and their queue: passes a reader waits for go first,
+/// read-ahead passes after them (and only while the queue is short).
+struct Pool {
+    queue: Mutex<VecDeque<Pass>>,
+    ready: Condvar,
+}
+
+fn pool() -> &'static Pool {
+    static POOL: OnceLock<Pool> = OnceLock::new();
     POOL.get_or_init(|| {
-        let (sender, receiver) = mpsc::channel::<Pass>();
-        let receiver = Arc::new(Mutex::new(receiver));
         for n in 0..VERIFY_PASS_THREADS {
-            let receiver = Arc::clone(&receiver);
             std::thread::Builder::new()
                 .name(format!("tidelog-verify-{n}"))
                 .spawn(move || loop {
-                    let next = receiver.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).recv();
-                    let Ok((verification, file)) = next else { return };
+                    let (verification, file) = {
+                        let pool = pool();
+                        let mut queue = pool.queue.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+                        loop {
+                            match queue.pop_front() {
+                                Some(pass) => break pass,
+                                None => queue = pool.ready.wait(queue).unwrap_or_else(|poisoned| poisoned.into_inner()),
+                            }
+                        }
+                    };
+                    if Arc::strong_count(&verification) == 1 {
+                        verification.lock().queued = false; // its segment is gone: nobody reads it
+                        continue;
+                    }
                     verification.run(&file, 0, u64::MAX);
                 })
                 .expect("spawning a verification thread");
         }
-        Mutex::new(sender)
+        Pool { queue: Mutex::new(VecDeque::new()), ready: Condvar::new() }
     })
 }
 
-/// A reader needs the pass: it runs now, unthrottled (on the pool unless it is already running).
+/// A reader needs the pass: it runs next, unthrottled (before any read-ahead pass; at once if
+/// a scrub is running it).
 pub fn start_pass(verification: &Arc<Verification>, file: &Arc<File>) {
     verification.urgent.store(true, Ordering::Relaxed);
+    enqueue(verification, file, true);
+}
+
+/// A reader will need the pass soon (the next segment): queued behind the passes readers wait
+/// for, and not at all when `VERIFY_AHEAD_QUEUE_MAX` passes already wait.
+pub fn start_pass_ahead(verification: &Arc<Verification>, file: &Arc<File>) {
+    enqueue(verification, file, false);
+}
+
+fn enqueue(verification: &Arc<Verification>, file: &Arc<File>, urgent: bool) {
+    let pool = pool();
+    let mut queue = pool.queue.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
     {
         let mut state = verification.lock();
-        if state.running || state.queued || state.checked_to >= verification.trusted_end {
+        if state.running || state.checked_to >= verification.trusted_end {
+            return;
+        }
+        if state.queued {
+            if urgent {
+                // Queued as read-ahead: a reader waits now, so it moves to the front.
+                if let Some(at) = queue.iter().position(|(v, _)| Arc::ptr_eq(v, verification)) {
+                    if let Some(pass) = queue.remove(at) {
+                        queue.push_front(pass);
+                    }
+                }
+            }
+            return;
+        }
+        if !urgent && queue.len() >= VERIFY_AHEAD_QUEUE_MAX {
             return;
         }
         state.queued = true;
     }
-    let sender = pool().lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-    // The pool lives as long as the process; a send fails only if it could not start.
-    let _ = sender.send((Arc::clone(verification), Arc::clone(file)));
+    let pass = (Arc::clone(verification), Arc::clone(file));
+    if urgent {
+        queue.push_front(pass);
+    } else {
+        queue.push_back(pass);
+    }
+    pool.ready.notify_one();
 }
