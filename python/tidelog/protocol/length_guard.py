@@ -19,6 +19,8 @@ from typing import Any
 from kio.serial._introspect import EntityField, EntityTupleField, PrimitiveTupleField, classify_field, get_field_tag
 from kio.serial.errors import DecodeError
 
+from tidelog.protocol import framing
+
 FIXED_SIZES = {
     "bool": 1,
     "int8": 1,
@@ -34,7 +36,6 @@ FIXED_SIZES = {
     "uuid": 16,
 }
 LENGTH_PREFIXED = {"string", "bytes", "records"}
-VARINT_BYTES_MAX = 5
 
 # (name, kind, kafka_type or None, entity class or None) per field, inline ones in order.
 Plan = tuple[str, type, str | None, Any]
@@ -60,16 +61,11 @@ def _fail(detail: str) -> DecodeError:
 
 
 def _uvarint(frame: bytes, at: int, end: int) -> tuple[int, int]:
-    value = 0
-    for shift in range(0, 7 * VARINT_BYTES_MAX, 7):
-        if at >= end:
-            raise _fail("varint runs past the frame")
-        byte = frame[at]
-        at += 1
-        value |= (byte & 0x7F) << shift
-        if not byte & 0x80:
-            return value, at
-    raise _fail("varint longer than 5 bytes")
+    """framing's varint reader (`end` is always the frame's end), failing as kio would."""
+    try:
+        return framing.read_uvarint(frame, at)
+    except framing.FrameError as error:
+        raise _fail(str(error)) from None
 
 
 def _int(frame: bytes, at: int, end: int, fmt: str) -> tuple[int, int]:
