@@ -39,6 +39,18 @@ def open_log(directory: Path, **overrides: object) -> PartitionLog:
     return log
 
 
+def segment_batches(segment: Path) -> list[tuple[int, int, int, int]]:
+    """(position, size, base offset, last offset) of each batch in a segment file, as stored."""
+    data = segment.read_bytes()
+    found, position = [], 0
+    while position < len(data):
+        base, length = struct.unpack_from(">qi", data, position)
+        (last_delta,) = struct.unpack_from(">i", data, position + 23)
+        found.append((position, length + 12, base, base + last_delta))
+        position += length + 12
+    return found
+
+
 def read_everything(log: PartitionLog, upper_bound: int | None = None) -> bytes:
     """Every batch from the log start offset to the log end offset, as stored."""
     out = bytearray()

@@ -4,12 +4,12 @@ client); other partitions keep serving and the broker logs the damage once."""
 
 from __future__ import annotations
 
-import struct
 import time
 from pathlib import Path
 
 from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition
 
+from tests.conftest import segment_batches
 from tests.server.conftest import BrokerProcess, free_port, wait_until
 
 RECORDS = 2_000
@@ -54,16 +54,13 @@ def flip_a_bit_in_batch(directory: Path, number: int) -> tuple[int, int]:
     """Flips a bit inside the records of the `number`th batch of the first segment; returns the
     batch's offsets."""
     segment = sorted(directory.glob("*.log"))[0]
+    batches = segment_batches(segment)
+    assert number + 1 < len(batches), "a batch follows the damaged one in its segment"
+    position, size, first, last = batches[number]
     data = bytearray(segment.read_bytes())
-    position = 0
-    for _ in range(number):
-        position += struct.unpack_from(">i", data, position + 8)[0] + 12
-    base, length = struct.unpack_from(">qi", data, position)
-    (last_delta,) = struct.unpack_from(">i", data, position + 23)
-    assert position + length + 12 < len(data), "a batch follows the damaged one in its segment"
-    data[position + length] ^= 0x10  # a byte of its last record
+    data[position + size - 12] ^= 0x10  # a byte of its last record
     segment.write_bytes(bytes(data))
-    return base, base + last_delta
+    return first, last
 
 
 def test_a_damaged_batch_is_refused_and_the_rest_is_served(tmp_path: Path) -> None:

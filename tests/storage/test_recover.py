@@ -6,12 +6,11 @@ from __future__ import annotations
 
 import os
 import signal
-import struct
 import subprocess
 import sys
 from pathlib import Path
 
-from tests.conftest import make_batch, now_ms, read_everything
+from tests.conftest import make_batch, now_ms, read_everything, segment_batches
 from tests.server.conftest import BrokerProcess, free_port
 from tidelog.config import TopicConfig
 from tidelog.storage import LogManager, PartitionLog, TopicPartition, log_config_for
@@ -45,28 +44,21 @@ def stored_batches(directory: Path) -> list[bytes]:
 
 def stored_batches_in(segment: Path) -> list[bytes]:
     data = segment.read_bytes()
-    found, position = [], 0
-    while position < len(data):
-        size = struct.unpack_from(">i", data, position + 8)[0] + 12
-        found.append(data[position : position + size])
-        position += size
-    return found
+    return [data[position : position + size] for position, size, _, _ in segment_batches(segment)]
 
 
 def damage(directory: Path, batch: int) -> tuple[Path, int, int]:
     """Flips a bit inside the `batch`th batch; returns its segment, position and first offset."""
     seen = 0
     for segment in sorted(directory.glob("*.log")):
-        data = bytearray(segment.read_bytes())
-        position = 0
-        while position < len(data):
-            base, length = struct.unpack_from(">qi", data, position)
-            if seen == batch:
-                data[position + 100] ^= 0x08
-                segment.write_bytes(bytes(data))
-                return segment, position, base
-            seen += 1
-            position += length + 12
+        found = segment_batches(segment)
+        if batch < seen + len(found):
+            position, _, base, _ = found[batch - seen]
+            data = bytearray(segment.read_bytes())
+            data[position + 100] ^= 0x08
+            segment.write_bytes(bytes(data))
+            return segment, position, base
+        seen += len(found)
     raise AssertionError("no such batch")
 
 

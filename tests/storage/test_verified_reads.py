@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import make_batch, now_ms, open_log
+from tests.conftest import make_batch, now_ms, open_log, segment_batches
 from tidelog.storage import CorruptBatchError, NotVerifiedError, PartitionLog
 
 SEGMENT_BYTES = 64 * 1024
@@ -38,16 +38,7 @@ def reopen(directory: Path) -> PartitionLog:
 
 def batch_map(directory: Path) -> list[tuple[Path, int, int, int, int]]:
     """(segment file, position, size, base offset, last offset) of every batch, as stored."""
-    found = []
-    for segment in sorted(directory.glob("*.log")):
-        data = segment.read_bytes()
-        position = 0
-        while position < len(data):
-            base, length = struct.unpack_from(">qi", data, position)
-            (last_delta,) = struct.unpack_from(">i", data, position + 23)
-            found.append((segment, position, length + 12, base, base + last_delta))
-            position += length + 12
-    return found
+    return [(segment, *batch) for segment in sorted(directory.glob("*.log")) for batch in segment_batches(segment)]
 
 
 def stored(layout: list[tuple[Path, int, int, int, int]]) -> list[bytes]:
