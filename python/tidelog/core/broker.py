@@ -75,6 +75,7 @@ from tidelog.storage import (
     LogManager,
     ProducerEntry,
     ProducerIdAllocator,
+    RecordWithoutKeyError,
     StorageError,
     TopicError,
     TopicMetadata,
@@ -336,6 +337,13 @@ class Broker:
             return ProduceResult(topic, index, refused_txn), None
         try:
             appended, future = partition.append_as_leader(records, acks_all, origin)
+        except RecordWithoutKeyError as error:
+            message = f"{error.args[0]} in topic partition {topic}-{index}"
+            refusal = ProduceResult(
+                topic, index, ErrorCode.invalid_record, message=message, log_start_offset=partition.log_start_offset
+            )
+            refusal.record_errors = ((error.args[1], message),)
+            return refusal, None
         except StorageError as error:
             return ProduceResult(topic, index, error_code_for(error), message=str(error)), None
         result = ProduceResult(

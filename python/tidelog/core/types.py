@@ -55,6 +55,8 @@ class ProduceResult:
     message: str | None = None
     # A retried idempotent batch: nothing was appended, the offsets are the original's.
     duplicate: bool = False
+    # Kafka's per-record errors (batch index: the record's index in the batch, and why).
+    record_errors: tuple[tuple[int, str | None], ...] = ()
 
 
 class ProduceOutcome:

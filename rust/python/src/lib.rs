@@ -15,6 +15,12 @@ use tidelog_storage::{self as storage, StorageError as Error};
 create_exception!(_engine, StorageError, PyException, "Base of every storage engine error.");
 create_exception!(_engine, CorruptRecordError, StorageError, "Malformed batch bytes (Kafka CORRUPT_MESSAGE).");
 create_exception!(_engine, InvalidRecordError, StorageError, "A batch breaking a rule (Kafka INVALID_RECORD).");
+create_exception!(
+    _engine,
+    RecordWithoutKeyError,
+    InvalidRecordError,
+    "A record without a key for a compacted topic (Kafka INVALID_RECORD); args: (message, record index)."
+);
 create_exception!(_engine, UnsupportedMagicError, StorageError, "A batch in a format other than magic v2.");
 create_exception!(_engine, InvalidTimestampError, StorageError, "Timestamp out of bounds (Kafka INVALID_TIMESTAMP).");
 create_exception!(
@@ -63,6 +69,7 @@ fn to_py(error: Error) -> PyErr {
     match error {
         Error::CorruptRecord(_) => CorruptRecordError::new_err(message),
         Error::InvalidRecord(_) => InvalidRecordError::new_err(message),
+        Error::RecordWithoutKey { record } => RecordWithoutKeyError::new_err((message, record)),
         Error::UnsupportedMagic(_) => UnsupportedMagicError::new_err(message),
         Error::InvalidTimestamp(_) => InvalidTimestampError::new_err(message),
         Error::RecordTooLarge { .. } => RecordTooLargeError::new_err(message),
@@ -733,6 +740,7 @@ fn _engine(m: &Bound<'_, PyModule>) -> PyResult<()> {
         ("StorageError", py.get_type::<StorageError>()),
         ("CorruptRecordError", py.get_type::<CorruptRecordError>()),
         ("InvalidRecordError", py.get_type::<InvalidRecordError>()),
+        ("RecordWithoutKeyError", py.get_type::<RecordWithoutKeyError>()),
         ("UnsupportedMagicError", py.get_type::<UnsupportedMagicError>()),
         ("InvalidTimestampError", py.get_type::<InvalidTimestampError>()),
         ("RecordTooLargeError", py.get_type::<RecordTooLargeError>()),

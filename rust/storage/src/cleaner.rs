@@ -43,7 +43,9 @@ use crate::batch::{self, BatchHeader, CONTROL_TYPE_ABORT, CONTROL_TYPE_COMMIT};
 use crate::codec;
 use crate::config::LogConfig;
 use crate::error::{Result, StorageError};
-use crate::limits::{BATCH_HEADER_BYTES, CLEANER_READ_BUFFER_BYTES, CLEANER_WRITE_BUFFER_BYTES, RELATIVE_OFFSET_MAX};
+use crate::limits::{
+    BATCH_HEADER_BYTES, CLEANER_READ_BUFFER_BYTES, CLEANER_WRITE_BUFFER_BYTES, RELATIVE_OFFSET_MAX, SEGMENT_BYTES_MAX,
+};
 use crate::offset_map::OffsetMap;
 use crate::records::{self, Record};
 use crate::segment::{segment_file_named, Segment, SEGMENT_SUFFIXES};
@@ -528,24 +530,46 @@ impl Pass<'_> {
         output.pushed(rebuilt, config)
     }
 
-    /// Step 3 for one group: its cleaned segment, synced, under `.cleaned` names.
-    fn clean_group(&mut self, group: &[&SourceSegment], throttle: &mut Throttle) -> Result<CleanedGroup> {
+    /// Step 3 for `groups[at]`: its cleaned segment, synced, under `.cleaned` names, and the
+    /// index of the next group to clean. A group of which no record is left goes on into the
+    /// next group's segment (offsets permitting), so that no segment holds nothing but emptied
+    /// batches: a fetch answer without a record makes librdkafka grow its fetch size and, after
+    /// a few, report MSG_SIZE_TOO_LARGE.
+    fn clean_group(
+        &mut self,
+        groups: &[Vec<&SourceSegment>],
+        at: usize,
+        throttle: &mut Throttle,
+    ) -> Result<(CleanedGroup, usize)> {
         let dir = &self.plan.dir;
-        let base = group[0].base_offset;
+        let base = groups[at][0].base_offset;
         remove_cleaned_files(dir, base)?;
         let segment = Segment::create_named(dir, base, CLEANED_SUFFIX)?;
         let mut output = Output { segment, pending: Vec::new(), headers: Vec::new(), bytes_written: 0 };
         self.txns.cleaned_index.clear();
-        let group_end = group[group.len() - 1].next_offset;
+        let mut next = at;
         let outcome = (|| -> Result<()> {
-            for source in group {
-                let mut reader = BatchReader::new(source, 0);
-                while let Some((header, _, bytes)) = reader.next_batch()? {
-                    throttle.maybe_throttle(bytes.len() as u64)?;
-                    self.clean_batch(&header, bytes, group_end, &mut output)?;
+            loop {
+                let group = &groups[next];
+                let group_end = group[group.len() - 1].next_offset;
+                for source in group {
+                    let mut reader = BatchReader::new(source, 0);
+                    while let Some((header, _, bytes)) = reader.next_batch()? {
+                        throttle.maybe_throttle(bytes.len() as u64)?;
+                        self.clean_batch(&header, bytes, group_end, &mut output)?;
+                    }
+                    self.report.segments_read += 1;
+                    self.report.bytes_read += source.size;
                 }
-                self.report.segments_read += 1;
-                self.report.bytes_read += source.size;
+                next += 1;
+                let nothing_left = output.bytes_written == 0 && output.headers.iter().all(|h| h.record_count == 0);
+                let fits = groups.get(next).is_some_and(|g| {
+                    g[g.len() - 1].next_offset - 1 - base <= RELATIVE_OFFSET_MAX
+                        && output.pending.len() as u64 + g.iter().map(|s| s.size).sum::<u64>() <= SEGMENT_BYTES_MAX
+                });
+                if !(nothing_left && fits) {
+                    break;
+                }
             }
             output.write_out(&self.plan.config)?;
             throttle.maybe_throttle(output.bytes_written)?;
@@ -567,8 +591,8 @@ impl Pass<'_> {
         }
         self.report.bytes_written += output.bytes_written;
         self.report.segments_written += 1;
-        let replaces = group.iter().map(|s| (s.base_offset, Arc::clone(&s.file))).collect();
-        Ok(CleanedGroup { base_offset: base, replaces, segment: output.segment })
+        let replaces = groups[at..next].iter().flatten().map(|s| (s.base_offset, Arc::clone(&s.file))).collect();
+        Ok((CleanedGroup { base_offset: base, replaces, segment: output.segment }, next))
     }
 }
 
@@ -619,8 +643,11 @@ pub fn clean(
         },
     };
     let cleaned: Vec<&SourceSegment> = plan.segments.iter().filter(|s| s.base_offset < end_offset).collect();
-    for group in group_segments(&cleaned, &plan.config) {
-        let written = pass.clean_group(&group, throttle)?;
+    let groups = group_segments(&cleaned, &plan.config);
+    let mut at = 0;
+    while at < groups.len() {
+        let (written, next) = pass.clean_group(&groups, at, throttle)?;
+        at = next;
         if !log.lock().swap_cleaned(written)? {
             // Retention or DeleteRecords removed a segment meanwhile: the next pass starts over.
             return Ok(None);

@@ -13,6 +13,10 @@ pub enum StorageError {
     /// Kafka: INVALID_RECORD.
     #[error("invalid record batch: {0}")]
     InvalidRecord(String),
+    /// A record without a key produced into a compacted topic (Kafka's `validateKey`): record
+    /// `record` of the batch. Kafka: INVALID_RECORD, with a record error for that record.
+    #[error("Compacted topic cannot accept message without key")]
+    RecordWithoutKey { record: usize },
     /// A batch in a message format other than magic v2. Kafka: UNSUPPORTED_FOR_MESSAGE_FORMAT.
     #[error("unsupported record batch magic {0}; only magic 2 is accepted")]
     UnsupportedMagic(i8),

@@ -46,3 +46,6 @@ pub const SET_ASIDE_DIR: &str = "set-aside";
 pub const CLEANER_READ_BUFFER_BYTES: usize = 4 << 20;
 /// Kept batches gathered before the cleaner writes them to the cleaned segment.
 pub const CLEANER_WRITE_BUFFER_BYTES: usize = 4 << 20;
+/// A read whose slice is at most this big is checked for holding a record at all (a cleaned
+/// segment may hold only emptied batches; such a slice is skipped when a later segment has data).
+pub const EMPTY_SLICE_CHECK_BYTES_MAX: u64 = 4096;

@@ -15,7 +15,9 @@ use crate::checkpoint::{sync_dir, Checkpoint};
 use crate::cleaner::{self, CleanPlan, Cleanable, CleanedGroup, SourceSegment, CLEANED_SUFFIX};
 use crate::config::{LogConfig, TimestampType};
 use crate::error::{Result, StorageError};
-use crate::limits::{APPEND_BATCHES_MAX, BATCH_HEADER_BYTES, INDEX_ENTRIES_PENDING_MAX, SET_ASIDE_DIR};
+use crate::limits::{
+    APPEND_BATCHES_MAX, BATCH_HEADER_BYTES, EMPTY_SLICE_CHECK_BYTES_MAX, INDEX_ENTRIES_PENDING_MAX, SET_ASIDE_DIR,
+};
 use crate::records;
 use crate::segment::{
     segment_file, segment_file_named, Segment, LOG_SUFFIX, OFFSET_INDEX_SUFFIX, SEGMENT_SUFFIXES, TIME_INDEX_SUFFIX,
@@ -443,11 +445,8 @@ impl Log {
                 )?;
             }
             if from_client && self.config.compact {
-                if let Some(index) = records::first_record_without_key(&header, &records[position..position + size])? {
-                    return Err(StorageError::InvalidRecord(format!(
-                        "Compacted topic cannot accept message without key (record {index} of batch {})",
-                        batches.len()
-                    )));
+                if let Some(record) = records::first_record_without_key(&header, &records[position..position + size])? {
+                    return Err(StorageError::RecordWithoutKey { record });
                 }
             }
             batches.push((position, header));
@@ -570,13 +569,21 @@ impl Log {
             return Ok(None);
         }
         let floor = self.segments.range(..=offset).next_back().map_or(i64::MIN, |(&b, _)| b);
+        // A cleaned segment holding only emptied batches (kept for producers' sequence numbers)
+        // is served only if nothing follows it: a fetch answer without a record makes
+        // librdkafka grow its fetch size and, after a few, report MSG_SIZE_TOO_LARGE.
+        let mut only_empty: Option<FileSlice> = None;
         for (&base, segment) in self.segments.range(floor..) {
             if let Some(slice) = segment.slice_verified(offset, max_bytes, upper_bound, min_one_batch)? {
                 self.verify_ahead(base);
+                if slice.size <= EMPTY_SLICE_CHECK_BYTES_MAX && !segment.holds_records(slice.position, slice.size)? {
+                    only_empty.get_or_insert(slice);
+                    continue;
+                }
                 return Ok(Some(slice));
             }
         }
-        Ok(None)
+        Ok(only_empty)
     }
 
     /// A reader of segment `base` comes to the next one soon: its pass starts now, so the

@@ -280,6 +280,19 @@ impl Segment {
         Ok(Some(BatchHeader::read(&bytes)))
     }
 
+    /// Whether any batch in `[position, position + size)` holds a record.
+    pub fn holds_records(&self, mut position: u64, size: u64) -> io::Result<bool> {
+        let end = position + size;
+        while position < end {
+            let Some(header) = self.read_header_at(position)? else { return Ok(false) };
+            if header.record_count > 0 {
+                return Ok(true);
+            }
+            position += header.size_bytes() as u64;
+        }
+        Ok(false)
+    }
+
     /// The header at `position` if one starts below `limit` (the file's end, or a
     /// verification frontier).
     fn header_below(&self, position: u64, limit: u64) -> io::Result<Option<BatchHeader>> {

@@ -66,7 +66,13 @@ def encode(version: int, request: Any, results: list[ProduceResult]) -> bytes:
             r = next(answers)
             partitions.append(
                 PartitionResult(
-                    r.partition, r.error, r.base_offset, r.log_append_time_ms, r.log_start_offset, r.message
+                    r.partition,
+                    r.error,
+                    r.base_offset,
+                    r.log_append_time_ms,
+                    r.log_start_offset,
+                    r.message,
+                    list(r.record_errors),
                 )
             )
         topics.append((topic.name, partitions))
