@@ -23,14 +23,25 @@ class ConfigKey:
     """A topic config as Kafka 4.4 defines it (`LogConfig`): its type and bounds."""
 
     name: str
-    kind: str  # Kafka's ConfigDef type: INT, LONG, STRING, LIST
+    kind: str  # Kafka's ConfigDef type: INT, LONG, DOUBLE, STRING, LIST
     minimum: int | None = None
+    maximum: float | None = None
     choices: tuple[str, ...] = ()
     # Kafka's internal configs (`internal.segment.bytes`, for tests) are accepted, never shown.
     internal: bool = False
 
-    def parse(self, value: object) -> int | str | None:
+    def parse(self, value: object) -> int | float | str | None:
         """The value as the field holds it; raises ConfigError in Kafka's words."""
+        if self.kind == "DOUBLE":
+            try:
+                real = float(str(value).strip())
+            except ValueError:
+                raise ConfigError(self.invalid(value, "Not a number of type DOUBLE")) from None
+            if self.minimum is not None and real < self.minimum:
+                raise ConfigError(self.invalid(value, f"Value must be at least {self.minimum}"))
+            if self.maximum is not None and real > self.maximum:
+                raise ConfigError(self.invalid(value, f"Value must be no more than {self.maximum}"))
+            return real
         if self.kind in ("INT", "LONG"):
             try:
                 number = int(str(value).strip())
@@ -71,6 +82,10 @@ TOPIC_KEYS: dict[str, ConfigKey] = {
         ConfigKey("message.timestamp.before.max.ms", "LONG", minimum=0),
         ConfigKey("message.timestamp.after.max.ms", "LONG", minimum=0),
         ConfigKey("cleanup.policy", "LIST", choices=CLEANUP_POLICY_ITEMS),
+        ConfigKey("min.cleanable.dirty.ratio", "DOUBLE", minimum=0, maximum=1),
+        ConfigKey("min.compaction.lag.ms", "LONG", minimum=0),
+        ConfigKey("max.compaction.lag.ms", "LONG", minimum=1),
+        ConfigKey("delete.retention.ms", "LONG", minimum=0),
         # Kafka's override of segment.bytes below its 1 MiB bound, for tests.
         ConfigKey("internal.segment.bytes", "INT", minimum=14, internal=True),
     )
@@ -92,6 +107,10 @@ class TopicConfig:
     message_timestamp_before_max_ms: int = INT64_MAX
     message_timestamp_after_max_ms: int = 3_600_000
     cleanup_policy: str = "delete"
+    min_cleanable_dirty_ratio: float = 0.5
+    min_compaction_lag_ms: int = 0
+    max_compaction_lag_ms: int = INT64_MAX
+    delete_retention_ms: int = 86_400_000
     internal_segment_bytes: int | None = None
 
     def __post_init__(self) -> None:
@@ -140,6 +159,10 @@ class TopicConfig:
     def cleanup_policies(self) -> set[str]:
         return set(self.cleanup_policy.split(","))
 
+    @property
+    def compact(self) -> bool:
+        return "compact" in self.cleanup_policies
+
 
 def kafka_key(field_name: str) -> str:
     return field_name.replace("_", ".")
@@ -158,6 +181,10 @@ BROKER_TO_TOPIC_KEYS = {
     "log.message.timestamp.before.max.ms": "message.timestamp.before.max.ms",
     "log.message.timestamp.after.max.ms": "message.timestamp.after.max.ms",
     "log.cleanup.policy": "cleanup.policy",
+    "log.cleaner.min.cleanable.ratio": "min.cleanable.dirty.ratio",
+    "log.cleaner.min.compaction.lag.ms": "min.compaction.lag.ms",
+    "log.cleaner.max.compaction.lag.ms": "max.compaction.lag.ms",
+    "log.cleaner.delete.retention.ms": "delete.retention.ms",
     # Not Kafka's: the broker-wide form of Kafka's topic-level `internal.segment.bytes`, for tests.
     "tidelog.internal.log.segment.bytes": "internal.segment.bytes",
 }
@@ -181,6 +208,15 @@ class BrokerConfig:
     max_connections: int = 10_000
     connections_max_idle_ms: int = 600_000
     log_retention_check_interval_ms: int = 300_000
+    # The log cleaner (Kafka's keys and defaults; one cleaner thread): compacts the logs of
+    # `cleanup.policy=compact` topics, __consumer_offsets and __transaction_state included. It
+    # looks for the dirtiest log every log.cleaner.backoff.ms; its offset map takes
+    # log.cleaner.dedupe.buffer.size bytes; reads and writes are throttled to
+    # log.cleaner.io.max.bytes.per.second (Kafka's default: no limit).
+    log_cleaner_enable: bool = True
+    log_cleaner_backoff_ms: int = 15_000
+    log_cleaner_dedupe_buffer_size: int = 134_217_728
+    log_cleaner_io_max_bytes_per_second: float = 1.7976931348623157e308
     log_flush_offset_checkpoint_interval_ms: int = 60_000
     # Idempotent producers idle this long are forgotten (Kafka's default: one day, KIP-854);
     # the check runs every producer.id.expiration.check.interval.ms.
@@ -282,6 +318,14 @@ def _parse(key: str, kind: Any, raw: str) -> Any:
         if value < 0:
             raise ConfigError(f"{key} must not be negative")
         return value
+    if kind == "float":
+        try:
+            real = float(raw)
+        except ValueError:
+            raise ConfigError(f"{key} must be a number, not {raw!r}") from None
+        if not real > 0:
+            raise ConfigError(f"{key} must be positive")
+        return real
     return str(raw)
 
 

@@ -69,6 +69,8 @@ from tidelog.protocol.record_batch import (
 )
 from tidelog.storage import (
     AppendOrigin,
+    Cleaner,
+    CleanReport,
     DeletionReport,
     LogManager,
     ProducerEntry,
@@ -470,6 +472,18 @@ class Broker:
         """Deletes expired segments, never past a partition's last stable offset: an open
         transaction's records stay until it ends (a timeout ends it)."""
         return self.logs.enforce_retention(lambda tp: self.partitions[tp].last_stable_offset)
+
+    async def clean_dirtiest_log(self, cleaner: Cleaner) -> tuple[TopicPartition, CleanReport] | None:
+        """One pass of the log cleaner over the dirtiest `compact` log (in a thread), never at or
+        past its last stable offset: an open transaction's records are not cleaned, and the
+        cleaner keeps each active producer's last batch. None when no log needs it."""
+        topic_partition = self.logs.filthiest_log(lambda tp: self.partitions[tp].last_stable_offset)
+        if topic_partition is None:
+            return None
+        partition = self.partitions[topic_partition]
+        bound, producers = partition.last_stable_offset, partition.log.active_producers()
+        report = await asyncio.to_thread(self.logs.clean, cleaner, topic_partition, bound, producers)
+        return None if report is None else (topic_partition, report)
 
     # ---- producers ---------------------------------------------------------------------------
 

@@ -1,5 +1,6 @@
 """The broker's periodic work: checkpoints, retention, the verification scrub, producer-id,
-offset and transactional-id expiry, transaction timeouts.
+offset and transactional-id expiry, transaction timeouts; and the log cleaner, in a task of its
+own (a pass can take long; the other tasks do not wait for it).
 
 Started by `Broker.start` and stopped by `Broker.close`, so every broker gets it, whether the
 CLI, an embedded server or the native API opened it. Each task runs on its own interval (Kafka's
@@ -13,6 +14,8 @@ import logging
 import threading
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
+
+from tidelog.storage import Cleaner, LogClosedError
 
 if TYPE_CHECKING:
     from tidelog.core.broker import Broker
@@ -41,21 +44,46 @@ class Housekeeping:
         if config.tidelog_log_scrub_interval_ms > 0:
             self.tasks["scrub"] = (config.tidelog_log_scrub_interval_ms, self.scrub)
         self._task: asyncio.Task[None] | None = None
+        self._cleaner_task: asyncio.Task[None] | None = None
+        self.cleaner: Cleaner | None = None
+        if config.log_cleaner_enable:
+            self.cleaner = Cleaner(config.log_cleaner_dedupe_buffer_size, config.log_cleaner_io_max_bytes_per_second)
         # Set by `stop`: a scrub running in its thread ends at its next step.
         self._stopping = threading.Event()
 
     def start(self) -> None:
         self._task = asyncio.ensure_future(self._run())
+        if self.cleaner is not None:
+            self._cleaner_task = asyncio.ensure_future(self._run_cleaner(self.cleaner))
 
     async def stop(self) -> None:
         self._stopping.set()
-        if self._task is not None:
-            self._task.cancel()
+        if self.cleaner is not None:
+            self.cleaner.abort()  # a pass in its thread stops at its next batch
+        for task in (self._task, self._cleaner_task):
+            if task is not None:
+                task.cancel()
+                try:
+                    await task
+                except asyncio.CancelledError:
+                    pass
+        self._task = self._cleaner_task = None
+
+    async def _run_cleaner(self, cleaner: Cleaner) -> None:
+        """Kafka's cleaner thread: cleans the dirtiest log, again at once while some log needs
+        it, else waits log.cleaner.backoff.ms. A failed pass is logged; the log is tried again
+        after the backoff."""
+        backoff_s = self.broker.config.log_cleaner_backoff_ms / 1000
+        while True:
             try:
-                await self._task
-            except asyncio.CancelledError:
-                pass
-            self._task = None
+                cleaned = await self.broker.clean_dirtiest_log(cleaner)
+            except LogClosedError:
+                cleaned = None  # the log closed (topic deleted) or the broker is stopping
+            except Exception:
+                log.exception("log cleaner pass failed")
+                cleaned = None
+            if cleaned is None:
+                await asyncio.sleep(backoff_s)
 
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()

@@ -6,6 +6,8 @@ Only this package imports the native module.
 from tidelog.storage._engine import (
     AppendInfo,
     BatchHeader,
+    Cleaner,
+    CleanReport,
     CorruptBatchError,
     CorruptLogError,
     CorruptRecordError,
@@ -50,6 +52,8 @@ __all__ = [
     "CorruptBatchError",
     "CorruptLogError",
     "CorruptRecordError",
+    "Cleaner",
+    "CleanReport",
     "DeletionReport",
     "FileSlice",
     "GroupCommit",

@@ -26,7 +26,15 @@ from typing import IO, Any
 
 from tidelog import limits
 from tidelog.config import TopicConfig
-from tidelog.storage._engine import DeletionReport, PartitionLog, RecoveryReport, StorageError, StorageIOError
+from tidelog.storage._engine import (
+    Cleaner,
+    CleanReport,
+    DeletionReport,
+    PartitionLog,
+    RecoveryReport,
+    StorageError,
+    StorageIOError,
+)
 from tidelog.storage.durable_file import fsync_directory, write_atomically
 from tidelog.storage.producer_state import ProducerStateManager
 from tidelog.storage.unified_log import TopicPartition, UnifiedLog, log_config_for, now_ms
@@ -366,6 +374,50 @@ class LogManager:
                 except OSError as error:
                     log.error("removing old snapshots of %s failed: %s", topic_partition.directory_name(), error)
         return reports
+
+    def filthiest_log(self, upper_bound: Callable[[TopicPartition], int]) -> TopicPartition | None:
+        """Kafka's `grabFilthiestCompactedLog`: among `compact` topics' logs, the one with the
+        highest dirty ratio above its `min.cleanable.dirty.ratio`, or with dirty segments older
+        than its `max.compaction.lag.ms`; None when no log needs cleaning."""
+        now = now_ms()
+        best: tuple[float, TopicPartition] | None = None
+        for topic_partition, partition in self.partitions.items():
+            config = self.topic_config(topic_partition.topic)
+            if not config.compact:
+                continue
+            offered = partition.log.cleanable(now, upper_bound(topic_partition))
+            overdue = offered.compaction_delay_ms > 0 and offered.cleanable_bytes > 0
+            if (overdue or offered.ratio > config.min_cleanable_dirty_ratio) and (
+                best is None or offered.ratio > best[0]
+            ):
+                best = (offered.ratio, topic_partition)
+        return None if best is None else best[1]
+
+    def clean(
+        self, cleaner: Cleaner, topic_partition: TopicPartition, upper_bound: int, producers: list[tuple[int, int, int]]
+    ) -> CleanReport | None:
+        """One cleaning pass over the log (blocking, GIL released: run it off the event loop);
+        logs what it did. `upper_bound` is the partition's last stable offset, `producers` its
+        active producers (`UnifiedLog.active_producers`, taken on the event loop)."""
+        partition = self.partitions.get(topic_partition)
+        if partition is None:
+            return None
+        report = cleaner.clean(partition.log, now_ms(), upper_bound, producers)
+        if report is not None:
+            seconds = max(report.duration_ms, 1) / 1000
+            log.info(
+                "cleaned %s: %d segment(s) -> %d, %d -> %d bytes, %d -> %d records in %d ms (%.1f MiB/s)",
+                topic_partition.directory_name(),
+                report.segments_read,
+                report.segments_written,
+                report.bytes_read,
+                report.bytes_written,
+                report.records_read,
+                report.records_retained,
+                report.duration_ms,
+                report.bytes_read / seconds / (1 << 20),
+            )
+        return report
 
     def expire_producers(self, now: int | None = None) -> int:
         """Forgets producers idle for `producer.id.expiration.ms` in every partition; returns how many."""

@@ -64,6 +64,10 @@ def log_config_for(config: TopicConfig) -> LogConfig:
         log_append_time=config.message_timestamp_type == "LogAppendTime",
         message_timestamp_before_max_ms=config.message_timestamp_before_max_ms,
         message_timestamp_after_max_ms=config.message_timestamp_after_max_ms,
+        compact=config.compact,
+        delete_retention_ms=config.delete_retention_ms,
+        min_compaction_lag_ms=config.min_compaction_lag_ms,
+        max_compaction_lag_ms=config.max_compaction_lag_ms,
     )
 
 
@@ -310,6 +314,11 @@ class UnifiedLog:
             last_stable = self.producer_state.first_undecided_offset(completed.last_offset + 1)
             self.log.append_aborted_txn(producer_id, completed.first_offset, completed.last_offset, last_stable)
         return appended
+
+    def active_producers(self) -> list[tuple[int, int, int]]:
+        """(producer id, last offset of its last batch or -1, epoch) of every producer the state
+        knows: the cleaner keeps each one's last batch (Kafka's lastRecordsOfActiveProducers)."""
+        return [(pid, entry.last_offset, entry.epoch) for pid, entry in self.producer_state.producers.items()]
 
     def first_unstable_offset(self, high_watermark: int) -> int | None:
         """See `ProducerStateManager.first_unstable_offset`."""

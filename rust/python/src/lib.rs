@@ -92,13 +92,18 @@ struct PyLogConfig {
     log_append_time: bool,
     message_timestamp_before_max_ms: i64,
     message_timestamp_after_max_ms: i64,
+    compact: bool,
+    delete_retention_ms: i64,
+    min_compaction_lag_ms: i64,
+    max_compaction_lag_ms: i64,
 }
 
 #[pymethods]
 impl PyLogConfig {
     #[new]
     #[pyo3(signature = (*, segment_bytes, segment_ms, segment_index_bytes, index_interval_bytes, retention_ms,
-        retention_bytes, max_message_bytes, log_append_time, message_timestamp_before_max_ms, message_timestamp_after_max_ms))]
+        retention_bytes, max_message_bytes, log_append_time, message_timestamp_before_max_ms, message_timestamp_after_max_ms,
+        compact=false, delete_retention_ms=86_400_000, min_compaction_lag_ms=0, max_compaction_lag_ms=i64::MAX))]
     #[allow(clippy::too_many_arguments)]
     fn new(
         segment_bytes: u64,
@@ -111,8 +116,16 @@ impl PyLogConfig {
         log_append_time: bool,
         message_timestamp_before_max_ms: i64,
         message_timestamp_after_max_ms: i64,
+        compact: bool,
+        delete_retention_ms: i64,
+        min_compaction_lag_ms: i64,
+        max_compaction_lag_ms: i64,
     ) -> PyResult<Self> {
         let config = PyLogConfig {
+            compact,
+            delete_retention_ms,
+            min_compaction_lag_ms,
+            max_compaction_lag_ms,
             segment_bytes,
             segment_ms,
             segment_index_bytes,
@@ -146,7 +159,106 @@ impl PyLogConfig {
             },
             message_timestamp_before_max_ms: self.message_timestamp_before_max_ms,
             message_timestamp_after_max_ms: self.message_timestamp_after_max_ms,
+            compact: self.compact,
+            delete_retention_ms: self.delete_retention_ms,
+            min_compaction_lag_ms: self.min_compaction_lag_ms,
+            max_compaction_lag_ms: self.max_compaction_lag_ms,
         }
+    }
+}
+
+/// What a log offers the cleaner now (see `PartitionLog.cleanable`).
+#[pyclass(name = "Cleanable", frozen, get_all, module = "tidelog.storage._engine")]
+struct PyCleanable {
+    first_dirty_offset: i64,
+    first_uncleanable_offset: i64,
+    clean_bytes: u64,
+    cleanable_bytes: u64,
+    compaction_delay_ms: i64,
+    ratio: f64,
+}
+
+/// What one cleaning pass did.
+#[pyclass(name = "CleanReport", frozen, get_all, module = "tidelog.storage._engine")]
+struct PyCleanReport {
+    first_dirty_offset: i64,
+    end_offset: i64,
+    segments_read: usize,
+    segments_written: usize,
+    bytes_read: u64,
+    bytes_written: u64,
+    records_read: u64,
+    records_retained: u64,
+    map_entries: usize,
+    map_utilization: f64,
+    duration_ms: u64,
+}
+
+/// A log cleaner thread's state (Kafka's `Cleaner`): its offset map of `dedupe_buffer_bytes`
+/// and its I/O throttle. One pass at a time.
+#[pyclass(name = "Cleaner", frozen, module = "tidelog.storage._engine")]
+struct PyCleaner {
+    map: std::sync::Mutex<storage::OffsetMap>,
+    io_bytes_per_sec: f64,
+    abort: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+#[pymethods]
+impl PyCleaner {
+    #[new]
+    #[pyo3(signature = (dedupe_buffer_bytes, io_bytes_per_sec=0.0))]
+    fn new(dedupe_buffer_bytes: usize, io_bytes_per_sec: f64) -> Self {
+        PyCleaner {
+            map: std::sync::Mutex::new(storage::OffsetMap::new(dedupe_buffer_bytes)),
+            io_bytes_per_sec,
+            abort: Default::default(),
+        }
+    }
+
+    /// Stops the pass running now (it fails with LogClosedError, its files removed) and every
+    /// later one: for a broker shutting down.
+    fn abort(&self) {
+        self.abort.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// One pass over `log` (GIL released): `upper_bound` is the last stable offset, `producers`
+    /// the active producers as (producer id, last data offset or -1, epoch). None: nothing to do.
+    fn clean(
+        &self,
+        py: Python<'_>,
+        log: &PyPartitionLog,
+        now_ms: i64,
+        upper_bound: i64,
+        producers: Vec<(i64, i64, i16)>,
+    ) -> PyResult<Option<PyCleanReport>> {
+        let producers: Vec<storage::ActiveProducer> = producers
+            .into_iter()
+            .map(|(producer_id, last_data_offset, producer_epoch)| storage::ActiveProducer {
+                producer_id,
+                last_data_offset,
+                producer_epoch,
+            })
+            .collect();
+        let report = py
+            .detach(|| {
+                let mut map = self.map.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+                let mut throttle = storage::Throttle::new(self.io_bytes_per_sec, std::sync::Arc::clone(&self.abort));
+                storage::cleaner::clean(&log.inner, now_ms, upper_bound, &producers, &mut map, &mut throttle)
+            })
+            .map_err(to_py)?;
+        Ok(report.map(|r| PyCleanReport {
+            first_dirty_offset: r.first_dirty_offset,
+            end_offset: r.end_offset,
+            segments_read: r.segments_read,
+            segments_written: r.segments_written,
+            bytes_read: r.bytes_read,
+            bytes_written: r.bytes_written,
+            records_read: r.records_read,
+            records_retained: r.records_retained,
+            map_entries: r.map_entries,
+            map_utilization: r.map_utilization,
+            duration_ms: r.duration_ms,
+        }))
     }
 }
 
@@ -169,6 +281,7 @@ struct PyRecoveryReport {
     segments_deleted: usize,
     segments_set_aside: usize,
     aborted_txns_truncated: usize,
+    cleaner_swaps_completed: usize,
     log_end_offset: i64,
     duration_ms: u64,
 }
@@ -299,6 +412,7 @@ impl PyPartitionLog {
             segments_deleted: r.segments_deleted,
             segments_set_aside: r.segments_set_aside,
             aborted_txns_truncated: r.aborted_txns_truncated,
+            cleaner_swaps_completed: r.cleaner_swaps_completed,
             log_end_offset: r.log_end_offset,
             duration_ms: r.duration_ms,
         };
@@ -460,6 +574,19 @@ impl PyPartitionLog {
         py.detach(|| self.inner.close()).map_err(to_py)
     }
 
+    /// What the cleaner may clean now, below `upper_bound` (the last stable offset).
+    fn cleanable(&self, now_ms: i64, upper_bound: i64) -> PyCleanable {
+        let c = self.inner.lock().cleanable(now_ms, upper_bound);
+        PyCleanable {
+            first_dirty_offset: c.first_dirty_offset,
+            first_uncleanable_offset: c.first_uncleanable_offset,
+            clean_bytes: c.clean_bytes,
+            cleanable_bytes: c.cleanable_bytes,
+            compaction_delay_ms: c.compaction_delay_ms,
+            ratio: c.ratio(),
+        }
+    }
+
     fn delete_old_segments(&self, py: Python<'_>, now_ms: i64, upper_bound: i64) -> PyResult<PyDeletionReport> {
         let r = py.detach(|| self.inner.lock().delete_old_segments(now_ms, upper_bound)).map_err(to_py)?;
         Ok(PyDeletionReport {
@@ -571,7 +698,9 @@ fn write_checkpoint(
     log_start_offset: i64,
     clean_shutdown: bool,
 ) -> PyResult<()> {
-    let checkpoint = storage::checkpoint::Checkpoint { recovery_point, log_start_offset, clean_shutdown };
+    // The cleaner starts over from the log start: the offsets it had may be gone.
+    let checkpoint =
+        storage::checkpoint::Checkpoint { recovery_point, log_start_offset, clean_shutdown, first_dirty_offset: None };
     checkpoint.write(&directory).map_err(|e| to_py(Error::Io(e)))
 }
 
@@ -597,6 +726,9 @@ fn _engine(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<PyRecoveryReport>()?;
     m.add_class::<PyDeletionReport>()?;
     m.add_class::<PyBatchHeader>()?;
+    m.add_class::<PyCleanable>()?;
+    m.add_class::<PyCleanReport>()?;
+    m.add_class::<PyCleaner>()?;
     for (name, class) in [
         ("StorageError", py.get_type::<StorageError>()),
         ("CorruptRecordError", py.get_type::<CorruptRecordError>()),

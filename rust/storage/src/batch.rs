@@ -46,6 +46,12 @@ impl Compression {
 const TIMESTAMP_TYPE_LOG_APPEND: i16 = 0x08;
 const TRANSACTIONAL_FLAG: i16 = 0x10;
 const CONTROL_FLAG: i16 = 0x20;
+/// KIP-534: set by the cleaner on a batch holding tombstones or a marker of an empty
+/// transaction; `baseTimestamp` then carries the delete horizon (when they may go).
+pub const DELETE_HORIZON_FLAG: i16 = 0x40;
+/// Control record types, in the key of a control record (version i16, type i16).
+pub const CONTROL_TYPE_ABORT: i16 = 0;
+pub const CONTROL_TYPE_COMMIT: i16 = 1;
 
 pub(crate) fn be_i16(buf: &[u8], at: usize) -> i16 {
     i16::from_be_bytes([buf[at], buf[at + 1]])
@@ -121,6 +127,13 @@ impl BatchHeader {
     pub fn is_control(&self) -> bool {
         self.attributes & CONTROL_FLAG != 0
     }
+    pub fn has_producer_id(&self) -> bool {
+        self.producer_id != NO_PRODUCER_ID
+    }
+    /// The delete horizon the cleaner set (KIP-534), if any.
+    pub fn delete_horizon_ms(&self) -> Option<i64> {
+        (self.attributes & DELETE_HORIZON_FLAG != 0).then_some(self.base_timestamp)
+    }
 }
 
 /// Checks a header against the bytes available for its batch: a sane `batchLength`, magic 2,
@@ -189,6 +202,25 @@ pub fn check_contents(header: &BatchHeader) -> Result<()> {
     Ok(())
 }
 
+/// `check_contents` for a batch already in the log: the cleaner keeps a batch's offsets when it
+/// removes records (Kafka's `overrideLastOffset`), so fewer records than offsets, or none (the
+/// last batch of a producer, kept for its sequence numbers), are legal there.
+pub fn check_stored_contents(header: &BatchHeader) -> Result<()> {
+    if header.record_count < 0
+        || header.last_offset_delta < 0
+        || header.record_count as i64 > header.last_offset_delta as i64 + 1
+    {
+        return Err(StorageError::InvalidRecord(format!(
+            "record count {} does not fit lastOffsetDelta {}",
+            header.record_count, header.last_offset_delta
+        )));
+    }
+    if header.compression_id() > COMPRESSION_ID_MAX {
+        return Err(StorageError::InvalidRecord(format!("unknown compression id {}", header.compression_id())));
+    }
+    Ok(())
+}
+
 /// Full check of one whole batch (`batch` is exactly the batch): CRC, then contents.
 pub fn validate(batch: &[u8], header: &BatchHeader) -> Result<()> {
     debug_assert_eq!(batch.len(), header.size_bytes());
@@ -237,7 +269,7 @@ pub fn stamp_log_append_time(header_bytes: &[u8], records: &[u8], now_ms: i64) -
 }
 
 /// Reads a zigzag varint (Kafka's record fields) at `*at`, advancing it.
-fn read_varlong(buf: &[u8], at: &mut usize) -> Option<i64> {
+pub(crate) fn read_varlong(buf: &[u8], at: &mut usize) -> Option<i64> {
     let mut value: u64 = 0;
     for shift in (0..64).step_by(7) {
         let byte = *buf.get(*at)?;

@@ -6,6 +6,7 @@
 //! recovery-point 1234   <- every offset below this was fsynced
 //! log-start-offset 0
 //! clean-shutdown 1      <- written by close(); cleared again on open
+//! first-dirty-offset 90 <- optional: where the cleaner's next pass starts (see `cleaner`)
 //! ```
 
 use std::fs::{self, File};
@@ -21,6 +22,8 @@ pub struct Checkpoint {
     pub recovery_point: i64,
     pub log_start_offset: i64,
     pub clean_shutdown: bool,
+    /// The cleaner's first dirty offset, once a pass ended (Kafka's cleaner-offset-checkpoint).
+    pub first_dirty_offset: Option<i64>,
 }
 
 impl Checkpoint {
@@ -48,7 +51,8 @@ impl Checkpoint {
         let recovery_point = field("recovery-point")?;
         let log_start_offset = field("log-start-offset")?;
         let clean_shutdown = field("clean-shutdown")? == 1;
-        Some(Checkpoint { recovery_point, log_start_offset, clean_shutdown })
+        let first_dirty_offset = field("first-dirty-offset");
+        Some(Checkpoint { recovery_point, log_start_offset, clean_shutdown, first_dirty_offset })
     }
 
     /// On a failure before the rename (a full disk) the temp file goes and the old checkpoint
@@ -61,6 +65,9 @@ impl Checkpoint {
                 "{VERSION}\nrecovery-point {}\nlog-start-offset {}\nclean-shutdown {}\n",
                 self.recovery_point, self.log_start_offset, self.clean_shutdown as i32
             )?;
+            if let Some(offset) = self.first_dirty_offset {
+                writeln!(file, "first-dirty-offset {offset}")?;
+            }
             file.sync_all()
         });
         if let Err(error) = written {

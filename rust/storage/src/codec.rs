@@ -1,6 +1,7 @@
 //! Decompression of a batch's records section, for the few paths that need individual records:
-//! ListOffsets by timestamp and by max timestamp, and in-process readers. The produce and fetch
-//! paths never decompress: batches are stored and served as producers sent them.
+//! ListOffsets by timestamp and by max timestamp, in-process readers, the cleaner and the key check
+//! of compacted topics; and compression, for the cleaner's rewritten batches. The produce and
+//! fetch paths never decompress: batches are stored and served as producers sent them.
 //!
 //! Kafka's codecs: gzip (a gzip stream), snappy (Xerial's framing from Java producers, or a raw
 //! block), lz4 (the LZ4 frame format), zstd (a zstd frame). Output is bounded by
@@ -84,6 +85,50 @@ pub fn decompress(codec: i16, data: &[u8]) -> Result<Cow<'_, [u8]>> {
             let decoder = zstd::stream::read::Decoder::new(data).map_err(|e| corrupt("zstd", e))?;
             read_bounded(decoder, "zstd")?
         }
+        None => return Err(StorageError::InvalidRecord(format!("unknown compression id {codec}"))),
+    };
+    Ok(Cow::Owned(out))
+}
+
+/// Xerial's block size for snappy, as Kafka's Java producer writes it.
+const XERIAL_BLOCK_BYTES: usize = 32 << 10;
+/// Xerial's header: magic, then version 1 and compatible version 1.
+const XERIAL_VERSIONS: [u8; 8] = [0, 0, 0, 1, 0, 0, 0, 1];
+
+fn encode_failed(codec: &str, detail: impl std::fmt::Display) -> StorageError {
+    StorageError::Io(std::io::Error::other(format!("{codec} compression failed: {detail}")))
+}
+
+/// Compresses a records section with Kafka codec `codec` (0: none), in the form Kafka's own
+/// broker writes when it recompresses (the cleaner, after removing records): a gzip stream,
+/// snappy in Xerial's framing, an LZ4 frame, a zstd frame.
+pub fn compress(codec: i16, data: &[u8]) -> Result<Cow<'_, [u8]>> {
+    use std::io::Write;
+    let out = match Compression::from_id(codec) {
+        Some(Compression::None) => return Ok(Cow::Borrowed(data)),
+        Some(Compression::Gzip) => {
+            let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+            encoder.write_all(data).map_err(|e| encode_failed("gzip", e))?;
+            encoder.finish().map_err(|e| encode_failed("gzip", e))?
+        }
+        Some(Compression::Snappy) => {
+            let mut out = Vec::with_capacity(data.len() / 2 + XERIAL_HEADER_BYTES);
+            out.extend_from_slice(XERIAL_MAGIC);
+            out.extend_from_slice(&XERIAL_VERSIONS);
+            let mut encoder = snap::raw::Encoder::new();
+            for block in data.chunks(XERIAL_BLOCK_BYTES) {
+                let compressed = encoder.compress_vec(block).map_err(|e| encode_failed("snappy", e))?;
+                out.extend_from_slice(&(compressed.len() as u32).to_be_bytes());
+                out.extend_from_slice(&compressed);
+            }
+            out
+        }
+        Some(Compression::Lz4) => {
+            let mut encoder = lz4_flex::frame::FrameEncoder::new(Vec::new());
+            encoder.write_all(data).map_err(|e| encode_failed("lz4", e))?;
+            encoder.finish().map_err(|e| encode_failed("lz4", e))?
+        }
+        Some(Compression::Zstd) => zstd::bulk::compress(data, 3).map_err(|e| encode_failed("zstd", e))?,
         None => return Err(StorageError::InvalidRecord(format!("unknown compression id {codec}"))),
     };
     Ok(Cow::Owned(out))

@@ -23,6 +23,15 @@ pub struct LogConfig {
     pub message_timestamp_type: TimestampType,
     pub message_timestamp_before_max_ms: i64,
     pub message_timestamp_after_max_ms: i64,
+    /// `cleanup.policy` holds `compact`: produced records must have a key.
+    pub compact: bool,
+    /// How long the cleaner keeps tombstones and empty-transaction markers once it set their
+    /// delete horizon.
+    pub delete_retention_ms: i64,
+    /// Segments with a record younger than this are not cleaned yet.
+    pub min_compaction_lag_ms: i64,
+    /// A dirty segment older than this is cleaned whatever the dirty ratio.
+    pub max_compaction_lag_ms: i64,
 }
 
 impl Default for LogConfig {
@@ -39,6 +48,10 @@ impl Default for LogConfig {
             message_timestamp_type: TimestampType::CreateTime,
             message_timestamp_before_max_ms: i64::MAX,
             message_timestamp_after_max_ms: 3_600_000,
+            compact: false,
+            delete_retention_ms: 86_400_000,
+            min_compaction_lag_ms: 0,
+            max_compaction_lag_ms: i64::MAX,
         }
     }
 }
@@ -63,6 +76,9 @@ impl LogConfig {
         }
         if self.message_timestamp_before_max_ms < 0 || self.message_timestamp_after_max_ms < 0 {
             return fail("message.timestamp.*.max.ms must not be negative".into());
+        }
+        if self.delete_retention_ms < 0 || self.min_compaction_lag_ms < 0 || self.max_compaction_lag_ms < 1 {
+            return fail("delete.retention.ms and min.compaction.lag.ms must not be negative, max.compaction.lag.ms must be positive".into());
         }
         Ok(())
     }

@@ -15,12 +15,15 @@
 
 pub mod batch;
 pub mod checkpoint;
+pub mod cleaner;
 pub mod codec;
 pub mod config;
 pub mod error;
 pub mod index;
 pub mod limits;
 pub mod log;
+pub mod offset_map;
+pub mod records;
 pub mod segment;
 pub mod shared;
 pub mod slice;
@@ -28,9 +31,11 @@ pub mod txn_index;
 pub mod verify;
 
 pub use batch::BatchHeader;
+pub use cleaner::{ActiveProducer, CleanReport, Cleanable, Throttle};
 pub use config::{LogConfig, TimestampType};
 pub use error::{Result, StorageError};
 pub use log::{AppendInfo, DeletionReport, Log, RecoveryReport};
+pub use offset_map::OffsetMap;
 pub use shared::SharedLog;
 pub use slice::FileSlice;
 pub use txn_index::AbortedTxn;

@@ -42,3 +42,7 @@ pub const VERIFY_AHEAD_QUEUE_MAX: usize = 4;
 /// a torn segment (never acknowledged; kept for an operator, not served). Its name is no offset,
 /// so the log never loads it.
 pub const SET_ASIDE_DIR: &str = "set-aside";
+/// The cleaner reads segments through a window of this size (grown for a larger batch).
+pub const CLEANER_READ_BUFFER_BYTES: usize = 4 << 20;
+/// Kept batches gathered before the cleaner writes them to the cleaned segment.
+pub const CLEANER_WRITE_BUFFER_BYTES: usize = 4 << 20;

@@ -12,10 +12,15 @@ use std::time::Instant;
 
 use crate::batch::{self, BatchHeader, NO_TIMESTAMP};
 use crate::checkpoint::{sync_dir, Checkpoint};
+use crate::cleaner::{self, CleanPlan, Cleanable, CleanedGroup, SourceSegment, CLEANED_SUFFIX};
 use crate::config::{LogConfig, TimestampType};
 use crate::error::{Result, StorageError};
 use crate::limits::{APPEND_BATCHES_MAX, BATCH_HEADER_BYTES, INDEX_ENTRIES_PENDING_MAX, SET_ASIDE_DIR};
-use crate::segment::{segment_file, Segment, LOG_SUFFIX, OFFSET_INDEX_SUFFIX, TIME_INDEX_SUFFIX, TXN_INDEX_SUFFIX};
+use crate::records;
+use crate::segment::{
+    segment_file, segment_file_named, Segment, LOG_SUFFIX, OFFSET_INDEX_SUFFIX, SEGMENT_SUFFIXES, TIME_INDEX_SUFFIX,
+    TXN_INDEX_SUFFIX,
+};
 use crate::slice::FileSlice;
 use crate::txn_index::{self, AbortedTxn};
 use crate::verify::{self, DamagedBatch, Verification};
@@ -47,6 +52,8 @@ pub struct RecoveryReport {
     pub segments_set_aside: usize,
     /// `.txnindex` entries dropped because their ABORT marker did not survive.
     pub aborted_txns_truncated: usize,
+    /// Cleaned segments whose swap a crash interrupted after its commit, finished at the open.
+    pub cleaner_swaps_completed: usize,
     pub log_end_offset: i64,
     pub duration_ms: u64,
 }
@@ -98,6 +105,8 @@ pub struct Log {
     /// Target offset of the group commit between `prepare_flush` and `complete_flush`.
     flush_in_flight: Option<i64>,
     directory_dirty: bool,
+    /// Where the cleaner's next pass starts (`None`: at the log start), kept in the checkpoint.
+    first_dirty_offset: Option<i64>,
     /// Set when an fsync failed: the page cache may have dropped the data, so nothing written
     /// since the last good fsync can be trusted again (fsyncgate). The log refuses all writes.
     failed: Option<String>,
@@ -129,9 +138,11 @@ impl Log {
             unsynced_txn_indexes: BTreeSet::new(),
             flush_in_flight: None,
             directory_dirty: false,
+            first_dirty_offset: checkpoint.and_then(|c| c.first_dirty_offset),
             failed: None,
             closed: false,
         };
+        report.cleaner_swaps_completed = log.finish_interrupted_cleaning()?;
         log.load_segments(report.clean_shutdown, &mut report)?;
         if log.log_start_offset > log.log_end_offset() {
             // Records were deleted past what survived the crash: start empty at the log start,
@@ -430,6 +441,14 @@ impl Log {
                     config.message_timestamp_before_max_ms,
                     config.message_timestamp_after_max_ms,
                 )?;
+            }
+            if from_client && self.config.compact {
+                if let Some(index) = records::first_record_without_key(&header, &records[position..position + size])? {
+                    return Err(StorageError::InvalidRecord(format!(
+                        "Compacted topic cannot accept message without key (record {index} of batch {})",
+                        batches.len()
+                    )));
+                }
             }
             batches.push((position, header));
             position += size;
@@ -812,7 +831,12 @@ impl Log {
     /// The checkpoint with `log_start_offset` in it: written before the log start moves in
     /// memory, so a checkpoint that cannot be written leaves the log as it was.
     fn write_checkpoint_at(&self, log_start_offset: i64, clean_shutdown: bool) -> Result<()> {
-        let checkpoint = Checkpoint { recovery_point: self.recovery_point, log_start_offset, clean_shutdown };
+        let checkpoint = Checkpoint {
+            recovery_point: self.recovery_point,
+            log_start_offset,
+            clean_shutdown,
+            first_dirty_offset: self.first_dirty_offset,
+        };
         Ok(checkpoint.write(&self.dir)?)
     }
 
@@ -913,6 +937,217 @@ impl Log {
         Ok(report)
     }
 
+    /// The cleaner's first dirty offset: where the last pass ended, or the log start (Kafka's
+    /// `cleanableOffsets`: a checkpoint outside the log counts as none).
+    fn first_dirty(&self) -> i64 {
+        match self.first_dirty_offset {
+            Some(offset) if offset >= self.log_start_offset && offset <= self.log_end_offset() => offset,
+            _ => self.log_start_offset,
+        }
+    }
+
+    /// What the cleaner may clean now (see `cleaner`): below the active segment, `upper_bound`
+    /// (the last stable offset), the recovery point and segments younger than
+    /// `min.compaction.lag.ms`, snapped down to a segment base.
+    pub fn cleanable(&self, now_ms: i64, upper_bound: i64) -> Cleanable {
+        let first_dirty = self.first_dirty();
+        let active_base = self.active().base_offset;
+        let mut uncleanable = upper_bound.min(active_base).min(self.recovery_point);
+        let lag = self.config.min_compaction_lag_ms;
+        let dirty_floor = self.segments.range(..=first_dirty).next_back().map_or(i64::MIN, |(&b, _)| b);
+        let dirty = || self.segments.range(dirty_floor..active_base).map(|(_, s)| s);
+        if lag > 0 {
+            if let Some(young) = dirty().find(|s| s.max_timestamp() > now_ms.saturating_sub(lag)) {
+                uncleanable = uncleanable.min(young.base_offset);
+            }
+        }
+        let uncleanable = uncleanable.max(first_dirty);
+        let first_uncleanable = self.segments.range(..=uncleanable).next_back().map_or(active_base, |(&b, _)| b);
+        let cleanable_bytes =
+            self.segments.range(dirty_floor.min(first_uncleanable)..first_uncleanable).map(|(_, s)| s.size()).sum();
+        let clean_bytes = self
+            .segments
+            .range(..first_dirty)
+            .filter(|(_, s)| s.next_offset() > self.log_start_offset)
+            .map(|(_, s)| s.size())
+            .sum();
+        let clean_until = now_ms.saturating_sub(self.config.max_compaction_lag_ms.max(0));
+        let earliest = dirty().filter_map(Segment::first_batch_timestamp).filter(|&t| t > 0).min();
+        let compaction_delay_ms = earliest.filter(|&t| t < clean_until).map_or(0, |t| clean_until - t);
+        Cleanable {
+            first_dirty_offset: first_dirty,
+            first_uncleanable_offset: first_uncleanable,
+            clean_bytes,
+            cleanable_bytes,
+            compaction_delay_ms,
+        }
+    }
+
+    /// A cleaning pass's input (see `cleaner::clean`), or `None` when nothing is cleanable.
+    pub fn clean_plan(&self, now_ms: i64, upper_bound: i64) -> Result<Option<CleanPlan>> {
+        self.writable()?;
+        let cleanable = self.cleanable(now_ms, upper_bound);
+        if cleanable.cleanable_bytes == 0 {
+            return Ok(None);
+        }
+        let first_dirty = cleanable.first_dirty_offset;
+        let segments: Vec<SourceSegment> = self
+            .segments
+            .range(..cleanable.first_uncleanable_offset)
+            .map(|(_, s)| s)
+            .filter(|s| s.next_offset() > self.log_start_offset || s.base_offset >= self.log_start_offset)
+            .map(|s| SourceSegment {
+                base_offset: s.base_offset,
+                file: s.log_file(),
+                path: s.log_path().to_owned(),
+                size: s.size(),
+                next_offset: s.next_offset(),
+                index_entries: s.index_entries(),
+            })
+            .collect();
+        if segments.is_empty() {
+            return Ok(None);
+        }
+        let holding_dirty = self.segments.range(..=first_dirty).next_back().map(|(_, s)| s);
+        let first_dirty_position = match holding_dirty {
+            Some(segment) => segment.translate_offset(first_dirty)?.map_or(0, |(position, _)| position),
+            None => 0,
+        };
+        let aborted = self.segments.values().flat_map(|s| s.txn_index().entries().iter().copied()).collect();
+        Ok(Some(CleanPlan {
+            dir: self.dir.clone(),
+            config: self.config.clone(),
+            first_dirty_offset: first_dirty,
+            first_uncleanable_offset: cleanable.first_uncleanable_offset,
+            first_dirty_position,
+            segments,
+            aborted,
+        }))
+    }
+
+    /// Where the next cleaning pass starts; kept in the checkpoint (written now).
+    pub fn set_first_dirty_offset(&mut self, offset: i64) -> Result<()> {
+        self.writable()?;
+        self.first_dirty_offset = Some(offset);
+        self.write_checkpoint(false)
+    }
+
+    /// Swaps a cleaned segment in for the segments it replaces (Kafka's `replaceSegments`), unless
+    /// one of them is gone or changed meanwhile (then its files go and `false` comes back).
+    ///
+    /// Crash-safe in this order: the cleaned files are synced under `.cleaned` names; the manifest
+    /// `<base>.swap` naming the old segments and the new files is written, synced and renamed into
+    /// place, and the directory synced (the commit); the old segments' files go; the cleaned files
+    /// take their final names; the directory is synced; the manifest goes. A crash before the
+    /// commit leaves the old segments (the open deletes `.cleaned` files); after it, the open
+    /// finishes the swap from the manifest (`finish_interrupted_cleaning`).
+    pub fn swap_cleaned(&mut self, cleaned: CleanedGroup) -> Result<bool> {
+        let base = cleaned.base_offset;
+        let active_base = self.active().base_offset;
+        let unchanged = self.writable().is_ok()
+            && cleaned.replaces.iter().all(|(old, file)| {
+                *old != active_base && self.segments.get(old).is_some_and(|s| Arc::ptr_eq(&s.log_file(), file))
+            });
+        if !unchanged {
+            drop(cleaned.segment);
+            cleaner::remove_cleaned_files(&self.dir, base)?;
+            return Ok(false);
+        }
+        let kinds: Vec<&str> = SEGMENT_SUFFIXES
+            .into_iter()
+            .filter(|kind| segment_file_named(&self.dir, base, kind, CLEANED_SUFFIX).exists())
+            .collect();
+        let old_bases: Vec<i64> = cleaned.replaces.iter().map(|(b, _)| *b).collect();
+        let manifest = cleaner::swap_manifest_path(&self.dir, base);
+        drop(cleaned.segment);
+        if let Err(error) =
+            cleaner::write_swap_manifest(&manifest, &old_bases, &kinds).and_then(|()| sync_dir(&self.dir))
+        {
+            let _ = fs::remove_file(&manifest);
+            cleaner::remove_cleaned_files(&self.dir, base)?;
+            return Err(error.into()); // not committed: the old segments stay
+        }
+        match self.complete_swap(base, &old_bases, &kinds, &manifest) {
+            Ok(()) => Ok(true),
+            Err(error) => {
+                // Committed but not finished in memory: the next open finishes it from the
+                // manifest. Until then the log takes no writes (its segments may be half swapped).
+                self.failed = Some(format!("cleaner swap of segment {base} failed: {error}"));
+                Err(error)
+            }
+        }
+    }
+
+    fn complete_swap(&mut self, base: i64, old_bases: &[i64], kinds: &[&str], manifest: &Path) -> Result<()> {
+        for old in old_bases {
+            let segment = self.segments.remove(old).expect("checked above");
+            self.unsynced_segments.remove(old);
+            self.unsynced_txn_indexes.remove(old);
+            segment.delete_files()?;
+        }
+        for kind in kinds {
+            fs::rename(segment_file_named(&self.dir, base, kind, CLEANED_SUFFIX), segment_file(&self.dir, base, kind))?;
+        }
+        sync_dir(&self.dir)?;
+        fs::remove_file(manifest)?;
+        let (mut segment, _) = Segment::open(&self.dir, base)?;
+        if !segment.load_tail()? {
+            return Err(self.corrupt(base, "the cleaned segment just swapped in does not read back".into()));
+        }
+        segment.mark_checked();
+        self.segments.insert(base, segment);
+        self.directory_dirty = true;
+        self.check_invariants();
+        Ok(())
+    }
+
+    /// At the open: finishes every swap whose manifest exists (see `swap_cleaned`) and deletes
+    /// the files of passes cut short before their commit. Returns how many swaps it finished.
+    fn finish_interrupted_cleaning(&mut self) -> Result<usize> {
+        let mut manifests = Vec::new();
+        let mut leftovers = Vec::new();
+        for entry in fs::read_dir(&self.dir)? {
+            let path = entry?.path();
+            let Some(name) = path.file_name().and_then(|n| n.to_str()) else { continue };
+            if name.ends_with(CLEANED_SUFFIX) || name.ends_with(".swap.tmp") {
+                leftovers.push(path);
+            } else if let Some(base) = name.strip_suffix(".swap").and_then(|b| b.parse::<i64>().ok()) {
+                manifests.push((base, path));
+            }
+        }
+        let finished = manifests.len();
+        for (base, manifest) in manifests {
+            let Some((replaces, kinds)) = cleaner::read_swap_manifest(&manifest)? else {
+                return Err(self.corrupt(base, format!("cleaner swap manifest {} does not parse", manifest.display())));
+            };
+            for old in replaces.iter().filter(|&&old| old != base) {
+                for kind in SEGMENT_SUFFIXES {
+                    remove_if_exists(&segment_file(&self.dir, *old, kind))?;
+                }
+            }
+            for kind in SEGMENT_SUFFIXES {
+                let cleaned = segment_file_named(&self.dir, base, kind, CLEANED_SUFFIX);
+                let target = segment_file(&self.dir, base, kind);
+                if kinds.iter().any(|k| k == kind) {
+                    if cleaned.exists() {
+                        fs::rename(&cleaned, &target)?; // replaces the old file of that kind
+                    }
+                } else {
+                    remove_if_exists(&target)?; // the old segment's: the cleaned one has none
+                }
+            }
+            sync_dir(&self.dir)?;
+            fs::remove_file(&manifest)?;
+        }
+        for path in leftovers.iter().filter(|p| p.exists()) {
+            fs::remove_file(path)?;
+        }
+        if finished > 0 || !leftovers.is_empty() {
+            sync_dir(&self.dir)?;
+        }
+        Ok(finished)
+    }
+
     /// Flushes everything, seals the indexes and writes a checkpoint marked clean, so the next
     /// open skips recovery.
     pub fn close(&mut self) -> Result<()> {
@@ -926,5 +1161,12 @@ impl Log {
         self.write_checkpoint(true)?;
         self.closed = true;
         Ok(())
+    }
+}
+
+fn remove_if_exists(path: &Path) -> io::Result<()> {
+    match fs::remove_file(path) {
+        Err(error) if error.kind() != io::ErrorKind::NotFound => Err(error),
+        _ => Ok(()),
     }
 }

@@ -25,10 +25,15 @@ pub const OFFSET_INDEX_SUFFIX: &str = "index";
 pub const TIME_INDEX_SUFFIX: &str = "timeindex";
 pub const TXN_INDEX_SUFFIX: &str = "txnindex";
 /// Every file a segment may own, for deletion.
-const SEGMENT_SUFFIXES: [&str; 4] = [LOG_SUFFIX, OFFSET_INDEX_SUFFIX, TIME_INDEX_SUFFIX, TXN_INDEX_SUFFIX];
+pub const SEGMENT_SUFFIXES: [&str; 4] = [LOG_SUFFIX, OFFSET_INDEX_SUFFIX, TIME_INDEX_SUFFIX, TXN_INDEX_SUFFIX];
 
 pub fn segment_file(dir: &Path, base_offset: i64, suffix: &str) -> PathBuf {
-    dir.join(format!("{base_offset:0width$}.{suffix}", width = SEGMENT_NAME_DIGITS))
+    segment_file_named(dir, base_offset, suffix, "")
+}
+
+/// `segment_file` with `name_suffix` after the kind: the cleaner's `<base>.log.cleaned`.
+pub fn segment_file_named(dir: &Path, base_offset: i64, suffix: &str, name_suffix: &str) -> PathBuf {
+    dir.join(format!("{base_offset:0width$}.{suffix}{name_suffix}", width = SEGMENT_NAME_DIGITS))
 }
 
 /// Where a full scan of a segment stopped before its end, and why.
@@ -76,9 +81,14 @@ fn wall_clock_ms() -> i64 {
 impl Segment {
     /// Creates the files of a new, empty segment (the `.txnindex` waits for its first entry).
     pub fn create(dir: &Path, base_offset: i64) -> StorageResult<Segment> {
-        let log_path = segment_file(dir, base_offset, LOG_SUFFIX);
+        Segment::create_named(dir, base_offset, "")
+    }
+
+    /// `create` with `name_suffix` after each file's kind (see `segment_file_named`).
+    pub fn create_named(dir: &Path, base_offset: i64, name_suffix: &str) -> StorageResult<Segment> {
+        let log_path = segment_file_named(dir, base_offset, LOG_SUFFIX, name_suffix);
         OpenOptions::new().write(true).create_new(true).open(&log_path)?;
-        let (mut segment, _) = Segment::open(dir, base_offset)?;
+        let (mut segment, _) = Segment::open_named(dir, base_offset, name_suffix)?;
         segment.verification = Verification::checked(base_offset);
         Ok(segment)
     }
@@ -87,13 +97,17 @@ impl Segment {
     /// passed their sanity checks; the tail is not read yet (see `load_tail` and `recover`). A
     /// damaged `.txnindex` is an error: it cannot be rebuilt from the log (see `txn_index`).
     pub fn open(dir: &Path, base_offset: i64) -> StorageResult<(Segment, bool)> {
-        let log_path = segment_file(dir, base_offset, LOG_SUFFIX);
+        Segment::open_named(dir, base_offset, "")
+    }
+
+    fn open_named(dir: &Path, base_offset: i64, name_suffix: &str) -> StorageResult<(Segment, bool)> {
+        let file = |kind| segment_file_named(dir, base_offset, kind, name_suffix);
+        let log_path = file(LOG_SUFFIX);
         let log = OpenOptions::new().read(true).append(true).open(&log_path)?;
         let size = log.metadata()?.len();
-        let (offset_index, offset_sane) =
-            OffsetIndex::open(&segment_file(dir, base_offset, OFFSET_INDEX_SUFFIX), size)?;
-        let (time_index, time_sane) = TimeIndex::open(&segment_file(dir, base_offset, TIME_INDEX_SUFFIX))?;
-        let txn_index = TransactionIndex::open(&segment_file(dir, base_offset, TXN_INDEX_SUFFIX), base_offset)?;
+        let (offset_index, offset_sane) = OffsetIndex::open(&file(OFFSET_INDEX_SUFFIX), size)?;
+        let (time_index, time_sane) = TimeIndex::open(&file(TIME_INDEX_SUFFIX))?;
+        let txn_index = TransactionIndex::open(&file(TXN_INDEX_SUFFIX), base_offset)?;
         let segment = Segment {
             base_offset,
             log_path,
@@ -128,6 +142,18 @@ impl Segment {
     }
     pub fn offset_of_max_timestamp(&self) -> i64 {
         self.offset_of_max_timestamp
+    }
+    /// The max timestamp of the first batch (Kafka's `getFirstBatchTimestamp`), if any.
+    pub fn first_batch_timestamp(&self) -> Option<i64> {
+        self.rolling_timestamp
+    }
+    /// Entries in the offset and time indexes.
+    pub fn index_entries(&self) -> (usize, usize) {
+        (self.offset_index.len(), self.time_index.len())
+    }
+    /// A segment the cleaner wrote (every batch built or checked by it): nothing to verify.
+    pub fn mark_checked(&mut self) {
+        self.verification = Verification::checked(self.base_offset);
     }
     pub fn log_file(&self) -> Arc<File> {
         Arc::clone(&self.log)
@@ -601,7 +627,7 @@ pub(crate) fn check_batch(
         .crc(position + batch::CRC_START as u64, header.size_bytes() as u64 - batch::CRC_START as u64)
         .map_err(|e| e.to_string())?;
     batch::check_crc(&header, crc).map_err(|e| e.to_string())?;
-    batch::check_contents(&header).map_err(|e| e.to_string())?;
+    batch::check_stored_contents(&header).map_err(|e| e.to_string())?;
     if header.base_offset < expected_offset || header.last_offset() - base_offset > RELATIVE_OFFSET_MAX {
         return Err(format!(
             "batch offsets {}..={} out of order (expected {expected_offset} or more)",
