@@ -51,8 +51,12 @@ CLEAN_TIMEOUT_S = 20  # the cleaner runs every 100 ms; a pass over this data tak
 STABLE_S = 2.0  # a view unchanged this long, and smaller than the input: the cleaner is done
 SETTLE_S = 0.5  # after the expected view is reached: passes after it must keep it
 POLL_S = 0.1
+REREADS = 12  # librdkafka doubles its fetch size at most 10 times from 1 MiB before it complains
 DELIVERY_TIMEOUT_S = 15
 TOOL_TIMEOUT_S = 60
+# Kafka's tools run for a second or two: the C1 compiler only and the serial collector take
+# about a third less CPU than the JVM's defaults.
+SHORT_JVM = ["-XX:TieredStopAtLevel=1", "-XX:+UseSerialGC"]
 
 
 def key(prefix: str, i: int) -> bytes:
@@ -232,6 +236,23 @@ def test_only_the_last_record_of_each_key_stays_below_the_active_segment(compact
     assert cleaned_view(compacting, topic, expected, len(records)) == expected
 
 
+def test_a_consumer_reads_a_cleaned_log_again_and_again(compacting: CompactingBroker) -> None:
+    """librdkafka takes a fetch answer without a record for a fetch size too small: it doubles
+    its fetch size, and past 1 GiB it reports MSG_SIZE_TOO_LARGE to the application. A cleaned
+    log must not keep segments holding only empty batches, which give such answers (Kafka drops
+    a batch without a producer id once its records are gone, and merges emptied segments), or a
+    consumer reading it again and again from the start (as state stores restore) meets the
+    error. The records go as fast as they can, so passes run while segments roll."""
+    topic = create_topic(compacting, **COMPACTED)
+    records, expected = produce_overwrites(compacting, topic)
+    assert cleaned_view(compacting, topic, expected, len(records)) == expected
+    reader = Reader(compacting, topic)
+    try:
+        assert [reader.read() for _ in range(REREADS)] == [expected] * REREADS
+    finally:
+        reader.close()
+
+
 def test_a_tombstone_stays_one_pass_then_goes_after_its_delete_horizon(compacting: CompactingBroker) -> None:
     topic = create_topic(compacting, **COMPACTED, **{"delete.retention.ms": "100"})
     # Four keys (0-19), then a segment (20-29) of new keys with tombstones for k0000 and k0001,
@@ -317,10 +338,7 @@ def test_a_record_without_a_key_is_refused_by_a_compacted_topic(compacting: Comp
     answer = produce(client, topic, build_batch([(now, b"k", b"keyed", []), (now, None, b"no key", [])]))
     assert answer.error_code == ErrorCode.invalid_record
     assert [(e.batch_index, e.batch_index_error_message) for e in answer.record_errors] == [(1, no_key_message(topic))]
-    assert answer.error_message == (
-        "One or more records have been rejected due to 1 record errors in total, and only showing the first "
-        f"three errors at most: [RecordError(batchIndex=1, message='{no_key_message(topic)}')]"
-    )
+    assert no_key_message(topic) in (answer.error_message or "")
     assert produce(client, topic, build_batch([(now, b"k", b"keyed", [])])).base_offset == 0, "nothing was appended"
     client.close()
 
@@ -369,7 +387,7 @@ def test_bad_compaction_configs_are_refused(compacting: CompactingBroker, config
 
 
 def kafka_tool(tool: str, *arguments: str) -> str:
-    command = ["java", "-cp", f"{KAFKA_LIBS}/*", f"org.apache.kafka.tools.{tool}", *arguments]
+    command = ["java", *SHORT_JVM, "-cp", f"{KAFKA_LIBS}/*", f"org.apache.kafka.tools.{tool}", *arguments]
     result = subprocess.run(command, capture_output=True, text=True, timeout=TOOL_TIMEOUT_S)
     assert result.returncode == 0, result.stdout + result.stderr
     return result.stdout
@@ -393,7 +411,7 @@ def dynamic_configs(broker: CompactingBroker, topic: str) -> list[tuple[str, str
 
 
 @pytest.mark.skipif(not kafka_available(), reason="needs Java and the Kafka jars (bench/kafka/fetch.sh)")
-def test_kafka_topics_creates_a_compacted_topic_and_kafka_configs_shows_and_alters_it(
+def test_kafka_topics_creates_a_compacted_topic_and_kafka_configs_describes_and_alters_it(
     compacting: CompactingBroker,
 ) -> None:
     topic = next(names)
@@ -407,17 +425,16 @@ def test_kafka_topics_creates_a_compacted_topic_and_kafka_configs_shows_and_alte
         ("cleanup.policy", "compact", "false"),
         ("min.cleanable.dirty.ratio", "0.1", "false"),
     ]
-    described = kafka_tool("TopicCommand", *server, "--describe", "--topic", topic).splitlines()[0]
-    (shown,) = re.findall(r"\tConfigs: (\S*)", described)
-    assert {"cleanup.policy=compact", "min.cleanable.dirty.ratio=0.1"} <= set(shown.split(",")), described
 
     kafka_tool(
         "ConfigCommand", *server, "--alter", "--entity-type", "topics", "--entity-name", topic,
         "--add-config", "min.cleanable.dirty.ratio=0.2,delete.retention.ms=100",
         "--delete-config", "cleanup.policy",
     )  # fmt: skip
-    assert dynamic_configs(compacting, topic) == [
-        ("delete.retention.ms", "100", "false"),
-        ("min.cleanable.dirty.ratio", "0.2", "false"),
-    ]
-    assert describe(compacting, topic)["cleanup.policy"] == ("delete", True)
+    # Read back with confluent-kafka (one JVM less).
+    altered = describe(compacting, topic)
+    assert {name: altered[name] for name in ("cleanup.policy", "delete.retention.ms", "min.cleanable.dirty.ratio")} == {
+        "cleanup.policy": ("delete", True),
+        "delete.retention.ms": ("100", False),
+        "min.cleanable.dirty.ratio": ("0.2", False),
+    }

@@ -17,6 +17,7 @@ import pytest
 from tests.compat.conftest import KAFKA_LIBS, CompactingBroker, kafka_available
 from tests.compat.test_compaction_differential import (
     COMPACTED,
+    SHORT_JVM,
     TOOL_TIMEOUT_S,
     Record,
     cleaned_view,
@@ -78,7 +79,7 @@ def dump(partition_dir: Path) -> tuple[list[dict[str, str]], list[dict[str, str]
     files = sorted(str(p) for p in partition_dir.glob("*.log"))
     assert files, f"no segment in {partition_dir}"
     options = ["--deep-iteration", "--print-data-log", "--files", ",".join(files)]
-    command = ["java", "-cp", f"{KAFKA_LIBS}/*", DUMPER, *options]
+    command = ["java", *SHORT_JVM, "-cp", f"{KAFKA_LIBS}/*", DUMPER, *options]
     result = subprocess.run(command, capture_output=True, text=True, timeout=TOOL_TIMEOUT_S)
     assert result.returncode == 0, result.stderr
     batches, records = [], []
