@@ -411,6 +411,9 @@ struct Output {
     pending: Vec<u8>,
     headers: Vec<BatchHeader>,
     bytes_written: u64,
+    /// Where the emptied batch kept only to end the group sits in `pending` (bytes, headers):
+    /// dropped again when the next group goes on into the same segment.
+    group_end_empty: Option<(usize, usize)>,
 }
 
 impl Output {
@@ -494,8 +497,8 @@ impl Pass<'_> {
         } else {
             can_discard
         };
-        let retain_empty =
-            (header.has_producer_id() && self.last_of_producer(header)) || header.next_offset() == group_end;
+        let for_producer = header.has_producer_id() && self.last_of_producer(header);
+        let retain_empty = for_producer || header.next_offset() == group_end;
         if discard_records && !retain_empty {
             return Ok(());
         }
@@ -513,6 +516,9 @@ impl Pass<'_> {
                 let empty = records::empty_batch(header, &mut output.pending);
                 debug_assert_eq!(output.pending.len() - start, BATCH_HEADER_BYTES);
                 output.pushed(empty, config)?;
+                if !for_producer {
+                    output.group_end_empty = Some((start, output.headers.len() - 1));
+                }
             }
             return Ok(());
         }
@@ -545,13 +551,15 @@ impl Pass<'_> {
         let base = groups[at][0].base_offset;
         remove_cleaned_files(dir, base)?;
         let segment = Segment::create_named(dir, base, CLEANED_SUFFIX)?;
-        let mut output = Output { segment, pending: Vec::new(), headers: Vec::new(), bytes_written: 0 };
+        let mut output =
+            Output { segment, pending: Vec::new(), headers: Vec::new(), bytes_written: 0, group_end_empty: None };
         self.txns.cleaned_index.clear();
         let mut next = at;
         let outcome = (|| -> Result<()> {
             loop {
                 let group = &groups[next];
                 let group_end = group[group.len() - 1].next_offset;
+                output.group_end_empty = None;
                 for source in group {
                     let mut reader = BatchReader::new(source, 0);
                     while let Some((header, _, bytes)) = reader.next_batch()? {
@@ -569,6 +577,10 @@ impl Pass<'_> {
                 });
                 if !(nothing_left && fits) {
                     break;
+                }
+                if let Some((bytes, headers)) = output.group_end_empty.take() {
+                    output.pending.truncate(bytes);
+                    output.headers.truncate(headers);
                 }
             }
             output.write_out(&self.plan.config)?;
