@@ -1,0 +1,75 @@
+"""The log cleaner in a running broker: the internal topics are compacted by default, and what the
+coordinators rebuild after a restart is unchanged by it (issue 15)."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from confluent_kafka import Consumer, TopicPartition
+from confluent_kafka.admin import AdminClient, NewTopic
+
+from tests.server.conftest import BrokerProcess, free_port, wait_until
+
+SETTINGS = {
+    "log.cleaner.backoff.ms": "100",
+    # Small segments everywhere (the internal topics too), so the commits below fill many.
+    "tidelog.internal.log.segment.bytes": "4096",
+    "offsets.topic.num.partitions": "1",
+    "group.initial.rebalance.delay.ms": "0",
+}
+COMMITS = 400
+PARTITIONS = 4
+CLEANED = re.compile(r"cleaned __consumer_offsets-0: (\d+) segment\(s\) -> (\d+), (\d+) -> (\d+) bytes")
+
+
+def offsets_bytes(data_dir: Path) -> int:
+    return sum(path.stat().st_size for path in (data_dir / "__consumer_offsets-0").glob("*.log"))
+
+
+def commit_many(bootstrap: str, group: str) -> dict[int, int]:
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": group, "enable.auto.commit": False})
+    last = {}
+    try:
+        for i in range(COMMITS):
+            partition = i % PARTITIONS
+            last[partition] = i
+            consumer.commit(offsets=[TopicPartition("events", partition, i)], asynchronous=False)
+    finally:
+        consumer.close()
+    return last
+
+
+def committed(bootstrap: str, group: str) -> dict[int, int]:
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": group, "enable.auto.commit": False})
+    try:
+        wanted = [TopicPartition("events", p) for p in range(PARTITIONS)]
+        return {tp.partition: tp.offset for tp in consumer.committed(wanted, timeout=30)}
+    finally:
+        consumer.close()
+
+
+def test_consumer_offsets_are_compacted_and_a_restart_replays_the_same_offsets(tmp_path: Path) -> None:
+    data_dir = tmp_path / "data"
+    # First without the cleaner: every commit stays a record of its own.
+    broker = BrokerProcess(data_dir, free_port(), {**SETTINGS, "log.cleaner.enable": "false"}).start()
+    try:
+        admin = AdminClient({"bootstrap.servers": broker.bootstrap})
+        admin.create_topics([NewTopic("events", PARTITIONS, 1)])["events"].result(30)
+        expected = commit_many(broker.bootstrap, "g1")
+    finally:
+        broker.stop()
+    written = offsets_bytes(data_dir)
+    assert written > COMMITS * 50
+    broker = BrokerProcess(data_dir, free_port(), SETTINGS).start()
+    try:
+        wait_until(lambda: CLEANED.search(broker.log_text()) is not None, timeout_s=30)
+        wait_until(lambda: offsets_bytes(data_dir) < written / 4, timeout_s=30)
+        assert committed(broker.bootstrap, "g1") == expected
+    finally:
+        broker.stop()
+    restarted = BrokerProcess(data_dir, free_port(), SETTINGS).start()
+    try:
+        assert committed(restarted.bootstrap, "g1") == expected
+    finally:
+        restarted.stop()
