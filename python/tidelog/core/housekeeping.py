@@ -79,7 +79,9 @@ class Housekeeping:
                 cleaned = await self.broker.clean_dirtiest_log(cleaner)
             except LogClosedError:
                 cleaned = None  # the log closed (topic deleted) or the broker is stopping
-            except Exception:
+            except (asyncio.CancelledError, KeyboardInterrupt, SystemExit):
+                raise
+            except BaseException:  # an engine panic too (pyo3's PanicException is no Exception)
                 log.exception("log cleaner pass failed")
                 cleaned = None
             if cleaned is None:

@@ -111,6 +111,8 @@ pub struct CleanReport {
 #[derive(Clone)]
 pub struct SourceSegment {
     pub base_offset: i64,
+    /// The next segment's base: no batch here may reach it.
+    pub limit_offset: i64,
     pub file: Arc<File>,
     pub path: PathBuf,
     pub size: u64,
@@ -313,6 +315,7 @@ impl<'a> BatchReader<'a> {
         }
         if header.base_offset < self.expected_offset
             || header.last_offset() - self.source.base_offset > RELATIVE_OFFSET_MAX
+            || header.last_offset() >= self.source.limit_offset
         {
             return Err(self.damaged(format!(
                 "batch offsets {}..={} out of order",

@@ -202,6 +202,18 @@ impl Log {
             let (mut segment, indexes_sane) = Segment::open(&self.dir, base)?;
             let needs_scan = !indexes_sane || !segment.load_tail()? || (!clean && base >= first_unflushed);
             let later = &bases[at + 1..];
+            // Offsets past the next segment's base: segments overlap (damage, or a cleaned segment
+            // put beside the ones it replaced): which copy holds the truth is not known.
+            let overlap = |next_offset: i64| later.first().filter(|&&n| next_offset > n).copied();
+            if let (false, Some(next)) = (needs_scan, overlap(segment.next_offset())) {
+                return Err(self.corrupt(
+                    base,
+                    format!(
+                        "segment {base} holds offsets up to {} past the next one's base {next}",
+                        segment.next_offset() - 1
+                    ),
+                ));
+            }
             if !needs_scan {
                 // Flushed, so whole: one that ends before the next begins lost acknowledged data.
                 if let Some(&next) = later.first().filter(|&&n| segment.next_offset() < n && n > self.log_start_offset)
@@ -220,6 +232,15 @@ impl Log {
             report.segments_scanned += 1;
             report.indexes_rebuilt += 1;
             let outcome = segment.recover(&self.config)?;
+            if let Some(next) = overlap(outcome.next_offset) {
+                return Err(self.corrupt(
+                    base,
+                    format!(
+                        "segment {base} holds offsets up to {} past the next one's base {next}",
+                        outcome.next_offset - 1
+                    ),
+                ));
+            }
             // A segment that ends before the next one begins lost its unsynced tail at a batch
             // boundary: a torn tail too (rolling wrote the next file first).
             let short = later.first().is_some_and(|&next| outcome.next_offset < next && next > self.log_start_offset);
@@ -1004,6 +1025,7 @@ impl Log {
             .map(|(_, s)| s)
             .filter(|s| s.next_offset() > self.log_start_offset || s.base_offset >= self.log_start_offset)
             .map(|s| SourceSegment {
+                limit_offset: self.segments.range(s.base_offset + 1..).next().map_or(i64::MAX, |(&b, _)| b),
                 base_offset: s.base_offset,
                 file: s.log_file(),
                 path: s.log_path().to_owned(),
