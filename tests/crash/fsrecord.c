@@ -6,7 +6,9 @@
  *   TIDELOG_FSREC_LOG    prefix of the output: <prefix>.ops (one op per line, tab-separated) and
  *                        <prefix>.data (the bytes of every recorded write, back to back)
  *   TIDELOG_FSREC_DROP_SYNC=1   sabotage: fsync/fdatasync of recorded files return 0 without
- *                        syncing or being recorded (the explorer must then find losses)
+ *                        syncing or being recorded (the explorer must then find losses);
+ *                        any other value but 0 or empty: only those of files whose name (when
+ *                        opened) ends with it, e.g. ".cleaned"
  *
  * Op lines: O fd path flags | C fd | W fd offset length data_offset | T fd length |
  *   TP path length | R old new | U path | D path | K path | S fd | F fd mode offset length |
@@ -37,7 +39,9 @@ static size_t root_len;
 static int ops_fd = -1, data_fd = -1;
 static long long data_offset;
 static int drop_sync;
+static char drop_suffix[PATH_MAX];
 static unsigned char tracked[MAX_FDS];
+static unsigned char dropped[MAX_FDS]; /* fsyncs of this fd are dropped (TIDELOG_FSREC_DROP_SYNC) */
 
 #define REAL(ret, name, ...)                                                                  \
     static ret (*real_##name)(__VA_ARGS__);                                                   \
@@ -116,7 +120,9 @@ __attribute__((constructor)) static void fsrec_init(void) {
     if (!r || !prefix) return;
     snprintf(root, sizeof root, "%s", r);
     root_len = strlen(root);
-    drop_sync = getenv("TIDELOG_FSREC_DROP_SYNC") && strcmp(getenv("TIDELOG_FSREC_DROP_SYNC"), "1") == 0;
+    const char *drop = getenv("TIDELOG_FSREC_DROP_SYNC");
+    drop_sync = drop && strcmp(drop, "1") == 0;
+    if (drop && !drop_sync && strcmp(drop, "0") != 0) snprintf(drop_suffix, sizeof drop_suffix, "%s", drop);
     char path[PATH_MAX];
     snprintf(path, sizeof path, "%s.ops", prefix);
     ops_fd = get_open()(path, O_WRONLY | O_CREAT | O_TRUNC | O_APPEND | O_CLOEXEC, 0644);
@@ -184,6 +190,8 @@ static void opened(int fd, int flags) {
     path[n] = '\0';
     if (!under_root(path)) return;
     tracked[fd] = 1;
+    size_t len = strlen(path), suffix_len = strlen(drop_suffix);
+    dropped[fd] = suffix_len > 0 && len >= suffix_len && strcmp(path + len - suffix_len, drop_suffix) == 0;
     emit("O\t%d\t%s\t%d\n", fd, path, flags);
 }
 
@@ -353,7 +361,7 @@ int posix_fallocate64(int fd, off_t offset, off_t length) {
 static int synced(int fd, int (*real)(int)) {
     pthread_mutex_lock(&lock);
     int rc, saved;
-    if (drop_sync && is_tracked(fd)) {
+    if (is_tracked(fd) && (drop_sync || dropped[fd])) {
         rc = 0;
         saved = errno;
     } else {
