@@ -539,6 +539,9 @@ class CompactView:
     controls: dict[int, tuple[int, int, str]]  # markers served (emptied control batches: not here)
     txn_of: dict[int, Txn]  # offset -> its transaction, for the transactions the markers name
     ended: dict[int, str] = dataclasses.field(default_factory=dict)  # pid -> kind, ended by the checker
+    # The markers the checker appended to end them (the offset of a marker lost in the crash may
+    # be taken by one of these: it must not count as that marker).
+    ending_markers: dict[int, tuple[int, int, str]] = dataclasses.field(default_factory=dict)
 
     def fate(self, offset: int) -> str:
         """ "plain", or the transaction's "COMMIT" / "ABORT" / "open" in the recovered log: its
@@ -548,7 +551,8 @@ class CompactView:
             return "plain"
         txn = self.txn_of.get(offset)  # None: appended just before the crash point (marker later)
         if txn is not None and txn.kind is not None and txn.marker_offset is not None:
-            if (txn.appended and txn.marker_offset < self.durable) or txn.marker_offset in self.controls:
+            marker = (txn.pid, txn.epoch, txn.kind)
+            if (txn.appended and txn.marker_offset < self.durable) or self.controls.get(txn.marker_offset) == marker:
                 return txn.kind
         return self.ended.get(record.producer_id, "open")
 
@@ -613,7 +617,7 @@ def check_compact_partition(
                 aborted_now, epoch = True, unified.producer_state.producers[pid].epoch + 1
             marker = unified.append_marker(pid, epoch, TXN_COORDINATOR_EPOCH, aborted_now)
             view.ended[pid] = "ABORT" if aborted_now else "COMMIT"
-            view.controls[marker.first_offset] = (pid, epoch, view.ended[pid])
+            view.ending_markers[marker.first_offset] = (pid, epoch, view.ended[pid])
         log.flush()
     except Exception as error:
         return "broken_after", f"{where}: ending the open transactions after recovery: {type(error).__name__}: {error}"
@@ -725,11 +729,11 @@ def check_read_committed(view: CompactView, lso: int, stage: str) -> tuple[str, 
     where = view.where + stage
     unified = view.unified
     ranges = unified.aborted_ranges(unified.log_start_offset, unified.log_end_offset)
+    markers = {**view.controls, **view.ending_markers}
     for pid, first, last in ranges:
-        if view.controls.get(last, (None, None, None))[::2] != (pid, "ABORT"):
+        if markers.get(last, (None, None, None))[::2] != (pid, "ABORT"):
             return "txnindex_phantom", (
-                f"{where}: aborted-txn entry ({pid}, {first}..{last}), but the log holds {view.controls.get(last)} "
-                f"at {last}"
+                f"{where}: aborted-txn entry ({pid}, {first}..{last}), but the log holds {markers.get(last)} at {last}"
             )
     seen: dict[str, int] = {}
     for offset in sorted(view.served):

@@ -296,6 +296,9 @@ COMPACT_OVERRIDES = {
     "min.cleanable.dirty.ratio": "0.01",
 }
 COMPACT_KEYS = 6
+# Keys only transactions write: an aborted record is then often the newest of its key, which
+# the cleaner must not let supersede the committed one before it.
+COMPACT_TXN_KEYS = 2
 COMPACT_STEPS = 40
 COMPACT_CLEAN_EVERY = 5
 TOMBSTONE_SHARE = 0.12
@@ -344,9 +347,9 @@ class Compaction:
         self.partition = Partition(self.topic_partition, uuid.uuid4(), self.unified, durable_acks=True)
         self.cleaner = Cleaner(CLEANER_DEDUPE_BUFFER_BYTES)
 
-    def keys(self) -> list[tuple[str, bool]]:
+    def keys(self, among: int = COMPACT_KEYS) -> list[tuple[str, bool]]:
         rng = self.driver.rng
-        return [(f"key{rng.randrange(COMPACT_KEYS)}", rng.random() < TOMBSTONE_SHARE) for _ in range(rng.randint(1, 3))]
+        return [(f"key{rng.randrange(among)}", rng.random() < TOMBSTONE_SHARE) for _ in range(rng.randint(1, 3))]
 
     def append(self, producer_id: int | None) -> None:
         driver, name = self.driver, self.name
@@ -366,7 +369,7 @@ class Compaction:
 
     def txn_append(self, producer: TxnProducer) -> None:
         driver, name = self.driver, self.name
-        keys = self.keys()
+        keys = self.keys(COMPACT_KEYS + COMPACT_TXN_KEYS)
         first = self.unified.log_end_offset
         sequence = producer.sequences.get(0, 0)
         pid, epoch = producer.producer_id, producer.epoch
