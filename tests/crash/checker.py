@@ -33,7 +33,9 @@ record of its key is in the log or acknowledged) or acked_loss; the read_committ
 the LSO holds, per key, exactly the latest committed record written (a key whose latest is a
 tombstone may be absent), else acked_loss (a key lost) or resurrected (an older value shows
 through); the last acknowledged batch of each idempotent producer is still in the log and a
-retry of it is a duplicate; `.cleaned` / `.swap` files left after the open are leftover.
+retry of it is a duplicate; `.cleaned` / `.swap` files left after the open are leftover; a
+segment file holding batches out of its range (old segments left beside the cleaned one that
+replaced them) is segments_mixed.
 """
 
 from __future__ import annotations
@@ -44,6 +46,7 @@ import uuid
 from collections import defaultdict
 from pathlib import Path
 
+from tests.conftest import segment_batches
 from tests.crash.workload import (
     TOPIC_OVERRIDES,
     TXN_COORDINATOR_EPOCH,
@@ -543,6 +546,13 @@ class CompactView:
     # be taken by one of these: it must not count as that marker).
     ending_markers: dict[int, tuple[int, int, str]] = dataclasses.field(default_factory=dict)
 
+    @classmethod
+    def of(
+        cls, where: str, unified: UnifiedLog, durable: int, written: dict[int, Written], txns: list[Txn]
+    ) -> CompactView:
+        txn_of = {o: txn for txn in txns for first, last in txn.batches for o in range(first, last + 1)}
+        return cls(where, unified, durable, written, {}, {}, {}, txn_of)
+
     def fate(self, offset: int) -> str:
         """ "plain", or the transaction's "COMMIT" / "ABORT" / "open" in the recovered log: its
         marker was acknowledged, or is in the log; else it is open (the cleaner never reached it)."""
@@ -564,30 +574,57 @@ def check_compact_partition(
     manager: LogManager, incarnation: Incarnation, partition: int, expected: Expected
 ) -> tuple[str, str]:
     key = (incarnation.name, incarnation.gen, partition)
-    where = f"{incarnation.name}#{incarnation.gen}-{partition}"
     topic_partition = TopicPartition(incarnation.name, partition)
-    unified = manager.partitions[topic_partition]
+    txns = expected.txns.get(key, [])
+    view = CompactView.of(
+        f"{incarnation.name}#{incarnation.gen}-{partition}",
+        manager.partitions[topic_partition],
+        expected.acked.get(key, 0),
+        expected.keyed.get(key, {}),
+        txns,
+    )
+    return check_compact_view(
+        view,
+        manager.data_dir / topic_partition.directory_name(),
+        incarnation,
+        expected.markers_written.get(key, {}),
+        expected.last_batches.get(key, {}),
+        txns,
+    )
+
+
+def check_compact_view(
+    view: CompactView,
+    directory: Path,
+    incarnation: Incarnation,
+    markers: dict[int, tuple[int, int, str]],
+    last_batches: dict[int, tuple[int, int, int, int, int]],
+    txns: list[Txn],
+    probe_append: bool = True,
+) -> tuple[str, str]:
+    """Every check of a recovered compacted partition (see the module comment), in order; ends
+    the transactions left open (their markers in `view.ending_markers`) and, with
+    `probe_append`, appends and flushes one more record."""
+    where, unified = view.where, view.unified
     log = unified.log
-    durable = expected.acked.get(key, 0)
-    directory = manager.data_dir / topic_partition.directory_name()
     leftovers = sorted(p.name for p in directory.iterdir() if p.name.endswith(CLEANER_LEFTOVER_SUFFIXES))
     if leftovers:
         return "leftover", f"{where}: files of a cleaning pass are left after the open: {leftovers}"
     start, end = log.log_start_offset, log.log_end_offset
-    if end < durable:
-        return "acked_loss", f"{where}: log end {end} below the acknowledged {durable}"
+    if end < view.durable:
+        return "acked_loss", f"{where}: log end {end} below the acknowledged {view.durable}"
     if start != 0:
         return "acked_loss", f"{where}: log start {start}, but nothing deletes records from this log"
-    txns = expected.txns.get(key, [])
-    txn_of = {o: txn for txn in txns for first, last in txn.batches for o in range(first, last + 1)}
-    view = CompactView(where, unified, durable, expected.keyed.get(key, {}), {}, {}, {}, txn_of)
-    outcome = read_compacted(view, incarnation, expected.markers_written.get(key, {}))
+    outcome = check_segment_files(directory, where)
+    if outcome[0] != "ok":
+        return outcome
+    outcome = read_compacted(view, incarnation, markers)
     if outcome[0] != "ok":
         return outcome
     outcome = check_superseded(view)
     if outcome[0] != "ok":
         return outcome
-    partition_view = Partition(topic_partition, uuid.uuid4(), unified, durable_acks=True)
+    partition_view = Partition(unified.topic_partition, uuid.uuid4(), unified, durable_acks=True)
     open_data = [o for o in view.served if view.fate(o) == "open"]
     oldest_open = min(open_data, default=None)
     before = partition_view.last_stable_offset
@@ -603,14 +640,14 @@ def check_compact_partition(
     outcome = check_read_committed(view, lso, "")
     if outcome[0] != "ok":
         return outcome
-    outcome = check_producer_retries(view, incarnation, expected.last_batches.get(key, {}))
+    outcome = check_producer_retries(view, incarnation, last_batches)
     if outcome[0] != "ok":
         return outcome
     # The coordinator ends what is open after a restart (see check_transactions), then the whole
     # log is read_committed.
     try:
         for pid in sorted({view.written[o].producer_id for o in open_data}):
-            recorded = next((t for t in reversed(expected.txns.get(key, [])) if t.pid == pid), None)
+            recorded = next((t for t in reversed(txns) if t.pid == pid), None)
             if recorded is not None and recorded.kind is not None and recorded.marker_offset not in view.controls:
                 aborted_now, epoch = recorded.kind == "ABORT", recorded.epoch
             else:
@@ -627,13 +664,31 @@ def check_compact_partition(
             f"the high watermark {partition_view.high_watermark}"
         )
     outcome = check_read_committed(view, partition_view.last_stable_offset, " (open transactions ended)")
-    if outcome[0] != "ok":
+    if outcome[0] != "ok" or not probe_append:
         return outcome
     try:
         unified.append(keyed_batch(incarnation.name, incarnation.gen, log.log_end_offset, [("key0", False)]))
         log.flush()
     except Exception as error:
         return "broken_after", f"{where}: append after recovery: {error}"
+    return "ok", ""
+
+
+def check_segment_files(directory: Path, where: str) -> tuple[str, str]:
+    """The segment files as stored (not as reads see them): each one's batches lie between its
+    base offset and the next one's, in order. A swap that left old segments beside the cleaned
+    one that replaced them (a mix) fails here even where reads skip the duplicates."""
+    segments = sorted((int(p.name.removesuffix(".log")), p) for p in directory.glob("*.log"))
+    for at, (base, path) in enumerate(segments):
+        next_base = segments[at + 1][0] if at + 1 < len(segments) else None
+        previous = base - 1
+        for _, _, first, last in segment_batches(path):
+            if first <= previous or last < first or (next_base is not None and last >= next_base):
+                return "segments_mixed", (
+                    f"{where}: segment {base} holds a batch {first}..{last} after offset {previous}"
+                    f"{'' if next_base is None else f', the next segment starting at {next_base}'}"
+                )
+            previous = last
     return "ok", ""
 
 

@@ -464,7 +464,7 @@ def table_rows(summaries: list[Summary]) -> list[str]:
     ]
     for s in summaries:
         legal, reorder = split_outcomes(s)
-        other = legal["open_error"] + legal["broken_after"] + legal["retry_refused"] + legal["leftover"]
+        other = sum(legal[k] for k in ("open_error", "broken_after", "retry_refused", "leftover", "segments_mixed"))
         reorder_other = sum(v for k, v in reorder.items() if k not in ("ok", "refused"))
         modes = "/".join(str(s.by_mode[m]) for m in MODES)
         rows.append(

@@ -32,6 +32,7 @@ NEVER = (
     "abort_exposed",
     "txnindex_phantom",
     "leftover",
+    "segments_mixed",
 )
 
 
