@@ -1,5 +1,6 @@
-"""The full crash-state exploration (issue 14): every scenario of tests/crash, five workload
-seeds, more samples per crash point; prints the summary table and writes
+"""The full crash-state exploration (issues 14 and 15): every scenario of tests/crash (the log
+cleaner's `compact` included), five workload seeds, more samples per crash point, and the
+sabotages that show the checker finds what they break; prints the summary table and writes
 bench/results/crash_states.md.
 
     PYTHONPATH=python python bench/crash_states.py
@@ -35,6 +36,16 @@ def main() -> None:
             )
             for kind in ("marker_unflushed", "no_txnindex")
         }
+        compact_sabotage = {
+            kind: explorer.run(
+                work / f"sabotage-{kind}",
+                (1,),
+                {"synced": 1, "all": 1, "prefix": 2},
+                scenarios=("compact",),
+                sabotage=kind,
+            )
+            for kind in ("swap_deletes_first", "cleaned_unsynced")
+        }
     finally:
         shutil.rmtree(work, ignore_errors=True)
     elapsed = time.monotonic() - started
@@ -59,10 +70,21 @@ def main() -> None:
             [dataclasses.replace(s, scenario=f"txn, {kind}") for kind, runs in txn_sabotage.items() for s in runs]
         ),
         "",
+        "Sabotage of the compact scenario: each swap's deletions of the old segments moved before its "
+        "manifest in the recorded trace (`swap_deletes_first`), and the fsyncs of the `.cleaned` files "
+        "dropped by the interposer (`cleaned_unsynced`):",
+        "",
+        *explorer.table_rows(
+            [dataclasses.replace(s, scenario=f"compact, {k}") for k, runs in compact_sabotage.items() for s in runs]
+        ),
+        "",
+        f"Ops inside cleaning passes in the compact recordings: {sum(s.pass_ops for s in summaries)}.",
+        "",
         "First failures of each kind:",
         "",
     ]
-    for summary in [*summaries, *(s for runs in txn_sabotage.values() for s in runs)]:
+    sabotaged = [*txn_sabotage.values(), *compact_sabotage.values()]
+    for summary in [*summaries, *(s for runs in sabotaged for s in runs)]:
         kinds: set[tuple[str, str]] = set()
         for failure in summary.failures:
             kind = (failure.split()[0], failure.split(": ")[1])

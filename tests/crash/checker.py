@@ -24,6 +24,18 @@ acknowledged marker missing is acked_loss; a control batch that is not the marke
 its offset is corrupt_read; ending the transactions left open (as the coordinator does after a
 restart: a retried marker, or a timeout abort with an epoch bump) must work and bring the LSO to
 the high watermark, else broken_after.
+
+Compacted topics (the compact scenario, `check_compact_partition`): offsets may have gaps and
+records may go, so instead of contiguity: offsets strictly increase and every record served is
+the one written at its offset (key, value or tombstone, producer) or corrupt_read; an
+acknowledged record missing must be superseded (a tombstone, aborted, or a later committed
+record of its key is in the log or acknowledged) or acked_loss; the read_committed view below
+the LSO holds, per key, exactly the latest committed record written (a key whose latest is a
+tombstone may be absent), else acked_loss (a key lost) or resurrected (an older value shows
+through); the last acknowledged batch of each idempotent producer is still in the log and a
+retry of it is a duplicate; `.cleaned` / `.swap` files left after the open are leftover; a
+segment file holding batches out of its range (old segments left beside the cleaned one that
+replaced them) is segments_mixed.
 """
 
 from __future__ import annotations
@@ -34,7 +46,15 @@ import uuid
 from collections import defaultdict
 from pathlib import Path
 
-from tests.crash.workload import TOPIC_OVERRIDES, TXN_COORDINATOR_EPOCH, batch_for, value_of
+from tests.conftest import segment_batches
+from tests.crash.workload import (
+    TOPIC_OVERRIDES,
+    TXN_COORDINATOR_EPOCH,
+    batch_for,
+    keyed_batch,
+    parse_key_spec,
+    value_of,
+)
 from tidelog.config import TopicConfig
 from tidelog.core.partition import Partition
 from tidelog.protocol.record_batch import (
@@ -77,6 +97,16 @@ class Txn:
         return self.batches[0][0] if self.batches else None
 
 
+@dataclasses.dataclass(frozen=True)
+class Written:
+    """A keyed record as the workload appended it (compact scenario)."""
+
+    key: str
+    tombstone: bool
+    producer_id: int  # -1: a plain batch
+    transactional: bool
+
+
 @dataclasses.dataclass
 class Expected:
     """What had been acknowledged before the crash point."""
@@ -93,6 +123,8 @@ class Expected:
     txns: dict[tuple[str, int, int], list[Txn]]
     # Every marker of the whole recording: key -> offset -> (producer id, epoch, kind).
     markers_written: dict[tuple[str, int, int], dict[int, tuple[int, int, str]]]
+    # Every keyed record of the whole recording: key -> offset -> what was written there.
+    keyed: dict[tuple[str, int, int], dict[int, Written]] = dataclasses.field(default_factory=dict)
 
 
 class Expectations:
@@ -105,6 +137,7 @@ class Expectations:
         gens: dict[str, Incarnation] = {}
         self.markers_written: dict[tuple[str, int, int], dict[int, tuple[int, int, str]]] = defaultdict(dict)
         self.marker_offset_of: dict[int, int] = {}  # index of a marker? -> offset of its marker
+        self.keyed: dict[tuple[str, int, int], dict[int, Written]] = defaultdict(dict)
         starting: dict[tuple[str, int, int], int] = {}
         for index, (at, words) in enumerate(self.markers):
             if words[0] in ("marker?", "marker"):
@@ -115,6 +148,11 @@ class Expectations:
                 else:
                     self.markers_written[key][int(words[6])] = (pid, epoch, words[5])
                     self.marker_offset_of[starting.pop((*key, pid))] = int(words[6])  # type: ignore[arg-type]
+            if words[0] == "keys":
+                written = self.keyed[(words[1], gens[words[1]].gen, int(words[2]))]
+                first, pid, transactional = int(words[3]), int(words[4]), words[5] == "1"
+                for i, (record_key, tombstone) in enumerate(parse_key_spec(words[6])):
+                    written[first + i] = Written(record_key, tombstone, pid, transactional)
             if words[0] == "topic+":
                 incarnation = Incarnation(words[1], int(words[2]), words[3], int(words[4]), at)
                 self.incarnations[words[3]] = incarnation
@@ -202,6 +240,7 @@ class Expectations:
             names=names,
             txns=txns,
             markers_written=self.markers_written,
+            keyed=self.keyed,
         )
 
 
@@ -235,8 +274,10 @@ def check_open(manager: LogManager, expected: Expected) -> tuple[str, str]:
         if recovered.get(incarnation.name) is incarnation:
             return "resurrected", f"deleted topic {incarnation.name}#{incarnation.gen} came back"
     for incarnation in recovered.values():
+        compact = manager.topic_config(incarnation.name).compact
         for partition in range(incarnation.partitions):
-            outcome = check_partition(manager, incarnation, partition, expected)
+            check = check_compact_partition if compact else check_partition
+            outcome = check(manager, incarnation, partition, expected)
             if outcome[0] != "ok":
                 return outcome
     for name in sorted(expected.names - set(recovered)):
@@ -481,3 +522,335 @@ def read_values(log: PartitionLog, first: int, last: int) -> list[bytes | None]:
                 values[record_offset] = value
         offset = piece.last_offset + 1
     return [values.get(o) for o in range(first, last + 1)]
+
+
+# ---- compacted topics -----------------------------------------------------------------------
+
+CLEANER_LEFTOVER_SUFFIXES = (".cleaned", ".swap", ".swap.tmp")
+
+
+@dataclasses.dataclass
+class CompactView:
+    """A recovered compacted partition as read back, with what was written to it."""
+
+    where: str
+    unified: UnifiedLog
+    durable: int
+    written: dict[int, Written]
+    served: dict[int, Written]  # data records the log serves, by offset
+    batches: dict[int, tuple[int, int]]  # base offset -> (last offset, producer id), emptied ones too
+    controls: dict[int, tuple[int, int, str]]  # markers served (emptied control batches: not here)
+    txn_of: dict[int, Txn]  # offset -> its transaction, for the transactions the markers name
+    ended: dict[int, str] = dataclasses.field(default_factory=dict)  # pid -> kind, ended by the checker
+    # The markers the checker appended to end them (the offset of a marker lost in the crash may
+    # be taken by one of these: it must not count as that marker).
+    ending_markers: dict[int, tuple[int, int, str]] = dataclasses.field(default_factory=dict)
+
+    @classmethod
+    def of(
+        cls, where: str, unified: UnifiedLog, durable: int, written: dict[int, Written], txns: list[Txn]
+    ) -> CompactView:
+        txn_of = {o: txn for txn in txns for first, last in txn.batches for o in range(first, last + 1)}
+        return cls(where, unified, durable, written, {}, {}, {}, txn_of)
+
+    def fate(self, offset: int) -> str:
+        """ "plain", or the transaction's "COMMIT" / "ABORT" / "open" in the recovered log: its
+        marker was acknowledged, or is in the log; else it is open (the cleaner never reached it)."""
+        record = self.written[offset]
+        if not record.transactional:
+            return "plain"
+        txn = self.txn_of.get(offset)  # None: appended just before the crash point (marker later)
+        if txn is not None and txn.kind is not None and txn.marker_offset is not None:
+            marker = (txn.pid, txn.epoch, txn.kind)
+            if (txn.appended and txn.marker_offset < self.durable) or self.controls.get(txn.marker_offset) == marker:
+                return txn.kind
+        return self.ended.get(record.producer_id, "open")
+
+    def committed(self, offset: int) -> bool:
+        return self.fate(offset) in ("plain", "COMMIT")
+
+
+def check_compact_partition(
+    manager: LogManager, incarnation: Incarnation, partition: int, expected: Expected
+) -> tuple[str, str]:
+    key = (incarnation.name, incarnation.gen, partition)
+    topic_partition = TopicPartition(incarnation.name, partition)
+    txns = expected.txns.get(key, [])
+    view = CompactView.of(
+        f"{incarnation.name}#{incarnation.gen}-{partition}",
+        manager.partitions[topic_partition],
+        expected.acked.get(key, 0),
+        expected.keyed.get(key, {}),
+        txns,
+    )
+    return check_compact_view(
+        view,
+        manager.data_dir / topic_partition.directory_name(),
+        incarnation,
+        expected.markers_written.get(key, {}),
+        expected.last_batches.get(key, {}),
+        txns,
+    )
+
+
+def check_compact_view(
+    view: CompactView,
+    directory: Path,
+    incarnation: Incarnation,
+    markers: dict[int, tuple[int, int, str]],
+    last_batches: dict[int, tuple[int, int, int, int, int]],
+    txns: list[Txn],
+    probe_append: bool = True,
+) -> tuple[str, str]:
+    """Every check of a recovered compacted partition (see the module comment), in order; ends
+    the transactions left open (their markers in `view.ending_markers`) and, with
+    `probe_append`, appends and flushes one more record."""
+    where, unified = view.where, view.unified
+    log = unified.log
+    leftovers = sorted(p.name for p in directory.iterdir() if p.name.endswith(CLEANER_LEFTOVER_SUFFIXES))
+    if leftovers:
+        return "leftover", f"{where}: files of a cleaning pass are left after the open: {leftovers}"
+    start, end = log.log_start_offset, log.log_end_offset
+    if end < view.durable:
+        return "acked_loss", f"{where}: log end {end} below the acknowledged {view.durable}"
+    if start != 0:
+        return "acked_loss", f"{where}: log start {start}, but nothing deletes records from this log"
+    outcome = check_segment_files(directory, where)
+    if outcome[0] != "ok":
+        return outcome
+    outcome = read_compacted(view, incarnation, markers)
+    if outcome[0] != "ok":
+        return outcome
+    outcome = check_superseded(view)
+    if outcome[0] != "ok":
+        return outcome
+    partition_view = Partition(unified.topic_partition, uuid.uuid4(), unified, durable_acks=True)
+    open_data = [o for o in view.served if view.fate(o) == "open"]
+    oldest_open = min(open_data, default=None)
+    before = partition_view.last_stable_offset
+    if oldest_open is not None and before > oldest_open:
+        return "lso_past_open", f"{where}: LSO {before} (before a flush) past open transactional data at {oldest_open}"
+    log.flush()
+    lso, high_watermark = partition_view.last_stable_offset, partition_view.high_watermark
+    wanted = high_watermark if oldest_open is None else min(high_watermark, oldest_open)
+    if lso > wanted:
+        return "lso_past_open", f"{where}: LSO {lso} past {wanted}, where open transactional data begins"
+    if lso < wanted:
+        return "lso_stuck", f"{where}: LSO {lso} below {wanted} (high watermark {high_watermark})"
+    outcome = check_read_committed(view, lso, "")
+    if outcome[0] != "ok":
+        return outcome
+    outcome = check_producer_retries(view, incarnation, last_batches)
+    if outcome[0] != "ok":
+        return outcome
+    # The coordinator ends what is open after a restart (see check_transactions), then the whole
+    # log is read_committed.
+    try:
+        for pid in sorted({view.written[o].producer_id for o in open_data}):
+            recorded = next((t for t in reversed(txns) if t.pid == pid), None)
+            if recorded is not None and recorded.kind is not None and recorded.marker_offset not in view.controls:
+                aborted_now, epoch = recorded.kind == "ABORT", recorded.epoch
+            else:
+                aborted_now, epoch = True, unified.producer_state.producers[pid].epoch + 1
+            marker = unified.append_marker(pid, epoch, TXN_COORDINATOR_EPOCH, aborted_now)
+            view.ended[pid] = "ABORT" if aborted_now else "COMMIT"
+            view.ending_markers[marker.first_offset] = (pid, epoch, view.ended[pid])
+        log.flush()
+    except Exception as error:
+        return "broken_after", f"{where}: ending the open transactions after recovery: {type(error).__name__}: {error}"
+    if partition_view.last_stable_offset != partition_view.high_watermark:
+        return "broken_after", (
+            f"{where}: every transaction ended, but the LSO {partition_view.last_stable_offset} stays below "
+            f"the high watermark {partition_view.high_watermark}"
+        )
+    outcome = check_read_committed(view, partition_view.last_stable_offset, " (open transactions ended)")
+    if outcome[0] != "ok" or not probe_append:
+        return outcome
+    try:
+        unified.append(keyed_batch(incarnation.name, incarnation.gen, log.log_end_offset, [("key0", False)]))
+        log.flush()
+    except Exception as error:
+        return "broken_after", f"{where}: append after recovery: {error}"
+    return "ok", ""
+
+
+def check_segment_files(directory: Path, where: str) -> tuple[str, str]:
+    """The segment files as stored (not as reads see them): each one's batches lie between its
+    base offset and the next one's, in order. A swap that left old segments beside the cleaned
+    one that replaced them (a mix) fails here even where reads skip the duplicates."""
+    segments = sorted((int(p.name.removesuffix(".log")), p) for p in directory.glob("*.log"))
+    for at, (base, path) in enumerate(segments):
+        next_base = segments[at + 1][0] if at + 1 < len(segments) else None
+        previous = base - 1
+        for _, _, first, last in segment_batches(path):
+            if first <= previous or last < first or (next_base is not None and last >= next_base):
+                return "segments_mixed", (
+                    f"{where}: segment {base} holds a batch {first}..{last} after offset {previous}"
+                    f"{'' if next_base is None else f', the next segment starting at {next_base}'}"
+                )
+            previous = last
+    return "ok", ""
+
+
+def read_compacted(
+    view: CompactView, incarnation: Incarnation, markers: dict[int, tuple[int, int, str]]
+) -> tuple[str, str]:
+    """Reads the whole log: batch and record offsets strictly increase, every record is the one
+    written at its offset, every marker the one written at its offset."""
+    log, where = view.unified.log, view.where
+    end = log.log_end_offset
+    next_offset = offset = log.log_start_offset
+    while offset < end:
+        piece = log.read(offset, 1 << 16, end)
+        if piece is None:
+            break  # what is missing is judged record by record
+        for header, raw in iter_batches(piece.read()):
+            if header.base_offset < next_offset or header.last_offset < header.base_offset:
+                return "corrupt_read", (
+                    f"{where}: batch {header.base_offset}..{header.last_offset} after one ending at {next_offset - 1}"
+                )
+            next_offset = header.last_offset + 1
+            try:
+                _, records = decode_batch(raw)
+            except RecordDecodeError as error:
+                return "corrupt_read", f"{where}: batch at {header.base_offset}: {error}"
+            view.batches[header.base_offset] = (header.last_offset, header.producer_id)
+            if header.is_control:
+                if not records:
+                    continue  # emptied by the cleaner, kept for its producer's sake
+                try:
+                    marker, _ = parse_control_record(records[0][2], records[0][3])
+                except (RecordDecodeError, IndexError) as error:
+                    return "corrupt_read", f"{where}: control batch at {header.base_offset}: {error}"
+                found = (header.producer_id, header.producer_epoch, marker.name)
+                if found != markers.get(header.base_offset):
+                    marker_written = markers.get(header.base_offset)
+                    return "corrupt_read", f"{where}: marker {found} at {header.base_offset}, written {marker_written}"
+                view.controls[header.base_offset] = found
+                continue
+            previous = header.base_offset - 1
+            for record_offset, _, record_key, value, _ in records:
+                if not previous < record_offset <= header.last_offset:
+                    return "corrupt_read", (
+                        f"{where}: record offset {record_offset} in batch {header.base_offset}..{header.last_offset} "
+                        f"after {previous}"
+                    )
+                previous = record_offset
+                written = view.written.get(record_offset)
+                if written is None:
+                    return "corrupt_read", f"{where}: a record at {record_offset}, where none was written"
+                wanted = None if written.tombstone else value_of(incarnation.name, incarnation.gen, record_offset)
+                held = Written(
+                    (record_key or b"").decode(errors="replace"),
+                    value is None,
+                    header.producer_id,
+                    header.is_transactional,
+                )
+                if held != written or value != wanted:
+                    what = "acked_loss" if record_offset < view.durable else "corrupt_read"
+                    return what, f"{where}: offset {record_offset} holds {held} {value!r}, written {written}"
+                view.served[record_offset] = written
+        offset = piece.last_offset + 1
+    return "ok", ""
+
+
+def check_superseded(view: CompactView) -> tuple[str, str]:
+    """Every acknowledged record the log no longer serves is a tombstone, aborted, or followed by
+    a committed record of its key that the log serves or that was acknowledged."""
+    newest: dict[str, int] = {}  # key -> its last committed record served or acknowledged
+    for offset, record in view.written.items():
+        if (offset < view.durable or offset in view.served) and view.committed(offset):
+            newest[record.key] = max(newest.get(record.key, -1), offset)
+    for offset, record in sorted(view.written.items()):
+        if offset >= view.durable or offset in view.served or record.tombstone:
+            continue
+        fate = view.fate(offset)
+        if fate == "ABORT":
+            continue
+        if fate == "open":
+            return "acked_loss", f"{view.where}: acknowledged record {offset} of an open transaction is gone"
+        if newest.get(record.key, -1) <= offset:
+            return "acked_loss", (
+                f"{view.where}: acknowledged record {offset} ({record}) is gone, and no later committed record "
+                "of its key supersedes it"
+            )
+    return "ok", ""
+
+
+def check_read_committed(view: CompactView, lso: int, stage: str) -> tuple[str, str]:
+    """What a read_committed consumer gets below the LSO (aborted transactions skipped as the
+    `.txnindex` tells a fetch): never an aborted or open record, every committed one served, and
+    per key the latest committed record written (or nothing, if that is a tombstone)."""
+    where = view.where + stage
+    unified = view.unified
+    ranges = unified.aborted_ranges(unified.log_start_offset, unified.log_end_offset)
+    markers = {**view.controls, **view.ending_markers}
+    for pid, first, last in ranges:
+        if markers.get(last, (None, None, None))[::2] != (pid, "ABORT"):
+            return "txnindex_phantom", (
+                f"{where}: aborted-txn entry ({pid}, {first}..{last}), but the log holds {markers.get(last)} at {last}"
+            )
+    seen: dict[str, int] = {}
+    for offset in sorted(view.served):
+        if offset >= lso:
+            break
+        record = view.served[offset]
+        hidden = record.transactional and any(
+            pid == record.producer_id and first <= offset <= last for pid, first, last in ranges
+        )
+        fate = view.fate(offset)
+        if fate == "open":
+            return "lso_past_open", f"{where}: open transactional record {offset} below the LSO {lso}"
+        if hidden and fate != "ABORT":
+            what = "acked_loss" if offset < view.durable else "corrupt_read"
+            return what, f"{where}: committed record {offset} ({record}) is skipped as aborted ({ranges})"
+        if not hidden and fate == "ABORT":
+            return "abort_exposed", f"{where}: aborted record {offset} ({record}) is served to read_committed"
+        if not hidden:
+            seen[record.key] = offset
+    latest: dict[str, int] = {}
+    for offset in sorted(view.written):
+        if offset >= lso:
+            break
+        if (offset < view.durable or offset in view.served) and view.committed(offset):
+            latest[view.written[offset].key] = offset
+    for key in sorted(set(seen) | set(latest)):
+        wanted, got = latest.get(key), seen.get(key)
+        if got == wanted:
+            continue
+        if wanted is not None and view.written[wanted].tombstone:
+            if got is None:
+                continue  # the tombstone went after its delete horizon
+            return "resurrected", (
+                f"{where}: key {key} reads as offset {got}, though it was deleted by the tombstone at {wanted}"
+            )
+        return "acked_loss", (
+            f"{where}: key {key}: its latest committed record, at {wanted}, is gone (read_committed gets {got})"
+        )
+    return "ok", ""
+
+
+def check_producer_retries(
+    view: CompactView, incarnation: Incarnation, last_batches: dict[int, tuple[int, int, int, int, int]]
+) -> tuple[str, str]:
+    """The last acknowledged batch of each idempotent producer stays in the log (maybe emptied:
+    Kafka's cleaner keeps the last batch of every active producer) and a retry of it is
+    answered as a duplicate at its offsets."""
+    for pid, (epoch, seq, _, first, last) in last_batches.items():
+        if any(base > first and producer == pid for base, (_, producer) in view.batches.items()):
+            continue  # a newer batch of the producer survived the crash
+        if view.batches.get(first) != (last, pid):
+            return "acked_loss", (
+                f"{view.where}: the last acknowledged batch {first}..{last} of producer {pid} is not in the log"
+            )
+        keys = [(view.written[o].key, view.written[o].tombstone) for o in range(first, last + 1)]
+        batch = keyed_batch(incarnation.name, incarnation.gen, first, keys, (pid, epoch, seq))
+        try:
+            retry = view.unified.append(batch)
+        except ProducerStateError as error:
+            return "retry_refused", f"{view.where}: retry of acknowledged batch of producer {pid} (seq {seq}): {error}"
+        if not retry.duplicate or (retry.first_offset, retry.last_offset) != (first, last):
+            return "acked_loss", (
+                f"{view.where}: retry of producer {pid} seq {seq} (offsets {first}-{last}) answered {retry}"
+            )
+    return "ok", ""

@@ -62,9 +62,11 @@ class Recording:
 
 
 def record(
-    scenario: str, work: Path, seed: int, interposer: Path, drop_sync: bool = False, sabotage: str = ""
+    scenario: str, work: Path, seed: int, interposer: Path, drop_sync: bool | str = False, sabotage: str = ""
 ) -> Recording:
-    """Runs the workload in a fresh process under the interposer; returns its op log."""
+    """Runs the workload in a fresh process under the interposer; returns its op log.
+    `drop_sync`: True drops every fsync/fdatasync, a string those of files named with that
+    ending (sabotage: TIDELOG_FSREC_DROP_SYNC of fsrecord.c)."""
     data_dir = (work / f"{scenario}-data").resolve()
     shutil.rmtree(data_dir, ignore_errors=True)
     data_dir.mkdir(parents=True)
@@ -75,7 +77,7 @@ def record(
         "LD_PRELOAD": str(interposer),
         "TIDELOG_FSREC_ROOT": str(data_dir),
         "TIDELOG_FSREC_LOG": str(prefix),
-        "TIDELOG_FSREC_DROP_SYNC": "1" if drop_sync else "0",
+        "TIDELOG_FSREC_DROP_SYNC": drop_sync if isinstance(drop_sync, str) else "1" if drop_sync else "0",
         "TIDELOG_CRASH_SABOTAGE": sabotage,
     }
     subprocess.run(
@@ -86,6 +88,54 @@ def record(
     )
     ops = [line.split("\t") for line in Path(f"{prefix}.ops").read_text().splitlines()]
     return Recording(scenario, data_dir, ops, Path(f"{prefix}.data").read_bytes())
+
+
+def delete_old_segments_before_commit(recording: Recording) -> Recording:
+    """Sabotage of the compact scenario, on the trace: the deletions of the segments each swap
+    replaces are moved to just before its manifest is made, as a swap that deleted the old
+    segments before its commit would do (the engine itself is not changed). The explorer must
+    then find crash states that lost acknowledged records."""
+    ops = recording.ops
+    moved: dict[int, list[int]] = {}  # index of a manifest's creation -> deletions moved before it
+    taken: set[int] = set()
+    for at, op in enumerate(ops):
+        if op[0] != "O" or not op[2].endswith(".swap.tmp"):
+            continue
+        manifest = op[2].removesuffix(".tmp")
+        renamed = next(i for i in range(at, len(ops)) if ops[i][0] == "R" and ops[i][1] == op[2])
+        done = next((i for i in range(renamed, len(ops)) if ops[i][0] == "U" and ops[i][1] == manifest), len(ops))
+        old = [
+            i
+            for i in range(renamed, done)
+            if ops[i][0] == "U" and ops[i][1].endswith((".log", ".index", ".timeindex", ".txnindex"))
+        ]
+        moved[at] = old
+        taken.update(old)
+    reordered = []
+    for at, op in enumerate(ops):
+        reordered.extend(ops[i] for i in moved.get(at, []))
+        if at not in taken:
+            reordered.append(op)
+    assert len(reordered) == len(ops) and taken
+    return dataclasses.replace(recording, ops=reordered)
+
+
+# Sabotages of the recorded trace, by name (TIDELOG_CRASH_SABOTAGE names the workload's own).
+TRACE_SABOTAGES = {"swap_deletes_first": delete_old_segments_before_commit}
+# Sabotages by the interposer: fsyncs dropped for files whose name ends so.
+SYNC_SABOTAGES = {"cleaned_unsynced": ".cleaned"}
+
+
+def points_in_passes(recording: Recording) -> int:
+    """How many ops of the recording fall inside a cleaning pass (between its markers)."""
+    inside, count = False, 0
+    for op in recording.ops:
+        if op[0] == "M":
+            word = op[1].split()[0]
+            inside = word == "clean?" or (inside and word != "clean")
+        elif inside and op[0] not in ("C",):
+            count += 1
+    return count
 
 
 # ---- the file-system model ------------------------------------------------------------------
@@ -316,6 +366,7 @@ class Summary:
     scenario: str
     ops: int = 0
     crash_points: int = 0
+    pass_ops: int = 0  # ops of the recordings inside cleaning passes (points_in_passes)
     states: int = 0
     by_mode: Counter[str] = dataclasses.field(default_factory=Counter)
     outcomes: Counter[str] = dataclasses.field(default_factory=Counter)
@@ -347,7 +398,7 @@ def explore(
     duplicates skipped), checks each, and sums up."""
     from tests.crash.checker import Expectations, check_state
 
-    summary = Summary(recording.scenario, ops=len(recording.ops))
+    summary = Summary(recording.scenario, ops=len(recording.ops), pass_ops=points_in_passes(recording))
     rng = random.Random(seed)
     seen: set[tuple[bytes, int]] = set()
     kinds: set[tuple[str, str]] = set()  # the first failure of each kind is always kept
@@ -413,7 +464,7 @@ def table_rows(summaries: list[Summary]) -> list[str]:
     ]
     for s in summaries:
         legal, reorder = split_outcomes(s)
-        other = legal["open_error"] + legal["broken_after"] + legal["retry_refused"]
+        other = sum(legal[k] for k in ("open_error", "broken_after", "retry_refused", "leftover", "segments_mixed"))
         reorder_other = sum(v for k, v in reorder.items() if k not in ("ok", "refused"))
         modes = "/".join(str(s.by_mode[m]) for m in MODES)
         rows.append(
@@ -426,7 +477,7 @@ def table_rows(summaries: list[Summary]) -> list[str]:
     return rows
 
 
-SCENARIOS = ("roll", "topics", "txn")
+SCENARIOS = ("roll", "topics", "txn", "compact")
 # Crash states built per crash point and mode (duplicates are skipped, so fewer are checked).
 FULL_SAMPLES = {"synced": 1, "all": 1, "prefix": 8, "reorder": 4}
 FULL_SEEDS = (1, 2, 3, 4, 5)
@@ -447,13 +498,18 @@ def run(
     work.mkdir(parents=True, exist_ok=True)
     interposer = build_interposer(work)
     merged: dict[str, Summary] = {}
+    if sabotage in SYNC_SABOTAGES:
+        drop_sync = SYNC_SABOTAGES[sabotage]
     for seed in seeds:
         for scenario in scenarios:
             recording = record(scenario, work, seed, interposer, drop_sync=drop_sync, sabotage=sabotage)
+            if sabotage in TRACE_SABOTAGES:
+                recording = TRACE_SABOTAGES[sabotage](recording)
             summary = explore(recording, samples, seed, work / "explore", point_stride)
             total = merged.setdefault(scenario, Summary(scenario))
             total.ops += summary.ops
             total.crash_points += summary.crash_points
+            total.pass_ops += summary.pass_ops
             total.states += summary.states
             total.by_mode.update(summary.by_mode)
             total.outcomes.update(summary.outcomes)

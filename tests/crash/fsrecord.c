@@ -6,7 +6,13 @@
  *   TIDELOG_FSREC_LOG    prefix of the output: <prefix>.ops (one op per line, tab-separated) and
  *                        <prefix>.data (the bytes of every recorded write, back to back)
  *   TIDELOG_FSREC_DROP_SYNC=1   sabotage: fsync/fdatasync of recorded files return 0 without
- *                        syncing or being recorded (the explorer must then find losses)
+ *                        syncing or being recorded (the explorer must then find losses);
+ *                        any other value but 0 or empty: only those of files whose name (when
+ *                        opened) ends with it, e.g. ".cleaned"
+ *
+ * Without TIDELOG_FSREC_LOG, nothing is written: the ops under the root are only counted, for
+ * fsrec_kill_after() (tests/crash/test_clean_sigkill.py: SIGKILL at a chosen op of a cleaning
+ * pass).
  *
  * Op lines: O fd path flags | C fd | W fd offset length data_offset | T fd length |
  *   TP path length | R old new | U path | D path | K path | S fd | F fd mode offset length |
@@ -20,6 +26,7 @@
 #include <fcntl.h>
 #include <limits.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -36,8 +43,12 @@ static char root[PATH_MAX];
 static size_t root_len;
 static int ops_fd = -1, data_fd = -1;
 static long long data_offset;
+static long long ops_done;     /* ops recorded (or counted) so far */
+static long long kill_at = -1; /* fsrec_kill_after(): SIGKILL once ops_done reaches it */
 static int drop_sync;
+static char drop_suffix[PATH_MAX];
 static unsigned char tracked[MAX_FDS];
+static unsigned char dropped[MAX_FDS]; /* fsyncs of this fd are dropped (TIDELOG_FSREC_DROP_SYNC) */
 
 #define REAL(ret, name, ...)                                                                  \
     static ret (*real_##name)(__VA_ARGS__);                                                   \
@@ -107,16 +118,20 @@ static void emit(const char *fmt, ...) {
     int n = vsnprintf(line, sizeof line, fmt, args);
     va_end(args);
     if (n < 0 || (size_t)n >= sizeof line) abort();
-    write_all(ops_fd, line, (size_t)n);
+    if (ops_fd >= 0) write_all(ops_fd, line, (size_t)n);
+    if (line[0] != 'M' && ++ops_done == kill_at) raise(SIGKILL); /* the op itself took effect */
 }
 
 __attribute__((constructor)) static void fsrec_init(void) {
     const char *r = getenv("TIDELOG_FSREC_ROOT");
     const char *prefix = getenv("TIDELOG_FSREC_LOG");
-    if (!r || !prefix) return;
+    if (!r) return;
     snprintf(root, sizeof root, "%s", r);
     root_len = strlen(root);
-    drop_sync = getenv("TIDELOG_FSREC_DROP_SYNC") && strcmp(getenv("TIDELOG_FSREC_DROP_SYNC"), "1") == 0;
+    if (!prefix) return; /* counting only */
+    const char *drop = getenv("TIDELOG_FSREC_DROP_SYNC");
+    drop_sync = drop && strcmp(drop, "1") == 0;
+    if (drop && !drop_sync && strcmp(drop, "0") != 0) snprintf(drop_suffix, sizeof drop_suffix, "%s", drop);
     char path[PATH_MAX];
     snprintf(path, sizeof path, "%s.ops", prefix);
     ops_fd = get_open()(path, O_WRONLY | O_CREAT | O_TRUNC | O_APPEND | O_CLOEXEC, 0644);
@@ -125,7 +140,7 @@ __attribute__((constructor)) static void fsrec_init(void) {
     if (ops_fd < 0 || data_fd < 0) abort();
 }
 
-static int enabled(void) { return ops_fd >= 0; }
+static int enabled(void) { return root_len > 0; }
 
 static int under_root(const char *path) {
     return strncmp(path, root, root_len) == 0 && (path[root_len] == '\0' || path[root_len] == '/');
@@ -184,6 +199,8 @@ static void opened(int fd, int flags) {
     path[n] = '\0';
     if (!under_root(path)) return;
     tracked[fd] = 1;
+    size_t len = strlen(path), suffix_len = strlen(drop_suffix);
+    dropped[fd] = suffix_len > 0 && len >= suffix_len && strcmp(path + len - suffix_len, drop_suffix) == 0;
     emit("O\t%d\t%s\t%d\n", fd, path, flags);
 }
 
@@ -275,6 +292,10 @@ int close(int fd) {
 static void wrote(int fd, const struct iovec *iov, int count, ssize_t written, long long offset) {
     if (!is_tracked(fd) || written <= 0) return;
     if (offset < 0) offset = (long long)lseek(fd, 0, SEEK_CUR) - written;
+    if (data_fd < 0) { /* counting only */
+        emit("W\t%d\t%lld\t%zd\t0\n", fd, offset, written);
+        return;
+    }
     emit("W\t%d\t%lld\t%zd\t%lld\n", fd, offset, written, data_offset);
     size_t left = (size_t)written;
     for (int i = 0; i < count && left > 0; i++) {
@@ -353,7 +374,7 @@ int posix_fallocate64(int fd, off_t offset, off_t length) {
 static int synced(int fd, int (*real)(int)) {
     pthread_mutex_lock(&lock);
     int rc, saved;
-    if (drop_sync && is_tracked(fd)) {
+    if (is_tracked(fd) && (drop_sync || dropped[fd])) {
         rc = 0;
         saved = errno;
     } else {
@@ -441,8 +462,18 @@ int renameat2(int olddir, const char *old, int newdir, const char *new_path, uns
 
 /* Called by the workload (ctypes) to put a marker line (an acknowledgement) into the op log. */
 void fsrec_mark(const char *text) {
-    if (!enabled()) return;
+    if (ops_fd < 0) return;
     pthread_mutex_lock(&lock);
     emit("M\t%s\n", text);
     pthread_mutex_unlock(&lock);
+}
+
+/* Called by a test (ctypes): SIGKILL this process right after the `ops`-th op from now under the
+ * root (0: disarm). Returns how many ops were counted so far. */
+long long fsrec_kill_after(long long ops) {
+    pthread_mutex_lock(&lock);
+    long long done = ops_done;
+    kill_at = ops > 0 ? done + ops : -1;
+    pthread_mutex_unlock(&lock);
+    return done;
 }

@@ -12,6 +12,12 @@ Run as `python -m tests.crash.workload SCENARIO DATA_DIR SEED` with LD_PRELOAD s
     tbatch NAME P PID EPOCH SEQ COUNT FIRST LAST  a transactional batch was appended
     marker? NAME P PID EPOCH KIND         a COMMIT/ABORT marker is about to be appended
     marker NAME P PID EPOCH KIND OFFSET   UnifiedLog.append_marker returned (page cache)
+    keys NAME P FIRST PID TXN SPEC        a batch of keyed records was appended (compact scenario):
+                                          SPEC is one key per record, comma-separated, `~` before
+                                          the key of a tombstone; PID -1 for a plain batch; TXN 1
+                                          for a transactional one, else 0
+    clean? NAME P BOUND / clean NAME P FIRST_DIRTY END   a cleaning pass starts (upper bound
+                                          BOUND, the last stable offset) / returned (-1 -1: none)
 
 Every record's value is `value_of(name, gen, offset)`, so the checker knows what each offset
 must hold, and which incarnation of a topic name it belongs to.
@@ -23,10 +29,13 @@ import ctypes
 import os
 import random
 import sys
+import uuid
 from pathlib import Path
 
 from tidelog.config import TopicConfig
-from tidelog.protocol.record_batch import build_batch
+from tidelog.core.partition import Partition
+from tidelog.protocol.record_batch import RecordInput, build_batch
+from tidelog.storage import Cleaner
 from tidelog.storage.log_manager import LogManager
 from tidelog.storage.unified_log import TopicPartition, now_ms
 
@@ -276,7 +285,154 @@ def transactions(driver: Driver) -> None:
     driver.close()
 
 
-SCENARIOS = {"roll": roll_and_retention, "topics": topics, "txn": transactions}
+# The compact scenario: a compacted topic with small segments, few keys overwritten many times,
+# tombstones that a later pass removes (delete.retention.ms=0), transactions committed and
+# aborted, and cleaning passes (LogManager.clean) between the acknowledgements.
+COMPACT_OVERRIDES = {
+    **TOPIC_OVERRIDES,
+    "cleanup.policy": "compact",
+    "delete.retention.ms": "0",
+    "min.compaction.lag.ms": "0",
+    "min.cleanable.dirty.ratio": "0.01",
+}
+COMPACT_KEYS = 6
+# Keys only transactions write: an aborted record is then often the newest of its key, which
+# the cleaner must not let supersede the committed one before it.
+COMPACT_TXN_KEYS = 2
+COMPACT_STEPS = 40
+COMPACT_CLEAN_EVERY = 5
+TOMBSTONE_SHARE = 0.12
+CLEANER_DEDUPE_BUFFER_BYTES = 1 << 20
+
+
+def key_spec(keys: list[tuple[str, bool]]) -> str:
+    return ",".join(f"~{key}" if tombstone else key for key, tombstone in keys)
+
+
+def parse_key_spec(spec: str) -> list[tuple[str, bool]]:
+    return [(word.lstrip("~"), word.startswith("~")) for word in spec.split(",")]
+
+
+def keyed_batch(
+    topic: str,
+    gen: int,
+    first_offset: int,
+    keys: list[tuple[str, bool]],
+    producer: tuple[int, int, int] | None = None,
+    transactional: bool = False,
+) -> bytes:
+    """Records with keys; a tombstone's value is null, any other's `value_of` its offset."""
+    base = now_ms()
+    records: list[RecordInput] = [
+        (base + i, key.encode(), None if tombstone else value_of(topic, gen, first_offset + i), [])
+        for i, (key, tombstone) in enumerate(keys)
+    ]
+    if producer is None:
+        return build_batch(records)
+    producer_id, epoch, sequence = producer
+    return build_batch(
+        records, producer_id=producer_id, producer_epoch=epoch, base_sequence=sequence, transactional=transactional
+    )
+
+
+class Compaction:
+    """The compact scenario's driver of one partition."""
+
+    def __init__(self, driver: Driver, name: str) -> None:
+        self.driver = driver
+        self.name = name
+        self.topic_partition = TopicPartition(name, 0)
+        self.unified = driver.manager.partitions[self.topic_partition]
+        # The core's view of the partition, for its last stable offset (the cleaner's bound).
+        self.partition = Partition(self.topic_partition, uuid.uuid4(), self.unified, durable_acks=True)
+        self.cleaner = Cleaner(CLEANER_DEDUPE_BUFFER_BYTES)
+
+    def keys(self, among: int = COMPACT_KEYS) -> list[tuple[str, bool]]:
+        rng = self.driver.rng
+        return [(f"key{rng.randrange(among)}", rng.random() < TOMBSTONE_SHARE) for _ in range(rng.randint(1, 3))]
+
+    def append(self, producer_id: int | None) -> None:
+        driver, name = self.driver, self.name
+        keys = self.keys()
+        first = self.unified.log_end_offset
+        if producer_id is None:
+            self.unified.append(keyed_batch(name, driver.gens[name], first, keys))
+            driver.mark("keys", name, 0, first, -1, 0, key_spec(keys))
+            return
+        sequence = driver.sequences.get(producer_id, 0)
+        batch = keyed_batch(name, driver.gens[name], first, keys, (producer_id, PRODUCER_EPOCH, sequence))
+        appended = self.unified.append(batch)
+        assert not appended.duplicate and appended.first_offset == first
+        driver.sequences[producer_id] = sequence + len(keys)
+        driver.mark("keys", name, 0, first, producer_id, 0, key_spec(keys))
+        driver.mark("batch", name, 0, producer_id, PRODUCER_EPOCH, sequence, len(keys), first, appended.last_offset)
+
+    def txn_append(self, producer: TxnProducer) -> None:
+        driver, name = self.driver, self.name
+        keys = self.keys(COMPACT_KEYS + COMPACT_TXN_KEYS)
+        first = self.unified.log_end_offset
+        sequence = producer.sequences.get(0, 0)
+        pid, epoch = producer.producer_id, producer.epoch
+        batch = keyed_batch(name, driver.gens[name], first, keys, (pid, epoch, sequence), transactional=True)
+        appended = self.unified.append(batch)
+        assert not appended.duplicate and appended.first_offset == first
+        producer.sequences[0] = sequence + len(keys)
+        producer.partitions.add(0)
+        driver.mark("keys", name, 0, first, pid, 1, key_spec(keys))
+        driver.mark("tbatch", name, 0, pid, epoch, sequence, len(keys), first, appended.last_offset)
+
+    def clean(self) -> None:
+        """One pass, as the broker's cleaner task runs it (bound: the last stable offset)."""
+        assert self.unified.durable_offset == self.unified.log_end_offset  # everything acknowledged
+        bound = self.partition.last_stable_offset
+        self.driver.mark("clean?", self.name, 0, bound)
+        report = self.driver.manager.clean(self.cleaner, self.topic_partition, bound, self.unified.active_producers())
+        if report is None:
+            self.driver.mark("clean", self.name, 0, -1, -1)
+        else:
+            self.driver.mark("clean", self.name, 0, report.first_dirty_offset, report.end_offset)
+
+
+def compaction(driver: Driver) -> None:
+    """Plain, idempotent and transactional keyed batches (a TV1 and a TV2 producer whose
+    transactions stay open across passes now and then), an acknowledgement after each step, a
+    cleaning pass every few steps (tombstones get their delete horizon on one pass and go on a
+    later one), checkpoints; every transaction ended and two last passes before the close."""
+    name = "k"
+    driver.create(name, 1, COMPACT_OVERRIDES)
+    log = Compaction(driver, name)
+    producers = [TxnProducer(4000, tv2=False), TxnProducer(4001, tv2=True)]
+    rng = driver.rng
+    for step in range(COMPACT_STEPS):
+        for _ in range(rng.randint(1, 3)):
+            share = rng.random()
+            if share < 0.25:
+                log.txn_append(rng.choice(producers))
+            elif share < 0.5:
+                log.append(1100)
+            else:
+                log.append(None)
+        for producer in producers:
+            if producer.partitions and rng.random() < 0.3:
+                end_txn(driver, name, producer, commit=rng.random() < 0.6, extra=set())
+        driver.ack(name, 0)
+        if step % COMPACT_CLEAN_EVERY == COMPACT_CLEAN_EVERY - 1:
+            log.clean()
+        if step % 12 == 11:
+            driver.manager.checkpoint_all()
+            driver.mark("checkpoint")
+    for producer in producers:
+        if producer.partitions:
+            end_txn(driver, name, producer, commit=True, extra=set())
+    for _ in range(2):  # the second pass removes the tombstones the first one gave a horizon
+        log.append(None)
+        log.unified.log.roll()
+        driver.ack(name, 0)
+        log.clean()
+    driver.close()
+
+
+SCENARIOS = {"roll": roll_and_retention, "topics": topics, "txn": transactions, "compact": compaction}
 
 
 def main() -> None:
