@@ -2,13 +2,9 @@
 `adopt_uncommitted_swap` sabotage: a cleaned segment renamed into place beside the old
 segments it was to replace). No crash of a correct swap makes one; damage or a wrong tool can.
 
-Today the open accepts it (after a clean shutdown the older segments are trusted) and a
-cleaning pass that keeps records of the overlap panics in `Segment::append` ("offsets must
-increase"): a `pyo3_runtime.PanicException`, which derives from BaseException, so the broker's
-cleaner task (`except Exception` in core/housekeeping.py) dies with it. Expected: the damage is
-refused like any other, by the open (CorruptLogError) or by the pass (a StorageError such as
-CorruptBatchError "found by the cleaner", which BatchReader gives for batches out of order
-within one segment but not for a batch past the next segment's base).
+The damage is refused like any other: by the open (CorruptLogError: a segment holds offsets past
+the next one's base), or by a pass (the cleaner takes a batch reaching the next segment's base as
+damage). Before that fix the open accepted it and a pass panicked in `Segment::append`.
 """
 
 from __future__ import annotations
@@ -28,7 +24,6 @@ def compact_config(segment_bytes: int) -> LogConfig:
     return log_config_for(TopicConfig().with_overrides(overrides))
 
 
-@pytest.mark.xfail(strict=True, reason="engine: overlapping segments make the cleaner panic (see the module comment)")
 def test_overlapping_segments_are_refused_not_a_panic(tmp_path: Path) -> None:
     directory = tmp_path / "c-0"
     log, _ = PartitionLog.open(directory, compact_config(segment_bytes=1024))
