@@ -8,7 +8,9 @@ idempotent and transactional batches of keyed records (tombstones among them; tr
 committed, aborted, or left open across the next pass), then a flush. KILL_OPS > 0: the process
 is run under fsrecord.so in counting mode and kills itself (SIGKILL) right after a random op,
 1..KILL_OPS, of a cleaning pass (a pass that ends first arms the next one, with at most its
-own op count); 0: the parent kills it whenever it likes.
+own op count); KILL_OPS < 0: it kills itself within the first -KILL_OPS ops of its open (the
+open finishing a swap a kill cut short, say), and if the open takes fewer, the parent kills it
+later; 0: the parent kills it whenever it likes.
 
 Journal lines, appended (O_APPEND, one write each) right after the call they name returned, so
 a SIGKILL loses at most the line of the call under way (the page cache keeps everything written):
@@ -164,7 +166,12 @@ def main() -> None:
     if kill_after is not None:
         kill_after.argtypes = [ctypes.c_longlong]
         kill_after.restype = ctypes.c_longlong
+    if kill_after is not None and kill_ops < 0:
+        kill_after(rng.randint(1, -kill_ops))
     manager = LogManager.open(data_dir, TopicConfig())
+    if kill_after is not None and kill_ops < 0:
+        kill_after(0)
+        kill_after = None
     journal = Journal(journal_path)
     journal("S", run)
     writer = Writer(manager, journal, run, rng)

@@ -15,7 +15,9 @@ coordinator's timeout does) and closes the log for the next writer.
 Half of the kills come from the test at a random time; the other half the writer makes itself
 (fsrecord.so in counting mode, fsrec_kill_after) right after a random file-system op of a
 cleaning pass, so every step of a pass and its swaps gets hit, those between the manifest's
-commit and its removal included.
+commit and its removal included. After one kill in four of those, the next writer starts on
+the directory unchecked and kills itself within the first ops of its open (which finishes the
+swap cut short, if any); the check comes after that second kill.
 
 50 kills by default (about 30 s); `-m faults` runs 400 (TIDELOG_CLEAN_KILLS overrides both).
 """
@@ -55,6 +57,8 @@ LONG_KILLS = int(os.environ.get("TIDELOG_CLEAN_KILLS", "400"))
 PREPARE_STEPS = 120  # about 120 segments of history before the first kill
 KILL_OPS_MAX = 400  # the first armed pass dies within its first 400 ops; later ones within theirs
 KILL_DELAY_S = (0.02, 0.4)  # after the writer is ready
+OPEN_KILL_SHARE = 0.25  # of the kills at an op: a kill during the next writer's open follows
+OPEN_KILL_OPS_MAX = 40
 WRITER_TIMEOUT_S = clean_child.RUN_SECONDS_MAX + 10
 
 
@@ -212,6 +216,44 @@ def drop_manifest(partition_dir: Path) -> bool:
 SABOTAGES = {"adopt_uncommitted_swap": adopt_uncommitted_swap, "drop_manifest": drop_manifest}
 
 
+def kill_writer(
+    data_dir: Path, journal_path: Path, run: int, rng: random.Random, seed: int, interposer: Path | None, kill_ops: int
+) -> bool:
+    """Runs one writer until it is killed: by itself (`interposer`: see clean_child's KILL_OPS),
+    else by the test at a random time after it is ready. Returns whether it died before it was
+    ready."""
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO / "python"), str(REPO)])}
+    if interposer is not None:
+        env |= {"LD_PRELOAD": str(interposer), "TIDELOG_FSREC_ROOT": str(data_dir.resolve())}
+    else:
+        kill_ops = 0
+    args = [str(data_dir), str(journal_path), str(run), str(rng.randrange(1 << 30)), str(kill_ops)]
+    child = subprocess.Popen(
+        [sys.executable, "-m", "tests.crash.clean_child", *args],
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        assert child.stdout is not None
+        ready = child.stdout.readline().strip() == b"ready"
+        if ready and kill_ops <= 0:
+            time.sleep(rng.uniform(*KILL_DELAY_S))
+            child.send_signal(signal.SIGKILL)
+        child.wait(WRITER_TIMEOUT_S)
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.wait()
+    stderr = child.stderr.read().decode(errors="replace") if child.stderr else ""
+    assert child.returncode == -signal.SIGKILL, (
+        f"writer {run} ended with {child.returncode}, not by SIGKILL (seed {seed}): {stderr[:2000]} ... "
+        f"{stderr[-2000:]}"
+    )
+    return not ready
+
+
 def run_kills(work: Path, kills: int, seed: int, sabotage: str = "", by_op_only: bool = False) -> Counter[str]:
     rng = random.Random(seed)
     data_dir, journal_path = work / "data", work / "journal"
@@ -222,34 +264,12 @@ def run_kills(work: Path, kills: int, seed: int, sabotage: str = "", by_op_only:
     stats: Counter[str] = Counter()
     for run in range(1, kills + 1):
         by_op = interposer is not None and (by_op_only or run % 2 == 0)
-        env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO / "python"), str(REPO)])}
-        if by_op:
-            assert interposer is not None
-            env |= {"LD_PRELOAD": str(interposer), "TIDELOG_FSREC_ROOT": str(data_dir.resolve())}
-        args = [str(data_dir), str(journal_path), str(run), str(rng.randrange(1 << 30)), str(KILL_OPS_MAX * by_op)]
-        child = subprocess.Popen(
-            [sys.executable, "-m", "tests.crash.clean_child", *args],
-            cwd=REPO,
-            env=env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-        )
-        try:
-            assert child.stdout is not None
-            ready = child.stdout.readline()
-            if ready.strip() == b"ready" and not by_op:
-                time.sleep(rng.uniform(*KILL_DELAY_S))
-                child.send_signal(signal.SIGKILL)
-            child.wait(WRITER_TIMEOUT_S)
-        finally:
-            if child.poll() is None:
-                child.kill()
-                child.wait()
-        stderr = child.stderr.read().decode(errors="replace") if child.stderr else ""
-        assert child.returncode == -signal.SIGKILL, (
-            f"writer {run} ended with {child.returncode}, not by SIGKILL (seed {seed}): {stderr[:2000]} ... "
-            f"{stderr[-2000:]}"
-        )
+        kill_writer(data_dir, journal_path, run, rng, seed, interposer if by_op else None, KILL_OPS_MAX)
+        if by_op and not by_op_only and rng.random() < OPEN_KILL_SHARE:
+            pending = cleaner_files(data_dir / clean_child.TOPIC_PARTITION.directory_name())[".swap"] > 0
+            died = kill_writer(data_dir, journal_path, run + kills, rng, seed, interposer, -OPEN_KILL_OPS_MAX)
+            stats["kills during the open that followed" if died else "opens that lived (killed later)"] += 1
+            stats["kills during an open with a swap to finish"] += died and pending
         stats["kills by the test" if not by_op else "kills at an op of a pass"] += 1
         if sabotage:
             stats["sabotaged"] += SABOTAGES[sabotage](data_dir / clean_child.TOPIC_PARTITION.directory_name())
