@@ -6,7 +6,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from confluent_kafka import Consumer, TopicPartition
+from confluent_kafka import Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from tests.server.conftest import BrokerProcess, free_port, wait_until
@@ -73,3 +73,43 @@ def test_consumer_offsets_are_compacted_and_a_restart_replays_the_same_offsets(t
         assert committed(restarted.bootstrap, "g1") == expected
     finally:
         restarted.stop()
+
+
+def test_page_cache_acks_still_let_the_cleaner_work(tmp_path: Path) -> None:
+    """With `tidelog.flush.before.ack=false` nothing waits for fsync, yet a roll flushes the
+    sealed segment (as in Kafka), so the recovery point, above which the cleaner never cleans,
+    passes it while the broker runs."""
+    settings = {**SETTINGS, "tidelog.flush.before.ack": "false"}
+    broker = BrokerProcess(tmp_path / "data", free_port(), settings).start()
+    try:
+        admin = AdminClient({"bootstrap.servers": broker.bootstrap})
+        config = {"cleanup.policy": "compact", "internal.segment.bytes": "4096", "min.cleanable.dirty.ratio": "0.01"}
+        admin.create_topics([NewTopic("table", 1, 1, config=config)])["table"].result(30)
+        producer = Producer({"bootstrap.servers": broker.bootstrap, "linger.ms": 0})
+        latest = {}
+        for i in range(COMMITS):
+            key = f"k{i % 10}"
+            latest[key] = f"v{i}"
+            producer.produce("table", key=key, value=latest[key])
+            if i % 20 == 19:  # a request each, so that segments roll
+                assert producer.flush(30) == 0
+        cleaned = re.compile(r"cleaned table-0: (\d+) segment\(s\) -> (\d+)")
+        wait_until(lambda: cleaned.search(broker.log_text()) is not None, timeout_s=30)
+        consumer = Consumer(
+            {"bootstrap.servers": broker.bootstrap, "group.id": "reader", "auto.offset.reset": "earliest"}
+        )
+        seen: dict[str, str] = {}
+        count = 0
+        try:
+            consumer.assign([TopicPartition("table", 0, 0)])
+            while len(seen) < len(latest) or seen != latest:
+                message = consumer.poll(10)
+                assert message is not None, f"read stopped at {seen}"
+                assert message.error() is None, message.error()
+                seen[message.key().decode()] = message.value().decode()
+                count += 1
+        finally:
+            consumer.close()
+        assert count < COMMITS  # superseded records went
+    finally:
+        broker.stop()

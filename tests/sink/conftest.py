@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from tests.compat.conftest import kafka_port  # noqa: F401  (a fixture: Apache Kafka 4.4 for one test here)
+from tests.compat.conftest import kafka_broker, kafka_port  # noqa: F401  (fixtures: Apache Kafka 4.4 for one test here)
 from tests.server.conftest import BrokerProcess, free_port
 
 ROOT = Path(__file__).parents[2]

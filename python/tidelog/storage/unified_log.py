@@ -346,10 +346,22 @@ class UnifiedLog:
         return appended, info.rolled
 
     def snapshot_now(self) -> None:
-        """On the event loop: a producer-state snapshot as of the log end offset, written in the
-        flush pool (after a roll made by an append from another thread; consistent because only
-        the event loop changes producer state)."""
-        self._snapshot_in_background(self.log.log_end_offset)
+        """On the event loop, after a roll made by an append from another thread: what `_rolled`
+        does, the snapshot as of the log end offset (consistent because only the event loop
+        changes producer state)."""
+        self._rolled(self.log.log_end_offset)
+
+    def _rolled(self, offset: int) -> None:
+        """After a roll, as Kafka does: a producer-state snapshot as of `offset`, and a flush of
+        the sealed segment whatever the acks (the background flush, `request_flush`), so the
+        recovery point passes it: recovery skips it after a crash and the cleaner may take it
+        (it cleans nothing above the recovery point) even with `tidelog.flush.before.ack=false`."""
+        self._snapshot_in_background(offset)
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:
+            return  # a tool or test appending without an event loop flushes by itself
+        self.group_commit.request_flush()
 
     def _refuse(self, records: bytes | bytearray | memoryview, error: StorageError) -> NoReturn:
         """Raises `error`, unless the batch is malformed: Kafka checks the batch before the
@@ -364,8 +376,8 @@ class UnifiedLog:
         from_client: bool = True,
     ) -> Appended:
         info = self.log.append(records, now_ms(), from_client=from_client)
-        if info.rolled:  # Kafka snapshots at each roll; the state is still that before this batch
-            self._snapshot_in_background(info.first_offset)
+        if info.rolled:  # the producer state is still that before this batch
+            self._rolled(info.first_offset)
         if producer is not None:
             producer_id, epoch, first_sequence, last_sequence, offset_delta, max_timestamp, transactional = producer
             log_append_time = info.log_append_time_ms >= 0

@@ -670,6 +670,11 @@ pub fn clean(
     }
     log.lock().set_first_dirty_offset(end_offset)?;
     let mut report = pass.report;
+    // The plan holds the replaced segments' files open: closing them frees their blocks (tenths
+    // of a second per GiB), part of the pass's cost.
+    drop(groups);
+    drop(cleaned);
+    drop(plan);
     report.duration_ms = started.elapsed().as_millis() as u64;
     Ok(Some(report))
 }
