@@ -39,11 +39,13 @@ lint: $(STAMP)
 test-rust:
 	cargo test --manifest-path rust/Cargo.toml -p tidelog-storage
 
-# kcat (librdkafka 2.0, a C client) takes part in the client tests, and PostgreSQL is the sink
-# tests' second database (tests/sink starts its own server); installed from Debian when root.
+# kcat (librdkafka 2.0, a C client) takes part in the client tests, PostgreSQL is the sink
+# tests' second database (tests/sink starts its own server), and Prometheus scrapes the metrics
+# endpoint in tests/server/test_metrics.py; installed from Debian when root.
 system-tools:
 	@missing=""; command -v kcat >/dev/null || missing="kcat"; \
 	ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1 || missing="$$missing postgresql"; \
+	command -v prometheus >/dev/null || missing="$$missing prometheus"; \
 	if [ -n "$$missing" ]; then \
 		if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
 			(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null) \

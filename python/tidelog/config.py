@@ -225,6 +225,9 @@ class BrokerConfig:
     # `acks=all` is answered only once the data is fsynced (group commit). `false` answers as
     # soon as it is in the page cache, as Kafka does, and makes the high watermark the log end.
     tidelog_flush_before_ack: bool = True
+    # The Prometheus endpoint (/metrics, /healthz, /readyz): HOST:PORT, or a PORT on 127.0.0.1.
+    # Empty: off (the default). See docs/operations.md, "Metrics".
+    tidelog_metrics_listen: str = ""
     # The asyncio event loop implementation: "asyncio" (sendfile for fetches) or "uvloop".
     tidelog_event_loop: str = "asyncio"
     # A request frame must arrive whole within this long after its first byte (slowloris).
@@ -291,9 +294,24 @@ class BrokerConfig:
             raise ConfigError(message) from None
         config = cls(**values)
         config.listener_address()
+        config.metrics_address()
         if config.tidelog_event_loop not in EVENT_LOOPS:
             raise ConfigError(f"tidelog.event.loop must be one of {EVENT_LOOPS}, not {config.tidelog_event_loop!r}")
         return config
+
+    def metrics_address(self) -> tuple[str, int] | None:
+        """Where the metrics endpoint listens (`tidelog.metrics.listen`), or None when it is off."""
+        raw = self.tidelog_metrics_listen.strip()
+        if not raw:
+            return None
+        host, _, port = raw.rpartition(":")
+        try:
+            number = int(port)
+        except ValueError:
+            raise ConfigError(f"tidelog.metrics.listen must be HOST:PORT or PORT, not {raw!r}") from None
+        if not 0 <= number <= 65535:
+            raise ConfigError(f"tidelog.metrics.listen: port {number} out of range")
+        return (host.strip("[]") or "127.0.0.1", number)
 
     def listener_address(self) -> tuple[str, int]:
         """Host and port of the PLAINTEXT listener."""

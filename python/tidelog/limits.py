@@ -91,3 +91,7 @@ SINK_SQLITE_BUSY_TIMEOUT_S = 30.0
 FETCH_VERIFY_POLL_S = 0.005
 # The background scrub verifies one log this many bytes at a time between checks for shutdown.
 SCRUB_STEP_BYTES = 64 * 1024 * 1024
+
+# The metrics endpoint (tidelog.metrics.listen): a scrape, /healthz or /readyz waits this long
+# for the event loop to take its snapshot; a loop that does not answer fails /healthz.
+METRICS_LOOP_TIMEOUT_S = 5.0

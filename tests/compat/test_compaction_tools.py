@@ -32,9 +32,8 @@ DUMPER = "org.apache.kafka.tools.DumpLogSegments"
 FIELD = re.compile(r"(\w+): (\S+)")
 GAP = re.compile(r"^  (-?\d+) is followed by (\d+)$")
 # Batch fields that depend on the run (timestamps, the CRC over them, where a cleaned segment
-# put the batch) or on what is not compaction (tidelog writes the producer's leader epoch, -1,
-# where Kafka stamps its own, 0).
-RUN_FIELDS = {"position", "CreateTime", "crc", "partitionLeaderEpoch"}
+# put the batch). The leader epoch is compared: both brokers stamp theirs, 0, in every batch.
+RUN_FIELDS = {"position", "CreateTime", "crc"}
 
 Cleaned = tuple[CompactingBroker, str, list[Record]]
 _cleaned: dict[str, Cleaned] = {}

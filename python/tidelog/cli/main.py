@@ -19,6 +19,7 @@ from collections.abc import Sequence
 from tidelog.config import BrokerConfig, ConfigError, read_properties
 from tidelog.core.broker import Broker
 from tidelog.server.listener import Listener
+from tidelog.server.metrics import MetricsEndpoint
 from tidelog.storage import StorageError
 
 log = logging.getLogger("tidelog")
@@ -41,12 +42,17 @@ async def serve(config: BrokerConfig) -> None:
         # or a log in it cannot be opened.
         raise StartRefused(str(error)) from error
     listener = Listener(broker)
+    metrics: MetricsEndpoint | None = None
     try:
         # Before the listener opens, so no request finds the coordinator without its shards;
         # the replay itself runs in the background, yielding between chunks, while requests
         # are served (COORDINATOR_LOAD_IN_PROGRESS for groups not yet loaded).
         broker.start()
         host, port = await listener.start()
+        metrics_address = config.metrics_address()
+        if metrics_address is not None:
+            metrics = MetricsEndpoint.start(listener, *metrics_address)
+            log.info("metrics on http://%s:%d/metrics (and /healthz, /readyz)", *metrics.address)
         log.info(
             "ready: listening on %s:%d, data in %s, %d topic(s), %d partition(s), started in %.0f ms",
             host,
@@ -57,6 +63,8 @@ async def serve(config: BrokerConfig) -> None:
             (time.monotonic() - started) * 1000,
         )
         await stop.wait()
+        if metrics is not None:
+            metrics.stop()
         log.info("stopping: draining %d connection(s)", len(listener.connections))
         broker.resign_coordinators()
         await listener.stop()

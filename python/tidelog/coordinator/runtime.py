@@ -441,6 +441,10 @@ class CoordinatorRuntime(Generic[S]):
     def fully_loaded(self) -> bool:
         return bool(self._contexts) and all(c.state is ShardState.ACTIVE for c in self._contexts.values())
 
+    def loading(self) -> int:
+        """How many shards are still replaying their partition."""
+        return sum(1 for c in self._contexts.values() if c.state is ShardState.LOADING)
+
     def active_shards(self) -> list[tuple[ShardContext, S]]:
         return [
             (c, c.shard)  # type: ignore[misc]

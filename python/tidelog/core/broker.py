@@ -19,6 +19,7 @@ import asyncio
 import base64
 import dataclasses
 import logging
+import shutil
 import uuid
 from collections.abc import Awaitable, Hashable, Iterable, Sequence
 from pathlib import Path
@@ -38,6 +39,7 @@ from tidelog.core.coordinator_log import CoordinatorPartitionLog
 from tidelog.core.errors import error_code_for
 from tidelog.core.housekeeping import Housekeeping
 from tidelog.core.partition import Partition
+from tidelog.core.stats import BrokerStats
 from tidelog.core.types import (
     Acks,
     AlterConfigOp,
@@ -50,6 +52,7 @@ from tidelog.core.types import (
     FetchPartition,
     IsolationLevel,
     ListedOffset,
+    LogDirDescription,
     NewTopic,
     OffsetSpec,
     PartitionDescription,
@@ -172,6 +175,8 @@ class Broker:
         self.producer_ids = ProducerIdAllocator(logs.data_dir)
         # Bumped on every topic change (and a new advertised address).
         self.metadata_epoch = 0
+        # Kafka's BrokerTopicMetrics (messages and bytes in and out per topic), for the metrics.
+        self.stats = BrokerStats()
         self.partitions: dict[TopicPartition, Partition] = {}
         self._topic_names: dict[uuid.UUID, str] = {}
         for meta in logs.topics.values():
@@ -303,6 +308,11 @@ class Broker:
             result, future = self._append_one(
                 topic, index, records, acks == Acks.ALL, origin, transactional_id, abortable
             )
+            if topic in self.logs.topics:  # never a counter for a name a client made up
+                stats = self.stats.topic(topic)
+                stats.produce_requests += 1
+                if result.error != ErrorCode.none:
+                    stats.failed_produce_requests += 1
             results.append(result)
             if future is not None:
                 durable.append((result, future))
@@ -355,6 +365,10 @@ class Broker:
             appended.log_start_offset,
             duplicate=appended.duplicate,
         )
+        if not appended.duplicate:
+            stats = self.stats.topic(topic)
+            stats.messages_in += appended.last_offset - appended.first_offset + 1
+            stats.bytes_in += len(records)
         return result, future
 
     def _transaction_refusal(
@@ -390,7 +404,10 @@ class Broker:
         try:
             appended = partition.append_from_thread(batch, self.loop, durable)
         except StorageError as error:
+            self.stats.appended_from_thread(topic, 0, 0, failed=True)
             return ProduceResult(topic, index, error_code_for(error), message=str(error))
+        messages = appended.last_offset - appended.first_offset + 1
+        self.stats.appended_from_thread(topic, messages, len(batch), failed=False)
         return ProduceResult(
             topic, index, ErrorCode.none, appended.first_offset, appended.log_append_time_ms, appended.log_start_offset
         )
@@ -411,8 +428,24 @@ class Broker:
         plan = [self._resolve(request) for request in partitions]
         total, failed = fetching.collect(plan, max_bytes, isolation)
         if total >= min_bytes or max_wait_ms <= 0 or failed or not plan:
-            return [w.answer for w in plan]
-        return fetching.long_poll(plan, max_bytes, min_bytes, isolation, max_wait_ms / 1000)
+            return self._fetched([w.answer for w in plan])
+        return self._fetched_later(fetching.long_poll(plan, max_bytes, min_bytes, isolation, max_wait_ms / 1000))
+
+    async def _fetched_later(self, answer: Awaitable[list[FetchedData]]) -> list[FetchedData]:
+        return self._fetched(await answer)
+
+    def _fetched(self, answers: list[FetchedData]) -> list[FetchedData]:
+        """Counts a fetch's answers in the topics' stats (Kafka's fetch request rates, bytes out)."""
+        for answer in answers:
+            if answer.topic not in self.logs.topics:
+                continue
+            stats = self.stats.topic(answer.topic)
+            stats.fetch_requests += 1
+            if answer.error != ErrorCode.none:
+                stats.failed_fetch_requests += 1
+            elif answer.records is not None:
+                stats.bytes_out += answer.records.size
+        return answers
 
     def _resolve(self, request: FetchPartition) -> fetching.Wanted:
         if request.topic_id is not None:
@@ -462,6 +495,63 @@ class Broker:
         if offset_and_time is None or offset_and_time[0] >= upper_bound:
             return ListedOffset(ErrorCode.none)
         return ListedOffset(ErrorCode.none, offset_and_time[1], offset_and_time[0], epoch)
+
+    def offset_for_leader_epoch(
+        self, topic: str, index: int, current_leader_epoch: int, leader_epoch: int
+    ) -> tuple[ErrorCode, int, int]:
+        """OffsetForLeaderEpoch for one partition: (error, epoch, end offset). A client's
+        `current_leader_epoch` (-1: not given) older than the partition's is FENCED_LEADER_EPOCH,
+        newer is UNKNOWN_LEADER_EPOCH, as Kafka checks it."""
+        partition = self.partitions.get(TopicPartition(topic, index))
+        if partition is None:
+            return ErrorCode.unknown_topic_or_partition, -1, -1
+        if not partition.is_leader:
+            return ErrorCode.not_leader_or_follower, -1, -1
+        if current_leader_epoch >= 0 and current_leader_epoch < partition.leader_epoch:
+            return ErrorCode.fenced_leader_epoch, -1, -1
+        if current_leader_epoch > partition.leader_epoch:
+            return ErrorCode.unknown_leader_epoch, -1, -1
+        epoch, end_offset = partition.end_offset_for_epoch(leader_epoch)
+        return ErrorCode.none, epoch, end_offset
+
+    def describe_log_dirs(self, wanted: Sequence[tuple[str, Sequence[int]]] | None) -> LogDirDescription:
+        """DescribeLogDirs: the one data directory, its partitions (all, or those of `wanted`
+        that exist) with their sizes and offset lags, and the file system's total and usable
+        bytes."""
+        if wanted is None:
+            chosen = sorted(self.partitions)
+        else:
+            chosen = [TopicPartition(t, i) for t, indexes in wanted for i in indexes]
+            chosen = [tp for tp in chosen if tp in self.partitions]
+        sizes = []
+        for tp in chosen:  # Kafka's offset lag: the log end offset's distance above the high watermark
+            partition = self.partitions[tp]
+            lag = partition.log_end_offset - partition.high_watermark
+            sizes.append((tp.topic, tp.partition, partition.log.log.size_bytes, lag))
+        directory = self.logs.data_dir.resolve()
+        usage = shutil.disk_usage(directory)
+        return LogDirDescription(str(directory), sizes, usage.total, usage.free)
+
+    def elect_leaders(
+        self, wanted: Sequence[tuple[str, Sequence[int]]] | None
+    ) -> list[tuple[str, int, ErrorCode, str | None]]:
+        """ElectLeaders (preferred or unclean): every partition already has its only replica,
+        this broker, as leader. Named partitions answer ELECTION_NOT_NEEDED, or
+        UNKNOWN_TOPIC_OR_PARTITION with Kafka's message; "all partitions" (None) answers none,
+        as Kafka's controller leaves out those that need no election."""
+        if wanted is None:
+            return []
+        answers: list[tuple[str, int, ErrorCode, str | None]] = []
+        for topic, indexes in wanted:
+            for index in indexes:
+                if TopicPartition(topic, index) in self.partitions:
+                    answers.append((topic, index, ErrorCode.election_not_needed, None))
+                elif topic not in self.logs.topics:
+                    answers.append((topic, index, ErrorCode.unknown_topic_or_partition, f"No such topic as {topic}"))
+                else:
+                    message = f"No such partition as {topic}-{index}"
+                    answers.append((topic, index, ErrorCode.unknown_topic_or_partition, message))
+        return answers
 
     def delete_records(self, topic: str, index: int, offset: int) -> tuple[ErrorCode, int]:
         """DeleteRecords: moves the log start offset up to `offset` (-1: the high watermark);
@@ -829,6 +919,7 @@ class Broker:
             self.groups.forget_offsets_topic()
         if name == TRANSACTION_STATE_TOPIC:
             self.transactions.forget_topic()
+        self.stats.forget(name)
         for index in range(meta.partitions):
             self.partitions.pop(TopicPartition(name, index), None)
         self._topic_names.pop(meta.topic_id, None)

@@ -21,6 +21,9 @@ from tidelog.storage import Appended, AppendOrigin, FileSlice, TopicPartition, U
 
 # The leader epoch of every partition until leaders can change (replication).
 INITIAL_LEADER_EPOCH = 0
+# OffsetForLeaderEpoch's "unknown" answer (Kafka's UNDEFINED_EPOCH, UNDEFINED_EPOCH_OFFSET).
+NO_EPOCH = -1
+NO_EPOCH_OFFSET = -1
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,6 +47,7 @@ class Partition:
         self.log = log
         self.durable_acks = durable_acks
         self.leader_epoch = INITIAL_LEADER_EPOCH
+        log.leader_epoch = self.leader_epoch
         self.is_leader = True
         self._watchers: set[asyncio.Future[None]] = set()
         # Appends and flushes from other threads whose loop-side effects are not yet handed over.
@@ -81,6 +85,20 @@ class Partition:
         if first_unstable is None:
             return high_watermark
         return max(min(first_unstable, high_watermark), self.log.log_start_offset)
+
+    def end_offset_for_epoch(self, requested_epoch: int) -> tuple[int, int]:
+        """Kafka's leader-epoch cache lookup (OffsetForLeaderEpoch, KIP-320): the largest epoch
+        at most `requested_epoch` and the offset where the next epoch starts, the log end
+        offset for the latest epoch; (-1, -1) for an epoch above every known one, or when
+        nothing was ever appended. This broker never changes a partition's epoch, so its cache
+        is one entry, the current epoch from the log's first offset; the answer needs no file
+        of its own until leadership can move (replication)."""
+        if requested_epoch < 0 or requested_epoch > self.leader_epoch or self.log_end_offset == 0:
+            return NO_EPOCH, NO_EPOCH_OFFSET
+        if requested_epoch == self.leader_epoch:
+            return self.leader_epoch, self.log_end_offset
+        # An epoch below the first known one: Kafka answers it with the first epoch's start.
+        return requested_epoch, 0
 
     def offsets(self) -> Offsets:
         return Offsets(self.log_start_offset, self.last_stable_offset, self.high_watermark, self.log_end_offset)

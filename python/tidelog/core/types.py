@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import asyncio
 import enum
+import time
 import uuid
 from dataclasses import dataclass, field
 
 from kio.schema.errors import ErrorCode
 
 from tidelog.core.errors import error_code_for
+from tidelog.core.stats import CURRENT_REQUEST
 from tidelog.storage import FileSlice, StorageError
 
 
@@ -78,12 +80,16 @@ class ProduceOutcome:
     async def durable(self) -> list[ProduceResult]:
         """The results once every acks=all append is durable; a failed fsync answers its error
         (nothing of that append is acknowledged)."""
+        started = time.perf_counter()
         for result, future in self._durable:
             try:
                 await future
             except StorageError as error:
                 result.error, result.base_offset, result.message = error_code_for(error), NO_OFFSET, str(error)
         self._durable = []
+        record = CURRENT_REQUEST.get()
+        if record is not None:
+            record.durable_wait_s += time.perf_counter() - started
         return self.results
 
 
@@ -112,6 +118,17 @@ class FetchedData:
     # (producer id, first offset) of aborted transactions in the range; None for read_uncommitted.
     aborted_transactions: list[tuple[int, int]] | None = None
     records: FileSlice | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class LogDirDescription:
+    """DescribeLogDirs' answer for the data directory: (topic, partition, bytes, offset lag) of
+    each partition described, and the file system's size and free bytes."""
+
+    path: str
+    partitions: list[tuple[str, int, int, int]]
+    total_bytes: int
+    usable_bytes: int
 
 
 @dataclass(frozen=True, slots=True)

@@ -53,6 +53,9 @@ class ApiKey(enum.IntEnum):
     DESCRIBE_TRANSACTIONS = 65
     LIST_TRANSACTIONS = 66
     CONSUMER_GROUP_DESCRIBE = 69
+    OFFSET_FOR_LEADER_EPOCH = 23
+    DESCRIBE_LOG_DIRS = 35
+    ELECT_LEADERS = 43
 
 
 # Advertised (min, max). Produce advertises 0 as Kafka 4 does (librdkafka 2.0 stops
@@ -100,6 +103,10 @@ SUPPORTED_VERSIONS: dict[ApiKey, tuple[int, int]] = {
     # Answered GROUP_ID_NOT_FOUND for every group (only classic groups exist), so that
     # Java's admin client and librdkafka fall back to DescribeGroups.
     ApiKey.CONSUMER_GROUP_DESCRIBE: (0, 1),
+    # Kafka 4's ranges (v0-1 of OffsetForLeaderEpoch and v0 of DescribeLogDirs were removed in 4.0).
+    ApiKey.OFFSET_FOR_LEADER_EPOCH: (2, 4),
+    ApiKey.DESCRIBE_LOG_DIRS: (1, 4),
+    ApiKey.ELECT_LEADERS: (0, 2),
 }
 PRODUCE_VERSION_MIN_ACCEPTED = 3
 # The highest versions without TV2's rules, advertised when transaction.version is below 2.

@@ -24,12 +24,15 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
+from kio.schema.errors import ErrorCode
 from kio.serial.errors import SerialError
 
+from tidelog.core.stats import CURRENT_REQUEST
 from tidelog.protocol import apis, framing
 from tidelog.protocol.wire import Sendable, parts_size
 from tidelog.server.handlers import api_versions
 from tidelog.server.handlers.common import CLIENT_HOST, CloseConnection
+from tidelog.server.metrics import RequestStats, Timed
 
 if TYPE_CHECKING:
     from tidelog.server.context import ServerContext
@@ -43,13 +46,15 @@ FRAME_HEAD = struct.Struct(">ihh")  # size prefix, api key, api version
 
 
 class Slot:
-    """One answer owed, in request order. `parts` is None while its handler is still running."""
+    """One answer owed, in request order. `parts` is None while its handler is still running;
+    `timed` follows the request for the metrics."""
 
-    __slots__ = ("parts", "task")
+    __slots__ = ("parts", "task", "timed")
 
-    def __init__(self) -> None:
+    def __init__(self, timed: Timed) -> None:
         self.parts: Parts | None = None
         self.task: asyncio.Future[Any] | None = None
+        self.timed = timed
 
 
 class Connection(asyncio.Protocol):
@@ -58,6 +63,7 @@ class Connection(asyncio.Protocol):
         self.handlers = handlers
         self.registry = registry
         self.config = server.config
+        self.requests: RequestStats = server.requests
         self.transport: asyncio.Transport | None = None
         self.peer = "?"
         self.client_host = "/?"
@@ -80,6 +86,7 @@ class Connection(asyncio.Protocol):
         sock = transport.get_extra_info("socket")
         if sock is not None:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.requests.connections_created += 1
         if len(self.registry) >= self.config.max_connections:
             self.close(f"max.connections {self.config.max_connections} reached")
             return
@@ -87,6 +94,7 @@ class Connection(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
+        self.requests.connections_closed += 1
         self.registry.discard(self)
         if self.frame_deadline is not None:
             self.frame_deadline.cancel()
@@ -107,7 +115,7 @@ class Connection(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         self.last_activity = time.monotonic()
         self.buffer += data
-        consumed = self._dispatch_whole_frames()
+        consumed = self._dispatch_whole_frames(time.perf_counter())
         if self.closed:
             return
         if consumed:
@@ -115,7 +123,7 @@ class Connection(asyncio.Protocol):
         self._watch_partial_frame()
         self._pump()
 
-    def _dispatch_whole_frames(self) -> int:
+    def _dispatch_whole_frames(self, received: float) -> int:
         at = 0
         buffer = self.buffer
         while len(buffer) - at >= 4 and not self.closed:
@@ -128,7 +136,7 @@ class Connection(asyncio.Protocol):
             with memoryview(buffer) as view:  # one copy out of the buffer, released before it resizes
                 frame = bytes(view[at + 4 : at + 4 + size])
             at += 4 + size
-            self._dispatch(frame)
+            self._dispatch(frame, received)
         return at
 
     def _watch_partial_frame(self) -> None:
@@ -144,18 +152,20 @@ class Connection(asyncio.Protocol):
     def _frame_too_slow(self) -> None:
         self.close(f"frame not complete within tidelog.frame.deadline.ms ({len(self.buffer)} bytes buffered)")
 
-    def _dispatch(self, frame: bytes) -> None:
+    def _dispatch(self, frame: bytes, received: float) -> None:
         if self.frame_deadline is not None:
             self.frame_deadline.cancel()
             self.frame_deadline = None
         api_key, api_version = framing.HEADER_FIXED.unpack_from(frame, 0)[:2]
+        timed = self.requests.received(api_key, api_version, received)
         if api_key == apis.ApiKey.API_VERSIONS and not apis.is_supported(api_key, api_version):
             try:
                 header = framing.parse_request_header(frame, flexible=False)
             except framing.FrameError as error:
                 self.close(f"malformed ApiVersions header: {error}")
                 return
-            self._answer_now(header, api_versions.unsupported_version_body(), flexible_header=False)
+            timed.record.error(ErrorCode.unsupported_version)
+            self._answer_now(timed, header, api_versions.unsupported_version_body(), flexible_header=False)
             return
         if not apis.is_supported(api_key, api_version):
             self.close(f"unsupported api key {api_key} version {api_version}")
@@ -167,6 +177,8 @@ class Connection(asyncio.Protocol):
             self.close(f"malformed {apis.ApiKey(api_key).name} v{api_version} request: {error}")
             return
         CLIENT_HOST.set(self.client_host)
+        CURRENT_REQUEST.set(timed.record)
+        timed.started = time.perf_counter()
         try:
             result = self.handlers[api_key](self.server, header, request)
         except CloseConnection as reason:
@@ -177,19 +189,24 @@ class Connection(asyncio.Protocol):
             self.close("internal error")
             return
         flexible = apis.response_is_flexible(api_key, api_version)
-        if result is None:
-            return  # acks=0: no answer
-        if isinstance(result, (bytes, list)):
-            self._answer_now(header, result, flexible)
+        if result is None:  # acks=0: no answer
+            timed.ready = now = time.perf_counter()
+            self.requests.finished(timed, now, now)
             return
-        slot = Slot()
+        if isinstance(result, (bytes, list)):
+            self._answer_now(timed, header, result, flexible)
+            return
+        slot = Slot(timed)
         self.slots.append(slot)
         slot.task = asyncio.ensure_future(result)
         slot.task.add_done_callback(lambda task: self._completed(slot, header, flexible, task))
         self._limit_inflight()
 
-    def _answer_now(self, header: framing.RequestHeader, body: Parts | bytes, flexible_header: bool) -> None:
-        slot = Slot()
+    def _answer_now(
+        self, timed: Timed, header: framing.RequestHeader, body: Parts | bytes, flexible_header: bool
+    ) -> None:
+        timed.ready = time.perf_counter()
+        slot = Slot(timed)
         slot.parts = self._frame(header, body, flexible_header)
         self.slots.append(slot)
         self._limit_inflight()
@@ -206,8 +223,10 @@ class Connection(asyncio.Protocol):
             self.close("internal error")
             return
         result = task.result()
+        slot.timed.ready = now = time.perf_counter()
         if result is None:  # a handler that decided not to answer (acks=0)
             self.slots.remove(slot)
+            self.requests.finished(slot.timed, now, now)
         else:
             slot.parts = self._frame(header, result, flexible)
         self._pump()
@@ -227,14 +246,19 @@ class Connection(asyncio.Protocol):
         if self.sending or self.closed or self.transport is None:
             return
         ready: list[bytes] = []
+        written: list[Timed] = []
         while self.slots and self.slots[0].parts is not None:
             parts = self.slots[0].parts
             if not all(isinstance(p, bytes) for p in parts):
                 break
             ready.extend(parts)  # type: ignore[arg-type]
-            self.slots.popleft()
+            written.append(self.slots.popleft().timed)
         if ready:
+            started = time.perf_counter()
             self.transport.write(b"".join(ready))
+            now = time.perf_counter()
+            for timed in written:
+                self.requests.finished(timed, started, now)
         if self.slots and self.slots[0].parts is not None:
             self.sending = True
             asyncio.ensure_future(self._send_with_files())
@@ -246,13 +270,16 @@ class Connection(asyncio.Protocol):
         assert transport is not None
         try:
             while self.slots and self.slots[0].parts is not None and not self.closed:
-                parts = self.slots.popleft().parts
+                slot = self.slots.popleft()
+                parts = slot.parts
                 assert parts is not None
+                started = time.perf_counter()
                 for part in parts:
                     if isinstance(part, bytes):
                         transport.write(part)
                         continue
                     await self._send_file_part(loop, transport, part)
+                self.requests.finished(slot.timed, started, time.perf_counter())
         except (ConnectionError, RuntimeError) as error:
             self.close(f"send failed: {error}")
         finally:

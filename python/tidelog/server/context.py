@@ -7,6 +7,7 @@ from collections.abc import Hashable
 from tidelog import limits
 from tidelog.config import BrokerConfig
 from tidelog.core.broker import Broker
+from tidelog.server.metrics import RequestStats
 
 
 class ResponseCache:
@@ -45,3 +46,5 @@ class ServerContext:
         self.broker = broker
         self.config: BrokerConfig = broker.config
         self.responses = ResponseCache(broker)
+        # Requests, errors, latencies and connections, for the metrics endpoint.
+        self.requests = RequestStats()

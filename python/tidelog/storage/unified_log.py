@@ -25,6 +25,7 @@ from tidelog.protocol.record_batch import (
     ControlRecordType,
     build_control_batch,
 )
+from tidelog.stats import BATCH_BUCKETS, Histogram
 from tidelog.storage._engine import (
     AppendInfo,
     CorruptBatchError,
@@ -106,6 +107,10 @@ class GroupCommit:
         self._last_start = 0.0
         self._closed = False
         self.flushes = 0
+        # Read by the metrics endpoint (on the loop): each fsync's time, and how many waiters
+        # (acks=all appends) it released.
+        self.flush_seconds = Histogram()
+        self.flush_waiters = Histogram(BATCH_BUCKETS)
 
     def close(self) -> None:
         """No flush starts after this (the log is about to close, its flush pool to stop)."""
@@ -175,10 +180,16 @@ class GroupCommit:
         self.flushes += 1
         loop = asyncio.get_running_loop()
         self._last_start = loop.time()
-        flush = loop.run_in_executor(self._executor, self._log.flush)
+        flush = loop.run_in_executor(self._executor, self._timed_flush)
         flush.add_done_callback(self._flush_done)
 
-    def _flush_done(self, flush: asyncio.Future[int]) -> None:
+    def _timed_flush(self) -> tuple[int, float]:
+        """In the flush pool: the engine's flush (fdatasync of what changed), and its duration."""
+        started = time.perf_counter()
+        durable = self._log.flush()
+        return durable, time.perf_counter() - started
+
+    def _flush_done(self, flush: asyncio.Future[tuple[int, float]]) -> None:
         self._flushing = False
         error = flush.exception()
         if error is not None:  # fsync failed: nothing waiting can be called durable
@@ -187,11 +198,15 @@ class GroupCommit:
                 if not future.done():
                     future.set_exception(error)
             return
-        durable = flush.result()
+        durable, seconds = flush.result()
+        released = 0
         while self._waiters and self._waiters[0][0] < durable:
             _, _, future = heapq.heappop(self._waiters)
+            released += 1
             if not future.done():
                 future.set_result(None)
+        self.flush_seconds.observe(seconds)
+        self.flush_waiters.observe(released)
         if self._on_durable is not None:
             self._on_durable(durable)
         if self._waiters:
@@ -199,6 +214,9 @@ class GroupCommit:
         elif self._requested:
             self._requested = False
             self.request_flush()
+
+
+NO_LEADER_EPOCH = -1
 
 
 class AppendOrigin(enum.Enum):
@@ -231,6 +249,9 @@ class UnifiedLog:
             producer_state if producer_state is not None else ProducerStateManager(Path(log.directory))
         )
         self.group_commit = GroupCommit(log, executor, self._durable_moved)
+        # Stamped in every batch appended (partitionLeaderEpoch), as Kafka's leader does; the
+        # core's Partition sets it. -1 (none) for logs no partition hosts (tools, tests).
+        self.leader_epoch = NO_LEADER_EPOCH
         # Damaged batches read verification found in this log since it was opened.
         self.corrupt_batches = 0
         # Told (on the event loop) when the durable offset moved; the core's Partition listens.
@@ -251,11 +272,11 @@ class UnifiedLog:
 
     def append_unchecked(self, records: bytes | bytearray | memoryview) -> AppendInfo:
         """Validates and appends without producer rules (tests, tools); not yet durable."""
-        return self.log.append(records, now_ms())
+        return self.log.append(records, now_ms(), self.leader_epoch)
 
     async def append_durable(self, records: bytes | bytearray | memoryview) -> AppendInfo:
         """`append_unchecked`, then waits for the group commit that makes it durable."""
-        info = self.log.append(records, now_ms())
+        info = self.log.append(records, now_ms(), self.leader_epoch)
         await self.group_commit.wait_durable(info.last_offset)
         return info
 
@@ -341,7 +362,7 @@ class UnifiedLog:
             magic, attributes, _, _, producer_id, _, _ = PRODUCER_FIELDS.unpack_from(records, PRODUCER_FIELDS_AT)
             if producer_id >= 0 or attributes & (TRANSACTIONAL_FLAG | CONTROL_FLAG):
                 raise ValueError("only batches without a producer id may be appended from any thread")
-        info = self.log.append(records, now_ms(), from_client=True)
+        info = self.log.append(records, now_ms(), self.leader_epoch, from_client=True)
         appended = Appended(info.first_offset, info.last_offset, info.log_append_time_ms, info.log_start_offset)
         return appended, info.rolled
 
@@ -375,7 +396,7 @@ class UnifiedLog:
         producer: tuple[int, int, int, int, int, int, bool] | None,
         from_client: bool = True,
     ) -> Appended:
-        info = self.log.append(records, now_ms(), from_client=from_client)
+        info = self.log.append(records, now_ms(), self.leader_epoch, from_client=from_client)
         if info.rolled:  # the producer state is still that before this batch
             self._rolled(info.first_offset)
         if producer is not None:

@@ -139,6 +139,14 @@ class GroupCoordinator:
     def describe(self, group_id: str) -> ClassicGroup | None:
         return self.runtime.read(self.partition_for(group_id), lambda s: s.describe(group_id))
 
+    def shards_loading(self) -> int:
+        """Partitions of `__consumer_offsets` still being replayed (readiness)."""
+        return self.runtime.loading()
+
+    def loaded_groups(self) -> list[ClassicGroup]:
+        """The groups of the shards loaded now, without creating `__consumer_offsets` (metrics)."""
+        return [group for _, shard in self.runtime.active_shards() for group in shard.list_groups()]
+
     def list_groups(self) -> list[ClassicGroup]:
         self.ensure_offsets_topic()
         return [group for _, shard in self.runtime.active_shards() for group in shard.list_groups()]

@@ -117,6 +117,10 @@ class TransactionCoordinator:
         """Every shard is live (or there is no `__transaction_state` yet)."""
         return not self.partition_count or self.runtime.fully_loaded()
 
+    def shards_loading(self) -> int:
+        """Partitions of `__transaction_state` still being replayed (readiness)."""
+        return self.runtime.loading()
+
     def forget_topic(self) -> None:
         """`__transaction_state` is being deleted: every id goes; the topic is made anew on
         next use."""

@@ -12,6 +12,7 @@ import functools
 import typing
 from typing import Any
 
+from tidelog.core.stats import record_errors
 from tidelog.protocol import apis
 
 
@@ -44,5 +45,8 @@ def element(cls: type, name: str) -> Any:
 
 
 def response(api_key: int, version: int, **values: Any) -> bytes:
-    """The encoded response of `api_key` at `version`, from values for any version's fields."""
+    """The encoded response of `api_key` at `version`, from values for any version's fields.
+    Its top-level error code, if it has one, counts in the request metrics."""
+    if "error_code" in values:
+        record_errors((values["error_code"],))
     return apis.encode_response(api_key, version, make(apis.response_class(api_key, version), **values))

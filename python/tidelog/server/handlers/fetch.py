@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Awaitable
 from typing import TYPE_CHECKING, Any
 
+from tidelog.core.stats import record_errors
 from tidelog.core.types import FetchedData, FetchPartition, IsolationLevel
 from tidelog.protocol.fetch import VERSION_TOPIC_IDS, FetchedPartition, FetchedTopic, encode_fetch_response
 from tidelog.protocol.framing import RequestHeader
@@ -52,6 +53,7 @@ async def encode_when_ready(version: int, request: Any, answer: Awaitable[list[F
 
 
 def encode(version: int, request: Any, results: list[FetchedData]) -> Parts:
+    record_errors(r.error for r in results)
     answers = iter(results)
     topics = []
     for topic in request.topics:

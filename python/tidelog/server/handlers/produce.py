@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from tidelog.core.stats import record_errors
 from tidelog.core.types import Acks, ProduceResult
 from tidelog.protocol.framing import RequestHeader
 from tidelog.protocol.produce import PartitionResult, encode_produce_response
@@ -58,6 +59,7 @@ async def answer_when_durable(version: int, request: Any, outcome: Any) -> bytes
 
 
 def encode(version: int, request: Any, results: list[ProduceResult]) -> bytes:
+    record_errors(r.error for r in results)
     answers = iter(results)
     topics = []
     for topic in request.topic_data:
