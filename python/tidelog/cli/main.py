@@ -156,8 +156,17 @@ def run_recover(args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    arguments = list(sys.argv[1:] if argv is None else argv)
+    from tidelog.cli.admin import COMMANDS
+
+    if arguments and arguments[0] in COMMANDS:  # the cluster verbs (click)
+        group, _ = COMMANDS[arguments[0]]
+        group.main(args=arguments[1:], prog_name=f"tidelog {arguments[0]}")  # exits with the verb's status
+        return 0
     parser = argparse.ArgumentParser(prog="tidelog", description="A Kafka-compatible log broker.")
     commands = parser.add_subparsers(dest="command", required=True)
+    for name, (_, summary) in COMMANDS.items():
+        commands.add_parser(name, help=summary + f" (tidelog {name} --help)", add_help=False)
     serve_parser = commands.add_parser("serve", help="run the broker")
     serve_parser.add_argument("--data-dir", help="where the logs live (log.dirs; default tidelog-data)")
     serve_parser.add_argument("--listen", metavar="HOST:PORT", help="listener address (default 127.0.0.1:9092)")
@@ -167,7 +176,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     add_verify_parser(commands)
     add_recover_parser(commands)
-    args = parser.parse_args(argv)
+    args = parser.parse_args(arguments)
     if args.command == "recover":
         return run_recover(args)
     if args.command == "verify":

@@ -1,0 +1,102 @@
+"""`tidelog topics ...` and `tidelog groups ...` against a real broker: what each verb reports
+(--format json) is what the cluster holds, checked through an independent client; errors are one
+line naming Kafka's error, with exit status 1."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+from confluent_kafka import Consumer, Producer, TopicPartition
+from confluent_kafka.admin import AdminClient, ConfigResource
+
+from tests.server.conftest import BrokerProcess, free_port
+
+TIMEOUT_S = 60
+RECORDS = 30
+
+
+def tidelog(broker: BrokerProcess, verb: str, *arguments: str) -> subprocess.CompletedProcess[str]:
+    command = [sys.executable, "-m", "tidelog", verb, "--bootstrap", broker.bootstrap, "--format", "json", *arguments]
+    return subprocess.run(command, capture_output=True, text=True, timeout=TIMEOUT_S)
+
+
+def ok(broker: BrokerProcess, verb: str, *arguments: str) -> Any:
+    result = tidelog(broker, verb, *arguments)
+    assert result.returncode == 0, result.stdout + result.stderr
+    return json.loads(result.stdout)
+
+
+def test_topic_verbs(tmp_path: Path) -> None:
+    broker = BrokerProcess(tmp_path / "data", free_port()).start()
+    try:
+        ok(broker, "topics", "create", "orders", "--partitions", "3", "--config", "retention.ms=60000")
+        refused = tidelog(broker, "topics", "create", "orders")
+        assert refused.returncode == 1
+        assert refused.stderr.strip() == "tidelog: TOPIC_ALREADY_EXISTS: Topic 'orders' already exists."
+        producer = Producer({"bootstrap.servers": broker.bootstrap})
+        for i in range(RECORDS):
+            producer.produce("orders", value=b"v", partition=i % 3)
+        assert producer.flush(30) == 0
+        assert ok(broker, "topics", "list") == [{"topic": "orders", "partitions": 3, "replicas": 1}]
+        [described] = ok(broker, "topics", "describe", "orders")
+        assert described["configs"] == {"retention.ms": "60000"}
+        assert [(p["partition"], p["leader"], p["earliest"], p["latest"]) for p in described["partitions"]] == [
+            (i, 1, 0, RECORDS // 3) for i in range(3)
+        ]
+        ok(broker, "topics", "alter-config", "orders", "--set", "cleanup.policy=compact", "--delete", "retention.ms")
+        admin = AdminClient({"bootstrap.servers": broker.bootstrap})
+        resource = ConfigResource("topic", "orders")
+        configs = admin.describe_configs([resource])[resource].result(30)
+        assert configs["cleanup.policy"].value == "compact" and configs["retention.ms"].is_default
+        ok(broker, "topics", "add-partitions", "orders", "--total", "5")
+        assert len(admin.list_topics(timeout=30).topics["orders"].partitions) == 5
+        ok(broker, "topics", "delete", "orders")
+        assert "orders" not in admin.list_topics(timeout=30).topics
+        missing = tidelog(broker, "topics", "describe", "orders")
+        assert missing.returncode == 1 and missing.stderr.startswith("tidelog: UNKNOWN_TOPIC_OR_PARTITION: ")
+    finally:
+        broker.stop()
+
+
+def test_group_verbs(tmp_path: Path) -> None:
+    broker = BrokerProcess(tmp_path / "data", free_port(), {"group.initial.rebalance.delay.ms": "0"}).start()
+    try:
+        ok(broker, "topics", "create", "events", "--partitions", "2")
+        producer = Producer({"bootstrap.servers": broker.bootstrap})
+        for i in range(RECORDS):
+            producer.produce("events", value=b"v", partition=i % 2)
+        assert producer.flush(30) == 0
+        consumer = Consumer({"bootstrap.servers": broker.bootstrap, "group.id": "billing", "enable.auto.commit": False})
+        consumer.commit(offsets=[TopicPartition("events", 0, 5), TopicPartition("events", 1, 15)], asynchronous=False)
+        consumer.close()
+        assert ok(broker, "groups", "list") == [{"group": "billing", "state": "EMPTY", "type": "classic"}]
+        described = ok(broker, "groups", "describe", "billing")
+        assert described["state"] == "EMPTY" and described["members"] == []
+        assert [(o["partition"], o["committed"], o["latest"], o["lag"]) for o in described["offsets"]] == [
+            (0, 5, 15, 10),
+            (1, 15, 15, 0),
+        ]
+        plan = ok(broker, "groups", "reset-offsets", "billing", "--topic", "events", "--to-earliest")
+        assert [row["new offset"] for row in plan] == [0, 0]
+        unchanged = ok(broker, "groups", "describe", "billing")["offsets"]
+        assert [o["committed"] for o in unchanged] == [5, 15]  # a plan commits nothing
+        ok(broker, "groups", "reset-offsets", "billing", "--topic", "events", "--to-offset", "7", "--execute")
+        assert [o["committed"] for o in ok(broker, "groups", "describe", "billing")["offsets"]] == [7, 7]
+        ok(broker, "groups", "delete", "billing")
+        assert ok(broker, "groups", "list") == []
+        gone = tidelog(broker, "groups", "delete", "billing")
+        assert gone.returncode == 1 and gone.stderr.startswith("tidelog: GROUP_ID_NOT_FOUND: ")
+    finally:
+        broker.stop()
+
+
+def test_help_lists_the_verbs() -> None:
+    result = subprocess.run([sys.executable, "-m", "tidelog", "--help"], capture_output=True, text=True, timeout=30)
+    assert result.returncode == 0 and all(verb in result.stdout for verb in ("topics", "groups", "serve"))
+    for verb in ("topics", "groups"):
+        result = subprocess.run([sys.executable, "-m", "tidelog", verb, "--help"], capture_output=True, text=True)
+        assert result.returncode == 0 and "--bootstrap" in result.stdout
