@@ -100,3 +100,46 @@ def test_help_lists_the_verbs() -> None:
     for verb in ("topics", "groups"):
         result = subprocess.run([sys.executable, "-m", "tidelog", verb, "--help"], capture_output=True, text=True)
         assert result.returncode == 0 and "--bootstrap" in result.stdout
+
+
+def run(broker: BrokerProcess, verb: str, *arguments: str, stdin: str = "") -> subprocess.CompletedProcess[str]:
+    command = [sys.executable, "-m", "tidelog", verb, "--bootstrap", broker.bootstrap, *arguments]
+    return subprocess.run(command, input=stdin, capture_output=True, text=True, timeout=TIMEOUT_S)
+
+
+def test_produce_and_consume(tmp_path: Path) -> None:
+    broker = BrokerProcess(tmp_path / "data", free_port()).start()
+    try:
+        ok(broker, "topics", "create", "lines", "--partitions", "2")
+        lines = "".join(f"key-{i % 3}:value {i}\n" for i in range(10))
+        produced = run(
+            broker, "produce", "lines", "-K", ":", "-H", "source=test", "--compression", "zstd", "--idempotent",
+            "--format", "json", stdin=lines,
+        )  # fmt: skip
+        assert produced.returncode == 0, produced.stderr
+        assert sum(row["records"] for row in json.loads(produced.stdout)) == 10
+        consumed = run(broker, "consume", "lines", "--format", "json")
+        assert consumed.returncode == 0, consumed.stderr
+        records = [json.loads(line) for line in consumed.stdout.splitlines()]
+        assert sorted((r["key"], r["value"]) for r in records) == sorted(
+            (f"key-{i % 3}", f"value {i}") for i in range(10)
+        )
+        assert all(r["headers"] == [{"key": "source", "value": "test"}] for r in records)
+        by_key = {}  # the same key always went to the same partition, in order
+        for r in sorted(records, key=lambda r: (r["partition"], r["offset"])):
+            by_key.setdefault(r["key"], set()).add(r["partition"])
+        assert all(len(p) == 1 for p in by_key.values())
+        # kcat's -f, a start offset, a single partition, a count.
+        one = run(broker, "consume", "lines", "-p", "0", "--from", "offset:1", "-n", "2", "-f", "%p/%o %k=%s\\n")
+        expected = [f"0/{r['offset']} {r['key']}={r['value']}" for r in records if r["partition"] == 0][1:3]
+        assert one.returncode == 0 and one.stdout.splitlines() == expected
+        assert run(broker, "consume", "lines", "--from", "end").stdout == ""
+        # One transaction for the whole input: read_committed sees it once committed.
+        txn = run(broker, "produce", "lines", "-p", "1", "--transactional-id", "cli-txn", stdin="a\nb\nc\n")
+        assert txn.returncode == 0, txn.stderr
+        committed = run(broker, "consume", "lines", "-p", "1", "--isolation", "read_committed", "-f", "%s\\n")
+        assert committed.stdout.splitlines()[-3:] == ["a", "b", "c"]
+        missing = run(broker, "consume", "no-such-topic")
+        assert missing.returncode == 1 and missing.stderr.startswith("tidelog: UNKNOWN_TOPIC_OR_PARTITION")
+    finally:
+        broker.stop()

@@ -369,10 +369,3 @@ def groups_reset_offsets(
         consumer.close()
     rows = [{"topic": tp.topic, "partition": tp.partition, "new offset": tp.offset} for tp in plan]
     context.show(rows, title=None if execute else "plan (add --execute to commit it)")
-
-
-# The verbs of this module, by name, with what `tidelog --help` says of them.
-COMMANDS: dict[str, tuple[click.Group, str]] = {
-    "topics": (topics, "create|list|describe|alter-config|add-partitions|delete topics of any Kafka cluster"),
-    "groups": (groups, "list|describe|reset-offsets|delete consumer groups of any Kafka cluster"),
-}
