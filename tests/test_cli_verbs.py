@@ -143,3 +143,43 @@ def test_produce_and_consume(tmp_path: Path) -> None:
         assert missing.returncode == 1 and missing.stderr.startswith("tidelog: UNKNOWN_TOPIC_OR_PARTITION")
     finally:
         broker.stop()
+
+
+def test_transaction_verbs(tmp_path: Path) -> None:
+    broker = BrokerProcess(tmp_path / "data", free_port()).start()
+    try:
+        ok(broker, "topics", "create", "payments", "--partitions", "2")
+        producer = Producer({"bootstrap.servers": broker.bootstrap, "transactional.id": "payer"})
+        producer.init_transactions(30)
+        producer.begin_transaction()
+        for i in range(3):
+            producer.produce("payments", value=f"p{i}".encode(), partition=0)
+        assert producer.flush(30) == 0  # sent, not committed: the transaction stays open
+        [listed] = ok(broker, "transactions", "list")
+        assert (listed["transactional id"], listed["state"], listed["coordinator"]) == ("payer", "Ongoing", 1)
+        described = ok(broker, "transactions", "describe", "payer")
+        assert described["producer id"] == listed["producer id"] and described["partitions"] == ["payments-0"]
+        assert described["state"] == "Ongoing" and described["timeout ms"] == 60000
+        [active] = ok(broker, "transactions", "describe-producers", "--topic", "payments", "--partition", "0")
+        assert active["producer id"] == listed["producer id"] and active["transaction start offset"] == 0
+        # Open, but its id holds the partition: not hanging, however old it is allowed to be.
+        assert ok(broker, "transactions", "find-hanging", "--max-transaction-timeout", "0") == []
+        wrong = tidelog(
+            broker, "transactions", "abort", "--topic", "payments", "--partition", "0", "--start-offset", "1"
+        )
+        assert wrong.returncode == 1 and "no open transaction starts at offset 1" in wrong.stderr
+        ok(broker, "transactions", "abort", "--topic", "payments", "--partition", "0", "--start-offset", "0")
+        [after] = ok(broker, "transactions", "describe-producers", "--topic", "payments", "--partition", "0")
+        assert after["transaction start offset"] == -1
+        committed = run(broker, "consume", "payments", "-p", "0", "--isolation", "read_committed", "-f", "%s\\n")
+        assert committed.returncode == 0 and committed.stdout == ""  # aborted: nothing to read
+        uncommitted = run(broker, "consume", "payments", "-p", "0", "-f", "%s\\n")
+        assert uncommitted.stdout.splitlines() == ["p0", "p1", "p2"]
+        idle = Producer({"bootstrap.servers": broker.bootstrap, "transactional.id": "idle"})
+        idle.init_transactions(30)  # an id with no transaction yet: Empty, no start time
+        described_idle = ok(broker, "transactions", "describe", "idle")
+        assert (described_idle["state"], described_idle["partitions"]) == ("Empty", [])
+        unknown = tidelog(broker, "transactions", "describe", "nobody")
+        assert unknown.returncode == 1 and unknown.stderr.startswith("tidelog: TRANSACTIONAL_ID_NOT_FOUND")
+    finally:
+        broker.stop()

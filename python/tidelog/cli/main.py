@@ -162,6 +162,11 @@ CLUSTER_VERBS = {
     "groups": ("tidelog.cli.admin", "groups", "list|describe|reset-offsets|delete consumer groups"),
     "produce": ("tidelog.cli.records", "produce", "write records from lines of stdin or a file"),
     "consume": ("tidelog.cli.records", "consume", "print records (kcat-style templates or JSON)"),
+    "transactions": (
+        "tidelog.cli.transactions",
+        "transactions",
+        "list|describe|describe-producers|find-hanging|abort transactions",
+    ),
 }
 
 

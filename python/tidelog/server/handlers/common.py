@@ -33,6 +33,10 @@ class CloseConnection(Exception):
 AUTHORIZED_OPERATIONS_OMITTED = -(2**31)
 
 
+# A non-nullable int64 timestamp field holding Kafka's "none", -1 (kio writes round(ms)).
+NO_TIMESTAMP = datetime.datetime.fromtimestamp(-0.001, tz=datetime.UTC)
+
+
 def datetime_from_ms(ms: int) -> datetime.datetime | None:
     """kio's form of an int64 timestamp field: None stands for -1."""
     if ms < 0:

@@ -12,7 +12,7 @@ from tidelog.protocol import apis
 from tidelog.protocol.apis import ApiKey
 from tidelog.protocol.framing import RequestHeader
 from tidelog.server.handlers.build import element, make, response
-from tidelog.server.handlers.common import NO_THROTTLE, datetime_from_ms
+from tidelog.server.handlers.common import NO_THROTTLE, NO_TIMESTAMP, datetime_from_ms
 
 if TYPE_CHECKING:
     from tidelog.server.context import ServerContext
@@ -35,7 +35,7 @@ def handle(server: ServerContext, header: RequestHeader, request: Any) -> bytes:
                     transactional_id=transactional_id,
                     transaction_state="",
                     transaction_timeout=datetime.timedelta(0),
-                    transaction_start_time=None,
+                    transaction_start_time=NO_TIMESTAMP,
                     producer_id=-1,
                     producer_epoch=-1,
                     topics=(),
@@ -53,7 +53,7 @@ def handle(server: ServerContext, header: RequestHeader, request: Any) -> bytes:
                 transactional_id=transactional_id,
                 transaction_state=stored.state.kafka_name,
                 transaction_timeout=datetime.timedelta(milliseconds=stored.timeout_ms),
-                transaction_start_time=datetime_from_ms(stored.start_ms),
+                transaction_start_time=datetime_from_ms(stored.start_ms) or NO_TIMESTAMP,
                 producer_id=stored.producer_id,
                 producer_epoch=stored.producer_epoch,
                 topics=tuple(make(topic_cls, topic=t, partitions=tuple(p)) for t, p in by_topic.items()),
