@@ -156,8 +156,10 @@ def run_recover(args: argparse.Namespace) -> int:
         return 2
 
 
-# Verbs that talk to any Kafka-compatible cluster: (module, click command, what --help says).
+# The click verbs: those that talk to any Kafka-compatible cluster, and dump-log (offline, on
+# files). (module, click command, what --help says).
 CLUSTER_VERBS = {
+    "dump-log": ("tidelog.cli.dump_log", "dump_log", "print segments, indexes and producer snapshots (offline)"),
     "topics": ("tidelog.cli.admin", "topics", "create|list|describe|alter-config|add-partitions|delete topics"),
     "groups": ("tidelog.cli.admin", "groups", "list|describe|reset-offsets|delete consumer groups"),
     "produce": ("tidelog.cli.records", "produce", "write records from lines of stdin or a file"),
@@ -172,7 +174,7 @@ CLUSTER_VERBS = {
 
 def main(argv: Sequence[str] | None = None) -> int:
     arguments = list(sys.argv[1:] if argv is None else argv)
-    if arguments and arguments[0] in CLUSTER_VERBS:  # the verbs that talk to any cluster (click)
+    if arguments and arguments[0] in CLUSTER_VERBS:  # the click verbs
         module, name, _ = CLUSTER_VERBS[arguments[0]]
         verb = getattr(importlib.import_module(module), name)
         verb.main(args=arguments[1:], prog_name=f"tidelog {arguments[0]}")  # exits with the verb's status
