@@ -1,6 +1,8 @@
 """`tidelog serve`: the broker. Reads a server.properties file and `--set key=value` overrides
 (Kafka's key names), opens and recovers the logs, and serves Kafka clients until SIGTERM.
-`tidelog recover` inspects and repairs a stopped broker's logs; `tidelog verify` checks a cluster.
+`tidelog recover` inspects and repairs a stopped broker's logs; `tidelog verify` checks a cluster;
+`topics`, `groups`, `transactions`, `produce`, `consume` talk to any cluster and `dump-log` reads
+a data directory's files (click verbs, `CLUSTER_VERBS`).
 
 SIGTERM or Ctrl-C: stop accepting, let in-flight requests finish, flush, write checkpoints and
 the clean-shutdown marks. After SIGKILL the next start recovers every log.
@@ -16,12 +18,12 @@ import signal
 import sys
 import time
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from tidelog.config import BrokerConfig, ConfigError, read_properties
-from tidelog.core.broker import Broker
-from tidelog.server.listener import Listener
-from tidelog.server.metrics import MetricsEndpoint
-from tidelog.storage import StorageError
+
+if TYPE_CHECKING:
+    from tidelog.server.metrics import MetricsEndpoint
 
 log = logging.getLogger("tidelog")
 
@@ -31,6 +33,12 @@ class StartRefused(Exception):
 
 
 async def serve(config: BrokerConfig) -> None:
+    # Imported here: the other verbs start without the broker's modules (half a second).
+    from tidelog.core.broker import Broker
+    from tidelog.server.listener import Listener
+    from tidelog.server.metrics import MetricsEndpoint
+    from tidelog.storage import StorageError
+
     started = time.monotonic()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
