@@ -194,7 +194,7 @@ def test_prometheus_scrapes_the_broker_under_load(broker: tuple[BrokerProcess, s
         wait_until(lambda: _value(api, 'up{job="tidelog"}') == 1, timeout_s=30, interval_s=0.5)
         create_topic(process.bootstrap, "load")
         # A steady load: RATE records a second for LOAD_S seconds, in requests of a few records.
-        rate, load_s = 1000, 12
+        rate, load_s = 1000, 8
         producer = Producer({"bootstrap.servers": process.bootstrap, "acks": "all", "linger.ms": 2})
         started = time.time()
         sent = 0
