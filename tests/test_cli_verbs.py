@@ -183,3 +183,22 @@ def test_transaction_verbs(tmp_path: Path) -> None:
         assert unknown.returncode == 1 and unknown.stderr.startswith("tidelog: TRANSACTIONAL_ID_NOT_FOUND")
     finally:
         broker.stop()
+
+
+def test_bench_verbs(tmp_path: Path) -> None:
+    broker = BrokerProcess(tmp_path / "data", free_port()).start()
+    try:
+        ok(broker, "topics", "create", "load", "--partitions", "2")
+        chart = tmp_path / "produce.png"
+        [produced] = ok(broker, "bench", "produce", "load", "-n", "3000", "-s", "512", "--chart", str(chart))
+        assert produced["records"] == 3000 and produced["MiB/s"] > 0
+        assert 0 < produced["p50 ms"] <= produced["p99 ms"]
+        assert chart.read_bytes().startswith(b"\x89PNG")
+        [consumed] = ok(broker, "bench", "consume", "load")
+        assert consumed["records"] == 3000 and consumed["MiB/s"] > 0
+    finally:
+        broker.stop()
+    compare = subprocess.run(
+        [sys.executable, "-m", "tidelog", "bench", "compare", "--help"], capture_output=True, text=True, timeout=60
+    )
+    assert compare.returncode == 0 and "--chart-only" in compare.stdout  # bench/compare.py's own help

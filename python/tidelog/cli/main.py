@@ -172,6 +172,7 @@ CLUSTER_VERBS = {
     "groups": ("tidelog.cli.admin", "groups", "list|describe|reset-offsets|delete consumer groups"),
     "produce": ("tidelog.cli.records", "produce", "write records from lines of stdin or a file"),
     "consume": ("tidelog.cli.records", "consume", "print records (kcat-style templates or JSON)"),
+    "bench": ("tidelog.cli.bench", "bench", "produce|consume load numbers, or compare with Apache Kafka"),
     "transactions": (
         "tidelog.cli.transactions",
         "transactions",
