@@ -139,6 +139,11 @@ def test_produce_and_consume(tmp_path: Path) -> None:
         assert txn.returncode == 0, txn.stderr
         committed = run(broker, "consume", "lines", "-p", "1", "--isolation", "read_committed", "-f", "%s\\n")
         assert committed.stdout.splitlines()[-3:] == ["a", "b", "c"]
+        # A refused record aborts the whole transaction: nothing of it is left open or visible.
+        ok(broker, "topics", "alter-config", "lines", "--set", "cleanup.policy=compact")
+        keyless = run(broker, "produce", "lines", "-p", "1", "--transactional-id", "cli-txn", stdin="x\n")
+        assert keyless.returncode == 1 and "\ntidelog: INVALID_RECORD: " in keyless.stderr, keyless.stderr
+        assert [t["state"] for t in ok(broker, "transactions", "list")] == ["CompleteAbort"]
         missing = run(broker, "consume", "no-such-topic")
         assert missing.returncode == 1 and missing.stderr.startswith("tidelog: UNKNOWN_TOPIC_OR_PARTITION")
     finally:

@@ -10,6 +10,7 @@ from confluent_kafka import Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from tests.server.conftest import BrokerProcess, free_port, wait_until
+from tidelog import limits
 
 SETTINGS = {
     "log.cleaner.backoff.ms": "100",
@@ -21,6 +22,16 @@ SETTINGS = {
 COMMITS = 400
 PARTITIONS = 4
 CLEANED = re.compile(r"cleaned __consumer_offsets-0: (\d+) segment\(s\) -> (\d+), (\d+) -> (\d+) bytes")
+
+
+def thread_nice_values(broker: BrokerProcess) -> set[int]:
+    """The nice value of each thread of the broker's process (field 19 of /proc/PID/task/TID/stat)."""
+    assert broker.process is not None
+    values = set()
+    for stat in Path(f"/proc/{broker.process.pid}/task").glob("*/stat"):
+        fields = stat.read_text().rsplit(")", 1)[1].split()
+        values.add(int(fields[16]))
+    return values
 
 
 def offsets_bytes(data_dir: Path) -> int:
@@ -95,6 +106,7 @@ def test_page_cache_acks_still_let_the_cleaner_work(tmp_path: Path) -> None:
                 assert producer.flush(30) == 0
         cleaned = re.compile(r"cleaned table-0: (\d+) segment\(s\) -> (\d+)")
         wait_until(lambda: cleaned.search(broker.log_text()) is not None, timeout_s=30)
+        assert limits.CLEANER_THREAD_NICE in thread_nice_values(broker)  # the cleaner's thread yields
         consumer = Consumer(
             {"bootstrap.servers": broker.bootstrap, "group.id": "reader", "auto.offset.reset": "earliest"}
         )

@@ -173,10 +173,18 @@ def produce(
                 except BufferError:  # the client's queue is full: let it send
                     producer.poll(0.1)
             producer.poll(0)
-        if transactional_id is not None:
-            producer.commit_transaction(REQUEST_TIMEOUT_S)
         left = producer.flush(PRODUCE_FLUSH_TIMEOUT_S)
+        if transactional_id is not None:
+            if errors or left:  # a refused record: the whole input is aborted, not half committed
+                producer.abort_transaction(REQUEST_TIMEOUT_S)
+            else:
+                producer.commit_transaction(REQUEST_TIMEOUT_S)
     except KafkaException as error:
+        if transactional_id is not None:
+            try:
+                producer.abort_transaction(REQUEST_TIMEOUT_S)
+            except KafkaException:
+                pass  # a fatal error: the coordinator aborts it at its timeout
         fail(error)
     if errors:
         fail(errors[0])

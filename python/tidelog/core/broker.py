@@ -18,10 +18,14 @@ from __future__ import annotations
 import asyncio
 import base64
 import dataclasses
+import functools
 import logging
+import os
 import shutil
+import threading
 import uuid
 from collections.abc import Awaitable, Hashable, Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TypeVar
 
@@ -111,6 +115,15 @@ def duplicated(keys: Sequence[T]) -> list[T]:
     return list(repeated)
 
 
+def lower_priority() -> None:
+    """Runs in a new thread: gives it a nice value of `limits.CLEANER_THREAD_NICE` (Linux sets
+    niceness per thread). Where that is not allowed the thread keeps the process's."""
+    try:
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), limits.CLEANER_THREAD_NICE)
+    except (OSError, AttributeError):
+        pass
+
+
 class DataDirectoryRefused(RuntimeError):
     """The data directory cannot be this broker's: another broker's, or unreadable identity."""
 
@@ -190,6 +203,9 @@ class Broker:
             config.transactional_id_expiration_ms,
         )
         self.housekeeping = Housekeeping(self)
+        # The log cleaner's one thread (Kafka's log-cleaner-thread-0), below the others in the
+        # scheduler's eyes: a pass is deferrable, the appends and fsyncs it competes with are not.
+        self._cleaner_thread = ThreadPoolExecutor(1, thread_name_prefix="tidelog-cleaner", initializer=lower_priority)
         self.started = False
         self.loop: asyncio.AbstractEventLoop | None = None
 
@@ -236,6 +252,7 @@ class Broker:
         """Stops housekeeping and coordinators, flushes and closes every log (marked clean).
         Returns how many logs could not be closed cleanly (a failed or full disk)."""
         await self.housekeeping.stop()
+        self._cleaner_thread.shutdown(wait=True)
         self.transactions.close()
         self.groups.close()
         return self.logs.close()
@@ -580,7 +597,9 @@ class Broker:
             return None
         partition = self.partitions[topic_partition]
         bound, producers = partition.last_stable_offset, partition.log.active_producers()
-        report = await asyncio.to_thread(self.logs.clean, cleaner, topic_partition, bound, producers)
+        loop = asyncio.get_running_loop()
+        work = functools.partial(self.logs.clean, cleaner, topic_partition, bound, producers)
+        report = await loop.run_in_executor(self._cleaner_thread, work)
         return None if report is None else (topic_partition, report)
 
     # ---- producers ---------------------------------------------------------------------------
