@@ -117,12 +117,20 @@ FORMAT = click.option(
 )
 
 
-@click.group(help="Create, list, describe, configure, grow and delete topics.")
-@BOOTSTRAP
-@FORMAT
-@click.pass_context
-def topics(context: click.Context, bootstrap: str, output: str) -> None:
-    context.obj = Context(bootstrap, output)
+def cluster_verb(name: str, help_text: str) -> click.Group:
+    """A verb group that talks to a cluster: --bootstrap and --format, a `Context` for its commands."""
+
+    @click.group(name=name, help=help_text)
+    @BOOTSTRAP
+    @FORMAT
+    @click.pass_context
+    def group(context: click.Context, bootstrap: str, output: str) -> None:
+        context.obj = Context(bootstrap, output)
+
+    return group
+
+
+topics = cluster_verb("topics", "Create, list, describe, configure, grow and delete topics.")
 
 
 @topics.command("list")
@@ -246,12 +254,7 @@ def topics_describe(context: Context, names: tuple[str, ...]) -> None:
         context.show(rows, title=f"{topic_description['topic']}: configs set on the topic", columns=["config", "value"])
 
 
-@click.group(help="List, describe, reset and delete consumer groups.")
-@BOOTSTRAP
-@FORMAT
-@click.pass_context
-def groups(context: click.Context, bootstrap: str, output: str) -> None:
-    context.obj = Context(bootstrap, output)
+groups = cluster_verb("groups", "List, describe, reset and delete consumer groups.")
 
 
 @groups.command("list")

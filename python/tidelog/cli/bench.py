@@ -22,7 +22,7 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaExcepti
 from confluent_kafka import TopicPartition as KafkaPartition
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-from tidelog.cli.admin import BOOTSTRAP, REQUEST_TIMEOUT_S, Context, fail
+from tidelog.cli.admin import REQUEST_TIMEOUT_S, Context, cluster_verb, fail
 
 MIB = 1 << 20
 # Throughput is sampled this often for the chart.
@@ -71,13 +71,7 @@ def chart(path: Path, title: str, samples: list[tuple[float, int]], record_size:
     plt.close(figure)
 
 
-@click.group(help="Quick load numbers against any Kafka-compatible cluster.")
-@BOOTSTRAP
-@click.option("--format", "output", type=click.Choice(["table", "json"]), default="table", show_default=True)
-@click.pass_context
-def bench(context: click.Context, bootstrap: str, output: str) -> None:
-    context.obj = Context(bootstrap, output)
-
+bench = cluster_verb("bench", "Quick load numbers against any Kafka-compatible cluster.")
 
 pass_context = click.make_pass_decorator(Context)
 

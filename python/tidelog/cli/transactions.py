@@ -27,7 +27,7 @@ from confluent_kafka.admin import AdminClient
 from kio.schema.errors import ErrorCode
 from kio.serial import readers
 
-from tidelog.cli.admin import BOOTSTRAP, REQUEST_TIMEOUT_S, Context, fail
+from tidelog.cli.admin import REQUEST_TIMEOUT_S, Context, cluster_verb, fail
 
 # The request versions used (every Kafka 4.x broker, and tidelog, answers them).
 FIND_COORDINATOR = (10, 4)
@@ -231,13 +231,9 @@ def described(cluster: Cluster, transactional_id: str) -> dict[str, Any]:
     }
 
 
-@click.group(help="List, describe, find hanging and abort transactions (Kafka's kafka-transactions.sh).")
-@BOOTSTRAP
-@click.option("--format", "output", type=click.Choice(["table", "json"]), default="table", show_default=True)
-@click.pass_context
-def transactions(context: click.Context, bootstrap: str, output: str) -> None:
-    context.obj = Context(bootstrap, output)
-
+transactions = cluster_verb(
+    "transactions", "List, describe, find hanging and abort transactions (Kafka's kafka-transactions.sh)."
+)
 
 pass_context = click.make_pass_decorator(Context)
 
