@@ -29,6 +29,7 @@ from tests.conftest import make_batch
 from tidelog.config import BrokerConfig
 from tidelog.protocol import apis, framing
 from tidelog.server.connection import Connection
+from tidelog.server.metrics import RequestStats
 
 SEED_TIMESTAMP_MS = 1_700_000_000_000
 # Produce's records field: real batches, or any bytes (the broker validates them later).
@@ -225,7 +226,8 @@ class FrameTarget:
         """One frame on a fresh connection. Raises AssertionError on any escape from the
         connection, a hang, a connection left neither answered nor closed, or an allocation
         out of proportion to the frame."""
-        connection = Connection(SimpleNamespace(config=self.config), self.handlers, set())  # type: ignore[arg-type]
+        server = SimpleNamespace(config=self.config, requests=RequestStats())
+        connection = Connection(server, self.handlers, set())  # type: ignore[arg-type]
         transport = RecordingTransport()
         connection.connection_made(transport)  # type: ignore[arg-type]
         self.decoded.clear()
