@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import click
+import crc32c
 
 from tidelog.coordinator.group import records as group_records
 from tidelog.coordinator.group.records import GroupKey, OffsetKey
@@ -204,8 +205,6 @@ def decode_transaction_record(key: bytes | None, value: bytes | None) -> tuple[s
 
 
 def dump_segment(path: Path, deep: bool, data_log: bool, decoder: str | None) -> list[str]:
-    import crc32c
-
     data = path.read_bytes()
     lines = [f"Log starting offset: {base_offset_of(path)}"]
     position = 0

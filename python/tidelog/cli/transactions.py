@@ -15,6 +15,7 @@ import io
 import json
 import socket
 import struct
+import sys
 import time
 from collections.abc import Callable
 from typing import Any
@@ -133,9 +134,8 @@ def parse_transaction_states(frame: bytes, at: int) -> list[dict[str, Any]]:
 
 def schema(api: tuple[int, int], name: str = "") -> Any:
     """The request class of `api`, or one of its nested classes by name."""
-    module = kio.index.load_request_schema(*api).__module__
     cls = kio.index.load_request_schema(*api)
-    return getattr(__import__(module, fromlist=[name]), name) if name else cls
+    return getattr(sys.modules[cls.__module__], name) if name else cls
 
 
 def check(error_code: int, what: str) -> None:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import contextvars
 import threading
 from collections.abc import Iterable
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 
 
 @dataclass(slots=True)
@@ -91,7 +91,7 @@ class BrokerStats:
         """Every topic's counters, loop and threads together (call it on the loop)."""
         with self._thread_lock:
             threads = dict(self._thread_topics)
-        out = {name: stats.add(TopicStats()) for name, stats in self._topics.items()}
+        out = {name: replace(stats) for name, stats in self._topics.items()}
         for name, stats in threads.items():
-            out[name] = out[name].add(stats) if name in out else stats.add(TopicStats())
+            out[name] = out[name].add(stats) if name in out else replace(stats)
         return out

@@ -122,10 +122,6 @@ class RequestStats:
             self.errors[key] = self.errors.get(key, 0) + times
 
 
-def histogram_family(name: str, documentation: str, labels: list[str]) -> HistogramMetricFamily:
-    return HistogramMetricFamily(name, documentation, labels=labels)
-
-
 def add_histogram(family: HistogramMetricFamily, labels: list[str], histogram: Histogram) -> None:
     family.add_metric(labels, buckets=histogram.cumulative(), sum_value=histogram.sum)
 
@@ -182,7 +178,9 @@ class BrokerCollector(Collector):
             family.add_metric([name, error_name(code)], count)
         yield family
         for index, phase in enumerate(PHASES):
-            histograms = histogram_family(prefix + phase + "_seconds", f"Kafka's {phase} (ms there)", ["request"])
+            histograms = HistogramMetricFamily(
+                prefix + phase + "_seconds", f"Kafka's {phase} (ms there)", labels=["request"]
+            )
             for name, phases in sorted(requests.phases.items()):
                 add_histogram(histograms, [name], phases[index])
             yield histograms
@@ -235,10 +233,12 @@ class BrokerCollector(Collector):
             gauge = GaugeMetricFamily(replica + name, documentation)
             gauge.add_metric([], value)
             yield gauge
-        flushes = histogram_family("kafka_log_logflushstats_logflush_seconds", "one group-commit fsync", [])
+        flushes = HistogramMetricFamily("kafka_log_logflushstats_logflush_seconds", "one group-commit fsync", labels=[])
         add_histogram(flushes, [], Histogram.merged(flush_times))
         yield flushes
-        batch = histogram_family("tidelog_log_group_commit_waiters", "acks=all appends one fsync released", [])
+        batch = HistogramMetricFamily(
+            "tidelog_log_group_commit_waiters", "acks=all appends one fsync released", labels=[]
+        )
         add_histogram(batch, [], Histogram.merged(flush_waiters, BATCH_BUCKETS))
         yield batch
 
