@@ -11,7 +11,7 @@ def test_overrides_use_kafka_keys_and_string_values() -> None:
     )
     assert (config.retention_ms, config.segment_bytes, config.cleanup_policy) == (1000, 2 << 20, "compact")
     assert config.to_kafka()["retention.ms"] == "1000"
-    assert config.overrides_against(TopicConfig()) == {
+    assert config.explicit({"retention.ms": "1000", "segment.bytes": 2 << 20, "cleanup.policy": "compact"}) == {
         "retention.ms": "1000",
         "segment.bytes": str(2 << 20),
         "cleanup.policy": "compact",
@@ -45,7 +45,7 @@ def test_the_internal_override_rolls_small_segments_and_stays_hidden() -> None:
     config = TopicConfig().with_overrides({"internal.segment.bytes": 4096})
     assert config.effective_segment_bytes == 4096 and config.segment_bytes == 1 << 30
     assert "internal.segment.bytes" not in config.to_kafka()
-    assert config.overrides_against(TopicConfig()) == {"internal.segment.bytes": "4096"}
+    assert config.explicit({"internal.segment.bytes": 4096, "retention.ms": None}) == {"internal.segment.bytes": "4096"}
     broker = BrokerConfig.from_properties({"tidelog.internal.log.segment.bytes": "4096"})
     assert broker.topic_defaults.effective_segment_bytes == 4096
     with pytest.raises(ConfigError, match="log.segment.bytes: Value must be at least 1048576"):

@@ -37,10 +37,11 @@ class ConfigKey:
                 real = float(str(value).strip())
             except ValueError:
                 raise ConfigError(self.invalid(value, "Not a number of type DOUBLE")) from None
+            # Kafka names the parsed number (2 is "2.0") when a bound refuses it.
             if self.minimum is not None and real < self.minimum:
-                raise ConfigError(self.invalid(value, f"Value must be at least {self.minimum}"))
+                raise ConfigError(self.invalid(real, f"Value must be at least {self.minimum}"))
             if self.maximum is not None and real > self.maximum:
-                raise ConfigError(self.invalid(value, f"Value must be no more than {self.maximum}"))
+                raise ConfigError(self.invalid(real, f"Value must be no more than {self.maximum}"))
             return real
         if self.kind in ("INT", "LONG"):
             try:
@@ -56,8 +57,10 @@ class ConfigKey:
         text = str(value).strip()
         if self.kind == "LIST":
             items = [item.strip() for item in text.split(",") if item.strip()]
-            if not items or any(item not in self.choices for item in items):
-                raise ConfigError(self.invalid(value, f"String must be one of: {', '.join(self.choices)}"))
+            wrong = [item for item in items if item not in self.choices]
+            if not items or wrong:  # Kafka names the first item it refuses
+                shown = wrong[0] if wrong else value
+                raise ConfigError(self.invalid(shown, f"String must be one of: {', '.join(self.choices)}"))
             return ",".join(dict.fromkeys(items))
         if self.choices and text not in self.choices:
             raise ConfigError(self.invalid(value, f"String must be one of: {', '.join(self.choices)}"))
@@ -150,10 +153,12 @@ class TopicConfig:
             shown[key] = str(value)
         return shown
 
-    def overrides_against(self, base: TopicConfig) -> dict[str, str]:
-        """Only the settings that differ from `base`."""
-        mine, theirs = self.to_kafka(internal=True), base.to_kafka(internal=True)
-        return {key: value for key, value in mine.items() if theirs.get(key) != value}
+    def explicit(self, overrides: Mapping[str, Any]) -> dict[str, str]:
+        """The keys `overrides` sets (a None value sets none) with the values this config shows
+        for them: a topic's own configs, which stay its own when the broker's defaults change
+        (even one equal to the default, as in Kafka)."""
+        shown = self.to_kafka(internal=True)
+        return {key: shown[key] for key, value in overrides.items() if value is not None}
 
     @property
     def cleanup_policies(self) -> set[str]:
@@ -188,6 +193,37 @@ BROKER_TO_TOPIC_KEYS = {
     # Not Kafka's: the broker-wide form of Kafka's topic-level `internal.segment.bytes`, for tests.
     "tidelog.internal.log.segment.bytes": "internal.segment.bytes",
 }
+
+
+# The broker keys Kafka 4.4 lets IncrementalAlterConfigs and AlterConfigs change at run time
+# (its DynamicBrokerConfig reconfigurables) among those tidelog acts on, with Kafka's types and
+# bounds: the topic defaults, the cleaner's pace and memory, max.connections, producer expiry.
+# Every other key of BrokerConfig is static: INVALID_REQUEST "Cannot update these configs dynamically".
+DYNAMIC_BROKER_KEYS: dict[str, ConfigKey] = {
+    **{server: dataclasses.replace(TOPIC_KEYS[topic], name=server) for server, topic in BROKER_TO_TOPIC_KEYS.items()},
+    **{
+        key.name: key
+        for key in (
+            ConfigKey("max.connections", "INT", minimum=0),
+            ConfigKey("log.cleaner.backoff.ms", "LONG", minimum=0),
+            ConfigKey("log.cleaner.dedupe.buffer.size", "LONG"),
+            ConfigKey("log.cleaner.io.max.bytes.per.second", "DOUBLE"),
+            ConfigKey("producer.id.expiration.ms", "INT", minimum=1),
+        )
+    },
+}
+# Kafka's bound on the offset map of each cleaner thread (tidelog has one).
+CLEANER_DEDUPE_BUFFER_MIN = MIB
+# BrokerConfig fields that are not `server.properties` keys.
+NOT_KEYS = ("topic_defaults", "static_keys")
+
+
+def dynamic_value(key: str, raw: object) -> Any:
+    """A dynamic broker config's value, parsed; raises ConfigError in Kafka's words."""
+    value = DYNAMIC_BROKER_KEYS[key].parse(raw)
+    if key == "log.cleaner.dedupe.buffer.size" and isinstance(value, int) and value < CLEANER_DEDUPE_BUFFER_MIN:
+        raise ConfigError(f"requirement failed: {key} must be at least 1MB per cleaner thread.")
+    return value
 
 
 @dataclasses.dataclass(frozen=True)
@@ -264,16 +300,42 @@ class BrokerConfig:
     # by default), or 1/0 to advertise no features, so Java 4.x clients use TV1.
     tidelog_transaction_version: int = 2
     topic_defaults: TopicConfig = TopicConfig()
+    # The keys the properties this config was made from set (DescribeConfigs: STATIC_BROKER_CONFIG).
+    static_keys: frozenset[str] = dataclasses.field(default=frozenset(), compare=False)
 
     @classmethod
     def keys(cls) -> list[str]:
-        own = [kafka_key(f.name) for f in dataclasses.fields(cls) if f.name != "topic_defaults"]
+        own = [kafka_key(f.name) for f in dataclasses.fields(cls) if f.name not in NOT_KEYS]
         return own + list(BROKER_TO_TOPIC_KEYS)
+
+    def value_of(self, key: str) -> str:
+        """A broker key's value as DescribeConfigs shows it (`true`, `1048576`, `delete`)."""
+        if key in BROKER_TO_TOPIC_KEYS:
+            return self.topic_defaults.to_kafka(internal=True).get(BROKER_TO_TOPIC_KEYS[key], "")
+        value = getattr(self, key.replace(".", "_"))
+        return str(value).lower() if isinstance(value, bool) else str(value)
+
+    def with_dynamic(self, settings: Mapping[str, str]) -> BrokerConfig:
+        """This (static) config with dynamic broker configs over it: `settings` holds keys of
+        DYNAMIC_BROKER_KEYS with values `dynamic_value` accepted; other keys are ignored (Kafka
+        keeps unknown ones without acting on them)."""
+        changes: dict[str, Any] = {}
+        topic_overrides = {}
+        for key, raw in settings.items():
+            if key not in DYNAMIC_BROKER_KEYS:
+                continue
+            value = dynamic_value(key, raw)
+            if key in BROKER_TO_TOPIC_KEYS:
+                topic_overrides[BROKER_TO_TOPIC_KEYS[key]] = value
+            else:
+                changes[key.replace(".", "_")] = value
+        changes["topic_defaults"] = self.topic_defaults.with_overrides(topic_overrides)
+        return dataclasses.replace(self, **changes)
 
     @classmethod
     def from_properties(cls, properties: Mapping[str, str]) -> BrokerConfig:
         """From `key=value` settings; unknown keys and bad values raise ConfigError naming them."""
-        fields = {f.name: f for f in dataclasses.fields(cls) if f.name != "topic_defaults"}
+        fields = {f.name: f for f in dataclasses.fields(cls) if f.name not in NOT_KEYS}
         values: dict[str, Any] = {}
         topic_overrides = {}
         for key, raw in properties.items():
@@ -292,7 +354,7 @@ class BrokerConfig:
             for topic_key, server_key in broker_key.items():
                 message = message.replace(topic_key, server_key)
             raise ConfigError(message) from None
-        config = cls(**values)
+        config = cls(**values, static_keys=frozenset(properties))
         config.listener_address()
         config.metrics_address()
         if config.tidelog_event_loop not in EVENT_LOOPS:

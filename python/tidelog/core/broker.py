@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import dataclasses
 import functools
 import logging
 import os
@@ -32,13 +31,14 @@ from typing import TypeVar
 from kio.schema.errors import ErrorCode
 
 from tidelog import limits
-from tidelog.config import TOPIC_KEYS, BrokerConfig, ConfigError, TopicConfig, kafka_key
+from tidelog.config import TOPIC_KEYS, BrokerConfig, ConfigError, TopicConfig
 from tidelog.coordinator.group.coordinator import OFFSETS_TOPIC, GroupCoordinator
 from tidelog.coordinator.group.shard import TxnCommitRequest
 from tidelog.coordinator.runtime import CoordinatorLog, CoordinatorUnavailable
 from tidelog.coordinator.transaction.coordinator import TRANSACTION_STATE_TOPIC, TransactionCoordinator
 from tidelog.coordinator.transaction.shard import EndResult, InitResult
 from tidelog.core import fetch as fetching
+from tidelog.core.configs import Configs, DynamicBrokerConfigs
 from tidelog.core.coordinator_log import CoordinatorPartitionLog
 from tidelog.core.errors import error_code_for
 from tidelog.core.housekeeping import Housekeeping
@@ -46,10 +46,6 @@ from tidelog.core.partition import Partition
 from tidelog.core.stats import BrokerStats
 from tidelog.core.types import (
     Acks,
-    AlterConfigOp,
-    ConfigEntry,
-    ConfigSource,
-    ConfigType,
     CreatedTopic,
     DeletedTopic,
     FetchedData,
@@ -179,9 +175,14 @@ def read_or_create_cluster_id(data_dir: Path, node_id: int) -> str:
 class Broker:
     """A single-node broker: its logs, coordinators, identity, and operations."""
 
-    def __init__(self, config: BrokerConfig, logs: LogManager) -> None:
-        self.config = config
+    def __init__(self, config: BrokerConfig, logs: LogManager, dynamic: DynamicBrokerConfigs | None = None) -> None:
+        """`config` is the static one (server.properties); dynamic broker configs go over it."""
+        dynamic = dynamic if dynamic is not None else DynamicBrokerConfigs.load(logs.data_dir)
+        self.configs = Configs(self, config, dynamic)
+        self.config = config.with_dynamic(dynamic.settings())
         self.logs = logs
+        logs.set_default_config(self.config.topic_defaults)  # (Broker.open opened them so already)
+        logs.producer_id_expiration_ms = self.config.producer_id_expiration_ms
         self.node_id = config.node_id
         self.host, self.port = config.advertised_address()
         self.cluster_id = read_or_create_cluster_id(logs.data_dir, config.node_id)
@@ -215,11 +216,13 @@ class Broker:
         (DataDirectoryRefused) a directory that is another broker's."""
         check_meta_properties(Path(config.log_dirs), config.node_id)
         set_verify_reads(config.tidelog_log_verify_reads)
+        dynamic = DynamicBrokerConfigs.load(Path(config.log_dirs))
+        effective = config.with_dynamic(dynamic.settings())
         logs = LogManager.open(
-            config.log_dirs, config.topic_defaults, producer_id_expiration_ms=config.producer_id_expiration_ms
+            config.log_dirs, effective.topic_defaults, producer_id_expiration_ms=effective.producer_id_expiration_ms
         )
         try:
-            return cls(config, logs)
+            return cls(config, logs, dynamic)
         except BaseException:
             logs.close()
             raise
@@ -300,6 +303,20 @@ class Broker:
 
     def _topics_changed(self) -> None:
         self.metadata_epoch += 1
+
+    def configs_changed(self) -> None:
+        """A topic's configs changed: answers made before are stale."""
+        self._topics_changed()
+
+    def reconfigure(self, config: BrokerConfig) -> None:
+        """Dynamic broker configs changed: `config` is the new effective one. Logs take new
+        topic defaults at once; the cleaner, producer expiry and the listener read theirs from
+        `self.config` when they next act."""
+        self.config = config
+        self.logs.set_default_config(config.topic_defaults)
+        self.logs.producer_id_expiration_ms = config.producer_id_expiration_ms
+        self.housekeeping.reconfigured()
+        self._topics_changed()
 
     # ---- produce -----------------------------------------------------------------------------
 
@@ -804,7 +821,7 @@ class Broker:
             except KafkaError as error:  # a full or failing disk (KAFKA_STORAGE_ERROR)
                 return CreatedTopic(topic.name, error.error_code, error.message)
         replication_factor = len(assignments[0]) if assignments else 1
-        entries = self._topic_entries(config, {k for k, v in topic.configs.items() if v is not None})
+        entries = self.configs.topic_entries(config, config.explicit(topic.configs))
         return CreatedTopic(topic.name, ErrorCode.none, None, topic_id, partitions, replication_factor, entries)
 
     def _validate_new_topic(self, topic: NewTopic) -> tuple[int, list[list[int]] | None, TopicConfig]:
@@ -1007,73 +1024,6 @@ class Broker:
         self._adopt_topic(meta, first_partition=old_count)
         self._topics_changed()
         return ErrorCode.none, None
-
-    def alter_topic_configs(
-        self, name: str, operations: Sequence[tuple[AlterConfigOp, str, str | None]], validate_only: bool = False
-    ) -> tuple[ErrorCode, str | None]:
-        """IncrementalAlterConfigs for a topic: SET, DELETE, APPEND and SUBTRACT (list keys)."""
-        meta = self.logs.topics.get(name)
-        if meta is None:
-            return ErrorCode.unknown_topic_or_partition, f"Topic '{name}' does not exist."
-        overrides: dict[str, str | None] = dict(meta.overrides)
-        current = self.logs.topic_config(name).to_kafka(internal=True)
-        for operation, key, value in operations:
-            if operation == AlterConfigOp.SET:
-                overrides[key] = value
-            elif operation == AlterConfigOp.DELETE:
-                overrides.pop(key, None)
-            elif operation in (AlterConfigOp.APPEND, AlterConfigOp.SUBTRACT):
-                items = [i for i in current.get(key, "").split(",") if i]
-                change = [i for i in (value or "").split(",") if i]
-                if operation == AlterConfigOp.APPEND:
-                    items += [i for i in change if i not in items]
-                else:
-                    items = [i for i in items if i not in change]
-                overrides[key] = ",".join(items)
-            else:
-                return ErrorCode.invalid_request, f"unknown config operation {operation}"
-        cleaned = {k: v for k, v in overrides.items() if v is not None}
-        try:
-            self.config.topic_defaults.with_overrides(cleaned)
-        except ConfigError as error:
-            return ErrorCode.invalid_config, str(error)
-        if not validate_only:
-            self.logs.alter_topic_config(name, cleaned)
-            self._topics_changed()
-        return ErrorCode.none, None
-
-    def describe_topic_configs(self, name: str) -> tuple[ErrorCode, str | None, list[ConfigEntry]]:
-        meta = self.logs.topics.get(name)
-        if meta is None:
-            return ErrorCode.unknown_topic_or_partition, f"Topic '{name}' does not exist.", []
-        return ErrorCode.none, None, self._topic_entries(self.logs.topic_config(name), set(meta.overrides))
-
-    @staticmethod
-    def _topic_entries(config: TopicConfig, overridden: set[str]) -> list[ConfigEntry]:
-        entries = []
-        for key, value in config.to_kafka().items():
-            source = ConfigSource.DYNAMIC_TOPIC_CONFIG if key in overridden else ConfigSource.DEFAULT_CONFIG
-            entries.append(ConfigEntry(key, value, source, ConfigType[TOPIC_KEYS[key].kind]))
-        return entries
-
-    def describe_broker_configs(self, name: str) -> tuple[ErrorCode, str | None, list[ConfigEntry]]:
-        if name not in ("", str(self.node_id)):
-            return ErrorCode.invalid_request, f"unknown broker {name!r}", []
-        entries = []
-        for field in dataclasses.fields(self.config):
-            if field.name == "topic_defaults":
-                continue
-            field_name, value = field.name, getattr(self.config, field.name)
-            text = str(value).lower() if isinstance(value, bool) else str(value)
-            kind = (
-                ConfigType.BOOLEAN
-                if isinstance(value, bool)
-                else ConfigType.LONG
-                if isinstance(value, int)
-                else ConfigType.STRING
-            )
-            entries.append(ConfigEntry(kafka_key(field_name), text, ConfigSource.STATIC_BROKER_CONFIG, kind, True))
-        return ErrorCode.none, None, entries
 
     # ---- metadata ----------------------------------------------------------------------------
 

@@ -46,8 +46,10 @@ class Housekeeping:
         self._task: asyncio.Task[None] | None = None
         self._cleaner_task: asyncio.Task[None] | None = None
         self.cleaner: Cleaner | None = None
+        self._cleaner_settings = (config.log_cleaner_dedupe_buffer_size, config.log_cleaner_io_max_bytes_per_second)
         if config.log_cleaner_enable:
-            self.cleaner = Cleaner(config.log_cleaner_dedupe_buffer_size, config.log_cleaner_io_max_bytes_per_second)
+            self.cleaner = Cleaner(*self._cleaner_settings)
+        self._reconfigured = asyncio.Event()
         # Set by `stop`: a scrub running in its thread ends at its next step.
         self._stopping = threading.Event()
 
@@ -73,8 +75,8 @@ class Housekeeping:
         """Kafka's cleaner thread: cleans the dirtiest log, again at once while some log needs
         it, else waits log.cleaner.backoff.ms. A failed pass is logged; the log is tried again
         after the backoff."""
-        backoff_s = self.broker.config.log_cleaner_backoff_ms / 1000
         while True:
+            cleaner = self._cleaner_as_configured(cleaner)
             try:
                 cleaned = await self.broker.clean_dirtiest_log(cleaner)
             except LogClosedError:
@@ -85,7 +87,32 @@ class Housekeeping:
                 log.exception("log cleaner pass failed")
                 cleaned = None
             if cleaned is None:
-                await asyncio.sleep(backoff_s)
+                await self._cleaner_backoff()
+
+    async def _cleaner_backoff(self) -> None:
+        """log.cleaner.backoff.ms, cut short by a change of the broker's configs (a shorter
+        backoff set dynamically takes effect at once, as Kafka's restarted cleaner threads do)."""
+        self._reconfigured.clear()
+        try:
+            await asyncio.wait_for(self._reconfigured.wait(), self.broker.config.log_cleaner_backoff_ms / 1000)
+        except TimeoutError:
+            pass
+
+    def reconfigured(self) -> None:
+        """The broker's configs changed: the cleaner looks at them again now."""
+        self._reconfigured.set()
+
+    def _cleaner_as_configured(self, cleaner: Cleaner) -> Cleaner:
+        """`cleaner`, or a new one between passes once log.cleaner.dedupe.buffer.size or
+        log.cleaner.io.max.bytes.per.second changed (dynamic broker configs; Kafka restarts its
+        cleaner threads for them)."""
+        config = self.broker.config
+        wanted = (config.log_cleaner_dedupe_buffer_size, config.log_cleaner_io_max_bytes_per_second)
+        if wanted != self._cleaner_settings:
+            self._cleaner_settings = wanted
+            cleaner = self.cleaner = Cleaner(*wanted)
+            log.info("log cleaner restarted: dedupe buffer %d bytes, at most %g bytes/s", *wanted)
+        return cleaner
 
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()

@@ -151,10 +151,19 @@ class NewTopic:
     configs: dict[str, str | None] = field(default_factory=dict)
 
 
+class ConfigResourceType(enum.IntEnum):
+    """Kafka's ConfigResource types (DescribeConfigs, AlterConfigs, IncrementalAlterConfigs)."""
+
+    TOPIC = 2
+    BROKER = 4
+
+
 class ConfigSource(enum.IntEnum):
-    """Kafka's DescribeConfigs sources."""
+    """Kafka's DescribeConfigs sources, in the order a key's value is looked up."""
 
     DYNAMIC_TOPIC_CONFIG = 1
+    DYNAMIC_BROKER_CONFIG = 2
+    DYNAMIC_DEFAULT_BROKER_CONFIG = 3
     STATIC_BROKER_CONFIG = 4
     DEFAULT_CONFIG = 5
 
@@ -162,6 +171,7 @@ class ConfigSource(enum.IntEnum):
 class ConfigType(enum.IntEnum):
     """Kafka's DescribeConfigs config types."""
 
+    UNKNOWN = 0
     BOOLEAN = 1
     STRING = 2
     INT = 3
@@ -172,12 +182,23 @@ class ConfigType(enum.IntEnum):
 
 
 @dataclass(frozen=True, slots=True)
+class ConfigSynonym:
+    """One place a config's value may come from (DescribeConfigs with include_synonyms)."""
+
+    name: str
+    value: str | None
+    source: ConfigSource
+
+
+@dataclass(frozen=True, slots=True)
 class ConfigEntry:
     name: str
-    value: str
+    value: str | None
     source: ConfigSource
     config_type: ConfigType
     read_only: bool = False
+    # Where the value is set, the one in use first (Kafka's order of ConfigSource).
+    synonyms: tuple[ConfigSynonym, ...] = ()
 
     @property
     def is_default(self) -> bool:

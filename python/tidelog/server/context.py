@@ -42,9 +42,13 @@ class ResponseCache:
 class ServerContext:
     """The TCP front end of one broker. Used from the event loop thread only."""
 
+    @property
+    def config(self) -> BrokerConfig:
+        """The broker's config in effect (dynamic broker configs change it at run time)."""
+        return self.broker.config
+
     def __init__(self, broker: Broker) -> None:
         self.broker = broker
-        self.config: BrokerConfig = broker.config
         self.responses = ResponseCache(broker)
         # Requests, errors, latencies and connections, for the metrics endpoint.
         self.requests = RequestStats()

@@ -6,6 +6,7 @@ Layout of the data directory, after Kafka's:
     <data-dir>/<topic>-<partition>/       one log: segments, indexes, log-state.checkpoint,
                                           producer-state snapshots (<offset>.snapshot)
     <data-dir>/producer-ids.json          the next block of producer ids (see producer_ids.py)
+    <data-dir>/broker-configs.json        dynamic broker configs (see core/configs.py)
 """
 
 from __future__ import annotations
@@ -244,7 +245,7 @@ class LogManager:
         if not 1 <= partitions <= limits.PARTITIONS_PER_TOPIC_MAX:
             raise TopicError(f"partition count must be in [1, {limits.PARTITIONS_PER_TOPIC_MAX}]")
         config = self.default_config.with_overrides(configs or {})
-        meta = TopicMetadata(name, uuid.uuid4(), partitions, config.overrides_against(self.default_config), assignments)
+        meta = TopicMetadata(name, uuid.uuid4(), partitions, config.explicit(configs or {}), assignments)
         self.topics[name] = meta
         try:
             for topic_partition in self._partitions_of(meta):
@@ -304,12 +305,25 @@ class LogManager:
         """Replaces the topic's overrides (validated first) and applies them to its open logs."""
         meta = self._topic(name)
         config = self.default_config.with_overrides(overrides)
-        engine_config = log_config_for(config)
-        meta.overrides = config.overrides_against(self.default_config)
+        meta.overrides = config.explicit(overrides)
         self._save_topics()
+        self._apply(meta, config)
+        return config
+
+    def set_default_config(self, default_config: TopicConfig) -> None:
+        """New topic defaults (dynamic broker configs): every open log whose config changes by
+        them (a key its topic does not set itself) takes the new one at once."""
+        before = {name: self.topic_config(name) for name in self.topics}
+        self.default_config = default_config
+        for name, meta in self.topics.items():
+            config = self.topic_config(name)
+            if config != before[name]:
+                self._apply(meta, config)
+
+    def _apply(self, meta: TopicMetadata, config: TopicConfig) -> None:
+        engine_config = log_config_for(config)
         for topic_partition in self._partitions_of(meta):
             self.partitions[topic_partition].log.set_config(engine_config)
-        return config
 
     def delete_topic(self, name: str) -> None:
         """Forgets the topic durably first, then removes its directories (durably too). A crash

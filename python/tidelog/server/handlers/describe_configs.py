@@ -1,12 +1,9 @@
-"""DescribeConfigs v1-v4 for topics (overrides and defaults) and the broker."""
+"""DescribeConfigs v1-v4 for topics and the broker: decode, `Configs.describe`, encode."""
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from kio.schema.errors import ErrorCode
-
-from tidelog.core.types import ConfigEntry
 from tidelog.protocol import apis
 from tidelog.protocol.apis import ApiKey
 from tidelog.protocol.framing import RequestHeader
@@ -16,18 +13,17 @@ from tidelog.server.handlers.common import NO_THROTTLE
 if TYPE_CHECKING:
     from tidelog.server.context import ServerContext
 
-# Kafka's ConfigResource types.
-TOPIC, BROKER = 2, 4
-
 
 def handle(server: ServerContext, header: RequestHeader, request: Any) -> bytes:
     version = header.api_version
     cls = apis.response_class(ApiKey.DESCRIBE_CONFIGS, version)
     result_cls = element(cls, "results")
     entry_cls = element(result_cls, "configs")
+    synonym_cls = element(entry_cls, "synonyms")
+    with_synonyms = request.include_synonyms
     results = []
     for resource in request.resources:
-        error, message, entries = describe(server, resource)
+        error, message, entries = server.broker.configs.describe(resource.resource_type, resource.resource_name)
         wanted = resource.configuration_keys
         configs = tuple(
             make(
@@ -38,7 +34,9 @@ def handle(server: ServerContext, header: RequestHeader, request: Any) -> bytes:
                 config_source=e.source,
                 is_default=e.is_default,
                 is_sensitive=False,
-                synonyms=(),
+                synonyms=tuple(make(synonym_cls, name=s.name, value=s.value, source=s.source) for s in e.synonyms)
+                if with_synonyms
+                else (),
                 config_type=e.config_type,
                 documentation=None,
             )
@@ -57,11 +55,3 @@ def handle(server: ServerContext, header: RequestHeader, request: Any) -> bytes:
         )
     response = make(cls, throttle_time=NO_THROTTLE, results=tuple(results))
     return apis.encode_response(ApiKey.DESCRIBE_CONFIGS, version, response)
-
-
-def describe(server: ServerContext, resource: Any) -> tuple[ErrorCode, str | None, list[ConfigEntry]]:
-    if resource.resource_type == TOPIC:
-        return server.broker.describe_topic_configs(resource.resource_name)
-    if resource.resource_type == BROKER:
-        return server.broker.describe_broker_configs(resource.resource_name)
-    return ErrorCode.invalid_request, f"resource type {resource.resource_type} is not supported", []
