@@ -279,6 +279,11 @@ class BrokerConfig:
     # interval of 0 turns the scrub off.
     tidelog_log_scrub_interval_ms: int = 60_000
     tidelog_log_scrub_bytes_per_sec: int = 50 * 1024 * 1024
+    # The active segment's file is zeroed this far ahead of the log's end by a background
+    # thread (at most a segment's size), so an append overwrites allocated, synced blocks and
+    # its fdatasync journals no size change. 0: the file grows with each append, as in Kafka.
+    # Rolled and closed segments are cut back to their size. See docs/configuration.md.
+    tidelog_log_preallocate_bytes: int = 0
     # Group coordinator (Kafka's keys and defaults). Offsets live in __consumer_offsets.
     offsets_topic_num_partitions: int = 50
     offsets_topic_segment_bytes: int = 104_857_600

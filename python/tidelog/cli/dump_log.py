@@ -227,7 +227,10 @@ def dump_segment(path: Path, deep: bool, data_log: bool, decoder: str | None) ->
         if deep and valid:
             lines += record_lines(header, batch, data_log, decoder, time_type)
     if position < len(data):
-        lines.append(f"Found {len(data) - position} invalid bytes at the end of {path.name}")
+        if not data[position:].strip(b"\0"):  # a live segment's pre-zeroed tail: not damage
+            lines.append(f"Found {len(data) - position} zero bytes written ahead at the end of {path.name}")
+        else:
+            lines.append(f"Found {len(data) - position} invalid bytes at the end of {path.name}")
     return lines
 
 

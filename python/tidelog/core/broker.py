@@ -219,7 +219,10 @@ class Broker:
         dynamic = DynamicBrokerConfigs.load(Path(config.log_dirs))
         effective = config.with_dynamic(dynamic.settings())
         logs = LogManager.open(
-            config.log_dirs, effective.topic_defaults, producer_id_expiration_ms=effective.producer_id_expiration_ms
+            config.log_dirs,
+            effective.topic_defaults,
+            producer_id_expiration_ms=effective.producer_id_expiration_ms,
+            preallocate_bytes=effective.tidelog_log_preallocate_bytes,
         )
         try:
             return cls(config, logs, dynamic)

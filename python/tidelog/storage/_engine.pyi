@@ -75,7 +75,10 @@ class LogConfig:
         delete_retention_ms: int = 86400000,
         min_compaction_lag_ms: int = 0,
         max_compaction_lag_ms: int = ...,
+        preallocate_bytes: int = 0,
     ) -> LogConfig: ...
+    @property
+    def preallocate_bytes(self) -> int: ...
     @property
     def compact(self) -> bool: ...
     @property

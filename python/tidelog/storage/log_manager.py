@@ -121,8 +121,10 @@ class LogManager:
         default_config: TopicConfig,
         lock: IO[bytes],
         producer_id_expiration_ms: int = DEFAULT_PRODUCER_ID_EXPIRATION_MS,
+        preallocate_bytes: int = 0,
     ) -> None:
         self.data_dir = data_dir
+        self.preallocate_bytes = preallocate_bytes
         self.producer_id_expiration_ms = producer_id_expiration_ms
         self.default_config = default_config
         self._lock = lock
@@ -137,6 +139,7 @@ class LogManager:
         data_dir: str | os.PathLike[str],
         default_config: TopicConfig | None = None,
         producer_id_expiration_ms: int = DEFAULT_PRODUCER_ID_EXPIRATION_MS,
+        preallocate_bytes: int = 0,
     ) -> LogManager:
         """Takes the directory's lock, loads topics and opens (recovering if needed) every log."""
         path = Path(data_dir)
@@ -157,7 +160,7 @@ class LogManager:
         except OSError as error:
             lock.close()
             raise DataDirectoryUnusable(path, error) from None
-        manager = cls(path, default_config or TopicConfig(), lock, producer_id_expiration_ms)
+        manager = cls(path, default_config or TopicConfig(), lock, producer_id_expiration_ms, preallocate_bytes)
         try:
             manager._load()
         except BaseException:
@@ -194,7 +197,7 @@ class LogManager:
 
     def _open_log(self, topic_partition: TopicPartition) -> tuple[PartitionLog, RecoveryReport, ProducerStateManager]:
         """Opens (recovers) the log, then loads its producer state: both run in recovery threads."""
-        config = log_config_for(self.topic_config(topic_partition.topic))
+        config = log_config_for(self.topic_config(topic_partition.topic), self.preallocate_bytes)
         partition_log, report = PartitionLog.open(self.data_dir / topic_partition.directory_name(), config)
         producer_state = ProducerStateManager.load(partition_log, now_ms(), self.producer_id_expiration_ms)
         return partition_log, report, producer_state
@@ -321,7 +324,7 @@ class LogManager:
                 self._apply(meta, config)
 
     def _apply(self, meta: TopicMetadata, config: TopicConfig) -> None:
-        engine_config = log_config_for(config)
+        engine_config = log_config_for(config, self.preallocate_bytes)
         for topic_partition in self._partitions_of(meta):
             self.partitions[topic_partition].log.set_config(engine_config)
 

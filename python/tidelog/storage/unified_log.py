@@ -53,7 +53,9 @@ class TopicPartition(NamedTuple):
         return f"{self.topic}-{self.partition}"
 
 
-def log_config_for(config: TopicConfig) -> LogConfig:
+def log_config_for(config: TopicConfig, preallocate_bytes: int = 0) -> LogConfig:
+    """The engine's settings for a log of a topic with `config`; the active segment's file is
+    zeroed `preallocate_bytes` ahead of the log's end (`tidelog.log.preallocate.bytes`)."""
     return LogConfig(
         segment_bytes=config.effective_segment_bytes,
         segment_ms=config.segment_ms,
@@ -69,6 +71,7 @@ def log_config_for(config: TopicConfig) -> LogConfig:
         delete_retention_ms=config.delete_retention_ms,
         min_compaction_lag_ms=config.min_compaction_lag_ms,
         max_compaction_lag_ms=config.max_compaction_lag_ms,
+        preallocate_bytes=preallocate_bytes,
     )
 
 

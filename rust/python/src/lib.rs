@@ -103,6 +103,7 @@ struct PyLogConfig {
     delete_retention_ms: i64,
     min_compaction_lag_ms: i64,
     max_compaction_lag_ms: i64,
+    preallocate_bytes: u64,
 }
 
 #[pymethods]
@@ -110,7 +111,8 @@ impl PyLogConfig {
     #[new]
     #[pyo3(signature = (*, segment_bytes, segment_ms, segment_index_bytes, index_interval_bytes, retention_ms,
         retention_bytes, max_message_bytes, log_append_time, message_timestamp_before_max_ms, message_timestamp_after_max_ms,
-        compact=false, delete_retention_ms=86_400_000, min_compaction_lag_ms=0, max_compaction_lag_ms=i64::MAX))]
+        compact=false, delete_retention_ms=86_400_000, min_compaction_lag_ms=0, max_compaction_lag_ms=i64::MAX,
+        preallocate_bytes=0))]
     #[allow(clippy::too_many_arguments)]
     fn new(
         segment_bytes: u64,
@@ -127,8 +129,10 @@ impl PyLogConfig {
         delete_retention_ms: i64,
         min_compaction_lag_ms: i64,
         max_compaction_lag_ms: i64,
+        preallocate_bytes: u64,
     ) -> PyResult<Self> {
         let config = PyLogConfig {
+            preallocate_bytes,
             compact,
             delete_retention_ms,
             min_compaction_lag_ms,
@@ -170,6 +174,7 @@ impl PyLogConfig {
             delete_retention_ms: self.delete_retention_ms,
             min_compaction_lag_ms: self.min_compaction_lag_ms,
             max_compaction_lag_ms: self.max_compaction_lag_ms,
+            preallocate_bytes: self.preallocate_bytes,
         }
     }
 }

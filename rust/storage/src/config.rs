@@ -32,6 +32,9 @@ pub struct LogConfig {
     pub min_compaction_lag_ms: i64,
     /// A dirty segment older than this is cleaned whatever the dirty ratio.
     pub max_compaction_lag_ms: i64,
+    /// The active segment's file is zeroed this far ahead of the log's end (at most a segment's
+    /// size; 0: the file grows with each append). See `prealloc`.
+    pub preallocate_bytes: u64,
 }
 
 impl Default for LogConfig {
@@ -52,11 +55,18 @@ impl Default for LogConfig {
             delete_retention_ms: 86_400_000,
             min_compaction_lag_ms: 0,
             max_compaction_lag_ms: i64::MAX,
+            preallocate_bytes: 0,
         }
     }
 }
 
 impl LogConfig {
+    /// How far the active segment's file is zeroed ahead: `preallocate_bytes`, at most a
+    /// segment's size.
+    pub fn preallocation_step(&self) -> u64 {
+        self.preallocate_bytes.min(self.segment_bytes)
+    }
+
     pub fn validate(&self) -> Result<()> {
         let fail = |why: String| Err(StorageError::InvalidConfig(why));
         if self.segment_bytes < 14 || self.segment_bytes > SEGMENT_BYTES_MAX {

@@ -23,6 +23,7 @@ pub mod index;
 pub mod limits;
 pub mod log;
 pub mod offset_map;
+pub mod prealloc;
 pub mod records;
 pub mod segment;
 pub mod shared;

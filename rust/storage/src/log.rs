@@ -160,6 +160,8 @@ impl Log {
             log.recovery_point = log.log_end_offset();
         }
         log.recovery_point = log.recovery_point.min(log.log_end_offset());
+        let step = log.config.preallocation_step();
+        log.active_mut().preallocate(step);
         log.write_checkpoint(false)?;
         log.check_invariants();
         report.log_end_offset = log.log_end_offset();
@@ -232,6 +234,9 @@ impl Log {
             report.segments_scanned += 1;
             report.indexes_rebuilt += 1;
             let outcome = segment.recover(&self.config)?;
+            if outcome.zero_tail > 0 {
+                segment.truncate_bytes(outcome.valid_bytes)?; // zeros written ahead: not data
+            }
             if let Some(next) = overlap(outcome.next_offset) {
                 return Err(self.corrupt(
                     base,
@@ -345,6 +350,8 @@ impl Log {
                 return Err(error);
             }
         };
+        let mut segment = segment;
+        segment.preallocate(self.config.preallocation_step());
         self.segments.insert(base_offset, segment);
         self.directory_dirty = true;
         Ok(())
@@ -367,7 +374,13 @@ impl Log {
     /// Replaces the settings; they apply from the next append, roll or retention pass.
     pub fn set_config(&mut self, config: LogConfig) -> Result<()> {
         config.validate()?;
+        let step = config.preallocation_step();
+        let restep = step != self.config.preallocation_step();
         self.config = config;
+        if restep && !self.closed && self.failed.is_none() {
+            self.active_mut().trim_preallocation()?;
+            self.active_mut().preallocate(step);
+        }
         Ok(())
     }
 

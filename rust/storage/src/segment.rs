@@ -5,8 +5,9 @@
 //! back to back, exactly as they travel on the wire, with offsets already assigned.
 
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, IoSlice, Write};
+use std::io::{self, IoSlice};
 use std::os::unix::fs::FileExt;
+use std::os::unix::io::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -16,6 +17,7 @@ use crate::config::LogConfig;
 use crate::error::{Result as StorageResult, StorageError};
 use crate::index::{OffsetIndex, Position, RelativeOffset, TimeIndex};
 use crate::limits::{BATCH_HEADER_BYTES, RECOVERY_READ_BUFFER_BYTES, RELATIVE_OFFSET_MAX, SEGMENT_NAME_DIGITS};
+use crate::prealloc::{self, Preallocation};
 use crate::slice::FileSlice;
 use crate::txn_index::TransactionIndex;
 use crate::verify::{self, Verification};
@@ -51,6 +53,9 @@ pub struct ScanOutcome {
     pub valid_bytes: u64,
     pub next_offset: i64,
     pub stop: Option<ScanStop>,
+    /// Zeros from `valid_bytes` to the file's end: a pre-zeroed tail (see `prealloc`), the end of
+    /// the log and not damage. The caller cuts them off.
+    pub zero_tail: u64,
 }
 
 pub struct Segment {
@@ -72,6 +77,8 @@ pub struct Segment {
     created_ms: i64,
     /// What of the file has been checked since the open (see `verify`).
     verification: Arc<Verification>,
+    /// The file's pre-zeroed tail past `size` (the active segment's; see `prealloc`).
+    preallocation: Arc<Preallocation>,
 }
 
 fn wall_clock_ms() -> i64 {
@@ -103,7 +110,9 @@ impl Segment {
     fn open_named(dir: &Path, base_offset: i64, name_suffix: &str) -> StorageResult<(Segment, bool)> {
         let file = |kind| segment_file_named(dir, base_offset, kind, name_suffix);
         let log_path = file(LOG_SUFFIX);
-        let log = OpenOptions::new().read(true).append(true).open(&log_path)?;
+        // Written at positions (`pwritev` at `size`), not appended: the file may hold zeros past
+        // the log's end (see `prealloc`).
+        let log = OpenOptions::new().read(true).write(true).open(&log_path)?;
         let size = log.metadata()?.len();
         let (offset_index, offset_sane) = OffsetIndex::open(&file(OFFSET_INDEX_SUFFIX), size)?;
         let (time_index, time_sane) = TimeIndex::open(&file(TIME_INDEX_SUFFIX))?;
@@ -124,12 +133,33 @@ impl Segment {
             created_ms: wall_clock_ms(),
             // Until a scan or `load_tail` says more: every byte unverified.
             verification: Verification::pending(base_offset, size, base_offset),
+            preallocation: Preallocation::new(0, size),
         };
         Ok((segment, offset_sane && time_sane))
     }
 
     pub fn size(&self) -> u64 {
         self.size
+    }
+
+    /// From now on the file is zeroed `step` bytes ahead of the log's end (0: never). For the
+    /// active segment.
+    pub fn preallocate(&mut self, step: u64) {
+        // The old one's zero writes end first: two writers would not see each other's appends.
+        let file_len = self.preallocation.stop();
+        if file_len > self.size {
+            // Zeros it wrote ahead stay; the new one starts past them.
+            self.preallocation = Preallocation::new(step, self.size);
+            self.preallocation.extend_known(file_len);
+        } else {
+            self.preallocation = Preallocation::new(step, self.size);
+        }
+        self.preallocation.after_write(self.size, &self.log);
+    }
+
+    /// Bytes of zeros the file holds past the log's end.
+    pub fn preallocated_bytes(&self) -> u64 {
+        self.preallocation.zeroed_ahead()
     }
     pub fn is_empty(&self) -> bool {
         self.size == 0
@@ -236,8 +266,12 @@ impl Segment {
     ) -> io::Result<()> {
         let start = self.size;
         let total: u64 = batches.iter().map(|b| b.size_bytes() as u64).sum();
-        if let Err(error) = write_all_vectored(&self.log, pieces) {
+        self.preallocation.before_write(start + total);
+        if let Err(error) = write_all_vectored_at(&self.log, pieces, start) {
+            // Nothing of the append stays (zeros written ahead go too; they are made again).
+            self.preallocation.stop();
             self.log.set_len(start)?;
+            self.preallocation.cut(start);
             return Err(error);
         }
         let mut position = start;
@@ -248,16 +282,28 @@ impl Segment {
         }
         assert_eq!(position, start + total);
         self.size = position;
+        self.preallocation.after_write(position, &self.log);
         Ok(())
     }
 
     /// Called when the segment stops being the active one (roll) and on close: the final time
     /// index entry, and every index entry written out.
     pub fn seal(&mut self) -> io::Result<()> {
+        self.trim_preallocation()?;
         if self.max_timestamp != NO_TIMESTAMP {
             self.time_index.maybe_append(self.max_timestamp, self.relative(self.offset_of_max_timestamp));
         }
         self.persist_indexes()
+    }
+
+    /// Cuts the file back to the log's end: no zeros ahead any more (a sealed segment is
+    /// Kafka's format, byte for byte). Durable with the segment's next fsync.
+    pub fn trim_preallocation(&mut self) -> io::Result<()> {
+        if self.preallocation.stop() > self.size {
+            self.log.set_len(self.size)?;
+        }
+        self.preallocation = Preallocation::new(0, self.size);
+        Ok(())
     }
 
     /// Index entries held in memory only.
@@ -551,6 +597,14 @@ impl Segment {
             let header = match check_batch(&mut reader, position, self.next_offset, self.base_offset) {
                 Ok(header) => header,
                 Err(reason) => {
+                    if prealloc::zeros_from(&log, position, self.size)? {
+                        return Ok(ScanOutcome {
+                            valid_bytes: position,
+                            next_offset: self.next_offset,
+                            stop: None,
+                            zero_tail: self.size - position,
+                        });
+                    }
                     let followed_by_valid_batch = reader
                         .header_at(position)?
                         .filter(|h| batch::check_header(h, self.size - position).is_ok())
@@ -564,13 +618,18 @@ impl Segment {
                             .is_ok()
                         });
                     let stop = ScanStop { position, reason, followed_by_valid_batch };
-                    return Ok(ScanOutcome { valid_bytes: position, next_offset: self.next_offset, stop: Some(stop) });
+                    return Ok(ScanOutcome {
+                        valid_bytes: position,
+                        next_offset: self.next_offset,
+                        stop: Some(stop),
+                        zero_tail: 0,
+                    });
                 }
             };
             self.index_batch(&header, position, config);
             position += header.size_bytes() as u64;
         }
-        Ok(ScanOutcome { valid_bytes: position, next_offset: self.next_offset, stop: None })
+        Ok(ScanOutcome { valid_bytes: position, next_offset: self.next_offset, stop: None, zero_tail: 0 })
     }
 
     /// Whether the segment starts with a whole, valid batch.
@@ -581,8 +640,11 @@ impl Segment {
 
     pub fn truncate_bytes(&mut self, size: u64) -> io::Result<()> {
         assert!(size <= self.size);
+        self.preallocation.stop();
         self.log.set_len(size)?;
         self.size = size;
+        self.preallocation.cut(size);
+        self.preallocation.after_write(size, &self.log);
         Ok(())
     }
 
@@ -611,14 +673,34 @@ impl Segment {
     }
 }
 
-fn write_all_vectored(file: &File, mut pieces: &mut [IoSlice<'_>]) -> io::Result<()> {
-    let mut writer = file;
+/// `pwritev` of every piece at `position` on (std has no positional vectored write yet).
+impl Drop for Segment {
+    /// No zero write may outlive the segment (a log dropped without close, as in a crash, and
+    /// opened again in the same process must not meet one).
+    fn drop(&mut self) {
+        self.preallocation.stop();
+    }
+}
+
+fn write_all_vectored_at(file: &File, mut pieces: &mut [IoSlice<'_>], mut position: u64) -> io::Result<()> {
     while !pieces.is_empty() {
-        let written = writer.write_vectored(pieces)?;
+        let count = pieces.len().min(libc::UIO_MAXIOV as usize) as libc::c_int;
+        // SAFETY: IoSlice is ABI-compatible with iovec on Unix; the slices outlive the call.
+        let written = unsafe {
+            libc::pwritev(file.as_raw_fd(), pieces.as_ptr().cast::<libc::iovec>(), count, position as libc::off_t)
+        };
+        if written < 0 {
+            let error = io::Error::last_os_error();
+            if error.kind() == io::ErrorKind::Interrupted {
+                continue;
+            }
+            return Err(error);
+        }
         if written == 0 {
             return Err(io::Error::new(io::ErrorKind::WriteZero, "log write made no progress"));
         }
-        IoSlice::advance_slices(&mut pieces, written);
+        position += written as u64;
+        IoSlice::advance_slices(&mut pieces, written as usize);
     }
     Ok(())
 }

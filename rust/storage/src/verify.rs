@@ -292,7 +292,16 @@ pub fn scan_file(file: &File, base_offset: i64, end_offset: i64) -> std::io::Res
     let verification = Verification::trusting(base_offset, size, end_offset);
     verification.run(file, 0, u64::MAX);
     let state = verification.lock();
-    Ok(FileScan { size, next_offset: state.expected_offset, damaged: state.damaged.clone() })
+    let mut damaged = state.damaged.clone();
+    let mut size = size;
+    // Zeros from the last damage to the end: a pre-zeroed tail (see `prealloc`), not damage.
+    if let Some(last) = damaged.last() {
+        if crate::prealloc::zeros_from(file, last.position, size)? {
+            size = last.position;
+            damaged.pop();
+        }
+    }
+    Ok(FileScan { size, next_offset: state.expected_offset, damaged })
 }
 
 /// Sleeps so the pass reads at most `bytes_per_sec` (0: no limit), unless a reader waits.
