@@ -28,8 +28,24 @@ from tests.sink.helpers import (
     wait_for,
 )
 
+# Case 2: 20 SIGKILLs at random points of a 100,000-record run. The points are spread over the
+# run: one at a random record count in each twentieth of the first KILL_LOOP_SPAN records; the
+# test kills the sink once it has stored that many, a random part of a batch's cycle later (so
+# the kills land inside open transactions and between them). The sink is paced so the test sees
+# each point pass in time: each batch spends KILL_LOOP_PACE_S in its transaction (the handler)
+# and as long again after its commit, at most KILL_LOOP_BATCH records per cycle.
 KILL_LOOP_RECORDS = 100_000
 KILL_LOOP_KILLS = 20
+KILL_LOOP_BATCH = 1000
+KILL_LOOP_PACE_S = 0.05
+# The records after the last point: more than a paced sink stores while the test sees its
+# stored offsets pass the point (polls 0.1 s apart) and waits the random part of a cycle (about
+# 3,000), so the last kill too comes before the end.
+KILL_LOOP_MARGIN = 10_000
+KILL_LOOP_SPAN = KILL_LOOP_RECORDS - KILL_LOOP_MARGIN
+# Progress across the kills: at least this many different row counts after them (two points a
+# few records apart can fall in one batch).
+KILL_LOOP_DISTINCT_COUNTS = KILL_LOOP_KILLS // 2
 # Two processes fighting over one partition: one alone stores it in a few seconds; a livelock
 # never ends.
 SETTLE_TIMEOUT_S = 60
@@ -38,6 +54,15 @@ SETTLE_TIMEOUT_S = 60
 def stored_offsets(backend: Backend, group: str) -> dict[tuple[str, int], int]:
     rows = backend.query('SELECT topic, "partition", next_offset FROM tidelog_offsets WHERE group_id = ?', (group,))
     return {(t, int(p)): 0 if o is None else int(o) for t, p, o in rows}  # None: no batch yet
+
+
+def claimed(backend: Backend, group: str, partitions: int) -> int:
+    """How many times every partition of `group` was claimed (the lowest owner token), 0 before
+    all have rows."""
+    ((rows, lowest),) = backend.query(
+        "SELECT count(*), min(owner_token) FROM tidelog_offsets WHERE group_id = ?", (group,)
+    )
+    return int(lowest) if rows == partitions else 0
 
 
 def test_sigkill_before_and_after_the_database_commit(broker: BrokerProcess, backend: Backend) -> None:
@@ -57,21 +82,37 @@ def test_sigkill_before_and_after_the_database_commit(broker: BrokerProcess, bac
     assert stored_offsets(backend, "g") == {("in", 0): 2500, ("in", 1): 2500}
 
 
-def test_sigkill_in_a_loop(broker: BrokerProcess, backend: Backend, tmp_path: Path) -> None:
+def test_sigkill_in_a_loop(broker: BrokerProcess, backend: Backend) -> None:
+    """20 SIGKILLs at random points of a 100,000-record run: every kill falls before the end, the
+    stored count rises across them, and each record is stored once at the end."""
     create_topic(broker.bootstrap, "in", 4)
     sent = produce(broker.bootstrap, "in", numbered(0, KILL_LOOP_RECORDS), 4)
+    backend.store("g").close()  # the tables, so the claims can be watched from the start
     seed = random.randrange(1 << 30)
     chance = random.Random(seed)
-    counts = []
-    for _ in range(KILL_LOOP_KILLS):
-        app = start_app(broker.bootstrap, backend, "g", "in", "--partitions", 4, "--batch-size", 500)
-        # Python and the imports take half a second or more; kills land anywhere after that.
-        time.sleep(chance.uniform(0.5, 2.0))
+    cycle_s = 2 * KILL_LOOP_PACE_S
+    points = [int((kill + chance.random()) * KILL_LOOP_SPAN / KILL_LOOP_KILLS) for kill in range(KILL_LOOP_KILLS)]
+    options: tuple[str | int | float, ...] = ("--partitions", 4, "--batch-size", KILL_LOOP_BATCH)
+    options += ("--slow-s", KILL_LOOP_PACE_S, "--rest-s", KILL_LOOP_PACE_S)
+    counts: list[int] = []
+    for kill, point in enumerate(points):
+        app = start_app(broker.bootstrap, backend, "g", "in", *options)
+
+        def reached(kill: int = kill, point: int = point, app: subprocess.Popen[bytes] = app) -> bool:
+            # Claimed in this run (a point already passed kills it right after its claim), and
+            # the stored offsets (the sink's progress) past the point.
+            done = claimed(backend, "g", 4) > kill and sum(stored_offsets(backend, "g").values()) >= point
+            return done or app.poll() is not None
+
+        wait_for(reached, what=f"seed {seed}: the sink stores {point} records")
+        assert app.poll() is None, f"seed {seed}: the sink ended by itself ({app.returncode})"
+        time.sleep(chance.uniform(0, cycle_s))
         app.send_signal(signal.SIGKILL)
         app.wait(TIMEOUT_S)
         counts.append(row_count(backend))
     assert run_app(broker.bootstrap, backend, "g", "in", "--partitions", 4, "--idle-exit-s", 2) == 0
-    assert counts[-1] > 0, f"seed {seed}: no kill came after a commit ({counts})"
+    assert counts[-1] < KILL_LOOP_RECORDS, f"seed {seed}: the kills did not all land during the run ({counts})"
+    assert len(set(counts)) >= KILL_LOOP_DISTINCT_COUNTS, f"seed {seed}: little progress across the kills ({counts})"
     assert_exactly_once(backend, sent)
     assert set(stored_offsets(backend, "g").values()) == {KILL_LOOP_RECORDS // 4}
 
