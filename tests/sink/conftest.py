@@ -90,6 +90,28 @@ class Backend:
         finally:
             connection.close()
 
+    def write_transaction_open(self) -> bool:
+        """Whether another connection holds a transaction open that wrote: SQLite's write lock
+        is taken (BEGIN IMMEDIATE is refused at once), or a PostgreSQL session with a
+        transaction id (it wrote) sits idle inside its transaction."""
+        if self.name == "sqlite":
+            connection = sqlite3.connect(self.target, timeout=0, isolation_level=None)
+            try:
+                connection.execute("BEGIN IMMEDIATE")
+                connection.execute("ROLLBACK")
+                return False
+            except sqlite3.OperationalError as error:
+                if "locked" not in str(error):
+                    raise
+                return True
+            finally:
+                connection.close()
+        (found,) = self.query(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
+            " AND state = 'idle in transaction' AND backend_xid IS NOT NULL AND pid <> pg_backend_pid()"
+        )
+        return bool(found[0] > 0)
+
     def values(self) -> Counter[str]:
         return Counter(value for (value,) in self.query("SELECT value FROM output"))
 

@@ -1,7 +1,8 @@
 """A sink process for the tests: `tidelog.sink` with a confluent-kafka source, writing each
 record as a row of `output` (value, topic, partition, offset, writer). It can SIGKILL itself
 inside the handler (before the database commit) or right after a commit (before any Kafka
-commit), stop itself before a transaction for a SIGSTOP, and reject poison records.
+commit), stop itself before a transaction for a SIGSTOP, hold a batch's transaction open until
+the test releases it, note what it did in an events file, and reject poison records.
 
     python -m tests.sink.sink_app --bootstrap B --db sqlite:PATH|postgres:DSN --group G --topic T ...
 """
@@ -22,6 +23,12 @@ from typing import Any
 from tests.sink.conftest import open_store
 from tidelog.sink import ExactlyOnceSink, KafkaSource, SinkRecord
 
+# --hold-marker: the batch whose transaction is held open, and the longest it is held (below the
+# PostgreSQL store's idle_in_transaction_session_timeout, 60 s) if the release never comes.
+HOLD_BATCH = 3
+HOLD_LIMIT_S = 30.0
+HOLD_POLL_S = 0.02
+
 
 def main() -> None:
     parser = argparse.ArgumentParser()
@@ -32,6 +39,9 @@ def main() -> None:
     parser.add_argument("--partitions", type=int, help="assign partitions 0..N-1 (no group); else subscribe")
     parser.add_argument("--strategy", default="range", help="partition.assignment.strategy when subscribing")
     parser.add_argument("--session-timeout-ms", type=int, default=6000)
+    parser.add_argument(
+        "--heartbeat-interval-ms", type=int, help="default: a third of the session timeout, at most 1 s"
+    )
     parser.add_argument("--batch-size", type=int, default=500)
     parser.add_argument("--slow-s", type=float, default=0.0, help="time the handler spends per batch")
     parser.add_argument(
@@ -46,6 +56,13 @@ def main() -> None:
     parser.add_argument("--kill-in-handler", type=int, default=0, help="SIGKILL inside the Nth batch's handler")
     parser.add_argument("--kill-after-commits", type=int, default=0, help="SIGKILL after the Nth commit")
     parser.add_argument("--pause-marker", help="before the 3rd batch's transaction: write this file, wait 2 s")
+    parser.add_argument(
+        "--hold-marker",
+        help="inside the 3rd batch's handler, its rows written and its transaction open: write this file, "
+        "then wait until --release-marker exists",
+    )
+    parser.add_argument("--release-marker", help="the file that ends the hold of --hold-marker")
+    parser.add_argument("--events", help="append what the sink does here (JSON lines): held, released, commit, ...")
     parser.add_argument("--reclaim-delay-s", type=float, default=5.0)
     parser.add_argument("--idle-exit-s", type=float, default=5.0)
     parser.add_argument(
@@ -56,6 +73,16 @@ def main() -> None:
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s sink %(levelname)s %(message)s")
 
+    if bool(args.hold_marker) != bool(args.release_marker):
+        parser.error("--hold-marker and --release-marker go together")
+    events = Path(args.events).open("a") if args.events else None
+
+    def note(event: str, **fields: Any) -> None:
+        """One line per event, written at once: the file keeps the order the sink did things in."""
+        if events is not None:
+            events.write(json.dumps({"event": event, **fields}) + "\n")
+            events.flush()
+
     store = open_store(args.db, args.group)
     place = store.placeholder
     insert = 'INSERT INTO output (value, topic, "partition", "offset", writer) VALUES (?, ?, ?, ?, ?)'
@@ -63,6 +90,21 @@ def main() -> None:
     handled = 0
     claims_seen = 0
     claimed_at = 0.0
+
+    def hold(records: Sequence[SinkRecord]) -> None:
+        """Keeps the batch's transaction open (its rows written, not committed) until the test
+        writes the release marker."""
+        first = [records[0].partition, records[0].offset]
+        note("held", first=first, records=len(records))
+        Path(args.hold_marker).write_text(json.dumps({"pid": os.getpid(), "first": first}))
+        deadline = time.monotonic() + HOLD_LIMIT_S
+        release = Path(args.release_marker)
+        while not release.exists():
+            if time.monotonic() > deadline:
+                note("hold timed out", first=first)
+                return
+            time.sleep(HOLD_POLL_S)
+        note("released", first=first)
 
     def handler(records: Sequence[SinkRecord], cursor: Any) -> None:
         nonlocal handled, claims_seen
@@ -81,12 +123,19 @@ def main() -> None:
             time.sleep(args.slow_s)
         if args.kill_in_handler and handled == args.kill_in_handler and len(records) > 1:
             os.kill(os.getpid(), signal.SIGKILL)
+        if args.hold_marker and handled == HOLD_BATCH:
+            hold(records)
 
     commits = 0
 
     def on_commit(batch: Any, positions: Any) -> None:
         nonlocal commits
         commits += 1
+        if events is not None:  # the handler's first record: the sink hands batches over in this order
+            first = next(r for records in batch.values() for r in records)
+            note(
+                "commit", number=commits, first=[first.partition, first.offset], partitions=sorted(p for _, p in batch)
+            )
         if args.rest_s:
             # Work outside the database: SQLite lets one writer in at a time, and a process that
             # holds its lock all the time (sleeping in the handler) starves the others.
@@ -111,7 +160,7 @@ def main() -> None:
         "bootstrap.servers": args.bootstrap,
         "group.id": args.group,
         "session.timeout.ms": args.session_timeout_ms,
-        "heartbeat.interval.ms": min(1000, args.session_timeout_ms // 3),
+        "heartbeat.interval.ms": args.heartbeat_interval_ms or min(1000, args.session_timeout_ms // 3),
         "partition.assignment.strategy": args.strategy,
     }
     if args.partitions:
@@ -129,6 +178,14 @@ def main() -> None:
         return assigned(partitions)
 
     sink.assigned = timed_assigned  # type: ignore[method-assign]
+    revoked = sink.revoked
+
+    def noted_revoked(partitions: Any, lost: bool) -> None:
+        if partitions:
+            note("revoked", partitions=sorted(p for _, p in partitions), lost=lost, commits=commits)
+        revoked(partitions, lost)
+
+    sink.revoked = noted_revoked  # type: ignore[method-assign]
     stop = threading.Event()
     if args.until_stored:
         threading.Thread(target=watch_stored, args=(args.db, args.group, args.until_stored, stop), daemon=True).start()
@@ -136,6 +193,8 @@ def main() -> None:
         stats = sink.run(stop=stop, idle_timeout_s=None if args.until_stored else args.idle_exit_s)
     finally:
         sink.close()
+        if events is not None:
+            events.close()
     if args.stats:
         Path(args.stats).write_text(json.dumps({**stats.__dict__, "resets": [list(r) for r in stats.resets]}))
 

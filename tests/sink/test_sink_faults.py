@@ -4,14 +4,17 @@ real PostgreSQL server). Each case ends with every input record in `output` exac
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import signal
 import subprocess
 import time
 from pathlib import Path
+from typing import Any
 
-from confluent_kafka import Producer
+from confluent_kafka import ConsumerGroupState, Producer
+from confluent_kafka.admin import AdminClient
 
 from tests.server.conftest import BrokerProcess
 from tests.sink.conftest import Backend, assert_exactly_once
@@ -46,6 +49,14 @@ KILL_LOOP_SPAN = KILL_LOOP_RECORDS - KILL_LOOP_MARGIN
 # Progress across the kills: at least this many different row counts after them (two points a
 # few records apart can fall in one batch).
 KILL_LOOP_DISTINCT_COUNTS = KILL_LOOP_KILLS // 2
+# Case 3: records and batch size of the rebalance (the held batch is the first member's 3rd).
+REBALANCE_RECORDS = 20_000
+REBALANCE_BATCH = 100
+# The members' heartbeat interval, and how long the batch stays open after the test sees the
+# rebalance begin: ten heartbeats, in which the first member's heartbeat hears of it (and
+# cooperative-sticky's rejoin, which librdkafka runs on its own thread, completes).
+REBALANCE_HEARTBEAT_MS = 100
+REBALANCE_NOTICE_S = 1.0
 # Two processes fighting over one partition: one alone stores it in a few seconds; a livelock
 # never ends.
 SETTLE_TIMEOUT_S = 60
@@ -117,17 +128,56 @@ def test_sigkill_in_a_loop(broker: BrokerProcess, backend: Backend) -> None:
     assert set(stored_offsets(backend, "g").values()) == {KILL_LOOP_RECORDS // 4}
 
 
+def rebalancing(admin: AdminClient, group: str) -> bool:
+    """Whether a second member's join has begun a rebalance of `group`: the group is preparing
+    or completing one, or already has two members (cooperative-sticky: the first member rejoins
+    from librdkafka's thread, keeping its partitions, while its application is busy)."""
+    description = admin.describe_consumer_groups([group])[group].result(TIMEOUT_S)
+    joining = (ConsumerGroupState.PREPARING_REBALANCING, ConsumerGroupState.COMPLETING_REBALANCING)
+    return description.state in joining or len(description.members) > 1
+
+
+def events(path: Path) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
 def test_a_rebalance_mid_batch(broker: BrokerProcess, backend: Backend, tmp_path: Path) -> None:
+    """A second member joins while the first holds a batch's transaction open (its rows written,
+    not committed): the test sees the group rebalance and the transaction open in the database,
+    then lets the batch go on. The first member releases partitions only after that batch's
+    commit, and each record is stored once."""
+    admin = AdminClient({"bootstrap.servers": broker.bootstrap})
     for strategy in ("range", "cooperative-sticky"):
         topic = f"in-{strategy}"
         create_topic(broker.bootstrap, topic, 4)
-        sent = produce(broker.bootstrap, topic, [f"{strategy}-{i}" for i in range(20_000)], 4)
-        # 1,000 records/s for one member: the second one joins long before the end.
-        options = ("--strategy", strategy, "--batch-size", 100, "--rest-s", 0.1, "--idle-exit-s", 4)
-        first = start_app(broker.bootstrap, backend, topic, topic, *options, "--writer", "first")
-        wait_for(lambda: row_count(backend) >= 400, what="the first member writes")
-        second = start_app(broker.bootstrap, backend, topic, topic, *options, "--writer", "second")
-        assert first.wait(APP_TIMEOUT_S) == 0 and second.wait(APP_TIMEOUT_S) == 0
+        sent = produce(broker.bootstrap, topic, [f"{strategy}-{i}" for i in range(REBALANCE_RECORDS)], 4)
+        held, release, noted = (tmp_path / f"{strategy}.{name}" for name in ("held", "release", "events"))
+        markers = ("--hold-marker", str(held), "--release-marker", str(release), "--events", str(noted))
+        options: tuple[str | int | float, ...] = ("--strategy", strategy, "--batch-size", REBALANCE_BATCH)
+        options += ("--idle-exit-s", 4, "--heartbeat-interval-ms", REBALANCE_HEARTBEAT_MS)
+        first = start_app(broker.bootstrap, backend, topic, topic, *options, *markers, "--writer", "first")
+        members = [first]
+        try:
+            wait_for(held.exists, what="the first member holds a batch open")
+            members.append(start_app(broker.bootstrap, backend, topic, topic, *options, "--writer", "second"))
+            wait_for(lambda: rebalancing(admin, topic), what="the second member's join begins a rebalance")  # noqa: B023
+            time.sleep(REBALANCE_NOTICE_S)
+            assert backend.write_transaction_open(), "the group rebalances, but no batch is open in the database"
+            release.write_text("")
+            assert [member.wait(APP_TIMEOUT_S) for member in members] == [0, 0]
+        finally:
+            for member in members:
+                member.kill()
+        done = events(noted)
+        kinds = [e["event"] for e in done]
+        assert "released" in kinds, f"{strategy}: the hold ended by its time limit ({done[:4]})"
+        batch = done[kinds.index("held")]["first"]  # the held batch, by its first record
+        released = kinds.index("released")
+        committed = next(i for i, e in enumerate(done) if e["event"] == "commit" and e["first"] == batch)
+        revoked = kinds.index("revoked")
+        assert kinds.index("held") < released < committed < revoked, f"{strategy}: {done[:12]}"
+        # No batch between: the first member knew of the rebalance while the batch was open.
+        assert done[revoked]["commits"] == done[committed]["number"], f"{strategy}: {done[:12]}"
         got = backend.query("SELECT value, writer FROM output WHERE topic = ?", (topic,))
         assert {writer for _, writer in got} == {"first", "second"}, "the second member never got a partition"
         backend.execute(f"DELETE FROM output WHERE topic <> '{topic}'")
