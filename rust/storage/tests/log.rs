@@ -3,21 +3,11 @@ mod common;
 use std::fs;
 use std::sync::Arc;
 
-use common::{batch, batch_with_timestamps, now_ms};
+use common::{batch, batch_with_timestamps, now_ms, read_all};
 use tidelog_storage::{Log, LogConfig, SharedLog, StorageError, TimestampType};
 
 fn small_config() -> LogConfig {
     LogConfig { segment_bytes: 64 * 1024, ..LogConfig::default() }
-}
-
-fn read_all(log: &Log) -> Vec<u8> {
-    let mut out = Vec::new();
-    let mut offset = log.log_start_offset();
-    while let Some(slice) = log.read_waiting(offset, 1 << 20, i64::MAX, true).unwrap() {
-        out.extend(slice.to_vec().unwrap());
-        offset = slice.last_offset + 1;
-    }
-    out
 }
 
 #[test]

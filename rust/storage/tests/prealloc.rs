@@ -8,7 +8,7 @@ use std::fs;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use common::{batch, now_ms};
+use common::{batch, now_ms, read_all};
 use tidelog_storage::{Log, LogConfig, StorageError};
 
 const STEP: u64 = 256 * 1024;
@@ -31,16 +31,21 @@ fn wait_zeroed(dir: &Path, base: i64, size: u64) {
     }
 }
 
-fn read_all(log: &Log) -> Vec<u8> {
-    let mut out = Vec::new();
-    let mut offset = log.log_start_offset();
-    while let Some(slice) =
-        log.read_waiting(offset, 1 << 20, i64::MAX, true).unwrap_or_else(|e| panic!("read at {offset}: {e}"))
-    {
-        out.extend(slice.to_vec().unwrap());
-        offset = slice.last_offset + 1;
+/// Ten appends of `one` (flushed when `flush`), zeros written ahead, then the log dropped without
+/// a close, as in a crash. Returns what the log held.
+fn crash_with_zero_tail(dir: &Path, one: &[u8], flush: bool) -> Vec<u8> {
+    let t = now_ms();
+    let (mut log, _) = Log::open(dir, config()).unwrap();
+    for _ in 0..10 {
+        log.append(one, t, 0).unwrap();
     }
-    out
+    if flush {
+        let plan = log.prepare_flush().unwrap();
+        let target = plan.target_offset;
+        log.complete_flush(target, plan.execute()).unwrap();
+    }
+    wait_zeroed(dir, 0, log.size_bytes());
+    read_all(&log)
 }
 
 #[test]
@@ -78,15 +83,7 @@ fn a_crash_leaves_a_zero_tail_that_recovery_takes_as_the_log_end() {
     let dir = tempfile::tempdir().unwrap();
     let t = now_ms();
     let one = batch(3, 100, t);
-    let written;
-    {
-        let (mut log, _) = Log::open(dir.path(), config()).unwrap();
-        for _ in 0..10 {
-            log.append(&one, t, 0).unwrap();
-        }
-        wait_zeroed(dir.path(), 0, log.size_bytes());
-        written = read_all(&log);
-    } // dropped without close: a crash with the zeros on disk
+    let written = crash_with_zero_tail(dir.path(), &one, false); // the zeros are on disk
     assert!(file_len(dir.path(), 0) > written.len() as u64);
     let (mut log, report) = Log::open(dir.path(), config()).unwrap();
     assert_eq!(report.segments_scanned, 1);
@@ -102,13 +99,7 @@ fn a_torn_write_inside_the_zero_tail_is_a_torn_tail() {
     let dir = tempfile::tempdir().unwrap();
     let t = now_ms();
     let one = batch(3, 100, t);
-    {
-        let (mut log, _) = Log::open(dir.path(), config()).unwrap();
-        for _ in 0..10 {
-            log.append(&one, t, 0).unwrap();
-        }
-        wait_zeroed(dir.path(), 0, log.size_bytes());
-    }
+    crash_with_zero_tail(dir.path(), &one, false);
     // The 11th batch's first 30 bytes reached the disk, inside the zeros.
     let path = dir.path().join(format!("{:020}.log", 0));
     let mut bytes = fs::read(&path).unwrap();
@@ -125,16 +116,7 @@ fn a_flipped_bit_before_the_zero_tail_is_still_corruption() {
     let dir = tempfile::tempdir().unwrap();
     let t = now_ms();
     let one = batch(3, 100, t);
-    {
-        let (mut log, _) = Log::open(dir.path(), config()).unwrap();
-        for _ in 0..10 {
-            log.append(&one, t, 0).unwrap();
-        }
-        let plan = log.prepare_flush().unwrap();
-        let target = plan.target_offset;
-        log.complete_flush(target, plan.execute()).unwrap();
-        wait_zeroed(dir.path(), 0, log.size_bytes());
-    }
+    crash_with_zero_tail(dir.path(), &one, true);
     let path = dir.path().join(format!("{:020}.log", 0));
     let mut bytes = fs::read(&path).unwrap();
     bytes[one.len() * 4 + 80] ^= 0x10;

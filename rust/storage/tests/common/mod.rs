@@ -1,5 +1,18 @@
-//! Test helper: builds uncompressed magic-v2 batches the way a producer does.
+//! Test helper: builds uncompressed magic-v2 batches the way a producer does, and reads a log back.
 #![allow(dead_code)]
+
+use tidelog_storage::Log;
+
+/// Every batch of `log` from its start, as stored.
+pub fn read_all(log: &Log) -> Vec<u8> {
+    let mut out = Vec::new();
+    let mut offset = log.log_start_offset();
+    while let Some(slice) = log.read_waiting(offset, 1 << 20, i64::MAX, true).unwrap() {
+        out.extend(slice.to_vec().unwrap());
+        offset = slice.last_offset + 1;
+    }
+    out
+}
 
 fn put_varint(out: &mut Vec<u8>, value: i64) {
     let mut zigzag = ((value << 1) ^ (value >> 63)) as u64;
