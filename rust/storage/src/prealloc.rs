@@ -110,16 +110,11 @@ impl Preallocation {
         state.stopped = self.step == 0;
     }
 
-    /// The file is `file_len` long already, zeros past the log's end (an earlier writer's).
+    /// The file is `file_len` long already, zeros past the log's end (an earlier writer's; a
+    /// shorter length changes nothing).
     pub fn extend_known(&self, file_len: u64) {
         let mut state = self.lock();
         state.file_len = state.file_len.max(file_len);
-    }
-
-    /// The bytes of zeros past the log's end (disk space the segment holds ahead).
-    pub fn zeroed_ahead(&self) -> u64 {
-        let state = self.lock();
-        state.file_len - state.written_end
     }
 
     /// Zeroes the next step of `file` and fdatasyncs it (the writer thread).

@@ -147,19 +147,9 @@ impl Segment {
     pub fn preallocate(&mut self, step: u64) {
         // The old one's zero writes end first: two writers would not see each other's appends.
         let file_len = self.preallocation.stop();
-        if file_len > self.size {
-            // Zeros it wrote ahead stay; the new one starts past them.
-            self.preallocation = Preallocation::new(step, self.size);
-            self.preallocation.extend_known(file_len);
-        } else {
-            self.preallocation = Preallocation::new(step, self.size);
-        }
+        self.preallocation = Preallocation::new(step, self.size);
+        self.preallocation.extend_known(file_len); // zeros it wrote ahead stay; the new one goes on past them
         self.preallocation.after_write(self.size, &self.log);
-    }
-
-    /// Bytes of zeros the file holds past the log's end.
-    pub fn preallocated_bytes(&self) -> u64 {
-        self.preallocation.zeroed_ahead()
     }
     pub fn is_empty(&self) -> bool {
         self.size == 0
@@ -673,7 +663,6 @@ impl Segment {
     }
 }
 
-/// `pwritev` of every piece at `position` on (std has no positional vectored write yet).
 impl Drop for Segment {
     /// No zero write may outlive the segment (a log dropped without close, as in a crash, and
     /// opened again in the same process must not meet one).
@@ -682,6 +671,7 @@ impl Drop for Segment {
     }
 }
 
+/// `pwritev` of every piece at `position` on (std has no positional vectored write yet).
 fn write_all_vectored_at(file: &File, mut pieces: &mut [IoSlice<'_>], mut position: u64) -> io::Result<()> {
     while !pieces.is_empty() {
         let count = pieces.len().min(libc::UIO_MAXIOV as usize) as libc::c_int;
