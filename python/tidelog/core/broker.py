@@ -175,14 +175,12 @@ def read_or_create_cluster_id(data_dir: Path, node_id: int) -> str:
 class Broker:
     """A single-node broker: its logs, coordinators, identity, and operations."""
 
-    def __init__(self, config: BrokerConfig, logs: LogManager, dynamic: DynamicBrokerConfigs | None = None) -> None:
-        """`config` is the static one (server.properties); dynamic broker configs go over it."""
-        dynamic = dynamic if dynamic is not None else DynamicBrokerConfigs.load(logs.data_dir)
+    def __init__(self, config: BrokerConfig, logs: LogManager, dynamic: DynamicBrokerConfigs) -> None:
+        """`config` is the static one (server.properties); `dynamic` goes over it, and `logs`
+        were opened with the outcome (see `open`)."""
         self.configs = Configs(self, config, dynamic)
         self.config = config.with_dynamic(dynamic.settings())
         self.logs = logs
-        logs.set_default_config(self.config.topic_defaults)  # (Broker.open opened them so already)
-        logs.producer_id_expiration_ms = self.config.producer_id_expiration_ms
         self.node_id = config.node_id
         self.host, self.port = config.advertised_address()
         self.cluster_id = read_or_create_cluster_id(logs.data_dir, config.node_id)

@@ -34,6 +34,7 @@ from tidelog.config import (
     ConfigError,
     TopicConfig,
     dynamic_value,
+    kafka_key,
 )
 from tidelog.core.types import (
     AlterConfigOp,
@@ -53,6 +54,17 @@ log = logging.getLogger(__name__)
 BROKER_CONFIGS_FILE = "broker-configs.json"
 TOPIC_TO_BROKER_KEYS = {topic: server for server, topic in BROKER_TO_TOPIC_KEYS.items()}
 BUILT_IN = BrokerConfig()
+# Every broker key tidelog knows, in BrokerConfig's order.
+BROKER_KEYS = BrokerConfig.keys()
+KNOWN_BROKER_KEYS = frozenset(BROKER_KEYS)
+# Kafka's DescribeConfigs type of each static broker key, from its field's type.
+STATIC_KEY_TYPES = {
+    kafka_key(f.name): {"bool": ConfigType.BOOLEAN, "int": ConfigType.LONG, "float": ConfigType.DOUBLE}.get(
+        str(f.type), ConfigType.STRING
+    )
+    for f in dataclasses.fields(BrokerConfig)
+    if f.name not in NOT_KEYS
+}
 LIST_OPERATIONS = (AlterConfigOp.APPEND, AlterConfigOp.SUBTRACT)
 
 
@@ -145,14 +157,14 @@ class Configs:
         if not name:  # the cluster default shows only what is set there
             keys = sorted(self.dynamic.cluster_default)
         else:
-            keys = [key for key in BrokerConfig.keys() if not self._hidden(key)]
+            keys = [key for key in BROKER_KEYS if not self._hidden(key)]
             keys += sorted(set(self.dynamic.settings()) - set(keys))
         entries = []
         for key in keys:
             synonyms = self._broker_synonyms(key)
             if not name:
                 synonyms = [s for s in synonyms if s.source == ConfigSource.DYNAMIC_DEFAULT_BROKER_CONFIG]
-            known = key in BrokerConfig.keys()
+            known = key in KNOWN_BROKER_KEYS
             value = (self.broker.config.value_of(key) if name else synonyms[0].value) if known else None
             entries.append(
                 ConfigEntry(
@@ -175,7 +187,7 @@ class Configs:
 
     def _broker_synonyms(self, key: str) -> list[ConfigSynonym]:
         """Where `key` is set, the value in use first."""
-        known = key in BrokerConfig.keys()
+        known = key in KNOWN_BROKER_KEYS
         synonyms = []
         if key in self.dynamic.broker:
             synonyms.append(
@@ -270,7 +282,7 @@ class Configs:
         error, message = self._check_broker_name(name)
         if error != ErrorCode.none:
             return error, message
-        static_keys = [key for _, key, _ in operations if key in BrokerConfig.keys() and key not in DYNAMIC_BROKER_KEYS]
+        static_keys = [key for _, key, _ in operations if key in KNOWN_BROKER_KEYS and key not in DYNAMIC_BROKER_KEYS]
         if static_keys:
             return ErrorCode.invalid_request, f"Cannot update these configs dynamically: [{', '.join(static_keys)}]"
         layer = dict(self.dynamic.layer(name)) if incremental else {}
@@ -294,7 +306,7 @@ class Configs:
             return ErrorCode.invalid_request, str(refused)
         if validate_only:
             return ErrorCode.none, None
-        unknown = sorted({key for op, key, _ in operations if op != AlterConfigOp.DELETE} - set(BrokerConfig.keys()))
+        unknown = sorted({key for op, key, _ in operations if op != AlterConfigOp.DELETE} - KNOWN_BROKER_KEYS)
         if unknown:
             log.warning("dynamic broker config(s) %s stored; tidelog does not act on them", ", ".join(unknown))
         target = self.dynamic.layer(name)
@@ -348,10 +360,4 @@ def broker_key_type(key: str) -> ConfigType:
     spec = DYNAMIC_BROKER_KEYS.get(key)
     if spec is not None:
         return ConfigType[spec.kind]
-    fields = {f.name: f for f in dataclasses.fields(BrokerConfig) if f.name not in NOT_KEYS}
-    found = fields.get(key.replace(".", "_"))
-    if found is None:
-        return ConfigType.UNKNOWN
-    return {"bool": ConfigType.BOOLEAN, "int": ConfigType.LONG, "float": ConfigType.DOUBLE}.get(
-        str(found.type), ConfigType.STRING
-    )
+    return STATIC_KEY_TYPES.get(key, ConfigType.UNKNOWN)
