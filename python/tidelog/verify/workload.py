@@ -278,7 +278,16 @@ class _TxnWorker(_Base):
         if not assignment:
             return
         try:
-            for tp in self.consumer.committed(assignment, CALL_TIMEOUT_S):
+            # Only partitions read from since their assignment or last seek: the others are at
+            # their committed offset already, and may still be looking up where to start
+            # (auto.offset.reset: a ListOffsets in flight). librdkafka (2.16) answers a seek
+            # made during that lookup by retrying the lookup later and moving the position
+            # back to its result while it fetches, so the worker would read a partition
+            # again from its start with no reset to tell (docs/verify.md).
+            started = [tp for tp in self.consumer.position(assignment) if tp.offset >= 0]
+            if not started:
+                return
+            for tp in self.consumer.committed(started, CALL_TIMEOUT_S):
                 offset = tp.offset if tp.offset >= 0 else OFFSET_BEGINNING
                 self.consumer.seek(TopicPartition(tp.topic, tp.partition, offset))
         except Exception:
