@@ -43,7 +43,7 @@ def process_cpu_seconds(pid: int) -> float:
 
 
 class Broker:
-    def __init__(self, durable: bool) -> None:
+    def __init__(self, durable: bool, settings: dict[str, str] | None = None) -> None:
         self.directory = tempfile.mkdtemp(prefix="tidelog-e2e-")
         self.port = free_port()
         command = [
@@ -62,6 +62,8 @@ class Broker:
             "--set",
             "group.initial.rebalance.delay.ms=0",
         ]
+        for key, value in (settings or {}).items():
+            command += ["--set", f"{key}={value}"]
         self.process = subprocess.Popen(command, stderr=subprocess.PIPE, text=True)
         assert self.process.stderr is not None
         deadline = time.monotonic() + READY_TIMEOUT_S
