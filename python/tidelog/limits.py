@@ -11,9 +11,6 @@ BACKGROUND_FLUSH_INTERVAL_S = 0.005
 
 # Threads that run fdatasync for group commits; each flush holds one for its duration.
 FLUSH_THREADS = 4
-# Flushes one flush thread runs back to back for one log while appends wait beyond the last
-# (each one's waiters are released as it ends); then the thread goes back to the pool.
-FLUSH_CHAIN_MAX = 64
 # Threads that open (and recover) logs at start, Kafka's num.recovery.threads.per.data.dir.
 RECOVERY_THREADS = 2
 

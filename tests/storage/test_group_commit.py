@@ -8,18 +8,11 @@ import signal
 import subprocess
 import sys
 import textwrap
-import threading
-import time
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import cast
 
 from tests.conftest import make_batch, read_everything
-from tidelog.config import TopicConfig
 from tidelog.protocol.record_batch import iter_batches
 from tidelog.storage import LogManager, TopicPartition
-from tidelog.storage._engine import PartitionLog
-from tidelog.storage.unified_log import GroupCommit, log_config_for, now_ms
 
 
 def test_concurrent_durable_appends_share_fsyncs(tmp_path: Path) -> None:
@@ -90,51 +83,3 @@ def test_acknowledged_appends_survive_sigkill(tmp_path: Path) -> None:
     stored = {header.base_offset for header, _ in iter_batches(read_everything(partition.log))}
     assert set(acked) <= stored
     manager.close()
-
-
-class SlowFlush:
-    """A real log whose flush returns FLUSH_HOLD_S after its fsync: room to append after what
-    it made durable and before the flush thread looks for more."""
-
-    FLUSH_HOLD_S = 0.05
-
-    def __init__(self, log: PartitionLog) -> None:
-        self.log = log
-        self.flushed = threading.Event()
-
-    def flush(self) -> int:
-        durable = self.log.flush()
-        self.flushed.set()
-        time.sleep(self.FLUSH_HOLD_S)
-        return durable
-
-    def __getattr__(self, name: str) -> object:
-        return getattr(self.log, name)
-
-
-def test_the_flush_thread_starts_the_next_flush_while_the_loop_is_busy(tmp_path: Path) -> None:
-    """An append made during a flush is made durable by the next flush, which the flush thread
-    starts itself: the event loop stays blocked here the whole time and durability still moves."""
-    log, _ = PartitionLog.open(tmp_path / "t-0", log_config_for(TopicConfig()))
-    slow = SlowFlush(log)
-    executor = ThreadPoolExecutor(1)
-
-    async def main() -> None:
-        commit = GroupCommit(cast(PartitionLog, slow), executor)
-        first = log.append(make_batch(tag=1), now_ms())
-        first_durable = commit.durable_future(first.last_offset)
-        assert first_durable is not None
-        assert slow.flushed.wait(5), "the first flush ran"
-        second = log.append(make_batch(tag=2), now_ms())  # after what it made durable
-        second_durable = commit.durable_future(second.last_offset)
-        assert second_durable is not None
-        deadline = time.monotonic() + 5
-        while log.recovery_point <= second.last_offset and time.monotonic() < deadline:
-            time.sleep(0.005)  # the loop stays blocked
-        assert log.recovery_point > second.last_offset, "the second flush waited for the event loop"
-        await asyncio.wait_for(asyncio.gather(first_durable, second_durable), 5)
-        assert commit.flush_seconds.counts != [0] * len(commit.flush_seconds.counts)
-
-    asyncio.run(main())
-    executor.shutdown()
-    log.close()

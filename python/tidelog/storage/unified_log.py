@@ -96,11 +96,6 @@ class GroupCommit:
     event loop, GIL released in Rust). When it ends, every waiter whose offset it covers is
     released, and if others are left (they appended during that flush) exactly one more flush
     starts and covers all of them. So producers never queue behind each other's fsyncs.
-
-    The flush thread starts that next flush itself, at once, while someone waits and the log has
-    grown past what it made durable (up to `limits.FLUSH_CHAIN_MAX` in a row), and hands each
-    flush's result to the loop as it ends: on a busy loop the disk no longer idles until the loop
-    gets round to the previous flush's answer.
     """
 
     def __init__(self, log: PartitionLog, executor: Executor, on_durable: Callable[[int], None] | None = None) -> None:
@@ -185,25 +180,28 @@ class GroupCommit:
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
+        self.flushes += 1
         loop = asyncio.get_running_loop()
         self._last_start = loop.time()
-        flush = loop.run_in_executor(self._executor, self._flush_chain, loop)
+        flush = loop.run_in_executor(self._executor, self._timed_flush)
         flush.add_done_callback(self._flush_done)
 
-    def _flush_chain(self, loop: asyncio.AbstractEventLoop) -> None:
-        """In the flush pool: the engine's flush (fdatasync of what changed), its result handed
-        to the loop; again while appends wait beyond it (`waiting` is a hint read off the loop:
-        a flush too many costs one fdatasync, one too few is started by `_flush_done`)."""
-        for _ in range(limits.FLUSH_CHAIN_MAX):
-            started = time.perf_counter()
-            durable = self._log.flush()
-            loop.call_soon_threadsafe(self._flushed, durable, time.perf_counter() - started)
-            if self._closed or not (self.waiting and self._log.log_end_offset > durable):
-                return
+    def _timed_flush(self) -> tuple[int, float]:
+        """In the flush pool: the engine's flush (fdatasync of what changed), and its duration."""
+        started = time.perf_counter()
+        durable = self._log.flush()
+        return durable, time.perf_counter() - started
 
-    def _flushed(self, durable: int, seconds: float) -> None:
-        """On the loop: one flush made every offset below `durable` durable."""
-        self.flushes += 1
+    def _flush_done(self, flush: asyncio.Future[tuple[int, float]]) -> None:
+        self._flushing = False
+        error = flush.exception()
+        if error is not None:  # fsync failed: nothing waiting can be called durable
+            waiters, self._waiters = self._waiters, []
+            for _, _, future in waiters:
+                if not future.done():
+                    future.set_exception(error)
+            return
+        durable, seconds = flush.result()
         released = 0
         while self._waiters and self._waiters[0][0] < durable:
             _, _, future = heapq.heappop(self._waiters)
@@ -214,18 +212,6 @@ class GroupCommit:
         self.flush_waiters.observe(released)
         if self._on_durable is not None:
             self._on_durable(durable)
-
-    def _flush_done(self, flush: asyncio.Future[None]) -> None:
-        """The flush thread is done (its `_flushed` calls ran before this: both go through the
-        loop's queue in order)."""
-        self._flushing = False
-        error = flush.exception()
-        if error is not None:  # fsync failed: nothing waiting can be called durable
-            waiters, self._waiters = self._waiters, []
-            for _, _, future in waiters:
-                if not future.done():
-                    future.set_exception(error)
-            return
         if self._waiters:
             self._start_flush()
         elif self._requested:
