@@ -159,7 +159,7 @@ def scenario(
     results = run_producers(broker, topic, producers, records, extra)
     seconds = time.perf_counter() - started
     after = scrape(metrics_url)
-    delta = {name: after[name].minus(before.get(name, Buckets())) for name in after}
+    delta = {key: histogram.minus(before.get(key, Buckets())) for key, histogram in after.items()}
     phases = {}
     for phase in PHASES:
         histogram = delta[phase_key(delta, phase)]

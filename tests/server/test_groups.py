@@ -171,9 +171,14 @@ def owns_all_once(members: list[Member]) -> bool:
     return sum(len(o) for o in owned) == PARTITIONS and set().union(*owned) == ALL
 
 
+def each_owns_some(members: list[Member]) -> bool:
+    """Between them the members own every partition once, and each owns at least one."""
+    return owns_all_once(members) and all(m.assignment for m in members)
+
+
 def check_split(broker: BrokerProcess, group: str, members: list[Member], timeout_s: float = TIMEOUT_S) -> None:
     """Waits until the members' own view splits the partitions and the broker's agrees."""
-    wait_until(lambda: owns_all_once(members) and all(m.assignment for m in members), timeout_s)
+    wait_until(lambda: each_owns_some(members), timeout_s)
 
     def broker_agrees() -> bool:
         state, owned = describe(broker, group)
@@ -198,12 +203,8 @@ def join_one_by_one(broker: BrokerProcess, topic: str, group: str, members: list
     here), so the members start one by one, and a member left without partitions is replaced by
     a new one. That happens only after the broker has dropped it for its missed session timeout.
     """
-
-    def settled() -> bool:
-        return owns_all_once(members) and all(m.assignment for m in members)
-
     try:
-        wait_until(settled, KAFKA_PYTHON_JOIN_S)
+        wait_until(lambda: each_owns_some(members), KAFKA_PYTHON_JOIN_S)
         return
     except AssertionError:
         stalled = [m for m in members if not m.assignment]
@@ -211,13 +212,29 @@ def join_one_by_one(broker: BrokerProcess, topic: str, group: str, members: list
             raise
     stalled[0].kill()
     members[members.index(stalled[0])] = python_member("kafka-python", broker, topic, group, again_log)
-    wait_until(settled, KAFKA_PYTHON_JOIN_S)
+    wait_until(lambda: each_owns_some(members), KAFKA_PYTHON_JOIN_S)
 
 
 def start_member(lib: str, broker: BrokerProcess, topic: str, group: str, log: Path) -> Member:
     if lib == "java":
         return java_member(broker, topic, group, log)
     return python_member(lib, broker, topic, group, log)
+
+
+def start_members(lib: str, broker: BrokerProcess, topic: str, group: str, tmp_path: Path) -> list[Member]:
+    """Members a, b and c of `group`: started together, or one by one for kafka-python (see
+    `join_one_by_one`). Those started are killed if one cannot join."""
+    members: list[Member] = []
+    try:
+        for name in ("a", "b", "c"):
+            members.append(start_member(lib, broker, topic, group, tmp_path / f"{name}.log"))
+            if lib == "kafka-python":
+                join_one_by_one(broker, topic, group, members, tmp_path / f"{name}-again.log")
+    except BaseException:
+        for member in members:
+            member.kill()
+        raise
+    return members
 
 
 LIBRARIES = ["confluent", "kafka-python", "aiokafka", pytest.param("java", marks=needs_java)]
@@ -230,12 +247,8 @@ def test_members_split_partitions_and_take_over_on_leave_and_crash(
     topic, group = f"split-{lib}", f"group-{lib}"
     create_topic(group_broker, topic)
 
-    members: list[Member] = []
+    members = start_members(lib, group_broker, topic, group, tmp_path)
     try:
-        for name in ("a", "b", "c"):
-            members.append(start_member(lib, group_broker, topic, group, tmp_path / f"{name}.log"))
-            if lib == "kafka-python":
-                join_one_by_one(group_broker, topic, group, members, tmp_path / f"{name}-again.log")
         # Three members starting together may take a few rounds of rebalancing on a loaded machine
         # (kafka-python missed 20 s in a loaded CI run).
         check_split(group_broker, group, members, 40)
@@ -269,7 +282,7 @@ def test_members_carry_on_across_a_broker_sigkill(group_broker: BrokerProcess, t
     topic, group = f"restart-{lib}", f"restart-{lib}"
     create_topic(group_broker, topic)
 
-    members = [start_member(lib, group_broker, topic, group, tmp_path / f"{name}.log") for name in ("a", "b", "c")]
+    members = start_members(lib, group_broker, topic, group, tmp_path)
     try:
         # Three members starting together may take a few rounds of rebalancing on a loaded machine.
         check_split(group_broker, group, members, 40)
