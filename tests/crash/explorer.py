@@ -104,10 +104,14 @@ def delete_old_segments_before_commit(recording: Recording) -> Recording:
         manifest = op[2].removesuffix(".tmp")
         renamed = next(i for i in range(at, len(ops)) if ops[i][0] == "R" and ops[i][1] == op[2])
         done = next((i for i in range(renamed, len(ops)) if ops[i][0] == "U" and ops[i][1] == manifest), len(ops))
+        # The old segments leave the log by a rename to `<file>.deleted` (the background deleter
+        # cuts and unlinks them later).
         old = [
             i
             for i in range(renamed, done)
-            if ops[i][0] == "U" and ops[i][1].endswith((".log", ".index", ".timeindex", ".txnindex"))
+            if ops[i][0] == "R"
+            and ops[i][1].endswith((".log", ".index", ".timeindex", ".txnindex"))
+            and ops[i][2].endswith(".deleted")
         ]
         moved[at] = old
         taken.update(old)

@@ -10,7 +10,7 @@ import pytest
 
 from tests.conftest import make_batch
 from tidelog.config import TopicConfig
-from tidelog.storage import LogManager, TopicError, TopicPartition
+from tidelog.storage import LogManager, TopicError, TopicPartition, wait_for_deletions
 
 
 def test_topics_partitions_and_configs_survive_a_restart(tmp_path: Path) -> None:
@@ -44,6 +44,48 @@ def test_topic_rules(tmp_path: Path) -> None:
     assert not (tmp_path / "a-0").exists() and manager.get(TopicPartition("a", 0)) is None
     manager.close()
     assert LogManager.open(tmp_path).topics == {}
+
+
+def test_a_deleted_topic_leaves_the_data_directory_at_once_and_its_files_go_once_unread(tmp_path: Path) -> None:
+    manager = LogManager.open(tmp_path, TopicConfig(internal_segment_bytes=64 * 1024))
+    manager.create_topic("gone", 2)
+    partition = manager.get(TopicPartition("gone", 0))
+    assert partition is not None
+    for i in range(40):
+        partition.append(make_batch(count=4, value_bytes=2000, tag=i))
+    reader = partition.read(0, 1 << 30, partition.log_end_offset)  # a fetch response being sent
+    assert reader is not None
+    expected = reader.read()
+    manager.delete_topic("gone")
+    assert not (tmp_path / "gone-0").exists() and not (tmp_path / "gone-1").exists()
+    manager.create_topic("gone", 1)  # the name is free again at once
+    assert not wait_for_deletions(0.5), "a segment with a reader was deleted"
+    assert reader.read() == expected
+    del reader, partition
+    assert wait_for_deletions(10)
+    assert sorted(p.name for p in tmp_path.iterdir() if p.is_dir()) == ["gone-0"]
+    manager.close()
+
+
+def test_a_deletion_a_stop_cut_short_finishes_at_the_next_start(tmp_path: Path) -> None:
+    manager = LogManager.open(tmp_path)
+    manager.create_topic("kept", 1)
+    kept = manager.get(TopicPartition("kept", 0))
+    assert kept is not None
+    kept.append(make_batch(count=3))
+    manager.close()
+    # What a crash leaves: a renamed partition directory, and a segment file renamed out of a log.
+    leftover = tmp_path / "old-0.0123456789abcdef0123456789abcdef-delete"
+    (leftover / "set-aside").mkdir(parents=True)
+    (leftover / "00000000000000000000.log").write_bytes(os.urandom(100_000))
+    (leftover / "set-aside" / "00000000000000000009.log").write_bytes(b"x")
+    (tmp_path / "kept-0" / "00000000000000000042.log.deleted").write_bytes(os.urandom(10_000))
+    reopened = LogManager.open(tmp_path)
+    assert wait_for_deletions(10)
+    assert not leftover.exists()
+    assert not list((tmp_path / "kept-0").glob("*.deleted"))
+    assert reopened.get(TopicPartition("kept", 0)).log_end_offset == 3  # type: ignore[union-attr]
+    reopened.close()
 
 
 def test_the_data_directory_is_locked(tmp_path: Path) -> None:

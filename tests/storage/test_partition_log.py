@@ -18,6 +18,7 @@ from tidelog.storage import (
     RecordTooLargeError,
     StorageError,
     UnsupportedMagicError,
+    wait_for_deletions,
 )
 
 
@@ -115,6 +116,26 @@ def test_segments_roll_and_retention_by_size_moves_log_start(log_dir: Path) -> N
     assert 32 * 1024 <= log.size_bytes < 32 * 1024 + 16 * 1024
     first = iter_batches(read_everything(log))[0][0]
     assert first.base_offset == log.log_start_offset
+
+
+def test_a_segment_retention_deletes_leaves_the_log_at_once_and_its_readers_keep_their_bytes(log_dir: Path) -> None:
+    log = open_log(log_dir, **{"internal.segment.bytes": 64 * 1024, "retention.bytes": 0})
+    for i in range(40):
+        log.append(make_batch(count=4, value_bytes=2000, tag=i), now_ms())
+    first = log.read(0, 1 << 30, log.log_end_offset)  # a fetch response still being sent
+    assert first is not None
+    expected = first.read()
+    report = log.delete_old_segments(now_ms(), log.log_end_offset)
+    assert report.segments_deleted > 0
+    assert not (log_dir / "00000000000000000000.log").exists()
+    assert (log_dir / "00000000000000000000.log.deleted").exists(), "the reader's file was not kept"
+    # The deleter cuts a file only once no reader holds it: this one still has every byte.
+    assert not wait_for_deletions(0.5)
+    assert first.read() == expected
+    del first
+    assert wait_for_deletions(10)
+    assert not list(log_dir.glob("*.deleted")), "the deleted segments' files stayed"
+    assert sorted(p.suffix for p in log_dir.glob("0*")) == [".index", ".log", ".timeindex"]
 
 
 def test_retention_by_time_never_passes_the_upper_bound(log_dir: Path) -> None:

@@ -30,7 +30,10 @@ from tidelog.storage._engine import (
     StorageIOError,
     UnsupportedMagicError,
     decompress,
+    delete_tree,
+    pending_deletions,
     set_verify_reads,
+    wait_for_deletions,
 )
 from tidelog.storage.log_manager import LogManager, TopicError, TopicMetadata
 from tidelog.storage.producer_ids import ProducerIdAllocator
@@ -88,6 +91,9 @@ __all__ = [
     "UnifiedLog",
     "UnsupportedMagicError",
     "decompress",
+    "delete_tree",
     "log_config_for",
+    "pending_deletions",
     "set_verify_reads",
+    "wait_for_deletions",
 ]

@@ -586,6 +586,12 @@ impl PyPartitionLog {
         py.detach(|| self.inner.close()).map_err(to_py)
     }
 
+    /// Deletes the closed log: its directory is renamed to `renamed` at once and its files go
+    /// to the background deleter (paced cuts; a segment once no reader holds it).
+    fn delete_into(&self, py: Python<'_>, renamed: PathBuf) -> PyResult<()> {
+        py.detach(|| self.inner.lock().delete_into(&renamed)).map_err(to_py)
+    }
+
     /// What the cleaner may clean now, below `upper_bound` (the last stable offset).
     fn cleanable(&self, now_ms: i64, upper_bound: i64) -> PyCleanable {
         let c = self.inner.lock().cleanable(now_ms, upper_bound);
@@ -723,6 +729,26 @@ fn set_verify_reads(enabled: bool) {
     storage::verify::set_enabled(enabled);
 }
 
+/// Queues a directory already out of the data directory (a deleted topic's partition left by
+/// a crash) for the background deleter: its files are cut in paced pieces, then it goes.
+#[pyfunction]
+fn delete_tree(py: Python<'_>, path: PathBuf) -> PyResult<()> {
+    py.detach(|| storage::deleter::delete_tree(path)).map_err(|e| to_py(Error::Io(e)))
+}
+
+/// Files and directories the background deleter has not finished with.
+#[pyfunction]
+fn pending_deletions() -> usize {
+    storage::deleter::pending()
+}
+
+/// Waits until the background deleter has nothing left or `timeout_s` passes; whether it has
+/// nothing left.
+#[pyfunction]
+fn wait_for_deletions(py: Python<'_>, timeout_s: f64) -> bool {
+    py.detach(|| storage::deleter::wait_idle(std::time::Duration::from_secs_f64(timeout_s.max(0.0))))
+}
+
 #[pymodule]
 fn _engine(m: &Bound<'_, PyModule>) -> PyResult<()> {
     let py = m.py();
@@ -731,6 +757,9 @@ fn _engine(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(scan_segment, m)?)?;
     m.add_function(wrap_pyfunction!(read_checkpoint, m)?)?;
     m.add_function(wrap_pyfunction!(write_checkpoint, m)?)?;
+    m.add_function(wrap_pyfunction!(delete_tree, m)?)?;
+    m.add_function(wrap_pyfunction!(pending_deletions, m)?)?;
+    m.add_function(wrap_pyfunction!(wait_for_deletions, m)?)?;
     m.add_class::<PyLogConfig>()?;
     m.add_class::<PyPartitionLog>()?;
     m.add_class::<PyFileSlice>()?;

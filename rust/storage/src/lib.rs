@@ -18,6 +18,7 @@ pub mod checkpoint;
 pub mod cleaner;
 pub mod codec;
 pub mod config;
+pub mod deleter;
 pub mod error;
 pub mod index;
 pub mod limits;

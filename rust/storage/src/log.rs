@@ -14,6 +14,7 @@ use crate::batch::{self, BatchHeader, NO_TIMESTAMP};
 use crate::checkpoint::{sync_dir, Checkpoint};
 use crate::cleaner::{self, CleanPlan, Cleanable, CleanedGroup, SourceSegment, CLEANED_SUFFIX};
 use crate::config::{LogConfig, TimestampType};
+use crate::deleter::{self, DELETED_SUFFIX};
 use crate::error::{Result, StorageError};
 use crate::limits::{
     APPEND_BATCHES_MAX, BATCH_HEADER_BYTES, EMPTY_SLICE_CHECK_BYTES_MAX, INDEX_ENTRIES_PENDING_MAX, SET_ASIDE_DIR,
@@ -113,6 +114,8 @@ pub struct Log {
     /// since the last good fsync can be trusted again (fsyncgate). The log refuses all writes.
     failed: Option<String>,
     closed: bool,
+    /// Its files are the deleter's (`delete_into`): nothing is read any more.
+    deleted: bool,
 }
 
 impl Log {
@@ -143,6 +146,7 @@ impl Log {
             first_dirty_offset: checkpoint.and_then(|c| c.first_dirty_offset),
             failed: None,
             closed: false,
+            deleted: false,
         };
         report.cleaner_swaps_completed = log.finish_interrupted_cleaning()?;
         log.load_segments(report.clean_shutdown, &mut report)?;
@@ -178,6 +182,10 @@ impl Log {
             else {
                 continue;
             };
+            if suffix == DELETED_SUFFIX {
+                deleter::delete_file(path, None)?; // left by a deletion a crash cut short
+                continue;
+            }
             let Ok(base) = stem.parse::<i64>() else { continue };
             if suffix == LOG_SUFFIX {
                 bases.push(base);
@@ -430,6 +438,15 @@ impl Log {
         );
     }
 
+    /// Reads are served until the log is deleted (a closed log still reads: fetches in flight
+    /// at a shutdown finish).
+    fn readable(&self) -> Result<()> {
+        if self.deleted {
+            return Err(StorageError::Closed);
+        }
+        Ok(())
+    }
+
     fn writable(&self) -> Result<()> {
         if self.closed {
             return Err(StorageError::Closed);
@@ -590,6 +607,7 @@ impl Log {
         upper_bound: i64,
         min_one_batch: bool,
     ) -> Result<Option<FileSlice>> {
+        self.readable()?;
         let log_end_offset = self.log_end_offset();
         if offset < self.log_start_offset || offset > log_end_offset {
             return Err(StorageError::OffsetOutOfRange {
@@ -711,6 +729,7 @@ impl Log {
     /// The first offset whose record timestamp is at least `timestamp_ms`, with that timestamp
     /// (Kafka's ListOffsets by time), at or after the log start offset.
     pub fn offset_for_timestamp(&self, timestamp_ms: i64) -> Result<Option<(i64, i64)>> {
+        self.readable()?;
         for segment in self.segments.values() {
             if segment.max_timestamp() >= timestamp_ms && segment.next_offset() > self.log_start_offset {
                 if let Some(found) = segment.find_offset_by_timestamp(timestamp_ms, self.log_start_offset)? {
@@ -724,6 +743,7 @@ impl Log {
     /// The largest timestamp in the log and the offset of the first record that carries it
     /// (Kafka's ListOffsets MAX_TIMESTAMP), as (timestamp, offset).
     pub fn max_timestamp_and_offset(&self) -> Result<Option<(i64, i64)>> {
+        self.readable()?;
         let mut newest: Option<&Segment> = None;
         for segment in self.segments.values().filter(|s| s.max_timestamp() != NO_TIMESTAMP) {
             if newest.is_none_or(|n| segment.max_timestamp() > n.max_timestamp()) {
@@ -1188,6 +1208,28 @@ impl Log {
             sync_dir(&self.dir)?;
         }
         Ok(finished)
+    }
+
+    /// Deletes the whole closed log (its topic is gone): the directory is renamed to `renamed`
+    /// at once, out of the data directory's partitions, and every file in it goes to the
+    /// background deleter; a segment's file once neither this log nor any reader holds it
+    /// (see `deleter`). A crash before the deleter is done leaves `renamed` for the next start.
+    pub fn delete_into(&mut self, renamed: &Path) -> Result<()> {
+        assert!(self.closed, "only a closed log is deleted");
+        fs::rename(&self.dir, renamed)?;
+        if let Some(parent) = renamed.parent() {
+            sync_dir(parent)?;
+        }
+        self.dir = renamed.to_path_buf();
+        self.deleted = true;
+        // This log object may live on (its Python owner goes when the garbage collector gets
+        // to it): it lets go of its files now, so only readers' slices keep them whole.
+        let placeholder = Arc::new(File::open("/dev/null")?);
+        for segment in self.segments.values_mut() {
+            let name = renamed.join(segment.log_file_name());
+            deleter::delete_file(name, Some(segment.release_file(&placeholder)))?;
+        }
+        Ok(deleter::delete_tree(renamed.to_path_buf())?)
     }
 
     /// Flushes everything, seals the indexes and writes a checkpoint marked clean, so the next

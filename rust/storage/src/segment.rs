@@ -14,6 +14,7 @@ use std::sync::Arc;
 use crate::batch::{self, BatchHeader, NO_TIMESTAMP};
 use crate::codec;
 use crate::config::LogConfig;
+use crate::deleter::{self, DELETED_SUFFIX};
 use crate::error::{Result as StorageResult, StorageError};
 use crate::index::{OffsetIndex, Position, RelativeOffset, TimeIndex};
 use crate::limits::{BATCH_HEADER_BYTES, RECOVERY_READ_BUFFER_BYTES, RELATIVE_OFFSET_MAX, SEGMENT_NAME_DIGITS};
@@ -651,13 +652,35 @@ impl Segment {
         Ok(())
     }
 
+    /// Gives up the log file to the caller (a deleted log's, for the deleter) and keeps
+    /// `placeholder` in its place: the segment is never read again.
+    pub fn release_file(&mut self, placeholder: &Arc<File>) -> Arc<File> {
+        std::mem::replace(&mut self.log, Arc::clone(placeholder))
+    }
+
+    /// The log file's name in its directory.
+    pub fn log_file_name(&self) -> &std::ffi::OsStr {
+        self.log_path.file_name().expect("a segment file has a name")
+    }
+
+    /// Takes the segment out of the log at once: its files are renamed `<name>.deleted` and
+    /// handed to the background deleter, which cuts them in paced pieces once no reader holds
+    /// the log file any more (see `deleter`). The caller syncs the directory.
     pub fn delete_files(self) -> io::Result<()> {
+        let mut doomed = Vec::with_capacity(SEGMENT_SUFFIXES.len());
         for suffix in SEGMENT_SUFFIXES {
             let path = self.log_path.with_extension(suffix);
-            match fs::remove_file(&path) {
-                Err(error) if error.kind() != io::ErrorKind::NotFound => return Err(error),
-                _ => {}
+            let deleted = path.with_extension(format!("{suffix}.{DELETED_SUFFIX}"));
+            match fs::rename(&path, &deleted) {
+                Err(error) if error.kind() == io::ErrorKind::NotFound => {}
+                Err(error) => return Err(error),
+                Ok(()) => doomed.push((suffix, deleted)),
             }
+        }
+        let log = Arc::clone(&self.log);
+        drop(self); // its indexes are unmapped before the deleter opens their files
+        for (suffix, path) in doomed {
+            deleter::delete_file(path, (suffix == LOG_SUFFIX).then(|| Arc::clone(&log)))?;
         }
         Ok(())
     }
