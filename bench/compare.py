@@ -16,8 +16,10 @@ Workloads, for records of 100 B and 1 KiB, acks=1 and acks=all:
   and Kafka's ConsumerPerformance (which subscribes through a consumer group) against every broker.
 
 For each workload and client the broker order rotates, so no broker always goes first. The page
-cache is settled (sync, and as root drop_caches) before each produce run. Per row: records/s, MiB/s,
-latency percentiles (as each client measures them), the broker's CPU seconds during the run (all
+cache is settled (sync, and as root drop_caches) before each produce run. Finished workloads'
+topics are deleted, and every broker's deletions finish before the next workload (Kafka's
+file.delete.delay.ms is 1 s here; its 60 s default landed them in other brokers' runs). Per
+row: records/s, MiB/s, latency percentiles (as each client measures them), the broker's CPU seconds during the run (all
 threads, from /proc/<pid>/stat), its RSS after the run; start-to-ready time once per broker.
 Writes compare.md and compare.png into --out-dir; progress goes to stderr. Default run: 1M records
 of 1 KiB and 3M of 100 B per maximum-rate run; --quick runs a tenth of that.
@@ -55,6 +57,12 @@ CLASSPATH = rb.CLASSPATH
 KAFKA, DURABLE, PAGE_CACHE = "Kafka 4.4", "tidelog durable", "tidelog page-cache"
 BROKER_NAMES = (KAFKA, DURABLE, PAGE_CACHE)
 FIXED_RATE_SECONDS = 5.0  # length of a fixed-rate run (capped at the max-rate record count)
+# Kafka deletes a deleted topic's files this long after (60 s by default), tidelog at once in the
+# background. Either landing in another broker's run stalls that broker's fsyncs (a 0.5 s p99
+# for durable acks=all, bench/results/deletes.md), so deletions finish before the next workload.
+KAFKA_SETTINGS = {"file.delete.delay.ms": "1000"}
+DELETIONS_WAIT_S = 120.0
+DELETING = ("-delete", ".deleted")  # the names of both brokers' files and directories on their way out
 STARTED = time.monotonic()
 
 
@@ -91,6 +99,7 @@ class Running:
     ready_s: float
     idle_rss_mib: float
     stop: Callable[[], None]
+    directory: str  # its data directory
     topics: list[str] = field(default_factory=list)
 
     def cpu_seconds(self) -> float:
@@ -105,7 +114,7 @@ def start_kafka() -> Running:
     if e2e.pinned(0):
         os.sched_setaffinity(0, {0})  # the JVM (and every thread it starts) inherits CPU 0
     try:
-        proc = rb.start(directory, port)
+        proc = rb.start(directory, port, settings=KAFKA_SETTINGS)
         ready = ready_seconds(proc.pid)
     finally:
         os.sched_setaffinity(0, everything)
@@ -114,7 +123,7 @@ def start_kafka() -> Running:
         rb.stop(proc)
         shutil.rmtree(directory, ignore_errors=True)
 
-    return Running(KAFKA, proc.pid, f"127.0.0.1:{port}", ready, rss_mib(proc.pid), stop)
+    return Running(KAFKA, proc.pid, f"127.0.0.1:{port}", ready, rss_mib(proc.pid), stop, directory)
 
 
 def start_tidelog(durable: bool) -> Running:
@@ -126,7 +135,8 @@ def start_tidelog(durable: bool) -> Running:
     # Drain the broker's log so a full pipe never stalls it.
     threading.Thread(target=lambda: [None for _ in stream], daemon=True).start()
     name = DURABLE if durable else PAGE_CACHE
-    return Running(name, broker.process.pid, broker.bootstrap, ready, rss_mib(broker.process.pid), broker.stop)
+    pid = broker.process.pid
+    return Running(name, pid, broker.bootstrap, ready, rss_mib(pid), broker.stop, broker.directory)
 
 
 # --- topics --------------------------------------------------------------------------------------
@@ -154,6 +164,20 @@ def delete_topics(broker: Running, keep: set[str] = frozenset()) -> None:  # typ
         except Exception as error:
             log(f"   could not delete {topic} on {broker.name}: {error}")
     broker.topics = [t for t in broker.topics if t in keep]
+
+
+def deletions_pending(broker: Running) -> bool:
+    return any(name.endswith(DELETING) for _, dirs, files in os.walk(broker.directory) for name in dirs + files)
+
+
+def wait_for_deletions(brokers: list[Running]) -> None:
+    """Until no broker has a deletion in progress (see KAFKA_SETTINGS)."""
+    deadline = time.monotonic() + DELETIONS_WAIT_S
+    while any(deletions_pending(broker) for broker in brokers):
+        if time.monotonic() > deadline:
+            log(f"   deletions still in progress after {DELETIONS_WAIT_S:.0f} s; going on")
+            return
+        time.sleep(0.5)
 
 
 # --- clients -------------------------------------------------------------------------------------
@@ -439,6 +463,7 @@ def run(brokers: list[Running], quick: bool) -> list[Row]:
                 turn += 1
             for broker in brokers:  # disk space: keep only the topic the consumers read
                 delete_topics(broker, keep={consume_topic.get(broker.name, ("", 0))[0]})
+            wait_for_deletions(brokers)
         # Consume from the page cache: warm each broker's topic once (not measured), no settling.
         workload = f"consume {size} B"
         for broker in brokers:
@@ -459,6 +484,7 @@ def run(brokers: list[Running], quick: bool) -> list[Row]:
             turn += 1
         for broker in brokers:
             delete_topics(broker)
+        wait_for_deletions(brokers)
     return rows
 
 
@@ -513,8 +539,10 @@ Machine: {platform.node()}, {os.cpu_count()} CPUs ({cpu}), {memory:.0f} GiB RAM,
 Python {platform.python_version()}, {java_version}. All three brokers run for the whole comparison, each
 on a fresh data directory, pinned to CPU 0 (the idle ones stay up meanwhile); every client runs pinned to CPU 1.
 Kafka is a single-node KRaft broker+controller with its defaults (`-Xmx1g`, G1; no fsync before acks, so
-acks=all with one replica is acks=1). tidelog "durable" fsyncs before acking (its default), "page-cache"
-acks from the page cache like Kafka (`tidelog.flush.before.ack=false`).
+acks=all with one replica is acks=1), except `file.delete.delay.ms=1000`: the topics of finished workloads
+are deleted, and every broker's deletions are done before the next workload starts. tidelog "durable"
+fsyncs before acking (its default), "page-cache" acks from the page cache like Kafka
+(`tidelog.flush.before.ack=false`).
 {"`--quick` run (a tenth of the records). " if quick else ""}Whole run {elapsed / 60:.1f} min;
 rerun with `.venv/bin/python bench/compare.py`.
 

@@ -7,7 +7,8 @@ Starts `tidelog serve` (durable acks, the default; pinned to CPU 0) once per val
 `tidelog.log.preallocate.bytes`, with its Prometheus endpoint on, and drives it from CPU 1 with
 bench/load.py (confluent-kafka, 1 KiB records, acks=all, one partition):
 
-- `50 MiB/s`: one producer at a fixed rate (bench/compare.py's half-load line);
+- `N MiB/s` (`--rates`, default 50): one producer at a fixed rate with linger.ms=1, as
+  bench/compare.py's half-load rows;
 - `max`: one producer as fast as it goes;
 - `idempotent xN`: N idempotent producers at once on one partition, as fast as they go. Each
   keeps one Produce in flight (librdkafka's limit, see bench/idempotence.py), so each waits a
@@ -48,6 +49,7 @@ TOPIC_TIMEOUT_S = 30
 # Records per producer per scenario are sized from --seconds at these rates (records/s).
 MAX_RATE_GUESS = 400_000
 IDEMPOTENT_RATE_GUESS = 150_000
+FIXED_RATE_LINGER_MS = 1  # bench/compare.py's fixed-rate producers
 
 
 @dataclass
@@ -207,10 +209,15 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=20.0, help="about how long each scenario runs")
     parser.add_argument("--preallocate-bytes", default="0,67108864", help="broker configs to compare")
     parser.add_argument("--producers", default="1,4,16", help="idempotent producer counts")
+    parser.add_argument("--rates", default=str(HALF_RATE_MIB), help="fixed rates in MiB/s, one scenario each")
+    parser.add_argument(
+        "--linger-ms", type=float, default=FIXED_RATE_LINGER_MS, help="linger.ms at a fixed rate (compare.py's)"
+    )
+    parser.add_argument("--skip", default="", help="scenarios to leave out: max, idempotent")
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
-    half_rate = HALF_RATE_MIB * MiB // RECORD_BYTES
     rows: list[Row] = []
+    skip = set(filter(None, args.skip.split(",")))
     for preallocate in (int(v) for v in args.preallocate_bytes.split(",")):
         config = f"preallocate {preallocate >> 20} MiB" if preallocate else "no preallocation"
         metrics_port = free_port()
@@ -223,11 +230,13 @@ def main() -> None:
         )
         url = f"http://127.0.0.1:{metrics_port}/metrics"
         try:
-            half = f"{HALF_RATE_MIB} MiB/s"
-            rate = ["--rate", str(half_rate)]
-            rows.append(scenario(broker, url, config, half, 1, int(half_rate * args.seconds), rate))
-            rows.append(scenario(broker, url, config, "max", 1, int(MAX_RATE_GUESS * args.seconds), []))
-            for count in (int(v) for v in args.producers.split(",")):
+            for mib in (int(v) for v in args.rates.split(",")):
+                rate = mib * MiB // RECORD_BYTES
+                extra = ["--rate", str(rate), "--linger-ms", str(args.linger_ms)]
+                rows.append(scenario(broker, url, config, f"{mib} MiB/s", 1, int(rate * args.seconds), extra))
+            if "max" not in skip:
+                rows.append(scenario(broker, url, config, "max", 1, int(MAX_RATE_GUESS * args.seconds), []))
+            for count in () if "idempotent" in skip else (int(v) for v in args.producers.split(",")):
                 records = int(IDEMPOTENT_RATE_GUESS * args.seconds / count)
                 rows.append(scenario(broker, url, config, f"idempotent x{count}", count, records, ["--idempotence"]))
         finally:

@@ -38,6 +38,7 @@ class Result:
     p99_ms: float | None = None
     p999_ms: float | None = None
     errors: int = 0
+    max_ms: float | None = None
 
 
 class Progress:
@@ -119,15 +120,19 @@ def produce(args: argparse.Namespace) -> Result:
     seconds = time.perf_counter() - started
     progress.update(delivered)
     progress.finish()
-    percentiles = np.percentile(latencies[:delivered] * 1000, [50, 99, 99.9])
+    percentiles = np.percentile(latencies[:delivered] * 1000, [50, 99, 99.9, 100])
+    p50, p99, p999, worst = (round(float(p), 3) for p in percentiles)
     return Result(
         "produce",
         delivered,
         seconds,
         delivered / seconds,
         delivered * args.record_size / seconds / MiB,
-        *(round(float(p), 3) for p in percentiles),
+        p50,
+        p99,
+        p999,
         errors,
+        worst,
     )
 
 
