@@ -1,7 +1,8 @@
 """Where an acks=all answer's time goes, per request phase, under load (issue: durable-ack latency).
 
     python bench/latency_phases.py [--seconds 20] [--preallocate-bytes 0,67108864]
-                                   [--producers 1,4,16] [--out bench/results/latency_phases.md]
+                                   [--producers 1,4,16] [--rates 50] [--linger-ms 1] [--kafka]
+                                   [--skip max,idempotent] [--out bench/results/latency_phases.md]
 
 Starts `tidelog serve` (durable acks, the default; pinned to CPU 0) once per value of
 `tidelog.log.preallocate.bytes`, with its Prometheus endpoint on, and drives it from CPU 1 with
@@ -19,17 +20,22 @@ the Produce phases (Kafka's RequestMetrics: queue, local, remote = the wait for 
 response queue, send, total), the fsync time, and how many appends one fsync released. Quantiles
 come from the histogram buckets (linear inside a bucket, as PromQL's histogram_quantile does),
 so they are as coarse as the buckets (50 us to 10 s, 1-2.5-5 steps). The client's own ack latency
-(produce() to delivery report) is beside them: at `max` it includes librdkafka's queue.
+(produce() to delivery report) is beside them: at `max` it includes librdkafka's queue. With
+`--kafka` the fixed rates also run against Apache Kafka 4.4 (page-cache acks, pinned to CPU 0 as
+in bench/compare.py): the client's latency there is the baseline of the same run.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
+import shutil
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 from dataclasses import dataclass, field
@@ -38,6 +44,9 @@ from pathlib import Path
 from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
 from e2e import HALF_RATE_MIB, RECORD_BYTES, Broker, free_port, pinned, settle_page_cache
 from prometheus_client.parser import text_string_to_metric_families
+
+sys.path.insert(0, str(Path(__file__).parent / "kafka"))
+import reference_broker  # type: ignore[import-not-found]
 
 HERE = Path(__file__).parent
 MiB = 1 << 20
@@ -124,14 +133,40 @@ class Row:
     flush_p50_ms: float | None
     flush_p99_ms: float | None
     waiters_per_fsync: float | None
-    fsyncs: float
+    fsyncs: float | None
 
 
 def ms(seconds: float | None) -> float | None:
     return None if seconds is None else seconds * 1000
 
 
-def run_producers(broker: Broker, topic: str, count: int, records: int, extra: list[str]) -> list[dict[str, object]]:
+class KafkaBroker:
+    """Apache Kafka 4.4 (bench/kafka/reference_broker.py, page-cache acks), pinned to CPU 0 as
+    bench/compare.py pins it: the fixed rates' baseline in the same run."""
+
+    def __init__(self) -> None:
+        self.directory = tempfile.mkdtemp(prefix="kafka-phases-")
+        self.port = reference_broker.free_port()
+        everything = os.sched_getaffinity(0)
+        if pinned(0):
+            os.sched_setaffinity(0, {0})  # the JVM and its threads inherit CPU 0
+        try:
+            self.process = reference_broker.start(self.directory, self.port)
+        finally:
+            os.sched_setaffinity(0, everything)
+
+    @property
+    def bootstrap(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def stop(self) -> None:
+        reference_broker.stop(self.process)
+        shutil.rmtree(self.directory, ignore_errors=True)
+
+
+def run_producers(
+    broker: Broker | KafkaBroker, topic: str, count: int, records: int, extra: list[str]
+) -> list[dict[str, object]]:
     """`count` bench/load.py producers at once on CPU 1; their JSON results."""
     command = [*pinned(1), sys.executable, str(HERE / "load.py"), "produce", "--bootstrap", broker.bootstrap]
     command += ["--topic", topic, "--records", str(records), "--record-size", str(RECORD_BYTES), "--acks", "all"]
@@ -149,24 +184,31 @@ def run_producers(broker: Broker, topic: str, count: int, records: int, extra: l
 
 
 def scenario(
-    broker: Broker, metrics_url: str, config: str, name: str, producers: int, records: int, extra: list[str]
+    broker: Broker | KafkaBroker,
+    metrics_url: str | None,
+    config: str,
+    name: str,
+    producers: int,
+    records: int,
+    extra: list[str],
 ) -> Row:
+    """One scenario; without `metrics_url` (Kafka) only the client's side."""
     topic = f"phases-{name.replace(' ', '-').replace('/', '')}-{time.monotonic_ns()}"
     admin = AdminClient({"bootstrap.servers": broker.bootstrap})
     admin.create_topics([NewTopic(topic, 1, 1)])[topic].result(TOPIC_TIMEOUT_S)
     settle_page_cache()
     sys.stderr.write(f"{config}: {name} ...\n")
-    before = scrape(metrics_url)
+    before = scrape(metrics_url) if metrics_url else {}
     started = time.perf_counter()
     results = run_producers(broker, topic, producers, records, extra)
     seconds = time.perf_counter() - started
-    after = scrape(metrics_url)
+    after = scrape(metrics_url) if metrics_url else {}
     delta = {key: histogram.minus(before.get(key, Buckets())) for key, histogram in after.items()}
-    phases = {}
+    phases: dict[str, tuple[float | None, float | None]] = {}
     for phase in PHASES:
-        histogram = delta[phase_key(delta, phase)]
+        histogram = delta[phase_key(delta, phase)] if delta else Buckets()
         phases[phase] = (ms(histogram.quantile(0.5)), ms(histogram.quantile(0.99)))
-    flush, waiters = delta[FLUSH], delta[WAITERS]
+    flush, waiters = delta.get(FLUSH, Buckets()), delta.get(WAITERS, Buckets())
     delivered = sum(float(r["records"]) for r in results)  # type: ignore[arg-type]
     p50s = [float(r["p50_ms"]) for r in results if r.get("p50_ms") is not None]  # type: ignore[arg-type]
     p99s = [float(r["p99_ms"]) for r in results if r.get("p99_ms") is not None]  # type: ignore[arg-type]
@@ -181,7 +223,7 @@ def scenario(
         ms(flush.quantile(0.5)),
         ms(flush.quantile(0.99)),
         waiters.total / waiters.count if waiters.count else None,
-        flush.count,
+        flush.count if metrics_url else None,
     )
 
 
@@ -199,7 +241,7 @@ def table(rows: list[Row]) -> str:
         cells.append(f"{fmt(row.client_p50_ms)} / {fmt(row.client_p99_ms)}")
         cells += [f"{fmt(p50)} / {fmt(p99)}" for p50, p99 in (row.phases[p] for p in PHASES)]
         cells.append(f"{fmt(row.flush_p50_ms, 3)} / {fmt(row.flush_p99_ms, 3)}")
-        cells += [fmt(row.waiters_per_fsync, 1), f"{row.fsyncs:,.0f}"]
+        cells += [fmt(row.waiters_per_fsync, 1), fmt(row.fsyncs, 0)]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -214,6 +256,7 @@ def main() -> None:
         "--linger-ms", type=float, default=FIXED_RATE_LINGER_MS, help="linger.ms at a fixed rate (compare.py's)"
     )
     parser.add_argument("--skip", default="", help="scenarios to leave out: max, idempotent")
+    parser.add_argument("--kafka", action="store_true", help="also the fixed rates against Apache Kafka 4.4")
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
     rows: list[Row] = []
@@ -241,6 +284,16 @@ def main() -> None:
                 rows.append(scenario(broker, url, config, f"idempotent x{count}", count, records, ["--idempotence"]))
         finally:
             broker.stop()
+    if args.kafka:
+        kafka = KafkaBroker()
+        try:
+            for mib in (int(v) for v in args.rates.split(",")):
+                rate = mib * MiB // RECORD_BYTES
+                extra = ["--rate", str(rate), "--linger-ms", str(args.linger_ms)]
+                name = f"{mib} MiB/s"
+                rows.append(scenario(kafka, None, "Apache Kafka 4.4", name, 1, int(rate * args.seconds), extra))
+        finally:
+            kafka.stop()
     report = "\n".join(
         [
             "# Produce latency per request phase (durable acks=all, 1 KiB, one partition)",
