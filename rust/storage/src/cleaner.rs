@@ -624,8 +624,22 @@ pub fn remove_cleaned_files(dir: &Path, base: i64) -> std::io::Result<()> {
 
 /// One cleaning pass over `log` (see the module comment). `upper_bound` is the last stable
 /// offset (never past the high watermark); `producers` the active producers. Blocking: run it
-/// in a thread of its own. `Ok(None)`: nothing to clean.
+/// in a thread of its own. `Ok(None)`: nothing to clean. The map is empty again afterwards, its
+/// memory back with the system until the next pass.
 pub fn clean(
+    log: &SharedLog,
+    now_ms: i64,
+    upper_bound: i64,
+    producers: &[ActiveProducer],
+    map: &mut OffsetMap,
+    throttle: &mut Throttle,
+) -> Result<Option<CleanReport>> {
+    let outcome = clean_pass(log, now_ms, upper_bound, producers, map, throttle);
+    map.clear();
+    outcome
+}
+
+fn clean_pass(
     log: &SharedLog,
     now_ms: i64,
     upper_bound: i64,
