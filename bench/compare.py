@@ -35,6 +35,7 @@ import os
 import platform
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -617,7 +618,9 @@ def rows_from_markdown(path: Path) -> list[Row]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter, allow_abbrev=False
+    )
     parser.add_argument("--quick", action="store_true", help="a tenth of the records")
     parser.add_argument("--out-dir", type=Path, default=HERE / "results")
     parser.add_argument("--chart-only", action="store_true", help="redraw compare.png from compare.md, run nothing")
@@ -626,6 +629,8 @@ def main() -> None:
         chart(rows_from_markdown(args.out_dir / "compare.md"), args.out_dir / "compare.png")
         return
     brokers: list[Running] = []
+    # A SIGTERM (kill, timeout) stops the brokers on the way out, as Ctrl-C does.
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
     try:
         log("starting Kafka")
         brokers.append(start_kafka())
