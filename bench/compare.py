@@ -336,7 +336,9 @@ def kcat_consume(broker: Running, topic: str, records: int, size: int) -> dict[s
     return {"records_per_s": count / seconds, "mib_per_s": count * size / seconds / MiB, "broker_cpu_s": cpu}
 
 
-def consumer_performance(broker: Running, topic: str, records: int, size: int) -> dict[str, Any]:
+def consumer_performance(broker: Running, topic: str, records: int, size: int, group: str = "") -> dict[str, Any]:
+    """One ConsumerPerformance read from the topic's start: a new group (`group`, by default one
+    per topic) has no committed offsets."""
     command = [
         *e2e.pinned(1),
         rb.java(),
@@ -351,7 +353,7 @@ def consumer_performance(broker: Running, topic: str, records: int, size: int) -
         "--num-records",
         str(records),
         "--group",
-        f"perf-{topic}",
+        group or f"perf-{topic}",
         "--timeout",
         "60000",
         "--command-property",

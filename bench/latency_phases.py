@@ -95,7 +95,7 @@ class Buckets:
         return lower_bound
 
 
-def scrape(url: str) -> dict[str, Buckets]:
+def scrape(url: str, request_name: str = "Produce") -> dict[str, Buckets]:
     """Histograms by name (with the request label for the request phases: name{Produce})."""
     text = urllib.request.urlopen(url, timeout=10).read().decode()
     out: dict[str, Buckets] = {}
@@ -104,9 +104,9 @@ def scrape(url: str) -> dict[str, Buckets]:
             continue
         for sample in family.samples:
             request = sample.labels.get("request")
-            if request is not None and request != "Produce":
+            if request is not None and request != request_name:
                 continue
-            name = family.name + ("{Produce}" if request else "")
+            name = family.name + (f"{{{request_name}}}" if request else "")
             buckets = out.setdefault(name, Buckets())
             if sample.name.endswith("_bucket"):
                 buckets.cumulative[float(sample.labels["le"])] = sample.value
@@ -115,9 +115,9 @@ def scrape(url: str) -> dict[str, Buckets]:
     return out
 
 
-def phase_key(histograms: dict[str, Buckets], phase: str) -> str:
+def phase_key(histograms: dict[str, Buckets], phase: str, request_name: str = "Produce") -> str:
     for name in histograms:
-        if name.endswith(f"_{phase}_seconds{{Produce}}"):
+        if name.endswith(f"_{phase}_seconds{{{request_name}}}"):
             return name
     raise KeyError(phase)
 

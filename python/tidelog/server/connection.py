@@ -73,6 +73,7 @@ class Connection(asyncio.Protocol):
         self.pause_reasons: set[str] = set()
         self.sending = False
         self.sendfile_supported = True
+        self.socket_fd = -1
         self.closed = False
         self.last_activity = time.monotonic()
 
@@ -86,6 +87,12 @@ class Connection(asyncio.Protocol):
         sock = transport.get_extra_info("socket")
         if sock is not None:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        # Record bytes go out with sendfile straight to the socket on asyncio's own selector loop
+        # over plain TCP; uvloop has no sendfile (they are copied), and TLS could not take it.
+        loop = asyncio.get_running_loop()
+        self.sendfile_supported = isinstance(loop, asyncio.selector_events.BaseSelectorEventLoop)
+        plain = sock is not None and transport.get_extra_info("sslcontext") is None
+        self.socket_fd = sock.fileno() if self.sendfile_supported and plain else -1
         self.requests.connections_created += 1
         if len(self.registry) >= self.config.max_connections:
             self.close(f"max.connections {self.config.max_connections} reached")
@@ -242,62 +249,123 @@ class Connection(asyncio.Protocol):
     # --- writing ---------------------------------------------------------------------------
 
     def _pump(self) -> None:
-        """Writes every ready answer at the head of the queue, joined into one write."""
+        """Writes every ready answer at the head of the queue: answers of bytes only are joined
+        into one write; an answer with record bytes in a file goes out at once too while the
+        socket takes it (see `_write_now`), and the rest of it, and what follows, once the socket
+        drains."""
         if self.sending or self.closed or self.transport is None:
             return
         ready: list[bytes] = []
         written: list[Timed] = []
-        while self.slots and self.slots[0].parts is not None:
-            parts = self.slots[0].parts
-            if not all(isinstance(p, bytes) for p in parts):
-                break
-            ready.extend(parts)  # type: ignore[arg-type]
-            written.append(self.slots.popleft().timed)
-        if ready:
-            started = time.perf_counter()
-            self.transport.write(b"".join(ready))
-            now = time.perf_counter()
-            for timed in written:
-                self.requests.finished(timed, started, now)
-        if self.slots and self.slots[0].parts is not None:
-            self.sending = True
-            asyncio.ensure_future(self._send_with_files())
+        try:
+            while self.slots and self.slots[0].parts is not None:
+                parts = self.slots[0].parts
+                if all(isinstance(p, bytes) for p in parts):
+                    ready.extend(parts)  # type: ignore[arg-type]
+                    written.append(self.slots.popleft().timed)
+                    continue
+                self._write_joined(ready, written)
+                slot = self.slots.popleft()
+                started = time.perf_counter()
+                rest = self._write_now(parts)
+                if rest is not None:
+                    self.sending = True
+                    asyncio.ensure_future(self._send_rest(slot, parts, rest, started))
+                    break
+                self.requests.finished(slot.timed, started, time.perf_counter())
+            self._write_joined(ready, written)
+        except OSError as error:  # the direct sendfile: a reset or closed peer
+            self.close(f"send failed: {error}")
+            return
         self._limit_inflight()
 
-    async def _send_with_files(self) -> None:
+    def _write_joined(self, ready: list[bytes], written: list[Timed]) -> None:
+        if not ready:
+            return
+        assert self.transport is not None
+        started = time.perf_counter()
+        self.transport.write(b"".join(ready))
+        now = time.perf_counter()
+        for timed in written:
+            self.requests.finished(timed, started, now)
+        ready.clear()
+        written.clear()
+
+    def _write_now(self, parts: Parts) -> tuple[int, int] | None:
+        """Writes `parts` as far as the socket takes them without waiting: each run of bytes as
+        one write, each file part with `os.sendfile` straight to the socket (zero copy) while the
+        transport holds nothing unsent, which is what `loop.sendfile` does too, without its
+        futures, task and reader pause on every answer. Returns None when all went out, else
+        (index of the part, bytes of it already sent)."""
+        transport = self.transport
+        assert transport is not None
+        run: list[bytes] = []
+        for index, part in enumerate(parts):
+            if isinstance(part, bytes):
+                run.append(part)
+                continue
+            if run:
+                transport.write(b"".join(run))
+                run.clear()
+            if not self.sendfile_supported:  # uvloop: a copy
+                transport.write(part.read())
+                continue
+            sent = self._sendfile_now(part)
+            if sent < part.size:
+                return index, sent
+        if run:
+            transport.write(b"".join(run))
+        return None
+
+    def _sendfile_now(self, part: Sendable) -> int:
+        """Bytes of `part` sendfile put in the socket's buffer before it was full (0 when the
+        transport still holds unsent bytes: they go first)."""
+        assert self.transport is not None
+        if self.socket_fd < 0 or self.transport.get_write_buffer_size():
+            return 0
+        sent = 0
+        while sent < part.size:
+            try:
+                count = os.sendfile(self.socket_fd, part.fileno(), part.position + sent, part.size - sent)
+            except BlockingIOError:
+                break
+            except InterruptedError:
+                continue
+            if count == 0:
+                break  # the end of the file: the rest takes the loop's path, which says so
+            sent += count
+        return sent
+
+    async def _send_rest(self, slot: Slot, parts: Parts, rest: tuple[int, int], started: float) -> None:
+        """The rest of an answer the socket did not take at once: the loop's sendfile waits for
+        it to drain; what follows goes out directly again while the socket takes it."""
         loop = asyncio.get_running_loop()
         transport = self.transport
         assert transport is not None
         try:
-            while self.slots and self.slots[0].parts is not None and not self.closed:
-                slot = self.slots.popleft()
-                parts = slot.parts
-                assert parts is not None
-                started = time.perf_counter()
-                for part in parts:
-                    if isinstance(part, bytes):
-                        transport.write(part)
-                        continue
-                    await self._send_file_part(loop, transport, part)
-                self.requests.finished(slot.timed, started, time.perf_counter())
-        except (ConnectionError, RuntimeError) as error:
+            index, sent = rest
+            while not self.closed:
+                part = parts[index]
+                assert not isinstance(part, bytes)
+                await self._send_file_part(loop, transport, part, sent)
+                after = self._write_now(parts[index + 1 :])
+                if after is None:
+                    break
+                index, sent = index + 1 + after[0], after[1]
+            self.requests.finished(slot.timed, started, time.perf_counter())
+        except (OSError, RuntimeError) as error:
             self.close(f"send failed: {error}")
         finally:
             self.sending = False
         self._pump()
 
     async def _send_file_part(
-        self, loop: asyncio.AbstractEventLoop, transport: asyncio.Transport, part: Sendable
+        self, loop: asyncio.AbstractEventLoop, transport: asyncio.Transport, part: Sendable, skip: int
     ) -> None:
-        """sendfile where the loop and transport can; a copy where they cannot (uvloop, TLS)."""
-        if self.sendfile_supported:
-            try:
-                with os.fdopen(part.fileno(), "rb", buffering=0, closefd=False) as file:
-                    await loop.sendfile(transport, file, part.position, part.size)
-                return
-            except NotImplementedError:
-                self.sendfile_supported = False
-        transport.write(part.read())
+        """The part's bytes after the first `skip`, with the loop's sendfile (it waits for the
+        transport's buffer and the socket to drain)."""
+        with os.fdopen(part.fileno(), "rb", buffering=0, closefd=False) as file:
+            await loop.sendfile(transport, file, part.position + skip, part.size - skip)
 
     def _limit_inflight(self) -> None:
         limit = self.config.tidelog_inflight_requests_max
