@@ -319,9 +319,9 @@ class Connection(asyncio.Protocol):
 
     def _sendfile_now(self, part: Sendable) -> int:
         """Bytes of `part` sendfile put in the socket's buffer before it was full (0 when the
-        transport still holds unsent bytes: they go first)."""
+        transport still holds unsent bytes, which go first, or is closing: its socket may be)."""
         assert self.transport is not None
-        if self.socket_fd < 0 or self.transport.get_write_buffer_size():
+        if self.socket_fd < 0 or self.transport.is_closing() or self.transport.get_write_buffer_size():
             return 0
         sent = 0
         while sent < part.size:
