@@ -22,6 +22,7 @@ from tests.transactions.txn_wire import (
     begin,
     data_batch,
     records_of,
+    request,
     settled,
 )
 
@@ -35,6 +36,8 @@ SETTLE_S = 15.0
 # Where the late batch is sent: right after the EndTxn answer (markers may still be going
 # out), once the transaction is complete, or once the next transaction has added the partition.
 AFTER_END, AFTER_COMPLETE, IN_NEXT = "after-end", "after-complete", "in-next"
+DESCRIBE_TRANSACTIONS = 65
+COMPLETE_STATES = ("CompleteCommit", "CompleteAbort")
 
 
 @dataclass
@@ -82,6 +85,21 @@ def _stable(client: TxnClient, topic: str) -> bool:
     deadline = time.monotonic() + SETTLE_S
     while time.monotonic() < deadline:
         if client.latest(topic, 0, READ_COMMITTED) == client.latest(topic, 0, READ_UNCOMMITTED):
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def _complete(client: TxnClient, transactional_id: str) -> bool:
+    """Waits until the coordinator has completed the transaction (DescribeTransactions says
+    CompleteCommit or CompleteAbort); False if it never does. The partition's markers (LSO back
+    at the high watermark) come before that on Kafka: its coordinator writes Complete after the
+    markers' answers, and verification meanwhile answers CONCURRENT_TRANSACTIONS."""
+    body = request(DESCRIBE_TRANSACTIONS, 0, transactional_ids=(transactional_id,))
+    deadline = time.monotonic() + SETTLE_S
+    while time.monotonic() < deadline:
+        state = client.wire.request(DESCRIBE_TRANSACTIONS, 0, body).transaction_states[0].transaction_state
+        if state in COMPLETE_STATES:
             return True
         time.sleep(0.05)
     return False
@@ -141,6 +159,7 @@ def probe(
         next_epoch = int(ended.producer_epoch) if end_v >= 5 else epoch
         if when != AFTER_END:
             assert _stable(coordinator, topic), "the first transaction never completed"
+            assert _complete(coordinator, tid), "the coordinator never completed the first transaction"
         next_sent = False
         if when == IN_NEXT:
             # The next transaction has the partition before the late batch arrives: TV1 by its

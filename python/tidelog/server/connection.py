@@ -89,7 +89,11 @@ class Connection(asyncio.Protocol):
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         # Record bytes go out with sendfile straight to the socket on asyncio's own selector loop
         # over plain TCP; uvloop has no sendfile (they are copied), and TLS could not take it.
-        loop = asyncio.get_running_loop()
+        # (No running loop: a protocol driven by hand, as the frame fuzz tests do; copies too.)
+        try:
+            loop: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
+        except RuntimeError:
+            loop = None
         self.sendfile_supported = isinstance(loop, asyncio.selector_events.BaseSelectorEventLoop)
         plain = sock is not None and transport.get_extra_info("sslcontext") is None
         self.socket_fd = sock.fileno() if self.sendfile_supported and plain else -1
