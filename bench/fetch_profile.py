@@ -24,12 +24,10 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import resource
 import statistics
 import sys
 import threading
-import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -63,7 +61,6 @@ class Round:
     mib_per_s: float
     client_cpu_s: float
     broker_cpu_s: float
-    seconds: float
     fetch: dict[str, Buckets] = field(default_factory=dict)
 
 
@@ -107,12 +104,10 @@ def children_cpu_s() -> float:
 def read_once(target: Target, client: Callable[..., dict[str, Any]], records: int, round_number: int) -> Round:
     before = scrape(target.metrics_url, FETCH_REQUEST) if target.metrics_url else {}
     client_before = children_cpu_s()
-    started = time.perf_counter()
     if client is compare.consumer_performance:  # a group of its own each time: from the start again
         row = client(target.running, TOPIC, records, RECORD_BYTES, group=f"perf-{round_number}")
     else:
         row = client(target.running, TOPIC, records, RECORD_BYTES)
-    seconds = time.perf_counter() - started
     client_cpu = children_cpu_s() - client_before
     fetch: dict[str, Buckets] = {}
     if target.metrics_url:
@@ -120,7 +115,7 @@ def read_once(target: Target, client: Callable[..., dict[str, Any]], records: in
         for phase in PHASES:
             key = phase_key(after, phase, FETCH_REQUEST)
             fetch[phase] = after[key].minus(before.get(key, Buckets()))
-    return Round(row["mib_per_s"], client_cpu, row["broker_cpu_s"], seconds, fetch)
+    return Round(row["mib_per_s"], client_cpu, row["broker_cpu_s"], fetch)
 
 
 def ms(seconds: float | None) -> str:
@@ -135,8 +130,6 @@ def table(results: dict[tuple[str, str], list[Round]], brokers: list[str], recor
     ]
     gib = records * RECORD_BYTES / GiB
     for client in compare.CONSUMERS:
-        if (client, compare.KAFKA) not in results and not any((client, b) in results for b in brokers):
-            continue
         kafka = results.get((client, compare.KAFKA))
         kafka_rate = statistics.median(r.mib_per_s for r in kafka) if kafka else None
         for broker in brokers:
@@ -223,7 +216,7 @@ def main() -> None:
             "# Fetch profile: kcat and ConsumerPerformance per fetch, beside Kafka 4.4",
             "",
             f"`{' '.join(['.venv/bin/python', 'bench/fetch_profile.py', *sys.argv[1:]])}`: {args.records:,} records of "
-            f"{RECORD_BYTES} B on one partition, {args.rounds} rounds; {platform.node() and 'this machine'}, "
+            f"{RECORD_BYTES} B on one partition, {args.rounds} rounds; this machine, "
             f"{os.cpu_count()} CPUs, brokers on CPU 0, clients on CPU 1. Throughput is the client's own figure "
             "(ConsumerPerformance: fetch.nMsg.sec, without its group join). CPU per GiB: user + system. "
             "Phases from tidelog's histograms (50 us to 10 s buckets, linear inside one): send is the answer's "

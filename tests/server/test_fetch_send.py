@@ -5,7 +5,6 @@ costs nobody else anything."""
 
 from __future__ import annotations
 
-import datetime
 import socket
 import struct
 import time
@@ -13,39 +12,25 @@ from typing import Any
 
 from kio.schema.api_versions.v0.request import ApiVersionsRequest
 from kio.schema.errors import ErrorCode
-from kio.schema.fetch.v12.request import FetchPartition, FetchRequest, FetchTopic
 
 from tests.conftest import make_batch
 from tests.server.conftest import BrokerProcess
 from tests.server.test_bad_input import create_topic, produce
 from tests.server.wire_client import WireClient, encode_request
+from tests.transactions.txn_wire import FETCH_VERSION, READ_UNCOMMITTED, TxnClient
 from tidelog.protocol.record_batch import iter_batches
 
 BATCHES, RECORDS_PER_BATCH, VALUE_BYTES = 64, 100, 1000  # about 6.5 MB: more than a socket's 4 MiB buffer
 FETCH_MAX_BYTES = 16 << 20
-FETCH_VERSION = 12  # flexible: tagged fields follow the records, so an answer has bytes after its file part
+# txn_wire's FETCH_VERSION (12) is flexible: tagged fields follow the records, so an answer has
+# bytes after its file part.
 TINY_RECEIVE_BUFFER = 4096
 SOCKET_FILLS_S = 0.3  # time for the broker to fill the socket and wait for it to drain
 
 
-def fetch_request(topic: str, offset: int) -> FetchRequest:
-    partition = FetchPartition(
-        partition=0,
-        current_leader_epoch=-1,
-        fetch_offset=offset,
-        log_start_offset=-1,
-        partition_max_bytes=FETCH_MAX_BYTES,
-    )
-    return FetchRequest(
-        max_wait=datetime.timedelta(0),
-        min_bytes=1,
-        max_bytes=FETCH_MAX_BYTES,
-        isolation_level=0,
-        session_id=0,
-        session_epoch=-1,
-        topics=(FetchTopic(topic=topic, partitions=(partition,)),),
-        forgotten_topics_data=(),
-        rack_id="",
+def fetch_request(topic: str, offset: int) -> Any:
+    return TxnClient.fetch_request(
+        topic, 0, offset, READ_UNCOMMITTED, max_bytes=FETCH_MAX_BYTES, partition_max_bytes=FETCH_MAX_BYTES
     )
 
 

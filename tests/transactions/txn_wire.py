@@ -151,7 +151,15 @@ class TxnClient:
         return self.wire.request(1, FETCH_VERSION, body).responses[0].partitions[0]
 
     @staticmethod
-    def fetch_request(topic: str, index: int, offset: int, isolation: int, max_wait_ms: int = 0) -> Any:
+    def fetch_request(
+        topic: str,
+        index: int,
+        offset: int,
+        isolation: int,
+        max_wait_ms: int = 0,
+        max_bytes: int = 1 << 22,
+        partition_max_bytes: int = 1 << 20,
+    ) -> Any:
         partition_cls = schema(1, FETCH_VERSION, ["topics", "partitions"])
         topic_cls = schema(1, FETCH_VERSION, ["topics"])
         partition = partition_cls(
@@ -160,7 +168,7 @@ class TxnClient:
             fetch_offset=offset,
             last_fetched_epoch=-1,
             log_start_offset=-1,
-            partition_max_bytes=1 << 20,
+            partition_max_bytes=partition_max_bytes,
         )
         return request(
             1,
@@ -169,7 +177,7 @@ class TxnClient:
             replica_id=-1,
             max_wait=datetime.timedelta(milliseconds=max_wait_ms),
             min_bytes=1,
-            max_bytes=1 << 22,
+            max_bytes=max_bytes,
             isolation_level=isolation,
             session_id=0,
             session_epoch=-1,
