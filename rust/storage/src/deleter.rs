@@ -112,7 +112,13 @@ pub fn delete_tree(path: PathBuf) -> io::Result<()> {
     while at < dirs.len() {
         for entry in fs::read_dir(&dirs[at])? {
             let entry = entry?;
-            let metadata = entry.metadata()?;
+            // The deleter may already have unlinked a file queued just before (a segment of
+            // this directory): gone between the listing and the look is gone, not an error.
+            let metadata = match entry.metadata() {
+                Ok(metadata) => metadata,
+                Err(error) if error.kind() == io::ErrorKind::NotFound => continue,
+                Err(error) => return Err(error),
+            };
             if metadata.is_dir() {
                 dirs.push(entry.path());
             } else if !queued.contains(&(metadata.dev(), metadata.ino())) {
